@@ -1,0 +1,126 @@
+//! The node's shared context: configuration, stores, metrics, limiter and fan-out hub.
+//! Cheap to clone (`Arc` inside); handed to every handler through Socket.IO state.
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use switchboard_crds::config::DataplaneConfig;
+
+use crate::auth::Verifier;
+use crate::auth::revocation::{MemoryRevocations, RevocationStore};
+use crate::history::{MemoryHistory, MessageStore};
+use crate::hub::Hub;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
+use crate::online::{MemoryOnline, OnlineStore};
+use crate::receipts::{MemoryReceipts, ReceiptStore};
+use crate::rooms::{MemoryRooms, RoomStore};
+use crate::typing::{MemoryTyping, TypingStore};
+
+/// One implementation of every capability's store.
+#[derive(Clone)]
+pub struct Stores {
+    pub rooms: Arc<dyn RoomStore>,
+    pub history: Arc<dyn MessageStore>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    pub typing: Arc<dyn TypingStore>,
+    pub online: Arc<dyn OnlineStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+}
+
+impl Stores {
+    /// Embedded mode: everything in this process.
+    pub fn memory() -> Self {
+        Self {
+            rooms: Arc::new(MemoryRooms::default()),
+            history: Arc::new(MemoryHistory::default()),
+            receipts: Arc::new(MemoryReceipts::default()),
+            typing: Arc::new(MemoryTyping::default()),
+            online: Arc::new(MemoryOnline::default()),
+            revocations: Arc::new(MemoryRevocations::default()),
+        }
+    }
+
+    /// Shared mode: every node reads and writes the same Redis.
+    pub fn redis(client: &fred::clients::Client) -> Self {
+        Self {
+            rooms: Arc::new(crate::rooms::redis::RedisRooms::new(client.clone())),
+            history: Arc::new(crate::history::redis::RedisHistory::new(client.clone())),
+            receipts: Arc::new(crate::receipts::redis::RedisReceipts::new(client.clone())),
+            typing: Arc::new(crate::typing::redis::RedisTyping::new(client.clone())),
+            online: Arc::new(crate::online::redis::RedisOnline::new(client.clone())),
+            revocations: Arc::new(crate::auth::revocation::redis::RedisRevocations::new(
+                client.clone(),
+            )),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+pub struct Inner {
+    pub config: DataplaneConfig,
+    pub node_id: String,
+    pub verifier: Verifier,
+    pub stores: Stores,
+    pub metrics: Metrics,
+    pub limits: Limiter,
+    /// The Redis client, when not embedded (readiness pings it).
+    pub redis: Option<fred::clients::Client>,
+    /// Set once the Socket.IO server exists (it needs the app as its state first).
+    hub: OnceLock<Arc<dyn Hub>>,
+}
+
+impl std::ops::Deref for App {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn new(
+        config: DataplaneConfig,
+        node_id: String,
+        verifier: Verifier,
+        stores: Stores,
+        redis: Option<fred::clients::Client>,
+    ) -> Self {
+        let limits = Limiter::new(config.limits.clone());
+        Self(Arc::new(Inner {
+            config,
+            node_id,
+            verifier,
+            stores,
+            metrics: Metrics::new(),
+            limits,
+            redis,
+            hub: OnceLock::new(),
+        }))
+    }
+
+    pub fn set_hub(&self, hub: Arc<dyn Hub>) {
+        let _ = self.0.hub.set(hub);
+    }
+
+    /// Emit through the hub (no-op before the server is up, which cannot happen while
+    /// handlers run: the hub is set before the listener accepts).
+    pub async fn emit(&self, ns: &str, room: String, event: &'static str, data: Value) {
+        if let Some(h) = self.0.hub.get() {
+            h.emit(ns, room, event, data).await;
+        }
+    }
+
+    pub fn hub(&self) -> Option<&Arc<dyn Hub>> {
+        self.0.hub.get()
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

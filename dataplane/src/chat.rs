@@ -1,0 +1,757 @@
+//! The /chat namespace: rooms, messages, receipts, unread counts, typing and privacy.
+//!
+//! Each handler decodes a typed request, checks membership, calls the stores and
+//! fans out; see PROTOCOL.md for the events and payloads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+
+use crate::app::{App, now_ms};
+use crate::auth::{AuthError, Identity};
+use crate::error::{AckError, Code};
+use crate::handler::{self, Cx, on};
+use crate::history::{Message, Page};
+use crate::hub::{CHAT, chat_room, session_room, token_room, user_room};
+use crate::ids;
+use crate::limits::Class;
+use crate::metrics::Metrics;
+use crate::receipts::{Kind, Privacy, unread};
+use crate::rooms::{Added, Room, Visibility};
+use crate::typing::{Typist, display_text};
+
+/// Most user ids in one `room:create` or `room:invite`.
+pub const MAX_INVITEES: usize = 100;
+/// Most receipts in one `receipt:batch`.
+pub const MAX_BATCH: usize = 100;
+/// Most rooms in one `unread:get`.
+pub const MAX_UNREAD_ROOMS: usize = 500;
+/// Largest and default `message:history` page.
+pub const MAX_PAGE: usize = 100;
+pub const DEFAULT_PAGE: usize = 50;
+
+/// Admission to /chat, run as connect middleware so that everything is in place before
+/// the client learns it is connected: authenticate, register the events (an event sent
+/// right after `connect` must find its handler), join the user's rooms, count it online.
+pub async fn admit<A: Adapter>(
+    s: SocketRef<A>,
+    State(app): State<App>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), AuthError> {
+    let id = handler::authenticate(&s, &app, auth).await?;
+    on(&s, "room:create", Class::Room, room_create::<A>);
+    on(&s, "room:join", Class::Room, room_join::<A>);
+    on(&s, "room:leave", Class::Room, room_leave::<A>);
+    on(&s, "room:invite", Class::Room, room_invite::<A>);
+    on(&s, "room:members", Class::Read, room_members::<A>);
+    on(&s, "message:send", Class::Message, message_send::<A>);
+    on(&s, "message:history", Class::Read, message_history::<A>);
+    on(&s, "message:delivered", Class::Read, message_delivered::<A>);
+    on(&s, "receipt:read", Class::Read, receipt_read::<A>);
+    on(&s, "receipt:batch", Class::Read, receipt_batch::<A>);
+    on(&s, "unread:get", Class::Read, unread_get::<A>);
+    on(&s, "typing:start", Class::Typing, typing_start::<A>);
+    on(&s, "typing:stop", Class::Typing, typing_stop::<A>);
+    on(
+        &s,
+        "typing:get-aggregated",
+        Class::Read,
+        typing_get_aggregated::<A>,
+    );
+    on(&s, "privacy:set", Class::Room, privacy_set::<A>);
+
+    let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+    let mut rooms = vec![user_room(t, u)];
+    rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
+    rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
+    let mine = app.stores.rooms.rooms_of(t, u).await.map_err(|e| {
+        tracing::warn!(tenant = %t, user = %u, error = %e, "cannot load rooms");
+        AuthError::Unavailable
+    })?;
+    rooms.extend(mine.iter().map(|r| chat_room(t, r)));
+    s.join(rooms);
+    let conn = format!("{}/{}", app.node_id, s.id);
+    if let Err(e) = app.stores.online.connect(t, u, &conn).await {
+        tracing::warn!(error = %e, "online store unavailable");
+    }
+    app.limits.attach(t, u);
+    app.metrics.connection(CHAT, 1);
+    tracing::debug!(tenant = %t, user = %u, sid = %s.id, "chat connected");
+
+    s.on_disconnect(
+        async move |s: SocketRef<A>,
+                    State(app): State<App>,
+                    Extension(id): Extension<Arc<Identity>>| {
+            let conn = format!("{}/{}", app.node_id, s.id);
+            let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+            if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
+                tracing::warn!(error = %e, "online store unavailable");
+            }
+            app.limits.detach(t, u);
+            app.metrics.connection(CHAT, -1);
+        },
+    );
+    Ok(())
+}
+
+/// Connect handler of /chat: everything happened in [`admit`].
+pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+
+// === rooms ===
+
+#[derive(Deserialize)]
+struct RoomCreate {
+    room_id: Option<String>,
+    name: Option<String>,
+    visibility: Visibility,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RoomRef {
+    room_id: String,
+}
+
+#[derive(Deserialize)]
+struct RoomInvite {
+    room_id: String,
+    user_ids: Vec<String>,
+}
+
+fn check_room_id(id: &str) -> Result<(), AckError> {
+    if ids::valid_id(id) {
+        Ok(())
+    } else {
+        Err(AckError::bad_request(
+            "room_id must be 1-128 characters of A-Z a-z 0-9 - _ . @ +",
+        ))
+    }
+}
+
+fn check_user_ids(v: &[String], max: usize) -> Result<(), AckError> {
+    if v.len() > max {
+        return Err(AckError::bad_request(format!(
+            "at most {max} user ids per call"
+        )));
+    }
+    match v.iter().find(|u| !ids::valid_id(u)) {
+        Some(bad) => Err(AckError::bad_request(format!("invalid user id {bad:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// The room, or `not_found`.
+async fn load_room(app: &App, tenant: &str, room_id: &str) -> Result<Room, AckError> {
+    check_room_id(room_id)?;
+    app.stores
+        .rooms
+        .get(tenant, room_id)
+        .await?
+        .ok_or_else(|| AckError::not_found(format!("no room {room_id:?}")))
+}
+
+/// `forbidden` unless the user belongs to the room (checked after the room exists).
+async fn require_member(app: &App, id: &Identity, room_id: &str) -> Result<(), AckError> {
+    load_room(app, &id.tenant, room_id).await?;
+    if app
+        .stores
+        .rooms
+        .is_member(&id.tenant, room_id, &id.user_id)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AckError::forbidden("you are not a member of this room"))
+    }
+}
+
+fn too_many_rooms(app: &App) -> AckError {
+    AckError::forbidden(format!(
+        "room limit reached (limits.max_rooms_per_user = {})",
+        app.config.limits.max_rooms_per_user
+    ))
+}
+
+/// Add users to a room and make their live sockets (any node) join it.
+/// Returns those skipped because they hold too many rooms.
+async fn add_members(
+    app: &App,
+    tenant: &str,
+    room_id: &str,
+    users: &[String],
+) -> Result<Vec<String>, AckError> {
+    let mut skipped = Vec::new();
+    for u in users {
+        match app
+            .stores
+            .rooms
+            .add_member(tenant, room_id, u, app.config.limits.max_rooms_per_user)
+            .await?
+        {
+            Added::TooManyRooms => skipped.push(u.clone()),
+            Added::Added | Added::AlreadyMember => {
+                if let Some(hub) = app.hub() {
+                    hub.join(CHAT, user_room(tenant, u), chat_room(tenant, room_id))
+                        .await;
+                }
+            }
+        }
+    }
+    Ok(skipped)
+}
+
+async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, AckError> {
+    let room_id = req
+        .room_id
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    check_room_id(&room_id)?;
+    check_user_ids(&req.members, MAX_INVITEES)?;
+    let name = req.name.unwrap_or_else(|| room_id.clone());
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(AckError::bad_request("name must be 1-200 characters"));
+    }
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    if cx.app.stores.rooms.rooms_of(t, me).await?.len() >= cx.app.config.limits.max_rooms_per_user {
+        return Err(too_many_rooms(&cx.app));
+    }
+    let room = Room {
+        id: room_id.clone(),
+        name,
+        visibility: req.visibility,
+        owner_id: me.clone(),
+        created_at: now_ms(),
+    };
+    if !cx.app.stores.rooms.create(t, &room).await? {
+        return Err(AckError::conflict(format!(
+            "room {room_id:?} already exists"
+        )));
+    }
+    let mut users = vec![me.clone()];
+    users.extend(req.members.into_iter().filter(|u| u != me));
+    let skipped = add_members(&cx.app, t, &room_id, &users).await?;
+    cx.socket.join(chat_room(t, &room_id));
+    tracing::info!(tenant = %t, room = %room_id, owner = %me, "room created");
+    Ok(json!({ "room": room, "skipped": skipped }))
+}
+
+async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    let room = load_room(&cx.app, t, &req.room_id).await?;
+    if room.visibility == Visibility::Private
+        && !cx.app.stores.rooms.is_member(t, &room.id, me).await?
+    {
+        return Err(AckError::forbidden("this room is private: members only"));
+    }
+    if cx
+        .app
+        .stores
+        .rooms
+        .add_member(t, &room.id, me, cx.app.config.limits.max_rooms_per_user)
+        .await?
+        == Added::TooManyRooms
+    {
+        return Err(too_many_rooms(&cx.app));
+    }
+    if let Some(hub) = cx.app.hub() {
+        hub.join(CHAT, user_room(t, me), chat_room(t, &room.id))
+            .await;
+    }
+    cx.socket.join(chat_room(t, &room.id));
+    Ok(json!({ "room": room }))
+}
+
+async fn room_leave<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    load_room(&cx.app, t, &req.room_id).await?;
+    if !cx
+        .app
+        .stores
+        .rooms
+        .remove_member(t, &req.room_id, me)
+        .await?
+    {
+        return Err(AckError::not_found("you are not a member of this room"));
+    }
+    stop_typing(&cx.app, &cx.id, &req.room_id).await?;
+    cx.socket.leave(chat_room(t, &req.room_id));
+    if let Some(hub) = cx.app.hub() {
+        hub.leave(CHAT, user_room(t, me), chat_room(t, &req.room_id))
+            .await;
+    }
+    Ok(json!({}))
+}
+
+async fn room_invite<A: Adapter>(cx: Cx<A>, req: RoomInvite) -> Result<Value, AckError> {
+    let t = &cx.id.tenant;
+    let room = load_room(&cx.app, t, &req.room_id).await?;
+    if room.owner_id != cx.id.user_id {
+        return Err(AckError::forbidden("only the room's owner can invite"));
+    }
+    if req.user_ids.is_empty() {
+        return Err(AckError::bad_request("user_ids must not be empty"));
+    }
+    check_user_ids(&req.user_ids, MAX_INVITEES)?;
+    let skipped = add_members(&cx.app, t, &room.id, &req.user_ids).await?;
+    Ok(json!({ "room": room, "skipped": skipped }))
+}
+
+async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+    let t = &cx.id.tenant;
+    let room = load_room(&cx.app, t, &req.room_id).await?;
+    let member = cx
+        .app
+        .stores
+        .rooms
+        .is_member(t, &room.id, &cx.id.user_id)
+        .await?;
+    if room.visibility == Visibility::Private && !member {
+        return Err(AckError::forbidden("this room is private: members only"));
+    }
+    let users = cx
+        .app
+        .stores
+        .rooms
+        .members(t, &room.id, cx.app.config.chat.max_members_listed)
+        .await?;
+    let online = cx.app.stores.online.online(t, &users).await?;
+    let members: Vec<Value> = users
+        .iter()
+        .zip(online)
+        .map(|(u, on)| json!({ "user_id": u, "online": on }))
+        .collect();
+    Ok(json!({ "members": members }))
+}
+
+// === messages ===
+
+#[derive(Deserialize)]
+struct MessageSend {
+    room_id: String,
+    body: String,
+    client_msg_id: Option<String>,
+    reply_to: Option<u64>,
+    meta: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct MessageHistory {
+    room_id: String,
+    before_seq: Option<u64>,
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, AckError> {
+    let cfg = &cx.app.config.chat;
+    if req.body.trim().is_empty() {
+        return Err(AckError::bad_request("body must not be empty"));
+    }
+    if req.body.len() > cfg.max_message_bytes {
+        return Err(AckError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "body is {} bytes; the limit is {} (chat.max_message_bytes)",
+                req.body.len(),
+                cfg.max_message_bytes
+            ),
+        ));
+    }
+    if let Some(c) = &req.client_msg_id {
+        if c.is_empty() || c.len() > 128 {
+            return Err(AckError::bad_request("client_msg_id must be 1-128 bytes"));
+        }
+    }
+    if let Some(meta) = &req.meta {
+        if !meta.is_object() {
+            return Err(AckError::bad_request("meta must be a JSON object"));
+        }
+        let size = serde_json::to_vec(meta)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > cfg.max_meta_bytes {
+            return Err(AckError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "meta is {size} bytes; the limit is {} (chat.max_meta_bytes)",
+                    cfg.max_meta_bytes
+                ),
+            ));
+        }
+    }
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    if let Some(r) = req.reply_to {
+        let last = cx
+            .app
+            .stores
+            .history
+            .last_seqs(t, std::slice::from_ref(&req.room_id))
+            .await?;
+        if r == 0 || r > last.first().copied().unwrap_or(0) {
+            return Err(AckError::bad_request(format!(
+                "reply_to {r} is not a message of this room"
+            )));
+        }
+    }
+    let msg = Message {
+        id: uuid::Uuid::now_v7().to_string(),
+        room_id: req.room_id.clone(),
+        seq: 0,
+        sender_id: me.clone(),
+        body: req.body,
+        ts: now_ms(),
+        client_msg_id: req.client_msg_id,
+        reply_to: req.reply_to,
+        meta: req.meta,
+    };
+    let stored = cx
+        .app
+        .stores
+        .history
+        .append(t, msg, cfg.history_max_len)
+        .await?;
+    let message = stored.message;
+    if !stored.duplicate {
+        // Sending implies having read everything up to one's own message.
+        cx.app
+            .stores
+            .receipts
+            .advance(t, me, &message.room_id, Kind::Read, message.seq)
+            .await?;
+        cx.app
+            .stores
+            .receipts
+            .advance(t, me, &message.room_id, Kind::Delivered, message.seq)
+            .await?;
+        stop_typing(&cx.app, &cx.id, &message.room_id).await?;
+        let out = json!({ "message": message });
+        if let Err(e) = cx
+            .socket
+            .to(chat_room(t, &message.room_id))
+            .emit("message:new", &out)
+            .await
+        {
+            tracing::warn!(error = %e, "message:new broadcast failed");
+        }
+    }
+    Ok(json!({ "message": message, "duplicate": stored.duplicate }))
+}
+
+async fn message_history<A: Adapter>(cx: Cx<A>, req: MessageHistory) -> Result<Value, AckError> {
+    let limit = req.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AckError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    if let (Some(b), Some(a)) = (req.before_seq, req.after_seq) {
+        if b <= a {
+            return Err(AckError::bad_request(
+                "before_seq must be greater than after_seq",
+            ));
+        }
+    }
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    let page = Page {
+        before: req.before_seq,
+        after: req.after_seq,
+        limit,
+    };
+    let messages = cx
+        .app
+        .stores
+        .history
+        .page(&cx.id.tenant, &req.room_id, page)
+        .await?;
+    Ok(json!({ "messages": messages }))
+}
+
+// === receipts ===
+
+#[derive(Deserialize)]
+struct ReceiptReq {
+    room_id: String,
+    up_to_seq: u64,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    room_id: String,
+    up_to_seq: u64,
+    kind: Kind,
+}
+
+#[derive(Deserialize)]
+struct ReceiptBatch {
+    receipts: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct UnreadGet {
+    room_ids: Option<Vec<String>>,
+}
+
+/// Record a receipt (read implies delivered), tell the room, return the unread count.
+async fn apply_receipt<A: Adapter>(
+    cx: &Cx<A>,
+    privacy: Privacy,
+    room_id: &str,
+    up_to: u64,
+    kind: Kind,
+) -> Result<u64, AckError> {
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    let last = cx
+        .app
+        .stores
+        .history
+        .last_seqs(t, &[room_id.to_owned()])
+        .await?
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let up_to = up_to.min(last);
+    let receipts = &cx.app.stores.receipts;
+    let delivered = receipts
+        .advance(t, me, room_id, Kind::Delivered, up_to)
+        .await?;
+    let read = match kind {
+        Kind::Read => receipts.advance(t, me, room_id, Kind::Read, up_to).await?,
+        Kind::Delivered => receipts
+            .pointers(t, me, &[room_id.to_owned()], Kind::Read)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0),
+    };
+    let room = chat_room(t, room_id);
+    let (event, pointer) = match kind {
+        Kind::Read if privacy.read_receipts => ("receipt:read", read),
+        Kind::Read => return Ok(unread(last, read)),
+        Kind::Delivered => ("receipt:delivered", delivered),
+    };
+    let out = json!({ "room_id": room_id, "user_id": me, "up_to_seq": pointer });
+    if let Err(e) = cx.socket.to(room).emit(event, &out).await {
+        tracing::warn!(error = %e, event, "receipt broadcast failed");
+    }
+    Ok(unread(last, read))
+}
+
+async fn message_delivered<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Value, AckError> {
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    apply_receipt(
+        &cx,
+        Privacy::default(),
+        &req.room_id,
+        req.up_to_seq,
+        Kind::Delivered,
+    )
+    .await?;
+    Ok(json!({}))
+}
+
+async fn receipt_read<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Value, AckError> {
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    let privacy = cx
+        .app
+        .stores
+        .receipts
+        .privacy(&cx.id.tenant, &cx.id.user_id)
+        .await?;
+    let n = apply_receipt(&cx, privacy, &req.room_id, req.up_to_seq, Kind::Read).await?;
+    Ok(json!({ "unread": n }))
+}
+
+async fn receipt_batch<A: Adapter>(cx: Cx<A>, req: ReceiptBatch) -> Result<Value, AckError> {
+    if req.receipts.is_empty() || req.receipts.len() > MAX_BATCH {
+        return Err(AckError::bad_request(format!(
+            "receipts must hold 1 to {MAX_BATCH} entries"
+        )));
+    }
+    // All or nothing: check every entry before applying any.
+    for r in &req.receipts {
+        require_member(&cx.app, &cx.id, &r.room_id).await?;
+    }
+    let privacy = cx
+        .app
+        .stores
+        .receipts
+        .privacy(&cx.id.tenant, &cx.id.user_id)
+        .await?;
+    let mut counts = BTreeMap::new();
+    for r in &req.receipts {
+        let n = apply_receipt(&cx, privacy, &r.room_id, r.up_to_seq, r.kind).await?;
+        counts.insert(r.room_id.clone(), n);
+    }
+    Ok(json!({ "unread": counts }))
+}
+
+async fn unread_get<A: Adapter>(cx: Cx<A>, req: UnreadGet) -> Result<Value, AckError> {
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    let mine = cx.app.stores.rooms.rooms_of(t, me).await?;
+    let rooms = match req.room_ids {
+        None => mine,
+        Some(asked) => {
+            if asked.len() > MAX_UNREAD_ROOMS {
+                return Err(AckError::bad_request(format!(
+                    "at most {MAX_UNREAD_ROOMS} room ids"
+                )));
+            }
+            if let Some(other) = asked.iter().find(|r| !mine.contains(r)) {
+                return Err(AckError::forbidden(format!(
+                    "you are not a member of room {other:?}"
+                )));
+            }
+            asked
+        }
+    };
+    let last = cx.app.stores.history.last_seqs(t, &rooms).await?;
+    let read = cx
+        .app
+        .stores
+        .receipts
+        .pointers(t, me, &rooms, Kind::Read)
+        .await?;
+    let counts: BTreeMap<_, _> = rooms
+        .iter()
+        .zip(last.iter().zip(read))
+        .map(|(r, (l, rd))| (r.clone(), unread(*l, rd)))
+        .collect();
+    Ok(json!({ "counts": counts }))
+}
+
+// === typing ===
+
+async fn aggregated(app: &App, tenant: &str, room_id: &str) -> Result<Value, AckError> {
+    let active = app.stores.typing.active(tenant, room_id, now_ms()).await?;
+    let names: Vec<&str> = active.iter().map(|t| t.name.as_str()).collect();
+    let user_ids: Vec<&str> = active.iter().map(|t| t.user_id.as_str()).collect();
+    Ok(json!({ "room_id": room_id, "user_ids": user_ids, "display_text": display_text(&names) }))
+}
+
+/// Tell the room that `user` started or stopped typing, with the new aggregate.
+async fn announce_typing(
+    app: &App,
+    tenant: &str,
+    room_id: &str,
+    user_id: &str,
+    typing: bool,
+) -> Result<(), AckError> {
+    let room = chat_room(tenant, room_id);
+    app.emit(
+        CHAT,
+        room.clone(),
+        "typing:update",
+        json!({ "room_id": room_id, "user_id": user_id, "typing": typing }),
+    )
+    .await;
+    let agg = aggregated(app, tenant, room_id).await?;
+    app.emit(CHAT, room, "typing:aggregated", agg).await;
+    Ok(())
+}
+
+/// Stop the user's indicator in a room if there is one (sending a message or leaving
+/// the room ends typing).
+async fn stop_typing(app: &App, id: &Identity, room_id: &str) -> Result<(), AckError> {
+    if app
+        .stores
+        .typing
+        .stop(&id.tenant, room_id, &id.user_id, now_ms())
+        .await?
+    {
+        Metrics::kind(&app.metrics.typing, "stop");
+        announce_typing(app, &id.tenant, room_id, &id.user_id, false).await?;
+    }
+    Ok(())
+}
+
+async fn typing_start<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    let (t, me) = (cx.id.tenant.clone(), cx.id.user_id.clone());
+    if !cx
+        .app
+        .stores
+        .receipts
+        .privacy(&t, &me)
+        .await?
+        .typing_indicators
+    {
+        return Ok(json!({}));
+    }
+    let timeout = cx.app.config.chat.typing_timeout.0;
+    let now = now_ms();
+    let typist = Typist {
+        user_id: me.clone(),
+        name: cx.id.name.clone(),
+        expires_at: now + timeout.as_millis() as i64,
+    };
+    let started = cx
+        .app
+        .stores
+        .typing
+        .start(&t, &req.room_id, typist, now)
+        .await?;
+    if started {
+        Metrics::kind(&cx.app.metrics.typing, "start");
+        announce_typing(&cx.app, &t, &req.room_id, &me, true).await?;
+    }
+    // Expiry: this timer clears the indicator unless a refresh (on any node) moved it on.
+    let app = cx.app.clone();
+    let room_id = req.room_id;
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout + std::time::Duration::from_millis(20)).await;
+        match app.stores.typing.expire(&t, &room_id, &me, now_ms()).await {
+            Ok(true) => {
+                Metrics::kind(&app.metrics.typing, "expired");
+                app.metrics.typing_duration.observe(timeout.as_secs_f64());
+                if let Err(e) = announce_typing(&app, &t, &room_id, &me, false).await {
+                    tracing::warn!(error = %e, "typing expiry broadcast failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "typing expiry failed"),
+        }
+    });
+    Ok(json!({}))
+}
+
+async fn typing_stop<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    stop_typing(&cx.app, &cx.id, &req.room_id).await?;
+    Ok(json!({}))
+}
+
+async fn typing_get_aggregated<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    aggregated(&cx.app, &cx.id.tenant, &req.room_id).await
+}
+
+// === privacy ===
+
+#[derive(Deserialize)]
+struct PrivacySet {
+    read_receipts: Option<bool>,
+    typing_indicators: Option<bool>,
+}
+
+async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<Value, AckError> {
+    let (t, me) = (&cx.id.tenant, &cx.id.user_id);
+    let mut p = cx.app.stores.receipts.privacy(t, me).await?;
+    if let Some(v) = req.read_receipts {
+        p.read_receipts = v;
+    }
+    if let Some(v) = req.typing_indicators {
+        p.typing_indicators = v;
+    }
+    cx.app.stores.receipts.set_privacy(t, me, p).await?;
+    if !p.typing_indicators {
+        for room in cx.app.stores.rooms.rooms_of(t, me).await? {
+            stop_typing(&cx.app, &cx.id, &room).await?;
+        }
+    }
+    Ok(json!({ "privacy": p }))
+}

@@ -1,0 +1,130 @@
+//! The protocol's error codes and the ack envelope every request event answers with.
+//!
+//! `{ "ok": true, "data": {...} }` or `{ "ok": false, "error": { "code", "message" } }`.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Error codes of PROTOCOL.md, also used as the `outcome` label of event metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    Busy,
+    RateLimited,
+    PayloadTooLarge,
+    Unavailable,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BadRequest => "bad_request",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::NotFound => "not_found",
+            Code::Conflict => "conflict",
+            Code::Busy => "busy",
+            Code::RateLimited => "rate_limited",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::Unavailable => "unavailable",
+            Code::Internal => "internal",
+        }
+    }
+}
+
+/// A refused request: the code the client branches on and a message for humans.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct AckError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl AckError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(Code::BadRequest, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(Code::Forbidden, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Code::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(Code::Conflict, message)
+    }
+}
+
+/// Storage failures become `unavailable` (the backend did not answer) or `internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<fred::error::Error> for StoreError {
+    fn from(e: fred::error::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<StoreError> for AckError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "storage unavailable");
+                AckError::new(Code::Unavailable, "storage is unavailable, retry later")
+            }
+            StoreError::Corrupt(m) => {
+                tracing::error!(error = %m, "corrupt stored data");
+                AckError::new(Code::Internal, "internal error")
+            }
+        }
+    }
+}
+
+/// The ack body for a result.
+pub fn envelope(result: &Result<Value, AckError>) -> Value {
+    match result {
+        Ok(data) => json!({ "ok": true, "data": data }),
+        Err(e) => json!({ "ok": false, "error": { "code": e.code, "message": e.message } }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_shapes_match_the_protocol() {
+        assert_eq!(
+            envelope(&Ok(json!({"a": 1}))),
+            json!({"ok": true, "data": {"a": 1}})
+        );
+        let e = envelope(&Err(AckError::new(Code::PayloadTooLarge, "too big")));
+        assert_eq!(
+            e,
+            json!({"ok": false, "error": {"code": "payload_too_large", "message": "too big"}})
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The thin layer between Socket.IO and the capabilities: authenticate the handshake,
+//! then for every request event: rate-limit, decode, call, ack, count.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+
+use crate::app::App;
+use crate::auth::{AuthError, Identity};
+use crate::error::{AckError, Code, envelope};
+use crate::limits::{Class, SocketLimits, Verdict};
+use crate::metrics::Metrics;
+
+/// What a request handler gets: the app, the socket and who it is.
+pub struct Cx<A: Adapter> {
+    pub app: App,
+    pub socket: SocketRef<A>,
+    pub id: Arc<Identity>,
+}
+
+/// Per-socket limiter state (extensions hold clones, so it sits behind an `Arc`).
+pub type SocketLimitsRef = Arc<Mutex<SocketLimits>>;
+
+#[derive(serde::Deserialize)]
+struct HandshakeAuth {
+    token: Option<String>,
+}
+
+/// Authenticate a handshake (every namespace's admission starts here): verify the token,
+/// refuse revoked ones, and leave the identity and limiter state in the socket's extensions.
+pub async fn authenticate<A: Adapter>(
+    s: &SocketRef<A>,
+    app: &App,
+    auth: Result<Value, impl std::fmt::Display>,
+) -> Result<Arc<Identity>, AuthError> {
+    let from_auth = auth
+        .ok()
+        .and_then(|v| serde_json::from_value::<HandshakeAuth>(v).ok())
+        .and_then(|a| a.token);
+    let from_header = || {
+        s.req_parts()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::to_owned)
+    };
+    let result = async {
+        let token = from_auth.or_else(from_header).ok_or_else(|| {
+            AuthError::Unauthorized(
+                "no token: send auth.token or an Authorization: Bearer header".into(),
+            )
+        })?;
+        let id = app.verifier.verify(&token)?;
+        match app.stores.revocations.check(&id).await {
+            Ok(None) => Ok(id),
+            Ok(Some(reason)) => Err(AuthError::Revoked(reason)),
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation check failed");
+                Err(AuthError::Unavailable)
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(id) => {
+            let id = Arc::new(id);
+            s.extensions.insert(id.clone());
+            s.extensions.insert::<SocketLimitsRef>(Arc::default());
+            Ok(id)
+        }
+        Err(e) => {
+            Metrics::kind(&app.metrics.auth_failures, e.code());
+            Err(e)
+        }
+    }
+}
+
+/// Decode a request payload. A missing payload reads as `{}`.
+pub fn decode<T: DeserializeOwned>(
+    data: Result<Value, impl std::fmt::Display>,
+) -> Result<T, AckError> {
+    let v = match data {
+        Ok(Value::Null) | Err(_) => Value::Object(Default::default()),
+        Ok(v) => v,
+    };
+    if !v.is_object() {
+        return Err(AckError::bad_request("the payload must be a JSON object"));
+    }
+    serde_json::from_value(v).map_err(|e| AckError::bad_request(format!("invalid payload: {e}")))
+}
+
+/// Register a request event: `f` gets the decoded payload and returns the ack's `data`.
+pub fn on<A, Req, F, Fut>(s: &SocketRef<A>, event: &'static str, class: Class, f: F)
+where
+    A: Adapter,
+    Req: DeserializeOwned + Send + 'static,
+    F: Fn(Cx<A>, Req) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, AckError>> + Send + 'static,
+{
+    s.on(
+        event,
+        move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>, Extension(limits): Extension<SocketLimitsRef>| async move {
+            let started = tokio::time::Instant::now();
+            let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started);
+            let result = match verdict {
+                Verdict::Allow => match decode::<Req>(data) {
+                    Ok(req) => f(Cx { app: app.clone(), socket: s.clone(), id: id.clone() }, req).await,
+                    Err(e) => Err(e),
+                },
+                Verdict::Limited | Verdict::Abusive => Err(AckError::new(Code::RateLimited, format!("too many {event} events, slow down"))),
+            };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.code.as_str(),
+            };
+            app.metrics.event(event, outcome, started.elapsed());
+            let _ = ack.send(&envelope(&result));
+            if verdict == Verdict::Abusive {
+                tracing::warn!(tenant = %id.tenant, user = %id.user_id, event, "abuse threshold crossed, disconnecting");
+                Metrics::kind(&app.metrics.disconnects, "abuse");
+                let _ = s.disconnect();
+            }
+        },
+    );
+}

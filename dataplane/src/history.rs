@@ -1,0 +1,213 @@
+//! Messages: the per-room ordered log (`seq` rises by one per room), idempotent sends,
+//! and history pages in both directions.
+
+pub mod redis;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::StoreError;
+
+/// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub room_id: String,
+    pub seq: u64,
+    pub sender_id: String,
+    pub body: String,
+    pub ts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+}
+
+/// The result of an append: the stored message, and whether it was already there
+/// (same sender, same `client_msg_id`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Appended {
+    pub message: Message,
+    pub duplicate: bool,
+}
+
+/// A page request. `after`: the oldest messages with seq > after; `before`: the newest
+/// with seq < before; both: a window; neither: the newest. Always returned oldest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Page {
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+/// Room message logs.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Store `msg` (its `seq` is ignored and assigned here), trimming the room's log to
+    /// `max_len`. A repeated `client_msg_id` from the same sender returns the first message.
+    async fn append(
+        &self,
+        tenant: &str,
+        msg: Message,
+        max_len: u64,
+    ) -> Result<Appended, StoreError>;
+    async fn page(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        page: Page,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// The last assigned seq of each room (0 for a room without messages).
+    async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError>;
+}
+
+/// Select a page from a log sorted by seq (shared by the in-memory store and tests).
+pub fn select_page<'a>(
+    log: impl DoubleEndedIterator<Item = &'a Message> + Clone,
+    p: Page,
+) -> Vec<Message> {
+    let in_window =
+        |m: &&Message| p.after.is_none_or(|a| m.seq > a) && p.before.is_none_or(|b| m.seq < b);
+    let mut out: Vec<Message> = if p.after.is_some() {
+        log.filter(in_window).take(p.limit).cloned().collect()
+    } else {
+        let mut v: Vec<Message> = log.rev().filter(in_window).take(p.limit).cloned().collect();
+        v.reverse();
+        v
+    };
+    out.truncate(p.limit);
+    out
+}
+
+// === impl MemoryHistory ===
+
+#[derive(Default)]
+pub struct MemoryHistory {
+    inner: Mutex<HashMap<(String, String), RoomLog>>,
+}
+
+#[derive(Default)]
+struct RoomLog {
+    last_seq: u64,
+    log: VecDeque<Message>,
+    /// (sender, client_msg_id) → seq; bounded like the log (entries of trimmed messages go).
+    by_client_id: HashMap<(String, String), Message>,
+}
+
+#[async_trait]
+impl MessageStore for MemoryHistory {
+    async fn append(
+        &self,
+        tenant: &str,
+        mut msg: Message,
+        max_len: u64,
+    ) -> Result<Appended, StoreError> {
+        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms
+            .entry((tenant.to_owned(), msg.room_id.clone()))
+            .or_default();
+        let cid = msg
+            .client_msg_id
+            .clone()
+            .map(|c| (msg.sender_id.clone(), c));
+        if let Some(first) = cid.as_ref().and_then(|c| room.by_client_id.get(c)) {
+            return Ok(Appended {
+                message: first.clone(),
+                duplicate: true,
+            });
+        }
+        room.last_seq += 1;
+        msg.seq = room.last_seq;
+        room.log.push_back(msg.clone());
+        if let Some(c) = cid {
+            room.by_client_id.insert(c, msg.clone());
+        }
+        while room.log.len() as u64 > max_len {
+            if let Some(old) = room.log.pop_front() {
+                if let Some(c) = old.client_msg_id {
+                    room.by_client_id.remove(&(old.sender_id, c));
+                }
+            }
+        }
+        Ok(Appended {
+            message: msg,
+            duplicate: false,
+        })
+    }
+
+    async fn page(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        page: Page,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(rooms
+            .get(&(tenant.to_owned(), room_id.to_owned()))
+            .map(|r| select_page(r.log.iter(), page))
+            .unwrap_or_default())
+    }
+
+    async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(room_ids
+            .iter()
+            .map(|r| {
+                rooms
+                    .get(&(tenant.to_owned(), r.clone()))
+                    .map_or(0, |l| l.last_seq)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_log(n: u64) -> Vec<Message> {
+        (1..=n)
+            .map(|seq| Message {
+                id: format!("m{seq}"),
+                room_id: "r".into(),
+                seq,
+                sender_id: "a".into(),
+                body: "x".into(),
+                ts: 0,
+                client_msg_id: None,
+                reply_to: None,
+                meta: None,
+            })
+            .collect()
+    }
+
+    fn seqs(v: Vec<Message>) -> Vec<u64> {
+        v.into_iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn pages_in_both_directions_oldest_first() {
+        let log = mk_log(10);
+        let p = |before, after, limit| {
+            seqs(select_page(
+                log.iter(),
+                Page {
+                    before,
+                    after,
+                    limit,
+                },
+            ))
+        };
+        assert_eq!(p(None, None, 3), vec![8, 9, 10]);
+        assert_eq!(p(Some(5), None, 3), vec![2, 3, 4]);
+        assert_eq!(p(None, Some(5), 3), vec![6, 7, 8]);
+        assert_eq!(p(Some(9), Some(2), 100), vec![3, 4, 5, 6, 7, 8]);
+        assert_eq!(p(None, Some(10), 3), Vec::<u64>::new());
+    }
+}

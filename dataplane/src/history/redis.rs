@@ -1,0 +1,373 @@
+//! [`MessageStore`] on Redis.
+//!
+//! - `sb:{T}:room:{R}:seq`: the room's last assigned seq (`INCR`).
+//! - `sb:{T}:room:{R}:log`: a stream, one entry per message with the explicit id
+//!   `<seq>-1` and one field `m`, the message JSON (seq included), trimmed to `max_len`
+//!   exactly. History pages are `XRANGE`/`XREVRANGE` on those ids.
+//! - `sb:{T}:room:{R}:cmid:{SENDER}:{CLIENT_MSG_ID}`: the seq of the first message with
+//!   that `client_msg_id` (7 days). A repeat returns that message while it is still in
+//!   the log; once trimmed, a repeat is a new message (as the memory store does).
+//!
+//! The JSON is serialized by Rust and never decoded in Lua (numbers in `meta` stay as
+//! they are): Rust serializes the message with `"seq":0` and hands the text before and
+//! after the `0` to the script, which puts the assigned seq between them.
+
+use async_trait::async_trait;
+use fred::clients::Client;
+use fred::interfaces::{KeysInterface, LuaInterface, StreamsInterface};
+use fred::types::Value;
+
+use super::{Appended, Message, MessageStore, Page};
+use crate::error::StoreError;
+
+/// How long a `client_msg_id` is remembered, in seconds.
+const CLIENT_MSG_ID_TTL_SECS: u64 = 7 * 24 * 3600;
+
+mod keys {
+    /// The room's last assigned seq.
+    pub fn seq(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:seq")
+    }
+
+    /// The room's message stream.
+    pub fn log(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:log")
+    }
+
+    /// The seq of the first message a sender sent with this `client_msg_id`.
+    /// The client id is the last part, so whatever it holds cannot reach another key.
+    pub fn client_msg_id(
+        tenant: &str,
+        room_id: &str,
+        sender_id: &str,
+        client_msg_id: &str,
+    ) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:cmid:{sender_id}:{client_msg_id}")
+    }
+}
+
+/// KEYS: seq counter, stream, idempotency key (unused without a client_msg_id).
+/// ARGV: JSON before the seq, JSON after the seq, max_len, "1" when there is a
+/// client_msg_id, its TTL in seconds.
+/// Returns {seq, 0, ""} for a new message, {seq, 1, json} for a repeat, {x, 2, why} when
+/// the stored data is corrupt.
+const APPEND: &str = r"
+if ARGV[4] == '1' then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then
+    if not string.match(prev, '^%d+$') then
+      return {prev, 2, 'client_msg_id entry is not a seq'}
+    end
+    local found = redis.call('XRANGE', KEYS[2], prev .. '-1', prev .. '-1')
+    if #found == 1 then
+      local fields = found[1][2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'm' then
+          return {prev, 1, fields[i + 1]}
+        end
+      end
+      return {prev, 2, 'stream entry without field m'}
+    end
+  end
+end
+redis.call('INCR', KEYS[1])
+local seq = redis.call('GET', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'm', ARGV[1] .. seq .. ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
+end
+return {seq, 0, ''}
+";
+
+pub struct RedisHistory {
+    client: Client,
+}
+
+impl RedisHistory {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+fn corrupt(what: &str, v: &Value) -> StoreError {
+    StoreError::Corrupt(format!("{what}: unexpected reply {v:?}"))
+}
+
+fn opt_string(v: Value, what: &str) -> Result<Option<String>, StoreError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.to_string())),
+        Value::Bytes(b) => String::from_utf8(b.to_vec())
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("{what}: not UTF-8"))),
+        other => Err(corrupt(what, &other)),
+    }
+}
+
+fn string(v: Value, what: &str) -> Result<String, StoreError> {
+    opt_string(v, what)?.ok_or_else(|| StoreError::Corrupt(format!("{what}: nil")))
+}
+
+fn parse_seq(s: &str, what: &str) -> Result<u64, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("{what}: {s:?} is not a seq")))
+}
+
+/// The message JSON split around its seq: `(before, after)` such that
+/// `before + seq + after` is the message with that seq.
+fn split_at_seq(json: &str) -> Result<(&str, &str), StoreError> {
+    // `seq` is the third field, after two JSON strings, which cannot hold an unescaped
+    // quote: the first match is the message's own seq, never one inside `meta`.
+    const FIELD: &str = "\"seq\":";
+    let at = json
+        .find("\"seq\":0")
+        .ok_or_else(|| StoreError::Corrupt("serialized message has no seq".into()))?;
+    let split = at + FIELD.len();
+    Ok((&json[..split], &json[split + 1..]))
+}
+
+/// An exclusive bound on the stream id of a seq.
+fn exclusive(seq: u64) -> String {
+    format!("({seq}-1")
+}
+
+/// One stream entry `[id, [field, value, ...]]` to its message.
+fn entry_to_message(entry: Value) -> Result<Message, StoreError> {
+    let Value::Array(mut parts) = entry else {
+        return Err(corrupt("stream entry", &entry));
+    };
+    if parts.len() != 2 {
+        return Err(StoreError::Corrupt(format!(
+            "stream entry has {} parts",
+            parts.len()
+        )));
+    }
+    let fields = parts.pop().unwrap_or(Value::Null);
+    let id = string(parts.pop().unwrap_or(Value::Null), "stream entry id")?;
+    let seq = match id.split_once('-') {
+        Some((seq, "1")) => parse_seq(seq, "stream entry id")?,
+        _ => return Err(StoreError::Corrupt(format!("stream entry id {id:?}"))),
+    };
+    let pairs: Vec<(Value, Value)> = match fields {
+        Value::Array(items) => {
+            let mut it = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        Value::Map(mut map) => map.drain().map(|(k, v)| (Value::from(k), v)).collect(),
+        other => return Err(corrupt("stream entry fields", &other)),
+    };
+    for (k, v) in pairs {
+        if opt_string(k, "stream field")?.as_deref() == Some("m") {
+            let msg: Message = serde_json::from_str(&string(v, "stream field m")?)?;
+            if msg.seq != seq {
+                return Err(StoreError::Corrupt(format!(
+                    "message seq {} in entry {id}",
+                    msg.seq
+                )));
+            }
+            return Ok(msg);
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "stream entry {id} has no field m"
+    )))
+}
+
+fn entries_to_messages(v: Value) -> Result<Vec<Message>, StoreError> {
+    match v {
+        Value::Null => Ok(vec![]),
+        Value::Array(entries) => entries.into_iter().map(entry_to_message).collect(),
+        other => Err(corrupt("stream range", &other)),
+    }
+}
+
+#[async_trait]
+impl MessageStore for RedisHistory {
+    async fn append(
+        &self,
+        tenant: &str,
+        mut msg: Message,
+        max_len: u64,
+    ) -> Result<Appended, StoreError> {
+        msg.seq = 0;
+        let json = serde_json::to_string(&msg)?;
+        let (before, after) = split_at_seq(&json)?;
+        let cmid_key = match &msg.client_msg_id {
+            Some(c) => keys::client_msg_id(tenant, &msg.room_id, &msg.sender_id, c),
+            // Never read or written; a key of the same slot keeps cluster routing happy.
+            None => keys::seq(tenant, &msg.room_id),
+        };
+        let reply: Value = self
+            .client
+            .eval(
+                APPEND,
+                vec![
+                    keys::seq(tenant, &msg.room_id),
+                    keys::log(tenant, &msg.room_id),
+                    cmid_key,
+                ],
+                vec![
+                    before.to_owned(),
+                    after.to_owned(),
+                    max_len.to_string(),
+                    if msg.client_msg_id.is_some() {
+                        "1"
+                    } else {
+                        "0"
+                    }
+                    .to_owned(),
+                    CLIENT_MSG_ID_TTL_SECS.to_string(),
+                ],
+            )
+            .await?;
+        let Value::Array(parts) = reply else {
+            return Err(corrupt("append", &reply));
+        };
+        let [seq, kind, extra]: [Value; 3] = parts.try_into().map_err(|p: Vec<Value>| {
+            StoreError::Corrupt(format!("append: {} reply parts", p.len()))
+        })?;
+        let seq = string(seq, "append seq")?;
+        match kind {
+            Value::Integer(0) => {
+                msg.seq = parse_seq(&seq, "room seq counter")?;
+                Ok(Appended {
+                    message: msg,
+                    duplicate: false,
+                })
+            }
+            Value::Integer(1) => {
+                let first: Message = serde_json::from_str(&string(extra, "first message")?)?;
+                if first.seq != parse_seq(&seq, "client_msg_id entry")? {
+                    return Err(StoreError::Corrupt(format!(
+                        "first message has seq {} not {seq}",
+                        first.seq
+                    )));
+                }
+                Ok(Appended {
+                    message: first,
+                    duplicate: true,
+                })
+            }
+            Value::Integer(2) => Err(StoreError::Corrupt(format!(
+                "append: {} (seq {seq:?})",
+                opt_string(extra, "append")?.unwrap_or_default()
+            ))),
+            other => Err(corrupt("append", &other)),
+        }
+    }
+
+    async fn page(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        page: Page,
+    ) -> Result<Vec<Message>, StoreError> {
+        if page.limit == 0 {
+            return Ok(vec![]);
+        }
+        let key = keys::log(tenant, room_id);
+        // fred refuses counts from i64::MAX up; no log is that long anyway.
+        let count = Some(
+            u64::try_from(page.limit)
+                .unwrap_or(u64::MAX)
+                .min(i64::MAX as u64 - 1),
+        );
+        let end = page.before.map_or_else(|| "+".to_owned(), exclusive);
+        match page.after {
+            // The oldest `limit` in (after, before).
+            Some(after) => {
+                let v: Value = self
+                    .client
+                    .xrange(key, exclusive(after), end, count)
+                    .await?;
+                entries_to_messages(v)
+            }
+            // The newest `limit` below `before`, then oldest first.
+            None => {
+                let v: Value = self.client.xrevrange(key, end, "-", count).await?;
+                let mut out = entries_to_messages(v)?;
+                out.reverse();
+                Ok(out)
+            }
+        }
+    }
+
+    async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
+        if room_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys: Vec<String> = room_ids.iter().map(|r| keys::seq(tenant, r)).collect();
+        let v: Value = self.client.mget(keys).await?;
+        let items = match v {
+            Value::Array(items) => items,
+            // fred may hand a one-key reply back unwrapped.
+            other if room_ids.len() == 1 => vec![other],
+            other => return Err(corrupt("last seqs", &other)),
+        };
+        if items.len() != room_ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} seqs for {} rooms",
+                items.len(),
+                room_ids.len()
+            )));
+        }
+        items
+            .into_iter()
+            .map(|i| match opt_string(i, "room seq counter")? {
+                None => Ok(0),
+                Some(s) => parse_seq(&s, "room seq counter"),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(id: &str, meta: Option<serde_json::Value>) -> Message {
+        Message {
+            id: id.into(),
+            room_id: "general".into(),
+            seq: 0,
+            sender_id: "alice".into(),
+            body: "\"seq\":0 in the body".into(),
+            ts: 1,
+            client_msg_id: Some("c\"seq\":0".into()),
+            reply_to: Some(3),
+            meta,
+        }
+    }
+
+    #[test]
+    fn the_seq_is_spliced_where_serde_put_it() -> Result<(), StoreError> {
+        let meta = json!({"seq": 0, "big": 12_345_678_901_234_567_890_u64, "f": 0.1, "n": -7});
+        for id in ["m1", "\"seq\":0", "x\\", "\\\"seq\\\":0"] {
+            let mut m = msg(id, Some(meta.clone()));
+            let json = serde_json::to_string(&m)?;
+            let (before, after) = split_at_seq(&json)?;
+            let stored = format!("{before}{}{after}", 18_446_744_073_709_551_615_u64);
+            m.seq = u64::MAX;
+            let back: Message = serde_json::from_str(&stored)?;
+            assert_eq!(back, m, "{id}");
+            assert_eq!(back.meta, Some(meta.clone()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn keys_share_the_tenant_hash_tag() {
+        assert_eq!(keys::seq("acme", "general"), "sb:{acme}:room:general:seq");
+        assert_eq!(keys::log("acme", "general"), "sb:{acme}:room:general:log");
+        assert_eq!(
+            keys::client_msg_id("acme", "general", "alice", "c1"),
+            "sb:{acme}:room:general:cmid:alice:c1"
+        );
+        assert_eq!(exclusive(7), "(7-1");
+    }
+}

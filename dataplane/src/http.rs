@@ -1,0 +1,175 @@
+//! Plain HTTP on the socket port: `/healthz`, `/readyz`, `/metrics` and the admin API.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fred::interfaces::ClientLike;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::App;
+use crate::auth::now_secs;
+use crate::auth::revocation::Target;
+use crate::hub::{CHAT, session_room, token_room, user_room};
+use crate::ids;
+use crate::metrics::Metrics;
+
+/// Default and largest lifetime of a revocation entry.
+pub const DEFAULT_REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_REVOCATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/admin/v1/revocations", post(revoke))
+        .with_state(app)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({ "ok": false, "error": { "code": code, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if let Some(redis) = &app.redis {
+        let ping = tokio::time::timeout(Duration::from_secs(2), redis.ping::<String>(None)).await;
+        if !matches!(ping, Ok(Ok(_))) {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "redis does not answer",
+            );
+        }
+    }
+    "ready".into_response()
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `Authorization: Bearer <expected>`, compared in constant time.
+fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
+    let Some(got) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (got.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeReq {
+    tenant: String,
+    jti: Option<String>,
+    sid: Option<String>,
+    user_id: Option<String>,
+    ttl_s: Option<u64>,
+}
+
+async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(admin) = &app.config.admin_token else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin API is off (set admin_token / SWITCHBOARD_ADMIN_TOKEN)",
+        );
+    };
+    if !bearer_ok(&headers, admin) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin bearer token required",
+        );
+    }
+    let req: RevokeReq = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid body: {e}"),
+            );
+        }
+    };
+    if !ids::valid_tenant(&req.tenant) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid tenant");
+    }
+    let bounded = |s: &String| !s.is_empty() && s.len() <= 128;
+    let (target, room) = match (&req.jti, &req.sid, &req.user_id) {
+        (Some(j), None, None) if bounded(j) => (Target::Jti(j.clone()), token_room(&req.tenant, j)),
+        (None, Some(s), None) if bounded(s) => {
+            (Target::Sid(s.clone()), session_room(&req.tenant, s))
+        }
+        (None, None, Some(u)) if ids::valid_id(u) => (
+            Target::User {
+                user_id: u.clone(),
+                before: now_secs(),
+            },
+            user_room(&req.tenant, u),
+        ),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of jti, sid, user_id (1-128 characters)",
+            );
+        }
+    };
+    let ttl = req
+        .ttl_s
+        .map_or(DEFAULT_REVOCATION_TTL, Duration::from_secs);
+    if ttl.is_zero() || ttl > MAX_REVOCATION_TTL {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "ttl_s must be between 1 and {}",
+                MAX_REVOCATION_TTL.as_secs()
+            ),
+        );
+    }
+    if let Err(e) = app
+        .stores
+        .revocations
+        .revoke(&req.tenant, &target, ttl)
+        .await
+    {
+        tracing::warn!(error = %e, "revocation not stored");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "revocation store unavailable; nothing was revoked",
+        );
+    }
+    if let Some(hub) = app.hub() {
+        hub.disconnect(CHAT, room).await;
+    }
+    Metrics::kind(&app.metrics.disconnects, "revoked");
+    tracing::info!(tenant = %req.tenant, ?target, ttl_s = ttl.as_secs(), "revoked");
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "ok": true, "data": { "ttl_s": ttl.as_secs() } })),
+    )
+        .into_response()
+}

@@ -1,0 +1,31 @@
+//! Switchboard data plane: a Socket.IO node for chat (and, as they land, presence,
+//! calls and notifications), multi-node through Redis.
+//!
+//! ```text
+//!  client ──Socket.IO──▶ handler::authenticate ──▶ chat::on_connect ──▶ handler::on(event)
+//!                                                                     │ limits → decode → capability
+//!                                   stores (memory | Redis) ◀─────────┤
+//!                     hub (Socket.IO adapter: local | Redis pub/sub) ◀┘ fan-out to every node
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod chat;
+pub mod cli;
+pub mod error;
+pub mod handler;
+pub mod history;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod limits;
+pub mod metrics;
+pub mod online;
+pub mod receipts;
+pub mod rooms;
+pub mod server;
+pub mod telemetry;
+pub mod typing;
+
+pub use server::serve;

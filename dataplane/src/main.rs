@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    switchboard_dataplane::cli::Cli::parse_and_run()
+}

@@ -1,0 +1,141 @@
+//! Delivered and read pointers per user and room, and the privacy choices that decide
+//! whether a user's read receipts and typing indicators go out.
+
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Delivered,
+    Read,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Delivered => "delivered",
+            Kind::Read => "read",
+        }
+    }
+}
+
+/// `{read_receipts, typing_indicators}`; both on unless the user turns them off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Privacy {
+    pub read_receipts: bool,
+    pub typing_indicators: bool,
+}
+
+impl Default for Privacy {
+    fn default() -> Self {
+        Self {
+            read_receipts: true,
+            typing_indicators: true,
+        }
+    }
+}
+
+/// Receipt pointers only move forward.
+#[async_trait]
+pub trait ReceiptStore: Send + Sync {
+    /// Move the pointer to `max(current, up_to)`; returns the pointer after the call.
+    async fn advance(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        room_id: &str,
+        kind: Kind,
+        up_to: u64,
+    ) -> Result<u64, StoreError>;
+    /// Pointers of one user for several rooms (0 where none).
+    async fn pointers(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        room_ids: &[String],
+        kind: Kind,
+    ) -> Result<Vec<u64>, StoreError>;
+    async fn privacy(&self, tenant: &str, user_id: &str) -> Result<Privacy, StoreError>;
+    async fn set_privacy(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        privacy: Privacy,
+    ) -> Result<(), StoreError>;
+}
+
+/// Unread count from the room's last seq and the user's read pointer.
+pub fn unread(last_seq: u64, read: u64) -> u64 {
+    last_seq.saturating_sub(read)
+}
+
+// === impl MemoryReceipts ===
+
+#[derive(Default)]
+pub struct MemoryReceipts {
+    pointers: Mutex<HashMap<(String, String, String, Kind), u64>>,
+    privacy: Mutex<HashMap<(String, String), Privacy>>,
+}
+
+#[async_trait]
+impl ReceiptStore for MemoryReceipts {
+    async fn advance(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        room_id: &str,
+        kind: Kind,
+        up_to: u64,
+    ) -> Result<u64, StoreError> {
+        let mut p = self.pointers.lock().unwrap_or_else(|e| e.into_inner());
+        let cur = p
+            .entry((tenant.into(), user_id.into(), room_id.into(), kind))
+            .or_default();
+        *cur = (*cur).max(up_to);
+        Ok(*cur)
+    }
+
+    async fn pointers(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        room_ids: &[String],
+        kind: Kind,
+    ) -> Result<Vec<u64>, StoreError> {
+        let p = self.pointers.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(room_ids
+            .iter()
+            .map(|r| {
+                p.get(&(tenant.into(), user_id.into(), r.clone(), kind))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
+    async fn privacy(&self, tenant: &str, user_id: &str) -> Result<Privacy, StoreError> {
+        let p = self.privacy.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(p.get(&(tenant.into(), user_id.into()))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn set_privacy(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        privacy: Privacy,
+    ) -> Result<(), StoreError> {
+        let mut p = self.privacy.lock().unwrap_or_else(|e| e.into_inner());
+        p.insert((tenant.into(), user_id.into()), privacy);
+        Ok(())
+    }
+}

@@ -1,0 +1,414 @@
+//! Test support: real nodes on 127.0.0.1:0 and a small Socket.IO v4 client over
+//! Engine.IO long-polling (the wire format any official client speaks), so a test sees
+//! exactly the packets, acks and connect errors a client app would.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_crds::config::DataplaneConfig;
+use switchboard_dataplane::auth::{Claims, Signer, now_secs};
+use tokio::sync::{mpsc, oneshot};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+pub const ADMIN: &str = "admin-token-for-tests";
+
+/// A running node; dropped → shut down.
+pub struct Node {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn mk_config() -> DataplaneConfig {
+    let mut c = DataplaneConfig::default();
+    c.jwt.secret = Some(SECRET.into());
+    c.admin_token = Some(ADMIN.into());
+    c
+}
+
+/// Redis for multi-node tests: `SWITCHBOARD_TEST_REDIS_URL`. Missing: fail under CI,
+/// skip (None) otherwise.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("SWITCHBOARD_TEST_REDIS_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "SWITCHBOARD_TEST_REDIS_URL is not set: run tests/env/envctl up redis and source tests/.state/env"
+            )
+        }
+        _ => {
+            eprintln!("skipped: SWITCHBOARD_TEST_REDIS_URL is not set (tests/env/envctl up redis)");
+            None
+        }
+    }
+}
+
+pub async fn start(config: DataplaneConfig) -> Node {
+    config.validate().expect("test config is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = rx.await;
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let r = switchboard_dataplane::serve(listener, config, shutdown);
+        let _ = ready_tx.send(());
+        if let Err(e) = r.await {
+            eprintln!("node failed: {e:#}");
+        }
+    });
+    let _ = ready_rx.await;
+    let node = Node {
+        addr,
+        stop: Some(tx),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http
+            .get(node.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node on {addr} did not come up");
+}
+
+impl Node {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+pub fn claims(tenant: &str, sub: &str) -> Claims {
+    Claims {
+        sub: sub.into(),
+        tenant: Some(tenant.into()),
+        exp: now_secs() + 3600,
+        iat: Some(now_secs()),
+        nbf: None,
+        name: Some(capitalize(sub)),
+        jti: Some(format!("jti-{sub}-{}", uuid::Uuid::new_v4().simple())),
+        sid: None,
+        iss: None,
+        aud: None,
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+pub fn token(claims: &Claims) -> String {
+    let cfg = mk_config();
+    Signer::hmac(&cfg.jwt)
+        .expect("signer")
+        .sign(claims)
+        .expect("sign")
+}
+
+/// A Socket.IO client on one namespace.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    ns: String,
+    next_ack: Mutex<u64>,
+    acks: Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>,
+    events: tokio::sync::Mutex<mpsc::Receiver<(String, Value)>>,
+    /// Engine.IO forbids overlapping POSTs on one session.
+    post_lock: tokio::sync::Mutex<()>,
+    pub closed: Arc<tokio::sync::Notify>,
+    closed_flag: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A refused namespace connection: the `connect_error` message.
+#[derive(Debug)]
+pub struct ConnectError(pub String);
+
+fn packets(body: &str) -> Vec<String> {
+    body.split('\x1e').map(str::to_owned).collect()
+}
+
+impl Client {
+    /// Connect to `/chat` with `auth: { token }` (or no auth when `token` is None).
+    pub async fn connect(node: &Node, token: Option<&str>) -> Result<Client, ConnectError> {
+        Self::connect_ns(node, "/chat", token.map(|t| json!({ "token": t })), None).await
+    }
+
+    /// Connect with `auth` in the CONNECT packet and/or an `Authorization: Bearer` header.
+    pub async fn connect_ns(
+        node: &Node,
+        ns: &str,
+        auth: Option<Value>,
+        bearer: Option<&str>,
+    ) -> Result<Client, ConnectError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(b) = bearer {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {b}").parse().expect("header"),
+            );
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("http client");
+        let open = http
+            .get(node.url("/socket.io/?EIO=4&transport=polling"))
+            .send()
+            .await
+            .map_err(|e| ConnectError(format!("http: {e}")))?
+            .text()
+            .await
+            .map_err(|e| ConnectError(format!("http: {e}")))?;
+        let handshake: Value = serde_json::from_str(open.strip_prefix('0').unwrap_or(&open))
+            .map_err(|e| ConnectError(format!("open packet {open:?}: {e}")))?;
+        let sid = handshake["sid"]
+            .as_str()
+            .ok_or_else(|| ConnectError("no sid".into()))?
+            .to_owned();
+        let base = node.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+        let connect = match auth {
+            Some(a) => format!("40{ns},{a}"),
+            None => format!("40{ns},"),
+        };
+        http.post(&base)
+            .body(connect)
+            .send()
+            .await
+            .map_err(|e| ConnectError(format!("post: {e}")))?;
+        // Read until the namespace answers.
+        let mut early = Vec::new();
+        let verdict = loop {
+            let body = http
+                .get(&base)
+                .send()
+                .await
+                .map_err(|e| ConnectError(format!("poll: {e}")))?
+                .text()
+                .await
+                .map_err(|e| ConnectError(format!("poll: {e}")))?;
+            let mut verdict = None;
+            for p in packets(&body) {
+                if let Some(rest) = p.strip_prefix(&format!("40{ns},")) {
+                    verdict = Some(Ok(rest.to_owned()));
+                } else if let Some(rest) = p.strip_prefix(&format!("44{ns},")) {
+                    let v: Value = serde_json::from_str(rest).unwrap_or(Value::Null);
+                    verdict = Some(Err(ConnectError(
+                        v["message"].as_str().unwrap_or(rest).to_owned(),
+                    )));
+                } else if p == "2" {
+                    let _ = http.post(&base).body("3").send().await;
+                } else {
+                    early.push(p);
+                }
+            }
+            if let Some(v) = verdict {
+                break v;
+            }
+        };
+        verdict?;
+        let (tx, rx) = mpsc::channel(1024);
+        let client = Client {
+            http,
+            base,
+            ns: ns.to_owned(),
+            next_ack: Mutex::new(0),
+            acks: Arc::default(),
+            events: tokio::sync::Mutex::new(rx),
+            post_lock: tokio::sync::Mutex::new(()),
+            closed: Arc::default(),
+            closed_flag: Arc::default(),
+        };
+        client.spawn_poller(tx, early);
+        Ok(client)
+    }
+
+    fn spawn_poller(&self, tx: mpsc::Sender<(String, Value)>, early: Vec<String>) {
+        let (http, base, ns, acks, closed, flag) = (
+            self.http.clone(),
+            self.base.clone(),
+            self.ns.clone(),
+            self.acks.clone(),
+            self.closed.clone(),
+            self.closed_flag.clone(),
+        );
+        tokio::spawn(async move {
+            let mut pending = early;
+            loop {
+                for p in pending.drain(..) {
+                    if p == "2" {
+                        let _ = http.post(&base).body("3").send().await;
+                    } else if p == "1" || p.starts_with(&format!("41{ns}")) {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        closed.notify_waiters();
+                        return;
+                    } else if let Some(rest) = p.strip_prefix(&format!("42{ns},")) {
+                        if let Ok(Value::Array(mut a)) = serde_json::from_str::<Value>(rest) {
+                            let name = a
+                                .first()
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned();
+                            let data = if a.len() > 1 {
+                                a.remove(1)
+                            } else {
+                                Value::Null
+                            };
+                            let _ = tx.send((name, data)).await;
+                        }
+                    } else if let Some(rest) = p.strip_prefix(&format!("43{ns},")) {
+                        let split = rest.find('[').unwrap_or(0);
+                        let (id, data) = rest.split_at(split);
+                        if let (Ok(id), Ok(Value::Array(mut a))) =
+                            (id.parse::<u64>(), serde_json::from_str::<Value>(data))
+                        {
+                            let v = if a.is_empty() {
+                                Value::Null
+                            } else {
+                                a.remove(0)
+                            };
+                            if let Some(s) =
+                                acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+                            {
+                                let _ = s.send(v);
+                            }
+                        }
+                    }
+                }
+                match http
+                    .get(&base)
+                    .timeout(Duration::from_secs(40))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => match r.text().await {
+                        Ok(body) => pending = packets(&body),
+                        Err(_) => break,
+                    },
+                    _ => break,
+                }
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            closed.notify_waiters();
+        });
+    }
+
+    /// Emit a request event with `data` and wait for its ack.
+    pub async fn req(&self, event: &str, data: Value) -> Value {
+        self.req_raw(event, Some(data)).await
+    }
+
+    /// Emit with any payload (None: no payload at all) and wait for the ack.
+    pub async fn req_raw(&self, event: &str, data: Option<Value>) -> Value {
+        let id = {
+            let mut n = self.next_ack.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let (tx, rx) = oneshot::channel();
+        self.acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        let args = match data {
+            Some(d) => json!([event, d]),
+            None => json!([event]),
+        };
+        self.post(format!("42{},{id}{args}", self.ns)).await;
+        match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(v)) => v,
+            _ => panic!("no ack for {event} within 5s"),
+        }
+    }
+
+    pub async fn ok(&self, event: &str, data: Value) -> Value {
+        let r = self.req(event, data.clone()).await;
+        assert_eq!(r["ok"], json!(true), "{event} {data} → {r}");
+        r["data"].clone()
+    }
+
+    pub async fn err(&self, event: &str, data: Value) -> String {
+        let r = self.req(event, data.clone()).await;
+        assert_eq!(r["ok"], json!(false), "{event} {data} should fail → {r}");
+        r["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn post(&self, body: String) {
+        let _g = self.post_lock.lock().await;
+        let _ = self.http.post(&self.base).body(body).send().await;
+    }
+
+    /// The next event named `name` within `within` (other events are dropped).
+    pub async fn next(&self, name: &str, within: Duration) -> Option<Value> {
+        let mut rx = self.events.lock().await;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((n, v))) if n == name => return Some(v),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn expect(&self, name: &str) -> Value {
+        self.next(name, Duration::from_secs(3))
+            .await
+            .unwrap_or_else(|| panic!("no {name} event within 3s"))
+    }
+
+    /// True once the server closed this client's session or namespace.
+    pub fn is_closed(&self) -> bool {
+        self.closed_flag.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub async fn wait_closed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_closed() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.is_closed()
+    }
+}
+
+/// A connected client for `tenant`/`user`.
+pub async fn user(node: &Node, tenant: &str, sub: &str) -> Client {
+    Client::connect(node, Some(&token(&claims(tenant, sub))))
+        .await
+        .expect("connect")
+}
+
+/// POST a revocation to the admin API.
+pub async fn revoke(node: &Node, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(node.url("/admin/v1/revocations"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin api")
+}

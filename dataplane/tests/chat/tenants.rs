@@ -1,0 +1,113 @@
+//! The tenant wall over every /chat event: the same ids in another tenant are another world.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Every /chat request event with a payload aimed at room `r`.
+pub fn every_event(room: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        ("room:join", json!({"room_id": room})),
+        ("room:leave", json!({"room_id": room})),
+        (
+            "room:invite",
+            json!({"room_id": room, "user_ids": ["alice"]}),
+        ),
+        ("room:members", json!({"room_id": room})),
+        ("message:send", json!({"room_id": room, "body": "leak?"})),
+        ("message:history", json!({"room_id": room})),
+        (
+            "message:delivered",
+            json!({"room_id": room, "up_to_seq": 1}),
+        ),
+        ("receipt:read", json!({"room_id": room, "up_to_seq": 1})),
+        (
+            "receipt:batch",
+            json!({"receipts": [{"room_id": room, "up_to_seq": 1, "kind": "read"}]}),
+        ),
+        ("unread:get", json!({"room_ids": [room]})),
+        ("typing:start", json!({"room_id": room})),
+        ("typing:stop", json!({"room_id": room})),
+        ("typing:get-aggregated", json!({"room_id": room})),
+    ]
+}
+
+#[tokio::test]
+async fn no_chat_event_crosses_tenants() {
+    let node = start(mk_config()).await;
+    let alice = user(&node, "acme", "alice").await;
+    alice
+        .ok(
+            "room:create",
+            json!({"room_id": "shared-name", "visibility": "public"}),
+        )
+        .await;
+    alice
+        .ok(
+            "message:send",
+            json!({"room_id": "shared-name", "body": "acme only"}),
+        )
+        .await;
+
+    // Same user id, other tenant: acme's room does not exist for them.
+    let intruder = user(&node, "globex", "alice").await;
+    for (event, payload) in every_event("shared-name") {
+        let code = intruder.err(event, payload.clone()).await;
+        assert!(
+            ["not_found", "forbidden"].contains(&code.as_str()),
+            "{event} {payload} → {code}"
+        );
+    }
+    assert!(
+        alice
+            .next("message:new", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    assert!(
+        alice
+            .next("typing:update", Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+
+    // Globex makes its own room with the same id: separate seq, history and members.
+    intruder
+        .ok(
+            "room:create",
+            json!({"room_id": "shared-name", "visibility": "public"}),
+        )
+        .await;
+    let m = intruder
+        .ok(
+            "message:send",
+            json!({"room_id": "shared-name", "body": "globex only"}),
+        )
+        .await;
+    assert_eq!(m["message"]["seq"], 1);
+    assert!(
+        alice
+            .next("message:new", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no message crosses"
+    );
+    let h = alice
+        .ok("message:history", json!({"room_id": "shared-name"}))
+        .await;
+    assert_eq!(h["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(h["messages"][0]["body"], "acme only");
+    let members = intruder
+        .ok("room:members", json!({"room_id": "shared-name"}))
+        .await;
+    assert_eq!(
+        members["members"],
+        json!([{"user_id": "alice", "online": true}])
+    );
+    assert_eq!(
+        alice.ok("unread:get", json!({})).await["counts"],
+        json!({"shared-name": 0})
+    );
+}

@@ -1,0 +1,795 @@
+//! Storage conformance: the same checks against the in-memory stores and the Redis
+//! stores, one generic check per trait.
+//!
+//! The Redis half needs `SWITCHBOARD_TEST_REDIS_URL` (`tests/env/envctl up redis`, then
+//! `source tests/.state/env`). Without it the Redis tests are skipped, except under
+//! `CI=true` where they fail. Every test uses fresh tenants, so runs never collide.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface};
+use fred::prelude::{Builder, Config};
+use fred::types::{RespVersion, Value};
+use serde_json::json;
+
+use switchboard_dataplane::auth::Identity;
+use switchboard_dataplane::auth::revocation::redis::RedisRevocations;
+use switchboard_dataplane::auth::revocation::{MemoryRevocations, RevocationStore, Target};
+use switchboard_dataplane::error::StoreError;
+use switchboard_dataplane::history::redis::RedisHistory;
+use switchboard_dataplane::history::{MemoryHistory, Message, MessageStore, Page, select_page};
+use switchboard_dataplane::online::redis::RedisOnline;
+use switchboard_dataplane::online::{MemoryOnline, OnlineStore};
+use switchboard_dataplane::receipts::redis::RedisReceipts;
+use switchboard_dataplane::receipts::{Kind, MemoryReceipts, Privacy, ReceiptStore};
+use switchboard_dataplane::rooms::redis::RedisRooms;
+use switchboard_dataplane::rooms::{Added, MemoryRooms, Room, RoomStore, Visibility};
+use switchboard_dataplane::typing::redis::RedisTyping;
+use switchboard_dataplane::typing::{MemoryTyping, TypingStore, Typist};
+
+// === harness ===
+
+/// A connected client, `None` when the Redis tests are skipped.
+async fn redis() -> Result<Option<Client>> {
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_default();
+    if url.is_empty() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            bail!(
+                "SWITCHBOARD_TEST_REDIS_URL is not set and CI=true: run `tests/env/envctl up redis` \
+                 and `source tests/.state/env` before the tests"
+            );
+        }
+        eprintln!(
+            "skip: SWITCHBOARD_TEST_REDIS_URL is not set (run `tests/env/envctl up redis` and \
+             `source tests/.state/env` to run the Redis stores)"
+        );
+        return Ok(None);
+    }
+    let mut config = Config::from_url(&url)?;
+    config.version = RespVersion::RESP3;
+    let client = Builder::from_config(config).build()?;
+    client.init().await?;
+    Ok(Some(client))
+}
+
+/// Two tenants nobody else uses.
+fn tenants() -> (String, String) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    (format!("t{run}-a"), format!("t{run}-b"))
+}
+
+/// Every key holding a tenant's id starts with `sb:{TENANT}:` (one hash slot per tenant).
+async fn assert_keys_tagged(client: &Client, tenants: &[&str]) -> Result<()> {
+    let mut seen = 0;
+    for t in tenants {
+        let v: Value = client
+            .eval(
+                "return redis.call('KEYS', ARGV[1])",
+                Vec::<String>::new(),
+                vec![format!("*{t}*")],
+            )
+            .await?;
+        let Value::Array(keys) = v else {
+            bail!("KEYS: {v:?}")
+        };
+        seen += keys.len();
+        let prefix = format!("sb:{{{t}}}:");
+        for k in keys {
+            let k = k.as_string().unwrap_or_default();
+            assert!(k.starts_with(&prefix), "key {k:?} is outside {prefix:?}");
+        }
+    }
+    assert!(seen > 0, "no keys written for {tenants:?}");
+    Ok(())
+}
+
+/// A memory test and a Redis test running one conformance check.
+macro_rules! conformance {
+    ($check:ident, $memory:ident, $redis:ident, $mem_store:expr, $redis_store:ident) => {
+        #[tokio::test]
+        async fn $memory() -> Result<()> {
+            let (a, b) = tenants();
+            $check(&$mem_store, &a, &b).await
+        }
+
+        #[tokio::test]
+        async fn $redis() -> Result<()> {
+            let Some(client) = redis().await? else {
+                return Ok(());
+            };
+            let (a, b) = tenants();
+            $check(&$redis_store::new(client.clone()), &a, &b).await?;
+            assert_keys_tagged(&client, &[&a, &b]).await?;
+            client.quit().await?;
+            Ok(())
+        }
+    };
+}
+
+conformance!(
+    rooms_conform,
+    rooms_memory,
+    rooms_redis,
+    MemoryRooms::default(),
+    RedisRooms
+);
+conformance!(
+    history_conform,
+    history_memory,
+    history_redis,
+    MemoryHistory::default(),
+    RedisHistory
+);
+conformance!(
+    receipts_conform,
+    receipts_memory,
+    receipts_redis,
+    MemoryReceipts::default(),
+    RedisReceipts
+);
+conformance!(
+    typing_conform,
+    typing_memory,
+    typing_redis,
+    MemoryTyping::default(),
+    RedisTyping
+);
+conformance!(
+    online_conform,
+    online_memory,
+    online_redis,
+    MemoryOnline::default(),
+    RedisOnline
+);
+conformance!(
+    revocations_conform,
+    revocations_memory,
+    revocations_redis,
+    MemoryRevocations::default(),
+    RedisRevocations
+);
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// === rooms ===
+
+fn room(id: &str, name: &str) -> Room {
+    Room {
+        id: id.into(),
+        name: name.into(),
+        visibility: Visibility::Public,
+        owner_id: "alice".into(),
+        created_at: 1_700_000_000_000,
+    }
+}
+
+async fn rooms_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
+    // Create, conflict, get.
+    assert!(s.create(t, &room("general", "General")).await?);
+    assert!(!s.create(t, &room("general", "Other")).await?);
+    assert_eq!(s.get(t, "general").await?, Some(room("general", "General")));
+    assert_eq!(s.get(t, "nope").await?, None);
+    let mut private = room("secret", "Secret");
+    private.visibility = Visibility::Private;
+    assert!(s.create(t, &private).await?);
+    assert_eq!(s.get(t, "secret").await?, Some(private));
+
+    // The same id in another tenant is another room.
+    assert_eq!(s.get(u, "general").await?, None);
+    assert!(s.create(u, &room("general", "Theirs")).await?);
+    assert_eq!(s.get(t, "general").await?, Some(room("general", "General")));
+    assert_eq!(s.get(u, "general").await?, Some(room("general", "Theirs")));
+
+    // Membership and the room limit.
+    assert_eq!(s.add_member(t, "general", "bob", 2).await?, Added::Added);
+    assert_eq!(
+        s.add_member(t, "general", "bob", 2).await?,
+        Added::AlreadyMember
+    );
+    assert_eq!(s.add_member(t, "r2", "bob", 2).await?, Added::Added);
+    assert_eq!(s.add_member(t, "r3", "bob", 2).await?, Added::TooManyRooms);
+    assert_eq!(
+        s.add_member(t, "general", "bob", 2).await?,
+        Added::AlreadyMember
+    );
+    assert!(!s.is_member(t, "r3", "bob").await?);
+    assert_eq!(s.members(t, "r3", 10).await?, Vec::<String>::new());
+    assert_eq!(s.rooms_of(t, "bob").await?, strings(&["general", "r2"]));
+    assert_eq!(
+        s.add_member(t, "r1", "nobody", 0).await?,
+        Added::TooManyRooms
+    );
+    assert_eq!(s.rooms_of(t, "nobody").await?, Vec::<String>::new());
+
+    // Leaving frees a slot.
+    assert!(s.remove_member(t, "r2", "bob").await?);
+    assert!(!s.remove_member(t, "r2", "bob").await?);
+    assert!(!s.is_member(t, "r2", "bob").await?);
+    assert_eq!(s.add_member(t, "r3", "bob", 2).await?, Added::Added);
+    assert_eq!(s.rooms_of(t, "bob").await?, strings(&["general", "r3"]));
+
+    // Members in id (byte) order, at most `limit`.
+    for user in ["zed", "carol", "alice", "Dave", "al"] {
+        assert_eq!(s.add_member(t, "general", user, 10).await?, Added::Added);
+    }
+    let all = strings(&["Dave", "al", "alice", "bob", "carol", "zed"]);
+    assert_eq!(s.members(t, "general", 100).await?, all);
+    assert_eq!(s.members(t, "general", 6).await?, all);
+    assert_eq!(s.members(t, "general", 2).await?, strings(&["Dave", "al"]));
+    assert_eq!(s.members(t, "general", 0).await?, Vec::<String>::new());
+    assert_eq!(s.members(t, "general", usize::MAX).await?, all);
+    assert_eq!(s.members(t, "nope", 10).await?, Vec::<String>::new());
+    assert!(s.is_member(t, "general", "carol").await?);
+
+    // Nothing crosses tenants.
+    assert!(!s.is_member(u, "general", "bob").await?);
+    assert_eq!(s.members(u, "general", 10).await?, Vec::<String>::new());
+    assert_eq!(s.rooms_of(u, "bob").await?, Vec::<String>::new());
+    assert_eq!(s.add_member(u, "general", "bob", 1).await?, Added::Added);
+    assert_eq!(s.members(u, "general", 10).await?, strings(&["bob"]));
+    assert!(!s.remove_member(u, "r3", "bob").await?);
+    assert!(s.is_member(t, "r3", "bob").await?);
+    assert_eq!(s.members(t, "general", 100).await?, all);
+    Ok(())
+}
+
+// === history ===
+
+fn message(room: &str, sender: &str, body: &str, client_msg_id: Option<&str>) -> Message {
+    Message {
+        id: format!("id-{sender}-{body}"),
+        room_id: room.into(),
+        seq: 999, // ignored by append
+        sender_id: sender.into(),
+        body: body.into(),
+        ts: 1_700_000_000_123,
+        client_msg_id: client_msg_id.map(Into::into),
+        reply_to: None,
+        meta: None,
+    }
+}
+
+fn seqs(v: &[Message]) -> Vec<u64> {
+    v.iter().map(|m| m.seq).collect()
+}
+
+fn newest(limit: usize) -> Page {
+    Page {
+        before: None,
+        after: None,
+        limit,
+    }
+}
+
+async fn history_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
+    // Seq rises by one; the stored message is what was sent with its seq.
+    let mut log = Vec::new();
+    for i in 1..=10_u64 {
+        let mut m = message("general", "alice", &format!("hello {i}"), None);
+        if i == 4 {
+            m.reply_to = Some(2);
+            m.meta = Some(json!({
+                "big": u64::MAX, "min": i64::MIN, "f": 0.1, "e": 1e300,
+                "nested": {"seq": 0, "s": "\"seq\":0"}, "list": [1, -2, 3.5]
+            }));
+            m.body = "quotes \" and \\ and \u{1F600} and \"seq\":0".into();
+        }
+        let a = s.append(t, m.clone(), 1000).await?;
+        assert!(!a.duplicate);
+        assert_eq!(a.message.seq, i);
+        m.seq = i;
+        assert_eq!(a.message, m);
+        log.push(a.message);
+    }
+    assert_eq!(s.page(t, "general", newest(100)).await?, log);
+
+    // Pages match `select_page` over the whole log, in both directions.
+    let bounds: Vec<Option<u64>> = std::iter::once(None).chain((0..=12).map(Some)).collect();
+    for &before in &bounds {
+        for &after in &bounds {
+            for limit in [0, 1, 3, 20, usize::MAX] {
+                let p = Page {
+                    before,
+                    after,
+                    limit,
+                };
+                assert_eq!(
+                    s.page(t, "general", p).await?,
+                    select_page(log.iter(), p),
+                    "{p:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        seqs(&s.page(t, "general", newest(3)).await?),
+        vec![8, 9, 10]
+    );
+    assert_eq!(s.page(t, "nope", newest(3)).await?, Vec::<Message>::new());
+
+    // Last seqs.
+    let rooms = strings(&["general", "nope"]);
+    assert_eq!(s.last_seqs(t, &rooms).await?, vec![10, 0]);
+    assert_eq!(s.last_seqs(t, &[]).await?, Vec::<u64>::new());
+
+    // Another tenant's room of the same id has its own log and seqs.
+    assert_eq!(s.last_seqs(u, &rooms).await?, vec![0, 0]);
+    assert_eq!(
+        s.page(u, "general", newest(10)).await?,
+        Vec::<Message>::new()
+    );
+    let theirs = s
+        .append(u, message("general", "alice", "theirs", None), 1000)
+        .await?;
+    assert_eq!(theirs.message.seq, 1);
+    assert_eq!(s.last_seqs(t, &rooms).await?, vec![10, 0]);
+    assert_eq!(s.last_seqs(u, &rooms).await?, vec![1, 0]);
+    assert_eq!(s.page(t, "general", newest(100)).await?, log);
+
+    // A repeated client_msg_id from the same sender returns the first message.
+    let first = s
+        .append(t, message("idem", "alice", "one", Some("c1")), 1000)
+        .await?;
+    assert!(!first.duplicate);
+    assert_eq!(first.message.seq, 1);
+    let again = s
+        .append(t, message("idem", "alice", "two", Some("c1")), 1000)
+        .await?;
+    assert!(again.duplicate);
+    assert_eq!(again.message, first.message);
+    // ... but another sender's same client_msg_id is another message,
+    let bob = s
+        .append(t, message("idem", "bob", "three", Some("c1")), 1000)
+        .await?;
+    assert!(!bob.duplicate);
+    assert_eq!(bob.message.seq, 2);
+    // ... as is the same one in another tenant.
+    let other = s
+        .append(u, message("idem", "alice", "four", Some("c1")), 1000)
+        .await?;
+    assert!(!other.duplicate);
+    assert_eq!(other.message.seq, 1);
+    assert_eq!(s.last_seqs(t, &strings(&["idem"])).await?, vec![2]);
+    assert_eq!(seqs(&s.page(t, "idem", newest(10)).await?), vec![1, 2]);
+
+    // Trimming to max_len; a trimmed message's client_msg_id is forgotten with it.
+    for i in 1..=5 {
+        let a = s
+            .append(
+                t,
+                message("trim", "alice", &format!("t{i}"), Some(&format!("k{i}"))),
+                3,
+            )
+            .await?;
+        assert_eq!(a.message.seq, i);
+    }
+    assert_eq!(seqs(&s.page(t, "trim", newest(100)).await?), vec![3, 4, 5]);
+    let kept = s
+        .append(t, message("trim", "alice", "again", Some("k5")), 3)
+        .await?;
+    assert!(kept.duplicate);
+    assert_eq!(kept.message.seq, 5);
+    assert_eq!(kept.message.body, "t5");
+    let renewed = s
+        .append(t, message("trim", "alice", "again", Some("k1")), 3)
+        .await?;
+    assert!(!renewed.duplicate);
+    assert_eq!(renewed.message.seq, 6);
+    assert_eq!(seqs(&s.page(t, "trim", newest(100)).await?), vec![4, 5, 6]);
+    let before_5 = Page {
+        before: Some(5),
+        after: None,
+        limit: 10,
+    };
+    assert_eq!(seqs(&s.page(t, "trim", before_5).await?), vec![4]);
+    let after_1 = Page {
+        before: None,
+        after: Some(1),
+        limit: 2,
+    };
+    assert_eq!(seqs(&s.page(t, "trim", after_1).await?), vec![4, 5]);
+    assert_eq!(s.last_seqs(t, &strings(&["trim"])).await?, vec![6]);
+    Ok(())
+}
+
+// === receipts ===
+
+async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> {
+    // Pointers only move forward.
+    assert_eq!(s.advance(t, "alice", "general", Kind::Read, 5).await?, 5);
+    assert_eq!(s.advance(t, "alice", "general", Kind::Read, 3).await?, 5);
+    assert_eq!(s.advance(t, "alice", "general", Kind::Read, 12).await?, 12);
+    assert_eq!(s.advance(t, "alice", "general", Kind::Read, 9).await?, 12);
+    assert_eq!(
+        s.advance(t, "alice", "general", Kind::Delivered, 2).await?,
+        2
+    );
+    assert_eq!(s.advance(t, "alice", "digits", Kind::Read, 9).await?, 9);
+    assert_eq!(s.advance(t, "alice", "digits", Kind::Read, 10).await?, 10);
+    assert_eq!(s.advance(t, "alice", "digits", Kind::Read, 9).await?, 10);
+    assert_eq!(
+        s.advance(t, "alice", "big", Kind::Read, u64::MAX - 1)
+            .await?,
+        u64::MAX - 1
+    );
+    assert_eq!(
+        s.advance(t, "alice", "big", Kind::Read, u64::MAX - 2)
+            .await?,
+        u64::MAX - 1
+    );
+    assert_eq!(
+        s.advance(t, "alice", "big", Kind::Read, u64::MAX).await?,
+        u64::MAX
+    );
+    assert_eq!(s.advance(t, "alice", "zero", Kind::Read, 0).await?, 0);
+
+    let rooms = strings(&["general", "none", "big", "digits"]);
+    assert_eq!(
+        s.pointers(t, "alice", &rooms, Kind::Read).await?,
+        vec![12, 0, u64::MAX, 10]
+    );
+    assert_eq!(
+        s.pointers(t, "alice", &rooms, Kind::Delivered).await?,
+        vec![2, 0, 0, 0]
+    );
+    assert_eq!(
+        s.pointers(t, "alice", &[], Kind::Read).await?,
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        s.pointers(t, "bob", &rooms, Kind::Read).await?,
+        vec![0, 0, 0, 0]
+    );
+
+    // Another tenant's user of the same id has their own pointers.
+    assert_eq!(
+        s.pointers(u, "alice", &rooms, Kind::Read).await?,
+        vec![0, 0, 0, 0]
+    );
+    assert_eq!(s.advance(u, "alice", "general", Kind::Read, 1).await?, 1);
+    assert_eq!(
+        s.pointers(t, "alice", &rooms[..1], Kind::Read).await?,
+        vec![12]
+    );
+
+    // Privacy round trip.
+    assert_eq!(s.privacy(t, "alice").await?, Privacy::default());
+    let quiet = Privacy {
+        read_receipts: false,
+        typing_indicators: true,
+    };
+    s.set_privacy(t, "alice", quiet).await?;
+    assert_eq!(s.privacy(t, "alice").await?, quiet);
+    assert_eq!(s.privacy(t, "bob").await?, Privacy::default());
+    assert_eq!(s.privacy(u, "alice").await?, Privacy::default());
+    let silent = Privacy {
+        read_receipts: false,
+        typing_indicators: false,
+    };
+    s.set_privacy(t, "alice", silent).await?;
+    assert_eq!(s.privacy(t, "alice").await?, silent);
+    s.set_privacy(u, "alice", quiet).await?;
+    assert_eq!(s.privacy(t, "alice").await?, silent);
+    Ok(())
+}
+
+// === typing ===
+
+fn typist(user: &str, name: &str, expires_at: i64) -> Typist {
+    Typist {
+        user_id: user.into(),
+        name: name.into(),
+        expires_at,
+    }
+}
+
+async fn typing_conform(s: &dyn TypingStore, t: &str, u: &str) -> Result<()> {
+    let bob = |exp| typist("bob", "Bob | the builder|", exp);
+    let alice = |exp| typist("alice", "Alice", exp);
+
+    // Start, refresh while typing, start of someone else.
+    assert!(s.start(t, "r", bob(100), 0).await?);
+    assert!(!s.start(t, "r", bob(200), 50).await?);
+    assert!(s.start(t, "r", alice(150), 60).await?);
+    assert_eq!(s.active(t, "r", 120).await?, vec![alice(150), bob(200)]);
+
+    // Expire removes only what has expired at `now` (a refresh since keeps it).
+    assert!(!s.expire(t, "r", "bob", 150).await?);
+    assert!(s.expire(t, "r", "alice", 150).await?);
+    assert!(!s.expire(t, "r", "alice", 150).await?);
+    assert!(!s.expire(t, "r", "nobody", 150).await?);
+    assert!(!s.expire(t, "empty", "bob", 150).await?);
+    assert_eq!(s.active(t, "r", 150).await?, vec![bob(200)]);
+
+    // A start after the indicator expired counts as new, even before it was removed.
+    assert!(s.start(t, "r", alice(300), 0).await?);
+    assert!(s.start(t, "r", alice(500), 300).await?);
+    assert!(!s.start(t, "r", alice(600), 499).await?);
+
+    // Stop: true only while typing.
+    assert!(s.stop(t, "r", "bob", 199).await?);
+    assert!(!s.stop(t, "r", "bob", 199).await?);
+    assert!(!s.stop(t, "r", "nobody", 0).await?);
+    assert!(s.start(t, "r", typist("dave", "Dave", 100), 0).await?);
+    assert!(!s.stop(t, "r", "dave", 100).await?);
+    assert_eq!(s.active(t, "r", 0).await?, vec![alice(600)]);
+
+    // Active drops the expired ones for good.
+    assert!(s.start(t, "r", typist("carol", "Carol", 700), 0).await?);
+    assert_eq!(
+        s.active(t, "r", 650).await?,
+        vec![typist("carol", "Carol", 700)]
+    );
+    assert_eq!(
+        s.active(t, "r", 0).await?,
+        vec![typist("carol", "Carol", 700)]
+    );
+    assert!(!s.expire(t, "r", "alice", 1000).await?);
+    assert_eq!(s.active(t, "r", 700).await?, Vec::<Typist>::new());
+    assert_eq!(s.active(t, "nope", 0).await?, Vec::<Typist>::new());
+
+    // Another tenant's room of the same id is another room.
+    assert!(s.start(t, "r", bob(1000), 0).await?);
+    assert_eq!(s.active(u, "r", 0).await?, Vec::<Typist>::new());
+    assert!(s.start(u, "r", bob(1000), 0).await?);
+    assert!(s.stop(u, "r", "bob", 0).await?);
+    assert_eq!(s.active(t, "r", 0).await?, vec![bob(1000)]);
+    assert!(!s.expire(u, "r", "bob", 2000).await?);
+    assert_eq!(s.active(t, "r", 0).await?, vec![bob(1000)]);
+    Ok(())
+}
+
+// === online ===
+
+async fn online_conform(s: &dyn OnlineStore, t: &str, u: &str) -> Result<()> {
+    let users = strings(&["alice", "bob"]);
+    assert_eq!(s.online(t, &users).await?, vec![false, false]);
+    s.connect(t, "alice", "node-1/s1").await?;
+    s.connect(t, "alice", "node-2/s2").await?;
+    s.connect(t, "alice", "node-2/s2").await?;
+    assert_eq!(s.online(t, &users).await?, vec![true, false]);
+    s.disconnect(t, "alice", "node-1/s1").await?;
+    assert_eq!(s.online(t, &users).await?, vec![true, false]);
+    s.disconnect(t, "alice", "node-1/s1").await?;
+    assert_eq!(s.online(t, &users).await?, vec![true, false]);
+    s.disconnect(t, "alice", "node-2/s2").await?;
+    assert_eq!(s.online(t, &users).await?, vec![false, false]);
+    s.disconnect(t, "nobody", "node-1/s1").await?;
+    assert_eq!(s.online(t, &[]).await?, Vec::<bool>::new());
+
+    // Another tenant's user of the same id is someone else.
+    s.connect(u, "bob", "node-1/s3").await?;
+    s.connect(t, "alice", "node-1/s4").await?;
+    assert_eq!(s.online(t, &users).await?, vec![true, false]);
+    assert_eq!(s.online(u, &users).await?, vec![false, true]);
+    s.disconnect(u, "alice", "node-1/s4").await?;
+    assert_eq!(s.online(t, &users).await?, vec![true, false]);
+    Ok(())
+}
+
+// === revocations ===
+
+fn identity(
+    tenant: &str,
+    user: &str,
+    jti: Option<&str>,
+    sid: Option<&str>,
+    iat: Option<u64>,
+) -> Identity {
+    Identity {
+        tenant: tenant.into(),
+        user_id: user.into(),
+        name: user.into(),
+        jti: jti.map(Into::into),
+        sid: sid.map(Into::into),
+        iat,
+        exp: 4_000_000_000,
+    }
+}
+
+const TOKEN_REVOKED: Option<&str> = Some("this token was revoked");
+const SESSION_REVOKED: Option<&str> = Some("this login session was revoked");
+const OLDER_REVOKED: Option<&str> =
+    Some("tokens of this user issued before the revocation are revoked");
+const USER_REVOKED: Option<&str> = Some("tokens of this user are revoked");
+
+async fn revocations_conform(s: &dyn RevocationStore, t: &str, u: &str) -> Result<()> {
+    let ttl = Duration::from_secs(60);
+    let id = |jti, sid, iat| identity(t, "alice", jti, sid, iat);
+    assert_eq!(s.check(&id(Some("j1"), Some("s1"), Some(100))).await?, None);
+    assert_eq!(s.check(&id(None, None, None)).await?, None);
+
+    // By token id.
+    s.revoke(t, &Target::Jti("j1".into()), ttl).await?;
+    assert_eq!(
+        s.check(&id(Some("j1"), Some("s1"), Some(100))).await?,
+        TOKEN_REVOKED
+    );
+    assert_eq!(s.check(&id(Some("j2"), Some("s1"), Some(100))).await?, None);
+    assert_eq!(s.check(&id(None, Some("s1"), Some(100))).await?, None);
+
+    // By login session; the token reason comes first.
+    s.revoke(t, &Target::Sid("s1".into()), ttl).await?;
+    assert_eq!(
+        s.check(&id(Some("j2"), Some("s1"), Some(100))).await?,
+        SESSION_REVOKED
+    );
+    assert_eq!(s.check(&id(None, Some("s1"), None)).await?, SESSION_REVOKED);
+    assert_eq!(
+        s.check(&id(Some("j1"), Some("s1"), Some(100))).await?,
+        TOKEN_REVOKED
+    );
+    assert_eq!(s.check(&id(Some("j2"), Some("s2"), Some(100))).await?, None);
+
+    // A user's tokens issued at or before `before`; without iat, all of them.
+    s.revoke(
+        t,
+        &Target::User {
+            user_id: "alice".into(),
+            before: 1000,
+        },
+        ttl,
+    )
+    .await?;
+    assert_eq!(
+        s.check(&id(Some("j2"), Some("s2"), Some(999))).await?,
+        OLDER_REVOKED
+    );
+    assert_eq!(
+        s.check(&id(Some("j2"), Some("s2"), Some(1000))).await?,
+        OLDER_REVOKED
+    );
+    assert_eq!(
+        s.check(&id(Some("j2"), Some("s2"), Some(1001))).await?,
+        None
+    );
+    assert_eq!(s.check(&id(None, None, None)).await?, USER_REVOKED);
+    assert_eq!(s.check(&identity(t, "bob", None, None, None)).await?, None);
+
+    // A later revocation of the user moves `before` on.
+    s.revoke(
+        t,
+        &Target::User {
+            user_id: "alice".into(),
+            before: 2000,
+        },
+        ttl,
+    )
+    .await?;
+    assert_eq!(s.check(&id(None, None, Some(1500))).await?, OLDER_REVOKED);
+    assert_eq!(s.check(&id(None, None, Some(2001))).await?, None);
+
+    // Nothing crosses tenants.
+    let theirs = |jti, sid, iat| identity(u, "alice", jti, sid, iat);
+    assert_eq!(
+        s.check(&theirs(Some("j1"), Some("s1"), Some(5))).await?,
+        None
+    );
+    assert_eq!(s.check(&theirs(None, None, None)).await?, None);
+    s.revoke(u, &Target::Jti("j9".into()), ttl).await?;
+    assert_eq!(s.check(&id(Some("j9"), None, Some(3000))).await?, None);
+    assert_eq!(
+        s.check(&theirs(Some("j9"), None, Some(3000))).await?,
+        TOKEN_REVOKED
+    );
+
+    // Entries go after their TTL.
+    let short = Duration::from_millis(50);
+    s.revoke(t, &Target::Jti("brief".into()), short).await?;
+    s.revoke(t, &Target::Sid("brief".into()), short).await?;
+    s.revoke(
+        t,
+        &Target::User {
+            user_id: "carol".into(),
+            before: 10,
+        },
+        short,
+    )
+    .await?;
+    let carol = identity(t, "carol", Some("brief"), Some("brief"), Some(5));
+    assert_eq!(s.check(&carol).await?, TOKEN_REVOKED);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(s.check(&carol).await?, None);
+    Ok(())
+}
+
+// === Redis only ===
+
+/// A second user revocation never narrows an earlier one: the larger `before` and the
+/// longer TTL stay.
+#[tokio::test]
+async fn redis_user_revocations_keep_the_widest() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisRevocations::new(client.clone());
+    let dave = |before| Target::User {
+        user_id: "dave".into(),
+        before,
+    };
+    s.revoke(&t, &dave(20), Duration::from_secs(600)).await?;
+    s.revoke(&t, &dave(10), Duration::from_secs(1)).await?;
+    assert_eq!(
+        s.check(&identity(&t, "dave", None, None, Some(15))).await?,
+        OLDER_REVOKED
+    );
+    let key = format!("sb:{{{t}}}:revoked:user:dave");
+    let stored: String = client.get(&key).await?;
+    assert_eq!(stored, "20");
+    let ttl: i64 = client.pttl(&key).await?;
+    assert!(ttl > 500_000, "ttl {ttl}");
+    client.quit().await?;
+    Ok(())
+}
+
+fn is_corrupt<T>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Corrupt(_)))
+}
+
+/// Corrupt stored data is reported as such, not as an outage or a panic.
+#[tokio::test]
+async fn redis_corrupt_data_is_reported() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let _: () = client
+        .hset(
+            format!("sb:{{{t}}}:user:alice:receipts:read"),
+            ("general", "x1"),
+        )
+        .await?;
+    let receipts = RedisReceipts::new(client.clone());
+    assert!(is_corrupt(
+        receipts
+            .advance(&t, "alice", "general", Kind::Read, 5)
+            .await
+    ));
+    assert!(is_corrupt(
+        receipts
+            .pointers(&t, "alice", &strings(&["general"]), Kind::Read)
+            .await
+            .map(|_| ())
+    ));
+
+    let _: () = client
+        .hset(format!("sb:{{{t}}}:room:r:typing"), ("bob", "soon|Bob"))
+        .await?;
+    let typing = RedisTyping::new(client.clone());
+    assert!(is_corrupt(typing.active(&t, "r", 0).await));
+    assert!(is_corrupt(typing.stop(&t, "r", "bob", 0).await));
+
+    let _: () = client
+        .set(
+            format!("sb:{{{t}}}:room:general"),
+            "{not json",
+            None,
+            None,
+            false,
+        )
+        .await?;
+    assert!(is_corrupt(
+        RedisRooms::new(client.clone()).get(&t, "general").await
+    ));
+
+    let _: () = client
+        .set(
+            format!("sb:{{{t}}}:room:general:seq"),
+            "many",
+            None,
+            None,
+            false,
+        )
+        .await?;
+    let history = RedisHistory::new(client.clone());
+    assert!(is_corrupt(
+        history.last_seqs(&t, &strings(&["general"])).await
+    ));
+    client.quit().await?;
+    Ok(())
+}
