@@ -236,6 +236,14 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Node ids end up in presence entries and metrics: 1–64 of `A-Z a-z 0-9 - _ .`.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 // === impl ConfigError ===
 
 /// A refused setting: the key, where it came from, and what would be accepted.
@@ -375,26 +383,21 @@ impl DataplaneConfig {
                 ),
             ));
         }
-        if let Some(id) = &self.node_id {
-            if id.is_empty()
-                || id.len() > 64
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                errors.push(err(
-                    "node_id",
-                    "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
-                ));
-            }
+        if let Some(id) = &self.node_id
+            && !valid_node_id(id)
+        {
+            errors.push(err(
+                "node_id",
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
+            ));
         }
-        if let Some(url) = &self.redis.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                errors.push(err(
-                    "redis.url",
-                    format!("{url:?} must start with redis:// or rediss://"),
-                ));
-            }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            errors.push(err(
+                "redis.url",
+                format!("{url:?} must start with redis:// or rediss://"),
+            ));
         }
         self.validate_jwt(&mut errors);
         let c = &self.chat;

@@ -361,10 +361,10 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             ),
         ));
     }
-    if let Some(c) = &req.client_msg_id {
-        if c.is_empty() || c.len() > 128 {
-            return Err(AckError::bad_request("client_msg_id must be 1-128 bytes"));
-        }
+    if let Some(c) = &req.client_msg_id
+        && (c.is_empty() || c.len() > 128)
+    {
+        return Err(AckError::bad_request("client_msg_id must be 1-128 bytes"));
     }
     if let Some(meta) = &req.meta {
         if !meta.is_object() {
@@ -449,12 +449,12 @@ async fn message_history<A: Adapter>(cx: Cx<A>, req: MessageHistory) -> Result<V
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    if let (Some(b), Some(a)) = (req.before_seq, req.after_seq) {
-        if b <= a {
-            return Err(AckError::bad_request(
-                "before_seq must be greater than after_seq",
-            ));
-        }
+    if let (Some(b), Some(a)) = (req.before_seq, req.after_seq)
+        && b <= a
+    {
+        return Err(AckError::bad_request(
+            "before_seq must be greater than after_seq",
+        ));
     }
     require_member(&cx.app, &cx.id, &req.room_id).await?;
     let page = Page {

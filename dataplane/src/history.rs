@@ -129,10 +129,10 @@ impl MessageStore for MemoryHistory {
             room.by_client_id.insert(c, msg.clone());
         }
         while room.log.len() as u64 > max_len {
-            if let Some(old) = room.log.pop_front() {
-                if let Some(c) = old.client_msg_id {
-                    room.by_client_id.remove(&(old.sender_id, c));
-                }
+            if let Some(old) = room.log.pop_front()
+                && let Some(c) = old.client_msg_id
+            {
+                room.by_client_id.remove(&(old.sender_id, c));
             }
         }
         Ok(Appended {

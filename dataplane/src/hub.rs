@@ -47,34 +47,34 @@ pub trait Hub: Send + Sync {
 #[async_trait]
 impl<A: Adapter> Hub for SocketIo<A> {
     async fn emit(&self, ns: &str, room: String, event: &'static str, data: Value) {
-        if let Some(op) = self.of(ns) {
-            if let Err(e) = op.to(room).emit(event, &data).await {
-                tracing::warn!(error = %e, event, "broadcast failed");
-            }
+        if let Some(op) = self.of(ns)
+            && let Err(e) = op.to(room).emit(event, &data).await
+        {
+            tracing::warn!(error = %e, event, "broadcast failed");
         }
     }
 
     async fn join(&self, ns: &str, from: String, room: String) {
-        if let Some(op) = self.of(ns) {
-            if let Err(e) = op.within(from).join(room).await {
-                tracing::warn!(error = %e, "remote join failed");
-            }
+        if let Some(op) = self.of(ns)
+            && let Err(e) = op.within(from).join(room).await
+        {
+            tracing::warn!(error = %e, "remote join failed");
         }
     }
 
     async fn leave(&self, ns: &str, from: String, room: String) {
-        if let Some(op) = self.of(ns) {
-            if let Err(e) = op.within(from).leave(room).await {
-                tracing::warn!(error = %e, "remote leave failed");
-            }
+        if let Some(op) = self.of(ns)
+            && let Err(e) = op.within(from).leave(room).await
+        {
+            tracing::warn!(error = %e, "remote leave failed");
         }
     }
 
     async fn disconnect(&self, ns: &str, room: String) {
-        if let Some(op) = self.of(ns) {
-            if let Err(e) = op.within(room).disconnect().await {
-                tracing::warn!(error = %e, "remote disconnect failed");
-            }
+        if let Some(op) = self.of(ns)
+            && let Err(e) = op.within(room).disconnect().await
+        {
+            tracing::warn!(error = %e, "remote disconnect failed");
         }
     }
 }

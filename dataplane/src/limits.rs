@@ -93,12 +93,15 @@ pub struct SocketLimits {
     refusals: VecDeque<Instant>,
 }
 
+/// (tenant, user id).
+type UserKey = (String, String);
+
 /// The node's limiter: configuration plus per-user buckets, counted by live sockets so
 /// a user's entry goes when their last socket does (bounded by connected users).
 #[derive(Clone)]
 pub struct Limiter {
     cfg: Arc<LimitsConfig>,
-    users: Arc<Mutex<HashMap<(String, String), (Buckets, usize)>>>,
+    users: Arc<Mutex<HashMap<UserKey, (Buckets, usize)>>>,
 }
 
 impl Limiter {

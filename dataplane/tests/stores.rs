@@ -518,18 +518,17 @@ async fn typing_conform(s: &dyn TypingStore, t: &str, u: &str) -> Result<()> {
     assert!(!s.stop(t, "r", "dave", 100).await?);
     assert_eq!(s.active(t, "r", 0).await?, vec![alice(600)]);
 
-    // Active drops the expired ones for good.
+    // Active lists who is typing at `now`; expired entries stay until `expire`.
     assert!(s.start(t, "r", typist("carol", "Carol", 700), 0).await?);
-    assert_eq!(
-        s.active(t, "r", 650).await?,
-        vec![typist("carol", "Carol", 700)]
-    );
-    assert_eq!(
-        s.active(t, "r", 0).await?,
-        vec![typist("carol", "Carol", 700)]
-    );
-    assert!(!s.expire(t, "r", "alice", 1000).await?);
+    let carol = typist("carol", "Carol", 700);
+    assert_eq!(s.active(t, "r", 650).await?, vec![carol.clone()]);
+    assert_eq!(s.active(t, "r", 0).await?, vec![alice(600), carol.clone()]);
+    assert!(s.expire(t, "r", "alice", 1000).await?);
+    assert_eq!(s.active(t, "r", 0).await?, vec![carol]);
+    assert!(!s.expire(t, "r", "carol", 699).await?);
     assert_eq!(s.active(t, "r", 700).await?, Vec::<Typist>::new());
+    assert!(s.expire(t, "r", "carol", 700).await?);
+    assert_eq!(s.active(t, "r", 0).await?, Vec::<Typist>::new());
     assert_eq!(s.active(t, "nope", 0).await?, Vec::<Typist>::new());
 
     // Another tenant's room of the same id is another room.
@@ -790,6 +789,86 @@ async fn redis_corrupt_data_is_reported() -> Result<()> {
     assert!(is_corrupt(
         history.last_seqs(&t, &strings(&["general"])).await
     ));
+    client.quit().await?;
+    Ok(())
+}
+
+/// A room's hash expires a minute past its latest expiry, and a shorter refresh never
+/// shortens it.
+#[tokio::test]
+async fn redis_typing_keys_expire() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisTyping::new(client.clone());
+    let key = format!("sb:{{{t}}}:room:r:typing");
+    assert!(s.start(&t, "r", typist("bob", "Bob", 10_000), 0).await?);
+    let ttl: i64 = client.pttl(&key).await?;
+    assert!((60_000..=70_000).contains(&ttl), "ttl {ttl}");
+    assert!(s.start(&t, "r", typist("alice", "Alice", 100), 0).await?);
+    let ttl: i64 = client.pttl(&key).await?;
+    assert!(ttl > 60_000, "ttl {ttl}");
+    assert!(
+        s.start(&t, "r", typist("carol", "Carol", i64::MAX), i64::MIN)
+            .await?
+    );
+    let ttl: i64 = client.pttl(&key).await?;
+    assert!(ttl > 300 * 24 * 3600 * 1000, "ttl {ttl}");
+    client.quit().await?;
+    Ok(())
+}
+
+/// Long TTLs are written as they are (no float formatting on the way through Lua).
+#[tokio::test]
+async fn redis_long_revocations() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisRevocations::new(client.clone());
+    let erin = |before| Target::User {
+        user_id: "erin".into(),
+        before,
+    };
+    s.revoke(&t, &erin(5), Duration::MAX).await?;
+    s.revoke(&t, &erin(6), Duration::from_secs(1)).await?;
+    s.revoke(&t, &Target::Jti("forever".into()), Duration::MAX)
+        .await?;
+    let ttl: i64 = client.pttl(format!("sb:{{{t}}}:revoked:user:erin")).await?;
+    assert!(ttl > 3_000_000_000_000, "ttl {ttl}");
+    let who = identity(&t, "erin", Some("forever"), None, Some(6));
+    assert_eq!(s.check(&who).await?, TOKEN_REVOKED);
+    client.quit().await?;
+    Ok(())
+}
+
+/// A lost seq counter resumes after the log's last entry instead of wedging the room.
+#[tokio::test]
+async fn redis_lost_seq_counter_resumes() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisHistory::new(client.clone());
+    for i in 1..=3 {
+        assert_eq!(
+            s.append(&t, message("r", "alice", "x", None), 100)
+                .await?
+                .message
+                .seq,
+            i
+        );
+    }
+    let _: i64 = client.del(format!("sb:{{{t}}}:room:r:seq")).await?;
+    assert_eq!(
+        s.append(&t, message("r", "alice", "y", None), 100)
+            .await?
+            .message
+            .seq,
+        4
+    );
+    assert_eq!(s.last_seqs(&t, &strings(&["r"])).await?, vec![4]);
     client.quit().await?;
     Ok(())
 }

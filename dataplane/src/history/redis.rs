@@ -70,6 +70,13 @@ if ARGV[4] == '1' then
     end
   end
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  -- A lost counter restarts after the last entry, never below it (XADD would refuse).
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last == 1 then
+    redis.call('SET', KEYS[1], string.match(last[1][1], '^%d+'))
+  end
+end
 redis.call('INCR', KEYS[1])
 local seq = redis.call('GET', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'm', ARGV[1] .. seq .. ARGV[2])

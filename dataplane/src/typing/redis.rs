@@ -4,13 +4,14 @@
 //!   hold `|`: only the first one separates). The key expires a minute past the latest
 //!   expiry written to it, so an abandoned room leaves nothing behind.
 //!
-//! Every `now` comparison happens inside a script, so a refresh between reading and
-//! removing an indicator cannot be lost. Times are the caller's (`now`, `expires_at`);
-//! the key TTL is relative to them, not to the Redis clock.
+//! Every change compares with `now` inside a script, so a refresh between reading and
+//! removing an indicator cannot be lost. `active` only reads: like the memory store it
+//! leaves expired entries to `expire` (whose caller announces the stop). Times are the
+//! caller's (`now`, `expires_at`); the key TTL is relative to them, not to the Redis clock.
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::LuaInterface;
+use fred::interfaces::{HashesInterface, LuaInterface};
 use fred::types::Value;
 
 use super::{TypingStore, Typist};
@@ -18,6 +19,8 @@ use crate::error::StoreError;
 
 /// How long a room's hash outlives its latest expiry, in ms.
 const KEY_GRACE_MS: i64 = 60_000;
+/// The longest key TTL written, in ms (a year; an indicator lasts seconds).
+const MAX_KEY_TTL_MS: i64 = 365 * 24 * 3600 * 1000;
 
 mod keys {
     /// Who is typing in a room.
@@ -43,9 +46,8 @@ if old then
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-local ttl = tonumber(ARGV[4])
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 return fresh
 ";
@@ -87,27 +89,6 @@ if exp <= tonumber(ARGV[2]) then
   return 1
 end
 return 0
-";
-
-/// KEYS: typing hash. ARGV: now.
-/// Removes the entries expired at `now` and returns the others as {user, entry, ...}
-/// (corrupt ones included, for the caller to report).
-const ACTIVE: &str = r"
-local all = redis.call('HGETALL', KEYS[1])
-local now = tonumber(ARGV[1])
-local out = {}
-for i = 1, #all, 2 do
-  local v = all[i + 1]
-  local bar = string.find(v, '|', 1, true)
-  local exp = bar and tonumber(string.sub(v, 1, bar - 1))
-  if exp and exp <= now then
-    redis.call('HDEL', KEYS[1], all[i])
-  else
-    out[#out + 1] = all[i]
-    out[#out + 1] = v
-  end
-end
-return out
 ";
 
 pub struct RedisTyping {
@@ -184,7 +165,7 @@ impl TypingStore for RedisTyping {
         let ttl = typist
             .expires_at
             .saturating_sub(now)
-            .max(0)
+            .clamp(0, MAX_KEY_TTL_MS)
             .saturating_add(KEY_GRACE_MS);
         let args = vec![
             typist.user_id.clone(),
@@ -233,28 +214,30 @@ impl TypingStore for RedisTyping {
         room_id: &str,
         now: i64,
     ) -> Result<Vec<Typist>, StoreError> {
-        let v: Value = self
-            .client
-            .eval(ACTIVE, keys::typing(tenant, room_id), vec![now.to_string()])
-            .await?;
-        let items = match v {
+        let v: Value = self.client.hgetall(keys::typing(tenant, room_id)).await?;
+        let pairs: Vec<(Value, Value)> = match v {
             Value::Null => vec![],
-            Value::Array(items) => items,
+            Value::Map(mut map) => map.drain().map(|(k, v)| (Value::from(k), v)).collect(),
+            Value::Array(items) => {
+                if items.len() % 2 != 0 {
+                    return Err(StoreError::Corrupt("typing: odd reply".into()));
+                }
+                let mut it = items.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                pairs
+            }
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "typing: unexpected reply {other:?}"
                 )));
             }
         };
-        let mut it = items.into_iter();
         let mut out = Vec::new();
-        while let Some(user) = it.next() {
-            let entry = it
-                .next()
-                .ok_or_else(|| StoreError::Corrupt("typing: odd reply".into()))?;
+        for (user, entry) in pairs {
             let typist = decode(string(user)?, &string(entry)?)?;
-            // The script already dropped the expired ones; this only guards odd numbers
-            // Lua reads differently from Rust.
             if typist.expires_at > now {
                 out.push(typist);
             }

@@ -1,5 +1,6 @@
 //! /chat end to end against real nodes: one embedded node, and two nodes sharing the
 //! real Redis from tests/env.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

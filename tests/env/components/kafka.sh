@@ -113,19 +113,32 @@ CONF
         -Dlog4j2.configurationFile="$dir/log4j2.properties" \
         -Dkafka.logs.dir="$dir" \
         -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties"
-    sb_wait_port "$port" 90 || { sb_log "kafka: broker does not listen on $port"; return 1; }
-    # It really answers metadata and admin requests: create the topics the project uses.
+    # It really answers metadata and admin requests: create the topics the project uses
+    # (one tool JVM per topic, side by side, started while the broker boots: their admin
+    # clients wait for it).
+    local pids=() pid failed=0
     for t in "${KAFKA_TOPICS[@]}"; do
-        for i in $(seq 1 30); do
-            sb_alive kafka || { sb_log "kafka exited"; return 1; }
-            if kafka_run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" \
-                    --create --if-not-exists --topic "$t" --partitions 1 --replication-factor 1 \
-                    >>"$SB_LOGS/kafka.log" 2>&1; then
-                break
-            fi
-            [ "$i" -eq 30 ] && { sb_log "kafka: could not create topic $t"; return 1; }
-            sleep 1
-        done
+        kafka_create_topic "127.0.0.1:$port" "$t" & pids+=($!)
     done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" -eq 0 ] || return 1
+    sb_wait_port "$port" 5 || { sb_log "kafka: broker does not listen on $port"; return 1; }
     sb_export SWITCHBOARD_TEST_KAFKA_BROKERS "127.0.0.1:$port"
+}
+
+# kafka_create_topic BOOTSTRAP TOPIC: create TOPIC (1 partition, RF 1), retrying while the
+# broker is still coming up (30 tries).
+kafka_create_topic() {
+    local bootstrap="$1" topic="$2" i
+    for i in $(seq 1 30); do
+        sb_alive kafka || { sb_log "kafka exited"; return 1; }
+        if kafka_run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
+                --create --if-not-exists --topic "$topic" --partitions 1 --replication-factor 1 \
+                >>"$SB_LOGS/kafka.log" 2>&1; then
+            return 0
+        fi
+        sleep 1
+    done
+    sb_log "kafka: could not create topic $topic"
+    return 1
 }

@@ -12,6 +12,14 @@ SB_KUBE_BIN="$SB_CACHE/kubernetes-$KUBERNETES_VERSION"
 SB_KUBE_DIR="$SB_STATE/kube"
 SB_KUBE_PKI="$SB_KUBE_DIR/pki"
 
+# sb_kube_load_env: the endpoints earlier `envctl up` runs exported (etcd's URL, the API
+# server's address), for a component started by a later run than the ones it needs.
+sb_kube_load_env() {
+    # shellcheck disable=SC1090
+    [ -f "$SB_ENV_FILE" ] && source "$SB_ENV_FILE"
+    return 0
+}
+
 # sb_kube_build COMPONENT BINARY: build k8s.io/kubernetes/cmd/BINARY into the cache with
 # the version stamped the way Kubernetes' own release build does.
 sb_kube_build() {
@@ -25,36 +33,43 @@ sb_kube_build() {
     sb_go_build "$name" "$SB_KUBE_BIN/$bin" "$SB_ENV_DIR/kube" "k8s.io/kubernetes/cmd/$bin" "$ld"
 }
 
-# sb_kube_cert NAME CN [O] [EXT]: an EC P-256 key and a certificate signed by the test CA.
+# sb_kube_ca NAME CN: a self-signed EC P-256 certificate authority.
+sb_kube_ca() {
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$SB_KUBE_PKI/$1.key" 2>/dev/null &&
+    openssl req -x509 -new -key "$SB_KUBE_PKI/$1.key" -subj "/CN=$2" -days 30 -sha256 \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+        -out "$SB_KUBE_PKI/$1.crt"
+}
+
+# sb_kube_cert CA NAME CN [O] [EXT]: an EC P-256 key and a certificate signed by CA.
 sb_kube_cert() {
-    local name="$1" cn="$2" org="${3:-}" ext="${4:-extendedKeyUsage=clientAuth}" subj
+    local ca="$1" name="$2" cn="$3" org="${4:-}" ext="${5:-extendedKeyUsage=clientAuth}" subj
     subj="/CN=$cn"
     [ -n "$org" ] && subj="/O=$org$subj"
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$SB_KUBE_PKI/$name.key" 2>/dev/null &&
     openssl req -new -key "$SB_KUBE_PKI/$name.key" -subj "$subj" -out "$SB_KUBE_PKI/$name.csr" &&
     printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n%s\n' "$ext" > "$SB_KUBE_PKI/$name.ext" &&
-    openssl x509 -req -in "$SB_KUBE_PKI/$name.csr" -CA "$SB_KUBE_PKI/ca.crt" -CAkey "$SB_KUBE_PKI/ca.key" \
+    openssl x509 -req -in "$SB_KUBE_PKI/$name.csr" -CA "$SB_KUBE_PKI/$ca.crt" -CAkey "$SB_KUBE_PKI/$ca.key" \
         -CAcreateserial -days 30 -sha256 -extfile "$SB_KUBE_PKI/$name.ext" -out "$SB_KUBE_PKI/$name.crt" 2>/dev/null &&
     rm -f "$SB_KUBE_PKI/$name.csr" "$SB_KUBE_PKI/$name.ext"
 }
 
-# sb_kube_pki: a fresh CA, serving certificate, service-account key pair and client
-# certificates for this run (cheap: EC keys).
+# sb_kube_pki: fresh certificate authorities (cluster and front proxy), serving certificate,
+# service-account key pair and client certificates for this run (cheap: EC keys).
 sb_kube_pki() {
     rm -rf "$SB_KUBE_PKI"
     mkdir -p "$SB_KUBE_PKI"
     chmod 700 "$SB_KUBE_PKI"
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$SB_KUBE_PKI/ca.key" 2>/dev/null &&
-    openssl req -x509 -new -key "$SB_KUBE_PKI/ca.key" -subj "/CN=switchboard-test-ca" -days 30 -sha256 \
-        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-        -out "$SB_KUBE_PKI/ca.crt" &&
-    sb_kube_cert apiserver kube-apiserver "" \
+    sb_kube_ca ca switchboard-test-ca &&
+    sb_kube_ca front-proxy-ca switchboard-test-front-proxy-ca &&
+    sb_kube_cert ca apiserver kube-apiserver "" \
         "extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" &&
-    sb_kube_cert admin admin system:masters &&
-    sb_kube_cert controller-manager system:kube-controller-manager &&
-    sb_kube_cert scheduler system:kube-scheduler &&
-    sb_kube_cert kwok kwok-controller system:masters &&
+    sb_kube_cert ca admin admin system:masters &&
+    sb_kube_cert ca controller-manager system:kube-controller-manager &&
+    sb_kube_cert ca scheduler system:kube-scheduler &&
+    sb_kube_cert ca kwok kwok-controller system:masters &&
+    sb_kube_cert front-proxy-ca front-proxy-client front-proxy-client &&
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$SB_KUBE_PKI/sa.key" 2>/dev/null &&
     openssl pkey -in "$SB_KUBE_PKI/sa.key" -pubout -out "$SB_KUBE_PKI/sa.pub" 2>/dev/null
 }
@@ -111,6 +126,7 @@ kube_apiserver_install() {
 
 kube_apiserver_start() {
     local port
+    sb_kube_load_env
     [ -n "${SWITCHBOARD_TEST_ETCD_URL:-}" ] || { sb_log "kube_apiserver needs etcd: envctl up etcd kube_apiserver"; return 1; }
     sb_alive etcd || { sb_log "etcd is not running"; return 1; }
     sb_kube_pki || { sb_log "could not generate the test PKI"; return 1; }
@@ -125,6 +141,13 @@ kube_apiserver_start() {
         --tls-cert-file="$SB_KUBE_PKI/apiserver.crt" \
         --tls-private-key-file="$SB_KUBE_PKI/apiserver.key" \
         --client-ca-file="$SB_KUBE_PKI/ca.crt" \
+        --requestheader-client-ca-file="$SB_KUBE_PKI/front-proxy-ca.crt" \
+        --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User \
+        --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --proxy-client-cert-file="$SB_KUBE_PKI/front-proxy-client.crt" \
+        --proxy-client-key-file="$SB_KUBE_PKI/front-proxy-client.key" \
         --authorization-mode=Node,RBAC \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --service-account-key-file="$SB_KUBE_PKI/sa.pub" \

@@ -13,6 +13,7 @@ kube_controller_manager_install() {
 
 kube_controller_manager_start() {
     local port kubeconfig="$SB_KUBE_DIR/controller-manager.kubeconfig"
+    sb_kube_load_env
     sb_alive kube_apiserver || { sb_log "kube_controller_manager needs kube_apiserver"; return 1; }
     sb_kube_kubeconfig "$kubeconfig" controller-manager
     port="$(sb_free_port)"
@@ -37,7 +38,7 @@ kube_controller_manager_start() {
     sb_kube_wait_healthz kube_controller_manager "$port" healthz 120 || return 1
     if ! sb_alive kube_scheduler; then
         kube_scheduler_start || return 1
-        echo kube_scheduler >> "$SB_STATE/started"
+        grep -qx kube_scheduler "$SB_STATE/started" 2>/dev/null || echo kube_scheduler >> "$SB_STATE/started"
     fi
 }
 

@@ -7,6 +7,7 @@ kube_scheduler_install() {
 
 kube_scheduler_start() {
     local port kubeconfig="$SB_KUBE_DIR/scheduler.kubeconfig"
+    sb_kube_load_env
     sb_alive kube_apiserver || { sb_log "kube_scheduler needs kube_apiserver"; return 1; }
     sb_kube_kubeconfig "$kubeconfig" scheduler
     port="$(sb_free_port)"

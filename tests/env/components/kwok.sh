@@ -30,6 +30,7 @@ kwok_install() {
 
 kwok_start() {
     local port kubeconfig="$SB_KUBE_DIR/kwok.kubeconfig" kubectl="$SB_KUBE_BIN/kubectl" node i
+    sb_kube_load_env
     sb_alive kube_apiserver || { sb_log "kwok needs kube_apiserver"; return 1; }
     sb_kube_kubeconfig "$kubeconfig" kwok
     port="$(sb_free_port)"

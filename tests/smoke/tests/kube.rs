@@ -231,7 +231,7 @@ async fn deployment_and_statefulset_pods_become_ready() -> Result<()> {
             name: Some("web".into()),
             ..Default::default()
         },
-        spec: Some(DeploymentSpec {
+        spec: DeploymentSpec {
             replicas: Some(3),
             selector: LabelSelector {
                 match_labels: Some(labels("web")),
@@ -239,7 +239,7 @@ async fn deployment_and_statefulset_pods_become_ready() -> Result<()> {
             },
             template: pod_template("web"),
             ..Default::default()
-        }),
+        },
         ..Default::default()
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
@@ -252,7 +252,7 @@ async fn deployment_and_statefulset_pods_become_ready() -> Result<()> {
             name: Some("db".into()),
             ..Default::default()
         },
-        spec: Some(StatefulSetSpec {
+        spec: StatefulSetSpec {
             replicas: Some(2),
             service_name: Some("db".into()),
             selector: LabelSelector {
@@ -261,7 +261,7 @@ async fn deployment_and_statefulset_pods_become_ready() -> Result<()> {
             },
             template: pod_template("db"),
             ..Default::default()
-        }),
+        },
         ..Default::default()
     };
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -346,7 +346,7 @@ async fn garbage_collector_follows_owner_references() -> Result<()> {
                     name: Some("gone".into()),
                     ..Default::default()
                 },
-                spec: Some(DeploymentSpec {
+                spec: DeploymentSpec {
                     replicas: Some(1),
                     selector: LabelSelector {
                         match_labels: Some(labels("gone")),
@@ -354,7 +354,7 @@ async fn garbage_collector_follows_owner_references() -> Result<()> {
                     },
                     template: pod_template("gone"),
                     ..Default::default()
-                }),
+                },
                 ..Default::default()
             },
         )

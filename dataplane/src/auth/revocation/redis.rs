@@ -18,8 +18,9 @@ use super::{RevocationStore, Target, decide};
 use crate::auth::Identity;
 use crate::error::StoreError;
 
-/// The longest TTL written, in ms (what a Lua number holds exactly; ~285,000 years).
-const MAX_TTL_MS: u128 = (1 << 53) - 1;
+/// The longest TTL written, in ms (100 years: far past any token's lifetime, and well
+/// inside what Redis and a Lua number take).
+const MAX_TTL_MS: u128 = 100 * 365 * 24 * 3600 * 1000;
 
 mod keys {
     /// A revoked token id. The jti comes from the token: it is the last part of the key,
@@ -50,10 +51,10 @@ if cur and (cur == '0' or string.match(cur, '^[1-9]%d*$')) then
     v = cur
   end
 end
-local ttl = tonumber(ARGV[2])
+local ttl = ARGV[2]
 local left = redis.call('PTTL', KEYS[1])
-if left > ttl then
-  ttl = left
+if left > tonumber(ttl) then
+  ttl = string.format('%d', left)
 end
 redis.call('SET', KEYS[1], v, 'PX', ttl)
 return 1
@@ -182,6 +183,6 @@ mod tests {
         assert_eq!(ttl_ms(Duration::ZERO), 0);
         assert_eq!(ttl_ms(Duration::from_nanos(1)), 1);
         assert_eq!(ttl_ms(Duration::from_secs(3)), 3000);
-        assert_eq!(ttl_ms(Duration::MAX), (1 << 53) - 1);
+        assert_eq!(ttl_ms(Duration::MAX), 3_153_600_000_000);
     }
 }
