@@ -77,7 +77,10 @@ impl RevocationStore for MemoryRevocations {
         let now = Instant::now();
         e.retain(|_, (_, exp)| *exp > now);
         let (key, value) = entry_key(target);
-        e.insert((tenant.into(), key), (value, now + ttl));
+        // Like the Redis store: the widest revocation wins (largest `before`, longest TTL).
+        let entry = e.entry((tenant.into(), key)).or_insert((value, now + ttl));
+        entry.0 = entry.0.max(value);
+        entry.1 = entry.1.max(now + ttl);
         Ok(())
     }
 

@@ -26,6 +26,9 @@ coturn_start() {
 listening-ip=127.0.0.1
 listening-port=$port
 relay-ip=127.0.0.1
+# Relay ports above Linux's ephemeral range (32768-60999), where sb_free_port picks.
+min-port=61000
+max-port=65000
 no-tls
 no-dtls
 no-rfc5780

@@ -11,6 +11,10 @@ NODE_CHROMIUM=/usr/bin/chromium
 node_install() {
     sb_apt chromium || return 1
     command -v node >/dev/null && command -v npm >/dev/null || sb_apt nodejs npm || return 1
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [ "$major" -ge 20 ] 2>/dev/null ||
+        { sb_log "node: Node $(node --version) is too old, playwright-core needs >= 20"; return 1; }
     local stamp="$NODE_DIR/node_modules/.switchboard-installed" want
     want="$(cat "$NODE_DIR/package-lock.json" "$NODE_DIR/package.json" | sha256sum | cut -d' ' -f1) $(node --version)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
