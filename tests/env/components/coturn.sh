@@ -12,9 +12,9 @@ coturn_install() {
 }
 
 coturn_start() {
-    local port dir="$SB_STATE/coturn" current previous i
+    local port dir="$SB_STATE/coturn" current previous
     # The port must be free for TCP and for UDP; sb_free_port checks TCP only.
-    for i in $(seq 1 20); do
+    for _ in $(seq 1 20); do
         port="$(sb_free_port)"
         python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', int(sys.argv[1]))); s.close()" "$port" 2>/dev/null && break
     done
@@ -49,7 +49,7 @@ CONF
     sb_spawn coturn turnserver -c "$dir/turnserver.conf" --allow-loopback-peers
     sb_wait_port "$port" 20 || { sb_log "turnserver does not listen on $port"; return 1; }
     # It really answers STUN over UDP (a Binding request, no credentials needed).
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         sb_alive coturn || { sb_log "turnserver exited"; return 1; }
         if timeout 5 turnutils_stunclient -p "$port" 127.0.0.1 2>&1 | grep -q "UDP reflexive addr"; then
             sb_export SWITCHBOARD_TEST_TURN_URL "turn:127.0.0.1:$port"

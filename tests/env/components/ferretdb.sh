@@ -15,12 +15,14 @@ ferretdb_install() {
     local moddir src="$FERRETDB_HOME/src"
     moddir="$(
         cd "$SB_CACHE" &&
-        GOPATH="$SB_CACHE/go" GOMODCACHE="$SB_CACHE/go/pkg/mod" GOCACHE="$SB_CACHE/go/build-cache" GOFLAGS= \
+        GOPATH="$SB_CACHE/go" GOMODCACHE="$SB_CACHE/go/pkg/mod" GOCACHE="$SB_CACHE/go/build-cache" GOFLAGS="" \
         go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" 2>>"$SB_LOGS/ferretdb.log" |
         python3 -c 'import json,sys; print(json.load(sys.stdin).get("Dir", ""))'
     )"
-    [ -n "$moddir" ] && [ -d "$moddir/cmd/ferretdb" ] ||
-        { sb_log "ferretdb: go mod download github.com/FerretDB/FerretDB@$FERRETDB_VERSION failed"; return 1; }
+    if [ -z "$moddir" ] || [ ! -d "$moddir/cmd/ferretdb" ]; then
+        sb_log "ferretdb: go mod download github.com/FerretDB/FerretDB@$FERRETDB_VERSION failed"
+        return 1
+    fi
     rm -rf "$src"
     mkdir -p "$FERRETDB_HOME"
     cp -r "$moddir" "$src" && chmod -R u+w "$src" || return 1

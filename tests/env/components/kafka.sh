@@ -45,7 +45,7 @@ kafka_run_class() {
 }
 
 kafka_start() {
-    local port cport dir="$SB_STATE/kafka" cluster_id i t
+    local port cport dir="$SB_STATE/kafka" cluster_id t
     port="$(sb_free_port)"
     cport="$(sb_free_port)"
     while [ "$cport" = "$port" ]; do cport="$(sb_free_port)"; done
@@ -129,8 +129,8 @@ CONF
 # kafka_create_topic BOOTSTRAP TOPIC: create TOPIC (1 partition, RF 1), retrying while the
 # broker is still coming up (30 tries).
 kafka_create_topic() {
-    local bootstrap="$1" topic="$2" i
-    for i in $(seq 1 30); do
+    local bootstrap="$1" topic="$2"
+    for _ in $(seq 1 30); do
         sb_alive kafka || { sb_log "kafka exited"; return 1; }
         if kafka_run_class org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
                 --create --if-not-exists --topic "$topic" --partitions 1 --replication-factor 1 \

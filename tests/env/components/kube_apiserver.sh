@@ -132,6 +132,10 @@ kube_apiserver_start() {
     sb_kube_pki || { sb_log "could not generate the test PKI"; return 1; }
     port="$(sb_free_port)"
     mkdir -p "$SB_KUBE_DIR/apiserver"
+    # --endpoint-reconciler-type=none: the `kubernetes` Service keeps no endpoints, since an
+    # Endpoints object may not hold the loopback address it advertises (nothing in the fake
+    # pods would use it anyway). The front-proxy (requestheader) flags let the controller
+    # manager and scheduler authenticate requests to their own ports as kubeadm's do.
     sb_spawn kube_apiserver "$SB_KUBE_BIN/kube-apiserver" \
         --etcd-servers="$SWITCHBOARD_TEST_ETCD_URL" \
         --bind-address=127.0.0.1 \

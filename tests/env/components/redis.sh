@@ -14,7 +14,7 @@ redis_install() {
 }
 
 redis_start() {
-    local port dir="$SB_STATE/redis" i
+    local port dir="$SB_STATE/redis"
     port="$(sb_free_port)"
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -32,7 +32,7 @@ appendonly no
 databases 16
 CONF
     sb_spawn redis redis-server "$dir/redis.conf"
-    for i in $(seq 1 200); do
+    for _ in $(seq 1 200); do
         sb_alive redis || { sb_log "redis-server exited"; return 1; }
         if [ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = "PONG" ]; then
             sb_export SWITCHBOARD_TEST_REDIS_URL "redis://127.0.0.1:$port"
