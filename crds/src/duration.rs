@@ -98,10 +98,18 @@ mod tests {
 
     #[test]
     fn parses_every_unit_and_prints_it_back() {
-        for (s, secs) in [("30s", 30), ("5m", 300), ("24h", 86_400), ("7d", 604_800)] {
+        // Printing uses the largest whole unit, so 24h prints as 1d.
+        for (s, secs, printed) in [
+            ("30s", 30, "30s"),
+            ("5m", 300, "5m"),
+            ("90m", 5400, "90m"),
+            ("24h", 86_400, "1d"),
+            ("7d", 604_800, "7d"),
+        ] {
             let d = HumanDuration::parse(s).expect(s);
             assert_eq!(d.0, Duration::from_secs(secs));
-            assert_eq!(d.to_string(), s);
+            assert_eq!(d.to_string(), printed);
+            assert_eq!(HumanDuration::parse(printed).unwrap(), d);
         }
         assert_eq!(
             HumanDuration::parse("250ms").unwrap().0,

@@ -1,0 +1,162 @@
+//! The `switchboard` command line as a user meets it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use switchboard_crds::config::JwtConfig;
+use switchboard_dataplane::auth::Verifier;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn write(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sb-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn config_check_names_every_bad_key_and_allowed_values() {
+    let bad = write(
+        "bad.yaml",
+        "log_format: xml\njwt:\n  algorithm: none\n  secret: short\nchat:\n  typing_timeout: 1h\n",
+    );
+    let out = bin().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log_format (SWITCHBOARD_LOG_FORMAT)") && err.contains("text, json"),
+        "{err}"
+    );
+    assert!(
+        err.contains("jwt.algorithm (SWITCHBOARD_JWT_ALGORITHM)") && err.contains("HS256, HS384"),
+        "{err}"
+    );
+    assert!(err.contains("chat.typing_timeout"), "{err}");
+
+    let typo = write("typo.yaml", "listn: 0.0.0.0:1\n");
+    let out = bin().args(["config", "check"]).arg(&typo).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
+
+    let good = write(
+        "good.toml",
+        "listen = \"127.0.0.1:4000\"\n[jwt]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+    );
+    let out = bin().args(["config", "check"]).arg(&good).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn token_is_signed_with_the_configured_secret() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let out = bin()
+        .env("SWITCHBOARD_JWT_SECRET", secret)
+        .args([
+            "token", "--sub", "alice", "--tenant", "acme", "--name", "Alice", "--ttl", "10m",
+            "--sid", "s1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let v = Verifier::new(&JwtConfig {
+        secret: Some(secret.into()),
+        ..JwtConfig::default()
+    })
+    .unwrap();
+    let id = v.verify(token.trim()).unwrap();
+    assert_eq!(
+        (
+            id.tenant.as_str(),
+            id.user_id.as_str(),
+            id.name.as_str(),
+            id.sid.as_deref()
+        ),
+        ("acme", "alice", "Alice", Some("s1"))
+    );
+    assert!(id.exp <= switchboard_dataplane::auth::now_secs() + 600);
+
+    let out = bin()
+        .args(["token", "--sub", "alice", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHBOARD_JWT_SECRET"));
+}
+
+#[test]
+fn serve_refuses_a_bad_setting_at_start_up_naming_it() {
+    let out = bin()
+        .env("SWITCHBOARD_LISTEN", "not-an-address")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen (SWITCHBOARD_LISTEN)"), "{err}");
+
+    let out = bin()
+        .env("SWITCHBOARD_REDIS_URL", "http://nope")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("redis.url (SWITCHBOARD_REDIS_URL)"));
+}
+
+#[test]
+fn zero_config_serve_prints_a_working_token() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut secret = None;
+    let mut token = None;
+    for _ in 0..10 {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(rest) = line.split("SWITCHBOARD_JWT_SECRET=").nth(1) {
+            secret = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.strip_prefix("Example token (alice@acme, 1h): ") {
+            token = Some(rest.trim().to_owned());
+        }
+        if secret.is_some() && token.is_some() {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (secret, token) = (
+        secret.expect("dev secret printed"),
+        token.expect("token printed"),
+    );
+    let v = Verifier::new(&JwtConfig {
+        secret: Some(secret),
+        ..JwtConfig::default()
+    })
+    .unwrap();
+    assert_eq!(v.verify(&token).unwrap().user_id, "alice");
+}
