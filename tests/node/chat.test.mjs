@@ -9,9 +9,9 @@
 //
 // Run: cargo build -p switchboard-dataplane, then cd tests/node && npm test
 //
-// Known server bug, asserted by scenario 2b: an event emitted the instant a socket
-// connects can be dropped without an ack. The other scenarios wait
-// CONNECT_SETTLE_MS (lib/client.mjs) after connecting so that bug does not make them flaky.
+// Scenario 2b guards a fixed bug: an event emitted the instant a socket connects must be
+// answered (the server registers its handlers before sending CONNECT). No scenario waits
+// after connecting unless SWITCHBOARD_TEST_CONNECT_SETTLE_MS says so.
 
 import assert from 'node:assert/strict';
 import { after, before, test as nodeTest } from 'node:test';

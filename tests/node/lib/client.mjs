@@ -76,14 +76,10 @@ export function connectSocket(socket) {
 /**
  * How long connectUser waits after `connect` before handing the socket over.
  *
- * Server bug work-around: Switchboard registers its /chat event handlers inside an async
- * connect handler, which socketioxide spawns only after the CONNECT packet has gone out,
- * so an event emitted in the first instant after `connect` can be dropped without an ack.
- * Scenario 0 ("the first event right after connect is answered") asserts the correct
- * behaviour; every other scenario waits this long so that one bug does not make all of
- * them flaky. Set SWITCHBOARD_TEST_CONNECT_SETTLE_MS=0 to see the bug everywhere.
+ * Optional pause after `connect` (ms). 0 by default: the server registers its handlers
+ * before it answers CONNECT, so an event emitted at once is answered (scenario 2b).
  */
-export const CONNECT_SETTLE_MS = Number(process.env.SWITCHBOARD_TEST_CONNECT_SETTLE_MS ?? 50);
+export const CONNECT_SETTLE_MS = Number(process.env.SWITCHBOARD_TEST_CONNECT_SETTLE_MS ?? 0);
 
 /**
  * Connect user `sub` of `tenant` to a node and resolve once connected.
