@@ -32,6 +32,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_ADMIN_TOKEN", "admin_token"),
     ("SWITCHBOARD_SERVICE_TOKEN", "service_token"),
     ("SWITCHBOARD_TYPING_TIMEOUT", "chat.typing_timeout"),
+    ("SWITCHBOARD_IDLE_TIMEOUT", "presence.idle_timeout"),
+    ("SWITCHBOARD_HEARTBEAT_TTL", "presence.heartbeat_ttl"),
+    ("SWITCHBOARD_PRESENCE_CACHE_TTL", "presence.cache_ttl"),
     ("SWITCHBOARD_MAX_MESSAGE_BYTES", "chat.max_message_bytes"),
     ("SWITCHBOARD_HISTORY_MAX_LEN", "chat.history_max_len"),
     (
@@ -58,6 +61,7 @@ pub struct DataplaneConfig {
     /// Bearer token for `/api/v1/*`. Unset: the service API answers 404.
     pub service_token: Option<String>,
     pub chat: ChatConfig,
+    pub presence: PresenceConfig,
     pub limits: LimitsConfig,
 }
 
@@ -101,6 +105,32 @@ pub struct ChatConfig {
     pub history_max_len: u64,
     /// Members listed by `room:members` at most.
     pub max_members_listed: usize,
+}
+
+/// Presence: idle detection, node liveness, the read cache.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// No activity on any of a user's connections for this long makes them `away`.
+    pub idle_timeout: HumanDuration,
+    /// TTL of each node's heartbeat key; survivors expire a dead node's connections
+    /// within twice this.
+    pub heartbeat_ttl: HumanDuration,
+    /// How long a node trusts a cached presence without an update.
+    pub cache_ttl: HumanDuration,
+    /// Presence subscriptions one socket may hold.
+    pub max_subscriptions: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: HumanDuration::from_secs(300),
+            heartbeat_ttl: HumanDuration::from_secs(15),
+            cache_ttl: HumanDuration::from_secs(300),
+            max_subscriptions: 5000,
+        }
+    }
 }
 
 /// A token bucket: `rate` tokens a second, up to `burst` at once.
@@ -151,6 +181,7 @@ impl Default for DataplaneConfig {
             admin_token: None,
             service_token: None,
             chat: ChatConfig::default(),
+            presence: PresenceConfig::default(),
             limits: LimitsConfig::default(),
         }
     }
@@ -343,6 +374,10 @@ impl DataplaneConfig {
             "admin_token" => self.admin_token = opt(value),
             "service_token" => self.service_token = opt(value),
             "chat.typing_timeout" => self.chat.typing_timeout = dur(key, value)?,
+            "presence.idle_timeout" => self.presence.idle_timeout = dur(key, value)?,
+            "presence.heartbeat_ttl" => self.presence.heartbeat_ttl = dur(key, value)?,
+            "presence.cache_ttl" => self.presence.cache_ttl = dur(key, value)?,
+            "presence.max_subscriptions" => self.presence.max_subscriptions = num(key, value)?,
             "chat.max_message_bytes" => self.chat.max_message_bytes = num(key, value)?,
             "chat.max_meta_bytes" => self.chat.max_meta_bytes = num(key, value)?,
             "chat.history_max_len" => self.chat.history_max_len = num(key, value)?,
@@ -422,6 +457,22 @@ impl DataplaneConfig {
         if !(1..=100_000).contains(&c.max_members_listed) {
             errors.push(err(
                 "chat.max_members_listed",
+                "must be between 1 and 100000",
+            ));
+        }
+        let p = &self.presence;
+        if p.idle_timeout.0.as_secs() < 1 || p.idle_timeout.0.as_secs() > 86_400 {
+            errors.push(err("presence.idle_timeout", "must be between 1s and 24h"));
+        }
+        if p.heartbeat_ttl.0.as_secs() < 1 || p.heartbeat_ttl.0.as_secs() > 600 {
+            errors.push(err("presence.heartbeat_ttl", "must be between 1s and 10m"));
+        }
+        if p.cache_ttl.0.as_secs() > 86_400 {
+            errors.push(err("presence.cache_ttl", "must be at most 24h"));
+        }
+        if !(1..=100_000).contains(&p.max_subscriptions) {
+            errors.push(err(
+                "presence.max_subscriptions",
                 "must be between 1 and 100000",
             ));
         }

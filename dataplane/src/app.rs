@@ -13,6 +13,8 @@ use crate::hub::Hub;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::online::{MemoryOnline, OnlineStore};
+use crate::presence::tracker::{Bus, Tracker};
+use crate::presence::{MemoryPresence, PresenceStore};
 use crate::receipts::{MemoryReceipts, ReceiptStore};
 use crate::rooms::{MemoryRooms, RoomStore};
 use crate::typing::{MemoryTyping, TypingStore};
@@ -26,6 +28,7 @@ pub struct Stores {
     pub typing: Arc<dyn TypingStore>,
     pub online: Arc<dyn OnlineStore>,
     pub revocations: Arc<dyn RevocationStore>,
+    pub presence: Arc<dyn PresenceStore>,
 }
 
 impl Stores {
@@ -38,6 +41,7 @@ impl Stores {
             typing: Arc::new(MemoryTyping::default()),
             online: Arc::new(MemoryOnline::default()),
             revocations: Arc::new(MemoryRevocations::default()),
+            presence: Arc::new(MemoryPresence::default()),
         }
     }
 
@@ -52,6 +56,7 @@ impl Stores {
             revocations: Arc::new(crate::auth::revocation::redis::RedisRevocations::new(
                 client.clone(),
             )),
+            presence: Arc::new(crate::presence::redis::RedisPresence::new(client.clone())),
         }
     }
 }
@@ -66,6 +71,7 @@ pub struct Inner {
     pub stores: Stores,
     pub metrics: Metrics,
     pub limits: Limiter,
+    pub presence: Tracker,
     /// The Redis client, when not embedded (readiness pings it).
     pub redis: Option<fred::clients::Client>,
     /// Set once the Socket.IO server exists (it needs the app as its state first).
@@ -85,22 +91,33 @@ impl App {
         node_id: String,
         verifier: Verifier,
         stores: Stores,
+        bus: Arc<dyn Bus>,
         redis: Option<fred::clients::Client>,
     ) -> Self {
         let limits = Limiter::new(config.limits.clone());
+        let metrics = Metrics::new();
+        let presence = Tracker::new(
+            stores.presence.clone(),
+            bus,
+            node_id.clone(),
+            config.presence.clone(),
+            metrics.clone(),
+        );
         Self(Arc::new(Inner {
             config,
             node_id,
             verifier,
             stores,
-            metrics: Metrics::new(),
+            metrics,
             limits,
+            presence,
             redis,
             hub: OnceLock::new(),
         }))
     }
 
     pub fn set_hub(&self, hub: Arc<dyn Hub>) {
+        self.0.presence.set_hub(hub.clone());
         let _ = self.0.hub.set(hub);
     }
 

@@ -106,6 +106,7 @@ where
         event,
         move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>, Extension(limits): Extension<SocketLimitsRef>| async move {
             let started = tokio::time::Instant::now();
+            app.presence.activity(&id.tenant, &id.user_id);
             let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started);
             let result = match verdict {
                 Verdict::Allow => match decode::<Req>(data) {

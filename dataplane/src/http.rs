@@ -28,6 +28,10 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/v1/revocations", post(revoke))
+        .route(
+            "/admin/v1/tenants/{tenant}/presence/metrics",
+            get(presence_metrics),
+        )
         .with_state(app)
 }
 
@@ -87,20 +91,69 @@ struct RevokeReq {
     ttl_s: Option<u64>,
 }
 
-async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+/// The admin API's gate: off without a configured token, 401 without the right bearer.
+fn admin_gate(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(admin) = &app.config.admin_token else {
-        return error(
+        return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "not_found",
             "the admin API is off (set admin_token / SWITCHBOARD_ADMIN_TOKEN)",
-        );
+        )));
     };
-    if !bearer_ok(&headers, admin) {
-        return error(
+    if !bearer_ok(headers, admin) {
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "admin bearer token required",
-        );
+        )));
+    }
+    Ok(())
+}
+
+/// Days of daily presence history returned.
+pub const PRESENCE_HISTORY_DAYS: usize = 30;
+
+async fn presence_metrics(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+) -> Response {
+    if let Err(r) = admin_gate(&app, &headers) {
+        return *r;
+    }
+    if !ids::valid_tenant(&tenant) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid tenant");
+    }
+    let store = &app.stores.presence;
+    let dates = crate::presence::last_dates(crate::app::now_ms(), PRESENCE_HISTORY_DAYS);
+    let (online, days) = match (
+        store.online_count(&tenant).await,
+        store.history(&tenant, &dates).await,
+    ) {
+        (Ok(o), Ok(d)) => (o, d),
+        _ => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "presence store unavailable",
+            );
+        }
+    };
+    let day = |d: &crate::presence::Daily| {
+        let avg = d
+            .session_ms_total
+            .checked_div(d.ended_sessions)
+            .unwrap_or(0);
+        json!({ "date": d.date, "peak": d.peak, "sessions": d.sessions, "ended_sessions": d.ended_sessions, "avg_session_ms": avg })
+    };
+    let today = days.first().map(day).unwrap_or_default();
+    let history: Vec<_> = days.iter().map(day).collect();
+    (StatusCode::OK, axum::Json(json!({ "ok": true, "data": { "tenant": tenant, "online_now": online, "today": today, "history": history } }))).into_response()
+}
+
+async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = admin_gate(&app, &headers) {
+        return *r;
     }
     let req: RevokeReq = match serde_json::from_slice(&body) {
         Ok(r) => r,

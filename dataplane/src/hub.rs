@@ -37,6 +37,8 @@ pub fn token_room(tenant: &str, jti: &str) -> String {
 pub trait Hub: Send + Sync {
     /// Emit to every socket of `room` in namespace `ns`, on every node.
     async fn emit(&self, ns: &str, room: String, event: &'static str, data: Value);
+    /// Emit to the sockets of `room` on this node only.
+    async fn emit_local(&self, ns: &str, room: String, event: &'static str, data: Value);
     /// Make every socket in `from` (e.g. a user's room) join `room`, on every node.
     async fn join(&self, ns: &str, from: String, room: String);
     async fn leave(&self, ns: &str, from: String, room: String);
@@ -51,6 +53,14 @@ impl<A: Adapter> Hub for SocketIo<A> {
             && let Err(e) = op.to(room).emit(event, &data).await
         {
             tracing::warn!(error = %e, event, "broadcast failed");
+        }
+    }
+
+    async fn emit_local(&self, ns: &str, room: String, event: &'static str, data: Value) {
+        if let Some(op) = self.of(ns)
+            && let Err(e) = op.local().to(room).emit(event, &data).await
+        {
+            tracing::warn!(error = %e, event, "local emit failed");
         }
     }
 

@@ -22,6 +22,7 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod online;
+pub mod presence;
 pub mod receipts;
 pub mod rooms;
 pub mod server;

@@ -27,6 +27,11 @@ pub struct NameLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
 }
@@ -43,6 +48,7 @@ pub struct Metrics {
     pub typing_duration: Histogram,
     pub disconnects: Family<KindLabel, Counter>,
     pub auth_failures: Family<KindLabel, Counter>,
+    pub presence_online: Family<TenantLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -104,6 +110,12 @@ impl Metrics {
             "Refused handshakes by connect_error code",
             auth_failures.clone(),
         );
+        let presence_online = Family::<TenantLabel, Gauge>::default();
+        reg.register(
+            "presence_online_users",
+            "Users online now per tenant (as last seen by this node)",
+            presence_online.clone(),
+        );
         Self {
             registry: Arc::new(reg),
             connections,
@@ -114,6 +126,7 @@ impl Metrics {
             typing_duration,
             disconnects,
             auth_failures,
+            presence_online,
         }
     }
 

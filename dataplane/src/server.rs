@@ -19,6 +19,9 @@ use tokio::net::TcpListener;
 use crate::app::{App, Stores};
 use crate::auth::Verifier;
 use crate::hub::CHAT;
+use crate::presence::events;
+use crate::presence::redis::RedisBus;
+use crate::presence::tracker::{LocalBus, PRESENCE};
 use crate::{chat, http};
 
 /// How long to wait for Redis at start-up before refusing to start.
@@ -64,9 +67,17 @@ pub async fn serve(
     };
     let router = match config.redis.url.clone() {
         None => {
-            let app = App::new(config, node, verifier, Stores::memory(), None);
+            let app = App::new(
+                config,
+                node,
+                verifier,
+                Stores::memory(),
+                Arc::new(LocalBus::default()),
+                None,
+            );
             let (layer, io) = base(&app).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit));
+            io.ns(PRESENCE, events::on_connect.with(events::admit));
             finish(&app, io, layer)
         }
         Some(url) => {
@@ -78,17 +89,37 @@ pub async fn serve(
                 .await
                 .map_err(|_| anyhow::anyhow!("redis.url (SWITCHBOARD_REDIS_URL): no answer from {url} within {REDIS_CONNECT_TIMEOUT:?}"))?
                 .with_context(|| format!("redis.url (SWITCHBOARD_REDIS_URL): cannot connect to {url}"))?;
-            let sub = Builder::from_config(cfg)
+            let sub = Builder::from_config(cfg.clone())
                 .build_subscriber_client()
                 .context("redis subscriber")?;
+            let bus_sub = Builder::from_config(cfg)
+                .build_subscriber_client()
+                .context("redis subscriber")?;
+            let bus = tokio::time::timeout(
+                REDIS_CONNECT_TIMEOUT,
+                RedisBus::start(client.clone(), bus_sub),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("redis.url: presence subscriber did not connect"))?
+            .map_err(|e| anyhow::anyhow!("redis.url: presence subscriber: {e}"))?;
             let ctr =
                 tokio::time::timeout(REDIS_CONNECT_TIMEOUT, RedisAdapterCtr::new_with_fred(sub))
                     .await
                     .map_err(|_| anyhow::anyhow!("redis.url: subscriber did not connect"))?
                     .context("redis.url: subscriber")?;
-            let app = App::new(config, node, verifier, Stores::redis(&client), Some(client));
+            let app = App::new(
+                config,
+                node,
+                verifier,
+                Stores::redis(&client),
+                Arc::new(bus),
+                Some(client),
+            );
             let (layer, io) = base(&app).with_adapter::<FredAdapter<_>>(ctr).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit))
+                .await
+                .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
+            io.ns(PRESENCE, events::on_connect.with(events::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
             finish(&app, io, layer)
@@ -108,5 +139,6 @@ fn finish<A: Adapter>(
     layer: socketioxide::layer::SocketIoLayer<A>,
 ) -> axum::Router {
     app.set_hub(Arc::new(io));
+    app.presence.spawn();
     http::router(app.clone()).layer(layer)
 }

@@ -37,6 +37,7 @@ fn rsa_keys() -> (PathBuf, Vec<u8>, Vec<u8>) {
             "-out",
         ])
         .arg(&private)
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap()
         .success()

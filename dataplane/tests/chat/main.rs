@@ -9,4 +9,5 @@ mod flows;
 mod fuzz;
 mod limits;
 mod multinode;
+mod presence;
 mod tenants;

@@ -92,6 +92,11 @@ pub async fn start(config: DataplaneConfig) -> Node {
 }
 
 impl Node {
+    /// A node running in another process (stopped by its owner).
+    pub fn external(addr: SocketAddr) -> Node {
+        Node { addr, stop: None }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -393,6 +398,14 @@ impl Client {
         }
         self.is_closed()
     }
+}
+
+/// A client connected to /presence for `tenant`/`user`.
+pub async fn presence_user(node: &Node, tenant: &str, sub: &str) -> Client {
+    let t = token(&claims(tenant, sub));
+    Client::connect_ns(node, "/presence", Some(json!({ "token": t })), None)
+        .await
+        .expect("connect /presence")
 }
 
 /// A connected client for `tenant`/`user`.

@@ -1,0 +1,661 @@
+//! Presence: who is online, away, busy or (visibly) offline, on every node.
+//!
+//! ```text
+//!  connect / disconnect / idle / activity / set-status
+//!        │ one atomic store call, which bumps the user's version
+//!        ▼
+//!  PresenceStore ──snapshot──▶ aggregate() ──▶ Bus::publish {tenant, user, version, presence}
+//!                                                   │ every node, this one included
+//!                                                   ▼
+//!                     Tracker::on_update: cache (keep the highest version) ──▶ local emit
+//!                                         `presence:update` to sockets subscribed here
+//! ```
+//!
+//! ## Conflict rule
+//! All of a user's presence state (devices, manual status, last seen) lives in one place
+//! (Redis, or memory in embedded mode) and every change is one atomic step that bumps a
+//! per-user `version`. The shown presence is a pure function of that state
+//! ([`aggregate`]): a manual status beats automatic ones while any device is connected
+//! (manual `offline` is invisible); otherwise `online` if any device is active, else
+//! `away`; no device: `offline`. Updates travel with their version and every cache keeps
+//! the highest ([`newer`]), so however updates from several devices and nodes interleave,
+//! every node ends on the state with the highest version: the same result everywhere.
+
+pub mod events;
+pub mod redis;
+pub mod tracker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+/// `{user_id, status, message?, last_seen, devices}` as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub user_id: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// ms since the epoch: the last time the user was seen connected (now, while online).
+    pub last_seen: i64,
+    pub devices: u32,
+}
+
+/// A status chosen by hand; `None` in a snapshot means automatic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manual {
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One live connection of a user (a socket on /presence) and the node holding it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub conn: String,
+    pub node: String,
+    pub idle: bool,
+}
+
+/// Everything stored about one user's presence.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub manual: Option<Manual>,
+    pub devices: Vec<Device>,
+    /// ms: when the last change happened while the user was visible.
+    pub last_seen: i64,
+    /// ms: when the current session (first device of a run) began; 0 when offline.
+    pub session_start: i64,
+}
+
+/// What a change did to the user's session, for analytics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    /// The user's first device connected.
+    CameOnline,
+    /// The user's last device went; the session lasted this long (ms).
+    WentOffline {
+        session_ms: i64,
+    },
+}
+
+/// A change to one user's presence state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Connect(Device),
+    Disconnect { conn: String },
+    Idle { conn: String, idle: bool },
+    SetManual(Option<Manual>),
+}
+
+/// The presence shown for a snapshot (see the conflict rule in the module docs).
+pub fn aggregate(user_id: &str, s: &Snapshot, now: i64) -> Presence {
+    let devices = s.devices.len() as u32;
+    if devices == 0 {
+        return Presence {
+            user_id: user_id.into(),
+            status: Status::Offline,
+            message: None,
+            last_seen: s.last_seen,
+            devices: 0,
+        };
+    }
+    match &s.manual {
+        // Invisible: others see an offline user, last seen when they went invisible.
+        Some(Manual {
+            status: Status::Offline,
+            ..
+        }) => Presence {
+            user_id: user_id.into(),
+            status: Status::Offline,
+            message: None,
+            last_seen: s.last_seen,
+            devices: 0,
+        },
+        Some(m) => Presence {
+            user_id: user_id.into(),
+            status: m.status,
+            message: m.message.clone(),
+            last_seen: now,
+            devices,
+        },
+        None => {
+            let status = if s.devices.iter().any(|d| !d.idle) {
+                Status::Online
+            } else {
+                Status::Away
+            };
+            Presence {
+                user_id: user_id.into(),
+                status,
+                message: None,
+                last_seen: now,
+                devices,
+            }
+        }
+    }
+}
+
+/// Apply a change to a snapshot (the store does exactly this, atomically).
+/// Returns `None` when nothing changed (no version bump, nothing to publish).
+pub fn apply(s: &Snapshot, change: &Change, now: i64) -> Option<(Snapshot, Transition)> {
+    let mut next = s.clone();
+    let was_on = !s.devices.is_empty();
+    match change {
+        Change::Connect(d) => {
+            next.devices.retain(|x| x.conn != d.conn);
+            next.devices.push(d.clone());
+            next.devices.sort_by(|a, b| a.conn.cmp(&b.conn));
+        }
+        Change::Disconnect { conn } => {
+            if !next.devices.iter().any(|d| &d.conn == conn) {
+                return None;
+            }
+            next.devices.retain(|d| &d.conn != conn);
+        }
+        Change::Idle { conn, idle } => {
+            let d = next.devices.iter_mut().find(|d| &d.conn == conn)?;
+            if d.idle == *idle {
+                return None;
+            }
+            d.idle = *idle;
+        }
+        Change::SetManual(m) => {
+            // Choosing `online` by hand means "automatic again".
+            next.manual = m
+                .clone()
+                .filter(|m| m.status != Status::Online || m.message.is_some());
+            if next.manual == s.manual {
+                return None;
+            }
+        }
+    }
+    let is_on = !next.devices.is_empty();
+    let invisible_before = matches!(
+        s.manual,
+        Some(Manual {
+            status: Status::Offline,
+            ..
+        })
+    );
+    if was_on && !invisible_before {
+        next.last_seen = now;
+    }
+    if is_on
+        && !matches!(
+            next.manual,
+            Some(Manual {
+                status: Status::Offline,
+                ..
+            })
+        )
+    {
+        next.last_seen = now;
+    }
+    let transition = match (was_on, is_on) {
+        (false, true) => {
+            next.session_start = now;
+            Transition::CameOnline
+        }
+        (true, false) => {
+            let session_ms = now - s.session_start;
+            next.session_start = 0;
+            Transition::WentOffline { session_ms }
+        }
+        _ => Transition::None,
+    };
+    next.version = s.version + 1;
+    Some((next, transition))
+}
+
+/// A published update: the presence and the version it was computed from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub tenant: String,
+    pub version: u64,
+    pub presence: Presence,
+}
+
+/// Whether `update` should replace what a cache holds (higher version wins).
+pub fn newer(cached: Option<u64>, update: u64) -> bool {
+    cached.is_none_or(|v| update > v)
+}
+
+/// Per-tenant daily analytics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Daily {
+    pub date: String,
+    pub peak: u64,
+    pub sessions: u64,
+    pub ended_sessions: u64,
+    pub session_ms_total: u64,
+}
+
+/// Presence storage: one user's state changes atomically, node liveness, analytics.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// Apply a change atomically. `None`: nothing changed.
+    async fn change(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        change: &Change,
+        now: i64,
+    ) -> Result<Option<(Snapshot, Transition)>, StoreError>;
+    async fn snapshots(
+        &self,
+        tenant: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<Snapshot>, StoreError>;
+    /// Record that this node is alive for `ttl`.
+    async fn heartbeat(&self, node: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Nodes that hold connections but whose heartbeat expired.
+    async fn dead_nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// The connections a node holds: (tenant, user, conn).
+    async fn node_conns(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Forget a dead node once its connections are gone. `false` when another node
+    /// is already doing it.
+    async fn claim_reap(&self, node: &str) -> Result<bool, StoreError>;
+    async fn forget_node(&self, node: &str) -> Result<(), StoreError>;
+    /// Analytics: record a transition at `date` (YYYY-MM-DD); returns users online now.
+    async fn record(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        t: Transition,
+        date: &str,
+    ) -> Result<u64, StoreError>;
+    async fn online_count(&self, tenant: &str) -> Result<u64, StoreError>;
+    /// The last `days` daily records, newest first.
+    async fn history(&self, tenant: &str, dates: &[String]) -> Result<Vec<Daily>, StoreError>;
+}
+
+// === impl MemoryPresence ===
+
+#[derive(Default)]
+pub struct MemoryPresence {
+    inner: Mutex<MemState>,
+}
+
+#[derive(Default)]
+struct MemState {
+    users: HashMap<(String, String), Snapshot>,
+    online: HashMap<String, std::collections::HashSet<String>>,
+    daily: HashMap<(String, String), Daily>,
+}
+
+#[async_trait]
+impl PresenceStore for MemoryPresence {
+    async fn change(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        change: &Change,
+        now: i64,
+    ) -> Result<Option<(Snapshot, Transition)>, StoreError> {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.to_owned(), user_id.to_owned());
+        let cur = m.users.get(&key).cloned().unwrap_or_default();
+        let Some((next, t)) = apply(&cur, change, now) else {
+            return Ok(None);
+        };
+        m.users.insert(key, next.clone());
+        Ok(Some((next, t)))
+    }
+
+    async fn snapshots(
+        &self,
+        tenant: &str,
+        user_ids: &[String],
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(user_ids
+            .iter()
+            .map(|u| {
+                m.users
+                    .get(&(tenant.to_owned(), u.clone()))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    async fn heartbeat(&self, _node: &str, _ttl: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn dead_nodes(&self) -> Result<Vec<String>, StoreError> {
+        // One process: its node cannot die while this code runs.
+        Ok(vec![])
+    }
+
+    async fn node_conns(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(m.users
+            .iter()
+            .flat_map(|((t, u), s)| {
+                s.devices
+                    .iter()
+                    .filter(|d| d.node == node)
+                    .map(move |d| (t.clone(), u.clone(), d.conn.clone()))
+            })
+            .collect())
+    }
+
+    async fn claim_reap(&self, _node: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn forget_node(&self, _node: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        t: Transition,
+        date: &str,
+    ) -> Result<u64, StoreError> {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let online = m.online.entry(tenant.into()).or_default();
+        match t {
+            Transition::CameOnline => {
+                online.insert(user_id.into());
+            }
+            Transition::WentOffline { .. } => {
+                online.remove(user_id);
+            }
+            Transition::None => {}
+        }
+        let now_online = online.len() as u64;
+        let d = m
+            .daily
+            .entry((tenant.into(), date.into()))
+            .or_insert_with(|| Daily {
+                date: date.into(),
+                ..Daily::default()
+            });
+        match t {
+            Transition::CameOnline => {
+                d.sessions += 1;
+                d.peak = d.peak.max(now_online);
+            }
+            Transition::WentOffline { session_ms } => {
+                d.ended_sessions += 1;
+                d.session_ms_total += session_ms.max(0) as u64;
+            }
+            Transition::None => {}
+        }
+        Ok(now_online)
+    }
+
+    async fn online_count(&self, tenant: &str) -> Result<u64, StoreError> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(m.online.get(tenant).map_or(0, |s| s.len() as u64))
+    }
+
+    async fn history(&self, tenant: &str, dates: &[String]) -> Result<Vec<Daily>, StoreError> {
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(dates
+            .iter()
+            .map(|d| {
+                m.daily
+                    .get(&(tenant.into(), d.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| Daily {
+                        date: d.clone(),
+                        ..Daily::default()
+                    })
+            })
+            .collect())
+    }
+}
+
+/// The last `n` UTC dates (YYYY-MM-DD), today first.
+pub fn last_dates(now_ms: i64, n: usize) -> Vec<String> {
+    (0..n as i64)
+        .map(|i| date_of(now_ms - i * 86_400_000))
+        .collect()
+}
+
+/// UTC date of a ms timestamp (civil-from-days, proleptic Gregorian).
+pub fn date_of(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Count presences by status (for the admin metrics).
+pub fn by_status(ps: &[Presence]) -> BTreeMap<&'static str, u64> {
+    let mut m = BTreeMap::new();
+    for p in ps {
+        let k = match p.status {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Busy => "busy",
+            Status::Offline => "offline",
+        };
+        *m.entry(k).or_default() += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn dev(conn: &str) -> Device {
+        Device {
+            conn: conn.into(),
+            node: "n1".into(),
+            idle: false,
+        }
+    }
+
+    fn run(changes: &[Change]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (i, c) in changes.iter().enumerate() {
+            if let Some((n, _)) = apply(&s, c, 1000 + i as i64) {
+                s = n;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn automatic_status_follows_devices() {
+        let s = run(&[
+            Change::Connect(dev("a")),
+            Change::Connect(dev("b")),
+            Change::Idle {
+                conn: "a".into(),
+                idle: true,
+            },
+        ]);
+        assert_eq!(aggregate("u", &s, 5).status, Status::Online);
+        assert_eq!(aggregate("u", &s, 5).devices, 2);
+        let s2 = apply(
+            &s,
+            &Change::Idle {
+                conn: "b".into(),
+                idle: true,
+            },
+            9,
+        )
+        .unwrap()
+        .0;
+        assert_eq!(aggregate("u", &s2, 9).status, Status::Away);
+        let s3 = apply(
+            &s2,
+            &Change::Idle {
+                conn: "b".into(),
+                idle: false,
+            },
+            10,
+        )
+        .unwrap()
+        .0;
+        assert_eq!(aggregate("u", &s3, 10).status, Status::Online);
+    }
+
+    #[test]
+    fn manual_beats_automatic_and_offline_is_invisible() {
+        let busy = Change::SetManual(Some(Manual {
+            status: Status::Busy,
+            message: Some("focus".into()),
+        }));
+        let s = run(&[
+            Change::Connect(dev("a")),
+            Change::Idle {
+                conn: "a".into(),
+                idle: true,
+            },
+            busy,
+        ]);
+        let p = aggregate("u", &s, 50);
+        assert_eq!(
+            (p.status, p.message.as_deref()),
+            (Status::Busy, Some("focus"))
+        );
+        let inv = apply(
+            &s,
+            &Change::SetManual(Some(Manual {
+                status: Status::Offline,
+                message: None,
+            })),
+            60,
+        )
+        .unwrap()
+        .0;
+        let p = aggregate("u", &inv, 70);
+        assert_eq!((p.status, p.devices, p.last_seen), (Status::Offline, 0, 60));
+        // Setting `online` by hand returns to automatic (idle → away).
+        let auto = apply(
+            &inv,
+            &Change::SetManual(Some(Manual {
+                status: Status::Online,
+                message: None,
+            })),
+            80,
+        )
+        .unwrap()
+        .0;
+        assert_eq!(auto.manual, None);
+        assert_eq!(aggregate("u", &auto, 80).status, Status::Away);
+    }
+
+    #[test]
+    fn sessions_and_last_seen() {
+        let (s, t) = apply(&Snapshot::default(), &Change::Connect(dev("a")), 100).unwrap();
+        assert_eq!(t, Transition::CameOnline);
+        let (s, t) = apply(&s, &Change::Disconnect { conn: "a".into() }, 400).unwrap();
+        assert_eq!(t, Transition::WentOffline { session_ms: 300 });
+        let p = aggregate("u", &s, 999);
+        assert_eq!((p.status, p.last_seen), (Status::Offline, 400));
+        assert!(
+            apply(&s, &Change::Disconnect { conn: "a".into() }, 500).is_none(),
+            "no-op changes bump nothing"
+        );
+    }
+
+    #[test]
+    fn dates_are_utc_days() {
+        assert_eq!(date_of(0), "1970-01-01");
+        assert_eq!(date_of(1_795_651_200_000), "2026-11-26");
+        assert_eq!(date_of(951_782_400_000), "2000-02-29");
+        assert_eq!(
+            last_dates(86_400_000 * 2, 3),
+            vec!["1970-01-03", "1970-01-02", "1970-01-01"]
+        );
+    }
+
+    fn arb_change() -> impl Strategy<Value = Change> {
+        let conn = prop_oneof![Just("d1".to_owned()), Just("d2".to_owned())];
+        let status = prop_oneof![
+            Just(Status::Online),
+            Just(Status::Away),
+            Just(Status::Busy),
+            Just(Status::Offline)
+        ];
+        prop_oneof![
+            conn.clone().prop_map(|c| Change::Connect(Device {
+                conn: c,
+                node: "n".into(),
+                idle: false
+            })),
+            conn.clone().prop_map(|c| Change::Disconnect { conn: c }),
+            (conn, any::<bool>()).prop_map(|(c, idle)| Change::Idle { conn: c, idle }),
+            proptest::option::of(status).prop_map(|s| Change::SetManual(s.map(|status| Manual {
+                status,
+                message: None
+            }))),
+        ]
+    }
+
+    proptest! {
+        /// Two devices on two nodes change presence in any interleaving; the store applies
+        /// them one at a time and publishes each result. Whatever order the updates reach
+        /// two nodes' caches in, both end on the same presence: the store's final one.
+        #[test]
+        fn any_interleaving_converges(changes in prop::collection::vec(arb_change(), 1..30), seed in any::<u64>()) {
+            let mut s = Snapshot::default();
+            let mut published = Vec::new();
+            for (i, c) in changes.iter().enumerate() {
+                if let Some((n, _)) = apply(&s, c, 1000 + i as i64) {
+                    published.push((n.version, aggregate("u", &n, 5000)));
+                    s = n;
+                }
+            }
+            let expected = aggregate("u", &s, 5000);
+            let deliver = |order: &[usize]| {
+                let mut cache: Option<(u64, Presence)> = None;
+                for &i in order {
+                    let (v, p) = &published[i];
+                    if newer(cache.as_ref().map(|c| c.0), *v) {
+                        cache = Some((*v, p.clone()));
+                    }
+                }
+                cache.map(|c| c.1)
+            };
+            let forward: Vec<usize> = (0..published.len()).collect();
+            let mut shuffled = forward.clone();
+            let mut x = seed;
+            for i in (1..shuffled.len()).rev() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                shuffled.swap(i, (x >> 33) as usize % (i + 1));
+            }
+            let a = deliver(&forward);
+            let b = deliver(&shuffled);
+            prop_assert_eq!(&a, &b);
+            if !published.is_empty() {
+                prop_assert_eq!(a, Some(expected));
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The /presence namespace: set-status, activity, subscribe, unsubscribe, get-batch.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+
+use super::tracker::watch_room;
+use super::{Manual, Status};
+use crate::app::App;
+use crate::auth::{AuthError, Identity};
+use crate::error::AckError;
+use crate::handler::{self, Cx, on};
+use crate::hub::{session_room, token_room, user_room};
+use crate::ids;
+use crate::limits::Class;
+
+/// Most ids in one subscribe or unsubscribe.
+pub const MAX_SUBSCRIBE: usize = 500;
+/// Most ids in one get-batch.
+pub const MAX_BATCH: usize = 1000;
+/// Longest status message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Admission to /presence: authenticate, register events, count the connection.
+pub async fn admit<A: Adapter>(
+    s: SocketRef<A>,
+    State(app): State<App>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), AuthError> {
+    let id = handler::authenticate(&s, &app, auth).await?;
+    on(&s, "presence:set-status", Class::Room, set_status::<A>);
+    on(&s, "presence:activity", Class::Typing, activity::<A>);
+    on(&s, "presence:subscribe", Class::Room, subscribe::<A>);
+    on(&s, "presence:unsubscribe", Class::Room, unsubscribe::<A>);
+    on(&s, "presence:get-batch", Class::Read, get_batch::<A>);
+    let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+    let mut rooms = vec![user_room(t, u)];
+    rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
+    rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
+    s.join(rooms);
+    let conn = conn_id(&app, &s.id.to_string());
+    app.presence.connect(t, u, &conn).await.map_err(|e| {
+        tracing::warn!(error = %e, "presence store unavailable");
+        AuthError::Unavailable
+    })?;
+    app.limits.attach(t, u);
+    app.metrics.connection(super::tracker::PRESENCE, 1);
+    s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+        let conn = conn_id(&app, &s.id.to_string());
+        if let Err(e) = app.presence.disconnect(&id.tenant, &id.user_id, &conn).await {
+            tracing::warn!(error = %e, "presence disconnect not stored; the node sweep will expire it");
+        }
+        app.limits.detach(&id.tenant, &id.user_id);
+        app.metrics.connection(super::tracker::PRESENCE, -1);
+    });
+    Ok(())
+}
+
+pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+
+fn conn_id(app: &App, sid: &str) -> String {
+    format!("{}/{sid}", app.node_id)
+}
+
+#[derive(Deserialize)]
+struct SetStatus {
+    status: Status,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Empty {}
+
+#[derive(Deserialize)]
+struct UserIds {
+    user_ids: Vec<String>,
+}
+
+fn check_ids(ids_: &[String], max: usize) -> Result<(), AckError> {
+    if ids_.is_empty() || ids_.len() > max {
+        return Err(AckError::bad_request(format!(
+            "user_ids must hold 1 to {max} ids"
+        )));
+    }
+    match ids_.iter().find(|u| !ids::valid_id(u)) {
+        Some(bad) => Err(AckError::bad_request(format!("invalid user id {bad:?}"))),
+        None => Ok(()),
+    }
+}
+
+async fn set_status<A: Adapter>(cx: Cx<A>, req: SetStatus) -> Result<Value, AckError> {
+    let message = req
+        .message
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty());
+    if message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_MESSAGE_CHARS)
+    {
+        return Err(AckError::bad_request(format!(
+            "message is longer than {MAX_MESSAGE_CHARS} characters"
+        )));
+    }
+    let manual = Some(Manual {
+        status: req.status,
+        message,
+    });
+    let p = cx
+        .app
+        .presence
+        .set_status(&cx.id.tenant, &cx.id.user_id, manual)
+        .await?;
+    Ok(json!({ "presence": p }))
+}
+
+async fn activity<A: Adapter>(_cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
+    // `handler::on` records activity for every event; this event exists for clients
+    // that have nothing else to send.
+    Ok(json!({}))
+}
+
+async fn subscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckError> {
+    check_ids(&req.user_ids, MAX_SUBSCRIBE)?;
+    let t = &cx.id.tenant;
+    let prefix = watch_room(t, "");
+    let held = cx
+        .socket
+        .rooms()
+        .iter()
+        .filter(|r| r.starts_with(&prefix))
+        .count();
+    let max = cx.app.presence.config().max_subscriptions;
+    let new: Vec<String> = req
+        .user_ids
+        .iter()
+        .map(|u| watch_room(t, u))
+        .filter(|r| !cx.socket.rooms().iter().any(|x| x == r))
+        .collect();
+    if held + new.len() > max {
+        return Err(AckError::forbidden(format!(
+            "subscription limit reached (presence.max_subscriptions = {max})"
+        )));
+    }
+    cx.socket.join(new);
+    let presences = cx.app.presence.get(t, &req.user_ids).await?;
+    Ok(json!({ "presences": presences }))
+}
+
+async fn unsubscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckError> {
+    check_ids(&req.user_ids, MAX_SUBSCRIBE)?;
+    let rooms: Vec<String> = req
+        .user_ids
+        .iter()
+        .map(|u| watch_room(&cx.id.tenant, u))
+        .collect();
+    cx.socket.leave(rooms);
+    Ok(json!({}))
+}
+
+async fn get_batch<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckError> {
+    check_ids(&req.user_ids, MAX_BATCH)?;
+    let presences = cx.app.presence.get(&cx.id.tenant, &req.user_ids).await?;
+    Ok(json!({ "presences": presences }))
+}

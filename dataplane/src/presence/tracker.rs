@@ -1,0 +1,493 @@
+//! The node's presence service: applies changes through the store, publishes them on the
+//! bus, keeps the read cache, tracks local connections for idle detection, heartbeats,
+//! and expires the connections of dead nodes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard_crds::config::PresenceConfig;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{
+    Change, Device, Manual, Presence, PresenceStore, Transition, Update, aggregate, date_of, newer,
+};
+use crate::app::now_ms;
+use crate::error::StoreError;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// The /presence namespace.
+pub const PRESENCE: &str = "/presence";
+/// Cached presences kept per node at most.
+pub const MAX_CACHE: usize = 100_000;
+
+/// Socket.IO room of the sockets subscribed to a user's presence.
+pub fn watch_room(tenant: &str, user_id: &str) -> String {
+    format!("t:{tenant}:p:{user_id}")
+}
+
+/// Presence updates between nodes.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    async fn publish(&self, update: &Update) -> Result<(), StoreError>;
+    /// A stream of every update published by any node (this one included).
+    fn subscribe(&self) -> broadcast::Receiver<Update>;
+}
+
+/// Embedded mode: an in-process channel.
+pub struct LocalBus(broadcast::Sender<Update>);
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self(broadcast::channel(4096).0)
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, update: &Update) -> Result<(), StoreError> {
+        let _ = self.0.send(update.clone());
+        Ok(())
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.0.subscribe()
+    }
+}
+
+/// (tenant, user) → (version, presence, cached at).
+type Cache = HashMap<(String, String), (u64, Presence, Instant)>;
+
+/// A connection on this node.
+#[derive(Clone, Debug)]
+struct LocalConn {
+    last_active: Instant,
+    idle: bool,
+}
+
+/// This node's connections, by (tenant, user) then connection id, so activity touches
+/// only the user's own connections.
+type LocalConns = HashMap<(String, String), HashMap<String, LocalConn>>;
+
+#[derive(Clone)]
+pub struct Tracker(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn PresenceStore>,
+    bus: Arc<dyn Bus>,
+    node: String,
+    cfg: PresenceConfig,
+    metrics: Metrics,
+    cache: Mutex<Cache>,
+    local: Mutex<LocalConns>,
+    hub: OnceLock<Arc<dyn Hub>>,
+}
+
+/// Which local connections change idleness at `now` (pure; tested with paused time).
+fn idle_transitions(
+    conns: &LocalConns,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<(String, String, String, bool)> {
+    conns
+        .iter()
+        .flat_map(|((t, u), cs)| {
+            cs.iter().filter_map(move |(id, c)| {
+                let idle = now.saturating_duration_since(c.last_active) >= timeout;
+                (idle != c.idle).then(|| (t.clone(), u.clone(), id.clone(), idle))
+            })
+        })
+        .collect()
+}
+
+impl Tracker {
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        bus: Arc<dyn Bus>,
+        node: String,
+        cfg: PresenceConfig,
+        metrics: Metrics,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            bus,
+            node,
+            cfg,
+            metrics,
+            cache: Mutex::default(),
+            local: Mutex::default(),
+            hub: OnceLock::new(),
+        }))
+    }
+
+    pub fn set_hub(&self, hub: Arc<dyn Hub>) {
+        let _ = self.0.hub.set(hub);
+    }
+
+    pub fn config(&self) -> &PresenceConfig {
+        &self.0.cfg
+    }
+
+    /// Apply a change, record analytics, publish the result.
+    async fn change(
+        &self,
+        tenant: &str,
+        user: &str,
+        change: Change,
+    ) -> Result<Option<Presence>, StoreError> {
+        let now = now_ms();
+        let Some((snap, transition)) = self.0.store.change(tenant, user, &change, now).await?
+        else {
+            return Ok(None);
+        };
+        if transition != Transition::None {
+            let online = self
+                .0
+                .store
+                .record(tenant, user, transition, &date_of(now))
+                .await?;
+            self.0
+                .metrics
+                .presence_online
+                .get_or_create(&crate::metrics::TenantLabel {
+                    tenant: tenant.into(),
+                })
+                .set(online as i64);
+        }
+        let presence = aggregate(user, &snap, now);
+        self.0
+            .bus
+            .publish(&Update {
+                tenant: tenant.into(),
+                version: snap.version,
+                presence: presence.clone(),
+            })
+            .await?;
+        Ok(Some(presence))
+    }
+
+    pub async fn connect(&self, tenant: &str, user: &str, conn: &str) -> Result<(), StoreError> {
+        self.0
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((tenant.into(), user.into()))
+            .or_default()
+            .insert(
+                conn.into(),
+                LocalConn {
+                    last_active: Instant::now(),
+                    idle: false,
+                },
+            );
+        let device = Device {
+            conn: conn.into(),
+            node: self.0.node.clone(),
+            idle: false,
+        };
+        self.change(tenant, user, Change::Connect(device))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn disconnect(&self, tenant: &str, user: &str, conn: &str) -> Result<(), StoreError> {
+        {
+            let mut local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (tenant.to_owned(), user.to_owned());
+            if let Some(cs) = local.get_mut(&key) {
+                cs.remove(conn);
+                if cs.is_empty() {
+                    local.remove(&key);
+                }
+            }
+        }
+        self.change(tenant, user, Change::Disconnect { conn: conn.into() })
+            .await
+            .map(|_| ())
+    }
+
+    /// Activity from any of the user's sockets on this node: wakes their idle connections.
+    pub fn activity(&self, tenant: &str, user: &str) {
+        let woke: Vec<String> = {
+            let mut local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let Some(cs) = local.get_mut(&(tenant.to_owned(), user.to_owned())) else {
+                return;
+            };
+            cs.iter_mut()
+                .filter_map(|(id, c)| {
+                    c.last_active = now;
+                    std::mem::replace(&mut c.idle, false).then(|| id.clone())
+                })
+                .collect()
+        };
+        for conn in woke {
+            let (me, t, u) = (self.clone(), tenant.to_owned(), user.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = me.change(&t, &u, Change::Idle { conn, idle: false }).await {
+                    tracing::warn!(error = %e, "presence activity not stored");
+                }
+            });
+        }
+    }
+
+    pub async fn set_status(
+        &self,
+        tenant: &str,
+        user: &str,
+        manual: Option<Manual>,
+    ) -> Result<Presence, StoreError> {
+        match self.change(tenant, user, Change::SetManual(manual)).await? {
+            Some(p) => Ok(p),
+            None => Ok(self.get(tenant, &[user.to_owned()]).await?.remove(0)),
+        }
+    }
+
+    /// Presences of `users`: from the cache when fresh, else from the store.
+    pub async fn get(&self, tenant: &str, users: &[String]) -> Result<Vec<Presence>, StoreError> {
+        let ttl = self.0.cfg.cache_ttl.0;
+        let now = Instant::now();
+        let mut out: Vec<Option<Presence>> = {
+            let cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
+            users
+                .iter()
+                .map(|u| {
+                    cache
+                        .get(&(tenant.to_owned(), u.clone()))
+                        .filter(|(_, _, at)| now.saturating_duration_since(*at) < ttl)
+                        .map(|(_, p, _)| p.clone())
+                })
+                .collect()
+        };
+        let missing: Vec<String> = users
+            .iter()
+            .zip(&out)
+            .filter(|(_, p)| p.is_none())
+            .map(|(u, _)| u.clone())
+            .collect();
+        if !missing.is_empty() {
+            let snaps = self.0.store.snapshots(tenant, &missing).await?;
+            let ms = now_ms();
+            let mut fetched = HashMap::new();
+            {
+                let mut cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
+                for (u, s) in missing.iter().zip(snaps) {
+                    let p = aggregate(u, &s, ms);
+                    let key = (tenant.to_owned(), u.clone());
+                    if newer(cache.get(&key).map(|c| c.0), s.version)
+                        || cache.get(&key).is_some_and(|c| c.0 == s.version)
+                    {
+                        if cache.len() >= MAX_CACHE {
+                            cache.clear();
+                        }
+                        cache.insert(key, (s.version, p.clone(), now));
+                    }
+                    fetched.insert(u.clone(), p);
+                }
+            }
+            for (u, slot) in users.iter().zip(out.iter_mut()) {
+                if slot.is_none() {
+                    *slot = fetched.get(u).cloned();
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// An update from the bus: cache it if newer, then tell this node's subscribers.
+    /// The cache changes before the event goes out, so a read after the event is fresh.
+    pub async fn on_update(&self, u: Update) {
+        let key = (u.tenant.clone(), u.presence.user_id.clone());
+        let fresh = {
+            let mut cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = newer(cache.get(&key).map(|c| c.0), u.version);
+            if fresh {
+                if cache.len() >= MAX_CACHE {
+                    cache.clear();
+                }
+                cache.insert(key, (u.version, u.presence.clone(), Instant::now()));
+            }
+            fresh
+        };
+        if fresh && let Some(hub) = self.0.hub.get() {
+            let data = serde_json::json!({ "presence": u.presence });
+            hub.emit_local(
+                PRESENCE,
+                watch_room(&u.tenant, &u.presence.user_id),
+                "presence:update",
+                data,
+            )
+            .await;
+        }
+    }
+
+    /// Background work: bus listener, idle ticker, heartbeat and dead-node reaper.
+    pub fn spawn(&self) {
+        let me = self.clone();
+        let mut rx = self.0.bus.subscribe();
+        tokio::spawn(
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(u) => me.on_update(u).await,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            // Missed updates: drop the cache so reads go to the store.
+                            tracing::warn!(missed = n, "presence bus lagged; cache cleared");
+                            me.0.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("presence_bus")),
+        );
+        let me = self.clone();
+        tokio::spawn(
+            async move {
+                let idle = me.0.cfg.idle_timeout.0;
+                let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    me.idle_tick().await;
+                }
+            }
+            .instrument(tracing::info_span!("presence_idle")),
+        );
+        let me = self.clone();
+        tokio::spawn(
+            async move {
+                let ttl = me.0.cfg.heartbeat_ttl.0;
+                let mut interval = tokio::time::interval(ttl / 3);
+                loop {
+                    interval.tick().await;
+                    if let Err(e) = me.0.store.heartbeat(&me.0.node, ttl).await {
+                        tracing::warn!(error = %e, "presence heartbeat failed");
+                    }
+                    if let Err(e) = me.reap().await {
+                        tracing::warn!(error = %e, "dead-node sweep failed");
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("presence_liveness")),
+        );
+    }
+
+    /// Mark local connections idle or active as their last activity says.
+    pub async fn idle_tick(&self) {
+        let changes: Vec<(String, String, String, bool)> = {
+            let mut local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
+            let t = idle_transitions(&local, Instant::now(), self.0.cfg.idle_timeout.0);
+            for (tenant, user, id, idle) in &t {
+                if let Some(c) = local
+                    .get_mut(&(tenant.clone(), user.clone()))
+                    .and_then(|cs| cs.get_mut(id))
+                {
+                    c.idle = *idle;
+                }
+            }
+            t
+        };
+        for (t, u, conn, idle) in changes {
+            if let Err(e) = self.change(&t, &u, Change::Idle { conn, idle }).await {
+                tracing::warn!(error = %e, "presence idle change not stored");
+            }
+        }
+    }
+
+    /// Expire the connections of nodes whose heartbeat is gone.
+    pub async fn reap(&self) -> Result<(), StoreError> {
+        for node in self.0.store.dead_nodes().await? {
+            if node == self.0.node || !self.0.store.claim_reap(&node).await? {
+                continue;
+            }
+            let conns = self.0.store.node_conns(&node).await?;
+            tracing::warn!(node = %node, connections = conns.len(), "node heartbeat expired; taking its users offline");
+            for (t, u, conn) in conns {
+                self.change(&t, &u, Change::Disconnect { conn }).await?;
+            }
+            self.0.store.forget_node(&node).await?;
+        }
+        Ok(())
+    }
+
+    /// Count of local connections (for tests and metrics).
+    pub fn local_connections(&self) -> usize {
+        self.0
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_conns(last_active: Instant, idle: bool) -> LocalConns {
+        let mut m = LocalConns::new();
+        m.entry(("t".into(), "u".into()))
+            .or_default()
+            .insert("a".into(), LocalConn { last_active, idle });
+        m
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_after_timeout_without_activity() {
+        let timeout = Duration::from_secs(300);
+        let start = Instant::now();
+        let conns = mk_conns(start, false);
+        tokio::time::advance(Duration::from_secs(299)).await;
+        assert!(idle_transitions(&conns, Instant::now(), timeout).is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let one = |idle| vec![("t".to_owned(), "u".to_owned(), "a".to_owned(), idle)];
+        assert_eq!(idle_transitions(&conns, Instant::now(), timeout), one(true));
+        // An idle connection with fresh activity becomes active again.
+        let conns = mk_conns(Instant::now(), true);
+        assert_eq!(
+            idle_transitions(&conns, Instant::now(), timeout),
+            one(false)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tracker_goes_away_then_back_online_with_paused_time() {
+        let store: Arc<dyn PresenceStore> = Arc::new(super::super::MemoryPresence::default());
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+        let mut rx = bus.subscribe();
+        let cfg = PresenceConfig {
+            idle_timeout: switchboard_crds::duration::HumanDuration::from_secs(300),
+            ..PresenceConfig::default()
+        };
+        let tr = Tracker::new(store, bus, "n1".into(), cfg, Metrics::new());
+        tr.connect("t", "u", "c1").await.unwrap();
+        assert_eq!(
+            rx.recv().await.unwrap().presence.status,
+            super::super::Status::Online
+        );
+        tokio::time::advance(Duration::from_secs(301)).await;
+        tr.idle_tick().await;
+        assert_eq!(
+            rx.recv().await.unwrap().presence.status,
+            super::super::Status::Away
+        );
+        tr.activity("t", "u");
+        let back = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.presence.status, super::super::Status::Online);
+        // Another tenant's same user id is untouched.
+        assert_eq!(
+            tr.get("t2", &["u".into()]).await.unwrap()[0].status,
+            super::super::Status::Offline
+        );
+    }
+}
