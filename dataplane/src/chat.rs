@@ -16,7 +16,7 @@ use crate::auth::{AuthError, Identity};
 use crate::error::{AckError, Code};
 use crate::handler::{self, Cx, on};
 use crate::history::{Message, Page};
-use crate::hub::{CHAT, chat_room, session_room, token_room, user_room};
+use crate::hub::{CHAT, chat_room, user_room};
 use crate::ids;
 use crate::limits::Class;
 use crate::metrics::Metrics;
@@ -65,15 +65,11 @@ pub async fn admit<A: Adapter>(
     on(&s, "privacy:set", Class::Room, privacy_set::<A>);
 
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-    let mut rooms = vec![user_room(t, u)];
-    rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
-    rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
     let mine = app.stores.rooms.rooms_of(t, u).await.map_err(|e| {
         tracing::warn!(tenant = %t, user = %u, error = %e, "cannot load rooms");
         AuthError::Unavailable
     })?;
-    rooms.extend(mine.iter().map(|r| chat_room(t, r)));
-    s.join(rooms);
+    s.join(mine.iter().map(|r| chat_room(t, r)).collect::<Vec<_>>());
     let conn = format!("{}/{}", app.node_id, s.id);
     if let Err(e) = app.stores.online.connect(t, u, &conn).await {
         tracing::warn!(error = %e, "online store unavailable");

@@ -12,6 +12,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::error::{AckError, Code, envelope};
+use crate::hub::{session_room, token_room, user_room};
 use crate::limits::{Class, SocketLimits, Verdict};
 use crate::metrics::Metrics;
 
@@ -31,7 +32,8 @@ struct HandshakeAuth {
 }
 
 /// Authenticate a handshake (every namespace's admission starts here): verify the token,
-/// refuse revoked ones, and leave the identity and limiter state in the socket's extensions.
+/// refuse revoked ones, join the identity rooms (user, session, token) and leave the
+/// identity and limiter state in the socket's extensions.
 pub async fn authenticate<A: Adapter>(
     s: &SocketRef<A>,
     app: &App,
@@ -69,6 +71,13 @@ pub async fn authenticate<A: Adapter>(
     match result {
         Ok(id) => {
             let id = Arc::new(id);
+            // Every namespace's sockets sit in the identity rooms, so a revocation or a
+            // kick reaches them wherever they are.
+            let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+            let mut rooms = vec![user_room(t, u)];
+            rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
+            rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
+            s.join(rooms);
             s.extensions.insert(id.clone());
             s.extensions.insert::<SocketLimitsRef>(Arc::default());
             Ok(id)

@@ -17,6 +17,7 @@ use crate::auth::revocation::Target;
 use crate::hub::{CHAT, session_room, token_room, user_room};
 use crate::ids;
 use crate::metrics::Metrics;
+use crate::presence::tracker::PRESENCE;
 
 /// Default and largest lifetime of a revocation entry.
 pub const DEFAULT_REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -216,7 +217,9 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
         );
     }
     if let Some(hub) = app.hub() {
-        hub.disconnect(CHAT, room).await;
+        for ns in [CHAT, PRESENCE] {
+            hub.disconnect(ns, room.clone()).await;
+        }
     }
     Metrics::kind(&app.metrics.disconnects, "revoked");
     tracing::info!(tenant = %req.tenant, ?target, ttl_s = ttl.as_secs(), "revoked");

@@ -13,7 +13,6 @@ use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::error::AckError;
 use crate::handler::{self, Cx, on};
-use crate::hub::{session_room, token_room, user_room};
 use crate::ids;
 use crate::limits::Class;
 
@@ -37,10 +36,6 @@ pub async fn admit<A: Adapter>(
     on(&s, "presence:unsubscribe", Class::Room, unsubscribe::<A>);
     on(&s, "presence:get-batch", Class::Read, get_batch::<A>);
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-    let mut rooms = vec![user_room(t, u)];
-    rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
-    rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
-    s.join(rooms);
     let conn = conn_id(&app, &s.id.to_string());
     app.presence.connect(t, u, &conn).await.map_err(|e| {
         tracing::warn!(error = %e, "presence store unavailable");
