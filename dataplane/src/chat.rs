@@ -314,7 +314,32 @@ async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckE
         .rooms
         .members(t, &room.id, cx.app.config.chat.max_members_listed)
         .await?;
-    let online = cx.app.stores.online.online(t, &users).await?;
+    let mut online = cx.app.stores.online.online(t, &users).await?;
+    // Invisible users (offline by hand) are shown offline here too.
+    let connected: Vec<String> = users
+        .iter()
+        .zip(&online)
+        .filter(|(_, on)| **on)
+        .map(|(u, _)| u.clone())
+        .collect();
+    let invisible: std::collections::HashSet<String> = cx
+        .app
+        .stores
+        .presence
+        .snapshots(t, &connected)
+        .await?
+        .into_iter()
+        .zip(connected)
+        .filter(|(s, _)| {
+            s.manual
+                .as_ref()
+                .is_some_and(|m| m.status == crate::presence::Status::Offline)
+        })
+        .map(|(_, u)| u)
+        .collect();
+    for (u, on) in users.iter().zip(online.iter_mut()) {
+        *on = *on && !invisible.contains(u);
+    }
     let members: Vec<Value> = users
         .iter()
         .zip(online)

@@ -65,7 +65,7 @@ pub async fn serve(
             .ws_max_message_size(app.config.limits.max_payload_bytes as usize)
             .ws_max_frame_size(app.config.limits.max_payload_bytes as usize)
     };
-    let router = match config.redis.url.clone() {
+    let (app, router) = match config.redis.url.clone() {
         None => {
             let app = App::new(
                 config,
@@ -78,7 +78,8 @@ pub async fn serve(
             let (layer, io) = base(&app).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit));
             io.ns(PRESENCE, events::on_connect.with(events::admit));
-            finish(&app, io, layer)
+            let router = finish(&app, io, layer);
+            (app, router)
         }
         Some(url) => {
             let cfg = redis_config(&url)?;
@@ -122,7 +123,8 @@ pub async fn serve(
             io.ns(PRESENCE, events::on_connect.with(events::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
-            finish(&app, io, layer)
+            let router = finish(&app, io, layer);
+            (app, router)
         }
     };
     tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
@@ -130,6 +132,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .context("serve")?;
+    app.presence.shutdown().await;
     Ok(())
 }
 

@@ -415,6 +415,23 @@ impl Tracker {
         Ok(())
     }
 
+    /// On graceful shutdown: take this node's connections out of presence now, rather
+    /// than leaving them to the dead-node sweep.
+    pub async fn shutdown(&self) {
+        let conns: Vec<(String, String, String)> = {
+            let local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
+            local
+                .iter()
+                .flat_map(|((t, u), cs)| cs.keys().map(move |c| (t.clone(), u.clone(), c.clone())))
+                .collect()
+        };
+        for (t, u, c) in conns {
+            if let Err(e) = self.disconnect(&t, &u, &c).await {
+                tracing::warn!(error = %e, "presence not cleared at shutdown");
+            }
+        }
+    }
+
     /// Count of local connections (for tests and metrics).
     pub fn local_connections(&self) -> usize {
         self.0

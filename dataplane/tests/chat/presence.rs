@@ -433,3 +433,45 @@ async fn revocation_kicks_presence_sockets_and_they_go_offline() {
         Ok(_) => panic!("revoked token reconnected to /presence"),
     }
 }
+
+#[tokio::test]
+async fn invisible_users_show_offline_in_room_members() {
+    let node = start(mk_config()).await;
+    let alice_chat = user(&node, "acme", "alice").await;
+    let bob = user(&node, "acme", "bob").await;
+    alice_chat
+        .ok(
+            "room:create",
+            json!({"room_id": "r", "visibility": "public", "members": ["bob"]}),
+        )
+        .await;
+    let online = |m: &Value| {
+        m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["user_id"] == "alice")
+            .unwrap()["online"]
+            .clone()
+    };
+    assert_eq!(
+        online(&bob.ok("room:members", json!({"room_id": "r"})).await),
+        true
+    );
+    let alice = presence_user(&node, "acme", "alice").await;
+    alice
+        .ok("presence:set-status", json!({"status": "offline"}))
+        .await;
+    assert_eq!(
+        online(&bob.ok("room:members", json!({"room_id": "r"})).await),
+        false,
+        "invisible hides the online flag"
+    );
+    alice
+        .ok("presence:set-status", json!({"status": "online"}))
+        .await;
+    assert_eq!(
+        online(&bob.ok("room:members", json!({"room_id": "r"})).await),
+        true
+    );
+}

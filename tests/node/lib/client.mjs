@@ -24,12 +24,21 @@ export const ACK_CODES = [
 /** Server → client events of /chat that the recorder keeps. */
 const CHAT_EVENTS = ['message:new', 'receipt:delivered', 'receipt:read', 'typing:update', 'typing:aggregated'];
 
+/** Server → client events of /presence that the recorder keeps. */
+const PRESENCE_EVENTS = ['presence:update'];
+
+/** The server events recorded per namespace (others: every event, through onAny). */
+const EVENTS_OF = { '/chat': CHAT_EVENTS, '/presence': PRESENCE_EVENTS };
+
 const open = new Set();
 
-/** A socket.io-client socket to `${node.url}/chat`, not yet connected (autoConnect off). */
+/**
+ * A socket.io-client socket to `${node.url}${namespace}` (default `/chat`), not yet
+ * connected (autoConnect off).
+ */
 export function socketFor(node, opts = {}) {
-  const { token, transports = ['websocket', 'polling'], ...rest } = opts;
-  const socket = io(`${node.url}/chat`, {
+  const { token, transports = ['websocket', 'polling'], namespace = '/chat', ...rest } = opts;
+  const socket = io(`${node.url}${namespace}`, {
     auth: token === undefined ? undefined : { token },
     transports,
     forceNew: true,
@@ -38,13 +47,17 @@ export function socketFor(node, opts = {}) {
     timeout: 5000,
     ...rest,
   });
+  socket.namespace = namespace;
   open.add(socket);
-  record(socket);
+  record(socket, EVENTS_OF[namespace]);
   return socket;
 }
 
-/** Keep every chat event and the disconnect reason in `socket.seen`. */
-function record(socket) {
+/**
+ * Keep the namespace's server events (every event when `events` is undefined) and the
+ * disconnect reason in `socket.seen`.
+ */
+function record(socket, events) {
   socket.seen = [];
   socket.waiters = new Set();
   const push = (event, data) => {
@@ -52,7 +65,8 @@ function record(socket) {
     socket.seen.push(entry);
     for (const w of [...socket.waiters]) w(entry);
   };
-  for (const ev of CHAT_EVENTS) socket.on(ev, (data) => push(ev, data));
+  if (events) for (const ev of events) socket.on(ev, (data) => push(ev, data));
+  else socket.onAny((ev, data) => push(ev, data));
   socket.on('disconnect', (reason) => push('disconnect', reason));
 }
 
@@ -84,7 +98,7 @@ export const CONNECT_SETTLE_MS = Number(process.env.SWITCHBOARD_TEST_CONNECT_SET
 /**
  * Connect user `sub` of `tenant` to a node and resolve once connected.
  * opts: claims (overrides for the token), token (a ready token), settle (ms to wait
- * after connecting, see CONNECT_SETTLE_MS), plus io() options.
+ * after connecting, see CONNECT_SETTLE_MS), namespace (default `/chat`), plus io() options.
  */
 export async function connectUser(node, sub, tenant, opts = {}) {
   const { claims = {}, token, settle = CONNECT_SETTLE_MS, ...ioOpts } = opts;
@@ -95,7 +109,7 @@ export async function connectUser(node, sub, tenant, opts = {}) {
   try {
     await connectSocket(socket);
   } catch (e) {
-    throw new Error(`${sub}@${tenant} could not connect to ${node.url}/chat: ${e.message}`);
+    throw new Error(`${sub}@${tenant} could not connect to ${node.url}${socket.namespace}: ${e.message}`);
   }
   if (settle > 0) await sleep(settle);
   return socket;
