@@ -6,24 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-
-/// The value of an endpoint variable written by `envctl up` to tests/.state/env.
-/// Missing: a failure under CI=true, else a skip line and `None`.
-// (A local copy: tests/smoke/src/lib.rs had no shared helper when this was written.)
-fn endpoint(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ => {
-            let hint = "tests/env/envctl up etcd kube_apiserver kube_controller_manager kwok helm \
-                        && source tests/.state/env";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{var} is not set: start the test environment first ({hint})");
-            }
-            eprintln!("skipped: {var} is not set ({hint})");
-            None
-        }
-    }
-}
+use switchboard_smoke::{endpoint, unique_name};
 
 /// A pinned version from tests/env/versions.env.
 fn pinned(name: &str) -> Result<String> {
@@ -40,10 +23,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(prefix: &str) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(unique_name(prefix));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }

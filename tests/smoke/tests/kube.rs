@@ -19,24 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config};
-
-/// The value of an endpoint variable written by `envctl up` to tests/.state/env.
-/// Missing: a failure under CI=true, else a skip line and `None`.
-// (A local copy: tests/smoke/src/lib.rs had no shared helper when this was written.)
-fn endpoint(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ => {
-            let hint = "tests/env/envctl up etcd kube_apiserver kube_controller_manager kwok \
-                        && source tests/.state/env";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{var} is not set: start the test environment first ({hint})");
-            }
-            eprintln!("skipped: {var} is not set ({hint})");
-            None
-        }
-    }
-}
+use switchboard_smoke::{endpoint, unique_name};
 
 /// A client for the admin kubeconfig in $KUBECONFIG.
 async fn client() -> Result<Client> {
@@ -50,10 +33,7 @@ async fn client() -> Result<Client> {
 
 /// A fresh namespace whose default ServiceAccount exists (pods are refused before it does).
 async fn fresh_namespace(client: &Client, prefix: &str) -> Result<String> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .subsec_nanos();
-    let name = format!("{prefix}-{}-{nanos}", std::process::id());
+    let name = unique_name(prefix);
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.clone()),
