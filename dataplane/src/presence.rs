@@ -232,6 +232,17 @@ pub struct Update {
     pub presence: Presence,
 }
 
+/// What travels on the presence bus between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusMsg {
+    /// A user's presence changed.
+    Update(Update),
+    /// A user was active on a node that holds none of their /presence connections:
+    /// nodes that hold some wake them.
+    Activity { tenant: String, user_id: String },
+}
+
 /// Whether `update` should replace what a cache holds (higher version wins).
 pub fn newer(cached: Option<u64>, update: u64) -> bool {
     cached.is_none_or(|v| update > v)

@@ -128,6 +128,12 @@ pub async fn serve(
         }
     };
     tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
+    // Small Socket.IO frames (an ack, then an update) must not wait for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

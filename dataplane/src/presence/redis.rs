@@ -26,7 +26,7 @@ use fred::types::{Expiration, SetOptions, Value};
 use tokio::sync::broadcast;
 
 use super::tracker::Bus;
-use super::{Change, Daily, Device, Manual, PresenceStore, Snapshot, Transition, Update, apply};
+use super::{BusMsg, Change, Daily, Device, Manual, PresenceStore, Snapshot, Transition, apply};
 use crate::error::StoreError;
 
 /// Attempts of one change under contention before giving up with `unavailable`.
@@ -346,7 +346,7 @@ pub struct RedisBus {
     client: Client,
     /// Held so the subscription lives as long as the bus.
     _sub: SubscriberClient,
-    tx: broadcast::Sender<Update>,
+    tx: broadcast::Sender<BusMsg>,
 }
 
 impl RedisBus {
@@ -360,7 +360,7 @@ impl RedisBus {
                 let Value::String(s) = &msg.value else {
                     continue;
                 };
-                match serde_json::from_str::<Update>(s) {
+                match serde_json::from_str::<BusMsg>(s) {
                     Ok(u) => {
                         let _ = forward.send(u);
                     }
@@ -381,14 +381,14 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn publish(&self, update: &Update) -> Result<(), StoreError> {
+    async fn publish(&self, msg: &BusMsg) -> Result<(), StoreError> {
         let _: i64 = self
             .client
-            .publish(CHANNEL, serde_json::to_string(update)?)
+            .publish(CHANNEL, serde_json::to_string(msg)?)
             .await?;
         Ok(())
     }
-    fn subscribe(&self) -> broadcast::Receiver<Update> {
+    fn subscribe(&self) -> broadcast::Receiver<BusMsg> {
         self.tx.subscribe()
     }
 }

@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
-    Change, Device, Manual, Presence, PresenceStore, Transition, Update, aggregate, date_of, newer,
+    BusMsg, Change, Device, Manual, Presence, PresenceStore, Transition, Update, aggregate,
+    date_of, newer,
 };
 use crate::app::now_ms;
 use crate::error::StoreError;
@@ -33,13 +34,13 @@ pub fn watch_room(tenant: &str, user_id: &str) -> String {
 /// Presence updates between nodes.
 #[async_trait]
 pub trait Bus: Send + Sync {
-    async fn publish(&self, update: &Update) -> Result<(), StoreError>;
+    async fn publish(&self, msg: &BusMsg) -> Result<(), StoreError>;
     /// A stream of every update published by any node (this one included).
-    fn subscribe(&self) -> broadcast::Receiver<Update>;
+    fn subscribe(&self) -> broadcast::Receiver<BusMsg>;
 }
 
 /// Embedded mode: an in-process channel.
-pub struct LocalBus(broadcast::Sender<Update>);
+pub struct LocalBus(broadcast::Sender<BusMsg>);
 
 impl Default for LocalBus {
     fn default() -> Self {
@@ -49,17 +50,29 @@ impl Default for LocalBus {
 
 #[async_trait]
 impl Bus for LocalBus {
-    async fn publish(&self, update: &Update) -> Result<(), StoreError> {
-        let _ = self.0.send(update.clone());
+    async fn publish(&self, msg: &BusMsg) -> Result<(), StoreError> {
+        let _ = self.0.send(msg.clone());
         Ok(())
     }
-    fn subscribe(&self) -> broadcast::Receiver<Update> {
+    fn subscribe(&self) -> broadcast::Receiver<BusMsg> {
         self.0.subscribe()
     }
 }
 
-/// (tenant, user) → (version, presence, cached at).
-type Cache = HashMap<(String, String), (u64, Presence, Instant)>;
+/// (tenant, user) → what this node knows.
+type Cache = HashMap<(String, String), Cached>;
+
+/// A cached presence. `version` is what the cache holds (from a read or an update);
+/// `delivered` is the highest version this node has emitted to its subscribers. They
+/// differ when a read fetched a state before its bus update arrived: the update must
+/// still go out.
+#[derive(Clone, Debug)]
+struct Cached {
+    version: u64,
+    presence: Presence,
+    at: Instant,
+    delivered: u64,
+}
 
 /// A connection on this node.
 #[derive(Clone, Debug)]
@@ -83,6 +96,8 @@ struct Inner {
     metrics: Metrics,
     cache: Mutex<Cache>,
     local: Mutex<LocalConns>,
+    /// When activity of a user without local connections was last forwarded.
+    forwarded: Mutex<HashMap<(String, String), Instant>>,
     hub: OnceLock<Arc<dyn Hub>>,
 }
 
@@ -119,6 +134,7 @@ impl Tracker {
             metrics,
             cache: Mutex::default(),
             local: Mutex::default(),
+            forwarded: Mutex::default(),
             hub: OnceLock::new(),
         }))
     }
@@ -160,11 +176,11 @@ impl Tracker {
         let presence = aggregate(user, &snap, now);
         self.0
             .bus
-            .publish(&Update {
+            .publish(&BusMsg::Update(Update {
                 tenant: tenant.into(),
                 version: snap.version,
                 presence: presence.clone(),
-            })
+            }))
             .await?;
         Ok(Some(presence))
     }
@@ -209,13 +225,50 @@ impl Tracker {
             .map(|_| ())
     }
 
-    /// Activity from any of the user's sockets on this node: wakes their idle connections.
+    /// Activity from any of the user's sockets on this node: wakes their idle connections
+    /// here, or, when this node holds none, tells the nodes that do (at most once per
+    /// quarter of the idle timeout per user).
     pub fn activity(&self, tenant: &str, user: &str) {
+        if self.wake_local(tenant, user) {
+            return;
+        }
+        let now = Instant::now();
+        let every = self.0.cfg.idle_timeout.0 / 4;
+        {
+            let mut fwd = self.0.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (tenant.to_owned(), user.to_owned());
+            if fwd
+                .get(&key)
+                .is_some_and(|at| now.saturating_duration_since(*at) < every)
+            {
+                return;
+            }
+            if fwd.len() >= MAX_CACHE {
+                fwd.clear();
+            }
+            fwd.insert(key, now);
+        }
+        let (bus, msg) = (
+            self.0.bus.clone(),
+            BusMsg::Activity {
+                tenant: tenant.into(),
+                user_id: user.into(),
+            },
+        );
+        tokio::spawn(async move {
+            if let Err(e) = bus.publish(&msg).await {
+                tracing::warn!(error = %e, "presence activity not forwarded");
+            }
+        });
+    }
+
+    /// Refresh this node's connections of the user; returns whether it holds any.
+    fn wake_local(&self, tenant: &str, user: &str) -> bool {
         let woke: Vec<String> = {
             let mut local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let Some(cs) = local.get_mut(&(tenant.to_owned(), user.to_owned())) else {
-                return;
+                return false;
             };
             cs.iter_mut()
                 .filter_map(|(id, c)| {
@@ -232,6 +285,7 @@ impl Tracker {
                 }
             });
         }
+        true
     }
 
     pub async fn set_status(
@@ -257,8 +311,8 @@ impl Tracker {
                 .map(|u| {
                     cache
                         .get(&(tenant.to_owned(), u.clone()))
-                        .filter(|(_, _, at)| now.saturating_duration_since(*at) < ttl)
-                        .map(|(_, p, _)| p.clone())
+                        .filter(|c| now.saturating_duration_since(c.at) < ttl)
+                        .map(|c| c.presence.clone())
                 })
                 .collect()
         };
@@ -277,13 +331,21 @@ impl Tracker {
                 for (u, s) in missing.iter().zip(snaps) {
                     let p = aggregate(u, &s, ms);
                     let key = (tenant.to_owned(), u.clone());
-                    if newer(cache.get(&key).map(|c| c.0), s.version)
-                        || cache.get(&key).is_some_and(|c| c.0 == s.version)
-                    {
+                    let old = cache.get(&key).cloned();
+                    if old.as_ref().is_none_or(|c| s.version >= c.version) {
                         if cache.len() >= MAX_CACHE {
                             cache.clear();
                         }
-                        cache.insert(key, (s.version, p.clone(), now));
+                        let delivered = old.map_or(0, |c| c.delivered);
+                        cache.insert(
+                            key,
+                            Cached {
+                                version: s.version,
+                                presence: p.clone(),
+                                at: now,
+                                delivered,
+                            },
+                        );
                     }
                     fetched.insert(u.clone(), p);
                 }
@@ -301,24 +363,40 @@ impl Tracker {
     /// The cache changes before the event goes out, so a read after the event is fresh.
     pub async fn on_update(&self, u: Update) {
         let key = (u.tenant.clone(), u.presence.user_id.clone());
-        let fresh = {
+        // What to emit: the newest state this node knows, if its subscribers have not had it.
+        let emit = {
             let mut cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = newer(cache.get(&key).map(|c| c.0), u.version);
-            if fresh {
+            let old = cache.get(&key).cloned();
+            if !newer(old.as_ref().map(|c| c.delivered), u.version) {
+                None
+            } else {
                 if cache.len() >= MAX_CACHE {
                     cache.clear();
                 }
-                cache.insert(key, (u.version, u.presence.clone(), Instant::now()));
+                // A read may already hold a newer state than this update: that one goes out.
+                let (version, presence) = match old {
+                    Some(c) if c.version > u.version => (c.version, c.presence),
+                    _ => (u.version, u.presence),
+                };
+                cache.insert(
+                    key,
+                    Cached {
+                        version,
+                        presence: presence.clone(),
+                        at: Instant::now(),
+                        delivered: version,
+                    },
+                );
+                Some(presence)
             }
-            fresh
         };
-        if fresh && let Some(hub) = self.0.hub.get() {
-            let data = serde_json::json!({ "presence": u.presence });
+        if let (Some(presence), Some(hub)) = (emit, self.0.hub.get()) {
+            let room = watch_room(&u.tenant, &presence.user_id);
             hub.emit_local(
                 PRESENCE,
-                watch_room(&u.tenant, &u.presence.user_id),
+                room,
                 "presence:update",
-                data,
+                serde_json::json!({ "presence": presence }),
             )
             .await;
         }
@@ -332,7 +410,10 @@ impl Tracker {
             async move {
                 loop {
                     match rx.recv().await {
-                        Ok(u) => me.on_update(u).await,
+                        Ok(BusMsg::Update(u)) => me.on_update(u).await,
+                        Ok(BusMsg::Activity { tenant, user_id }) => {
+                            me.wake_local(&tenant, &user_id);
+                        }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
                             // Missed updates: drop the cache so reads go to the store.
                             tracing::warn!(missed = n, "presence bus lagged; cache cleared");
@@ -474,6 +555,13 @@ mod tests {
         );
     }
 
+    fn status(m: BusMsg) -> super::super::Status {
+        match m {
+            BusMsg::Update(u) => u.presence.status,
+            other => panic!("expected an update, got {other:?}"),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn tracker_goes_away_then_back_online_with_paused_time() {
         let store: Arc<dyn PresenceStore> = Arc::new(super::super::MemoryPresence::default());
@@ -486,21 +574,18 @@ mod tests {
         let tr = Tracker::new(store, bus, "n1".into(), cfg, Metrics::new());
         tr.connect("t", "u", "c1").await.unwrap();
         assert_eq!(
-            rx.recv().await.unwrap().presence.status,
+            status(rx.recv().await.unwrap()),
             super::super::Status::Online
         );
         tokio::time::advance(Duration::from_secs(301)).await;
         tr.idle_tick().await;
-        assert_eq!(
-            rx.recv().await.unwrap().presence.status,
-            super::super::Status::Away
-        );
+        assert_eq!(status(rx.recv().await.unwrap()), super::super::Status::Away);
         tr.activity("t", "u");
         let back = tokio::time::timeout(Duration::from_secs(1), rx.recv())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(back.presence.status, super::super::Status::Online);
+        assert_eq!(status(back), super::super::Status::Online);
         // Another tenant's same user id is untouched.
         assert_eq!(
             tr.get("t2", &["u".into()]).await.unwrap()[0].status,
