@@ -70,7 +70,7 @@ pub async fn admit<A: Adapter>(
         AuthError::Unavailable
     })?;
     s.join(mine.iter().map(|r| chat_room(t, r)).collect::<Vec<_>>());
-    let conn = format!("{}/{}", app.node_id, s.id);
+    let conn = handler::conn_id(&app, &s.id);
     if let Err(e) = app.stores.online.connect(t, u, &conn).await {
         tracing::warn!(error = %e, "online store unavailable");
     }
@@ -82,7 +82,7 @@ pub async fn admit<A: Adapter>(
         async move |s: SocketRef<A>,
                     State(app): State<App>,
                     Extension(id): Extension<Arc<Identity>>| {
-            let conn = format!("{}/{}", app.node_id, s.id);
+            let conn = handler::conn_id(&app, &s.id);
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
                 tracing::warn!(error = %e, "online store unavailable");

@@ -89,6 +89,12 @@ pub async fn authenticate<A: Adapter>(
     }
 }
 
+/// The id of a connection in the stores: `node_id/socket_id`, so a node's entries can be
+/// told apart (the dead-node sweep and the online flags rely on it).
+pub fn conn_id(app: &App, sid: &impl std::fmt::Display) -> String {
+    format!("{}/{sid}", app.node_id)
+}
+
 /// Decode a request payload. A missing payload reads as `{}`.
 pub fn decode<T: DeserializeOwned>(
     data: Result<Value, impl std::fmt::Display>,

@@ -74,15 +74,13 @@ pub fn select_page<'a>(
 ) -> Vec<Message> {
     let in_window =
         |m: &&Message| p.after.is_none_or(|a| m.seq > a) && p.before.is_none_or(|b| m.seq < b);
-    let mut out: Vec<Message> = if p.after.is_some() {
+    if p.after.is_some() {
         log.filter(in_window).take(p.limit).cloned().collect()
     } else {
         let mut v: Vec<Message> = log.rev().filter(in_window).take(p.limit).cloned().collect();
         v.reverse();
         v
-    };
-    out.truncate(p.limit);
-    out
+    }
 }
 
 // === impl MemoryHistory ===
@@ -96,7 +94,8 @@ pub struct MemoryHistory {
 struct RoomLog {
     last_seq: u64,
     log: VecDeque<Message>,
-    /// (sender, client_msg_id) → seq; bounded like the log (entries of trimmed messages go).
+    /// (sender, client_msg_id) → the first message; bounded like the log (entries of
+    /// trimmed messages go).
     by_client_id: HashMap<(String, String), Message>,
 }
 

@@ -25,7 +25,7 @@ pub mod events;
 pub mod redis;
 pub mod tracker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -293,7 +293,7 @@ pub trait PresenceStore: Send + Sync {
         date: &str,
     ) -> Result<u64, StoreError>;
     async fn online_count(&self, tenant: &str) -> Result<u64, StoreError>;
-    /// The last `days` daily records, newest first.
+    /// The daily records of `dates`, in that order (a missing day reads as zeros).
     async fn history(&self, tenant: &str, dates: &[String]) -> Result<Vec<Daily>, StoreError>;
 }
 
@@ -459,21 +459,6 @@ pub fn date_of(ms: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Count presences by status (for the admin metrics).
-pub fn by_status(ps: &[Presence]) -> BTreeMap<&'static str, u64> {
-    let mut m = BTreeMap::new();
-    for p in ps {
-        let k = match p.status {
-            Status::Online => "online",
-            Status::Away => "away",
-            Status::Busy => "busy",
-            Status::Offline => "offline",
-        };
-        *m.entry(k).or_default() += 1;
-    }
-    m
 }
 
 #[cfg(test)]

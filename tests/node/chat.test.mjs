@@ -14,7 +14,7 @@
 // after connecting unless SWITCHBOARD_TEST_CONNECT_SETTLE_MS says so.
 
 import assert from 'node:assert/strict';
-import { after, before, test as nodeTest } from 'node:test';
+import { after, before } from 'node:test';
 
 import {
   ACK_CODES,
@@ -30,6 +30,7 @@ import {
   expectNone,
   fails,
   ok,
+  scenario,
   seen,
   sleep,
   socketFor,
@@ -56,19 +57,8 @@ after(async () => {
   await stopAll();
 });
 
-/**
- * A top-level scenario: its sockets are closed when it ends, pass or fail. (A top-level
- * afterEach hook would also run after every subtest and close sockets mid-scenario.)
- */
-function test(name, options, fn) {
-  return nodeTest(name, options, async (t) => {
-    try {
-      await fn(t);
-    } finally {
-      closeAll();
-    }
-  });
-}
+/** Scenarios close their sockets when they end (lib/client.mjs). */
+const test = scenario;
 
 /** The cross-node pair (two nodes, one Redis), started on first use. */
 let shared;

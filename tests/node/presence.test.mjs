@@ -12,11 +12,11 @@
 // Run: cargo build -p switchboard-dataplane, then cd tests/node && npm test
 
 import assert from 'node:assert/strict';
-import { after, before, test as nodeTest } from 'node:test';
+import { after, before } from 'node:test';
 
 import { Manager } from 'socket.io-client';
 
-import { ACK_CODES, ack, closeAll, connectError, connectSocket, connectUser, expectNone, ok, seen, sleep, socketFor, waitFor } from './lib/client.mjs';
+import { ACK_CODES, ack, closeAll, connectError, connectSocket, connectUser, expectNone, ok, scenario, seen, sleep, socketFor, waitFor } from './lib/client.mjs';
 import { claimsFor, nowSecs, sign, token } from './lib/jwt.mjs';
 import { randomId, startNode, stopAll, writeConfig } from './lib/server.mjs';
 
@@ -43,16 +43,8 @@ after(async () => {
   await stopAll();
 });
 
-/** A top-level scenario: its sockets are closed when it ends, pass or fail. */
-function test(name, options, fn) {
-  return nodeTest(name, options, async (t) => {
-    try {
-      await fn(t);
-    } finally {
-      closeAll();
-    }
-  });
-}
+/** Scenarios close their sockets when they end (lib/client.mjs). */
+const test = scenario;
 
 /** Connect `sub@tenant` to /presence of `target`. */
 const presenceUser = (target, sub, tenant, opts = {}) => connectUser(target, sub, tenant, { ...PRESENCE, ...opts });

@@ -36,7 +36,7 @@ pub async fn admit<A: Adapter>(
     on(&s, "presence:unsubscribe", Class::Room, unsubscribe::<A>);
     on(&s, "presence:get-batch", Class::Read, get_batch::<A>);
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-    let conn = conn_id(&app, &s.id.to_string());
+    let conn = handler::conn_id(&app, &s.id);
     app.presence.connect(t, u, &conn).await.map_err(|e| {
         tracing::warn!(error = %e, "presence store unavailable");
         AuthError::Unavailable
@@ -44,7 +44,7 @@ pub async fn admit<A: Adapter>(
     app.limits.attach(t, u);
     app.metrics.connection(super::tracker::PRESENCE, 1);
     s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
-        let conn = conn_id(&app, &s.id.to_string());
+        let conn = handler::conn_id(&app, &s.id);
         if let Err(e) = app.presence.disconnect(&id.tenant, &id.user_id, &conn).await {
             tracing::warn!(error = %e, "presence disconnect not stored; the node sweep will expire it");
         }
@@ -55,10 +55,6 @@ pub async fn admit<A: Adapter>(
 }
 
 pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
-
-fn conn_id(app: &App, sid: &str) -> String {
-    format!("{}/{sid}", app.node_id)
-}
 
 #[derive(Deserialize)]
 struct SetStatus {

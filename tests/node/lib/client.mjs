@@ -3,6 +3,7 @@
 // moment a socket exists, so a test never misses one that arrives before it waits.
 
 import assert from 'node:assert/strict';
+import { test as nodeTest } from 'node:test';
 import { io } from 'socket.io-client';
 
 import { token as mintToken } from './jwt.mjs';
@@ -228,4 +229,18 @@ function short(v) {
   }
   if (s === undefined) s = String(v);
   return s.length > 120 ? `${s.slice(0, 117)}...` : s;
+}
+
+/**
+ * A top-level scenario: its sockets are closed when it ends, pass or fail. (A top-level
+ * afterEach hook would also run after every subtest and close sockets mid-scenario.)
+ */
+export function scenario(name, options, fn) {
+  return nodeTest(name, options, async (t) => {
+    try {
+      await fn(t);
+    } finally {
+      closeAll();
+    }
+  });
 }
