@@ -8,7 +8,7 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
@@ -130,47 +130,6 @@ async fn issued_turn_credentials_allocate_on_coturn_and_bad_ones_are_refused() {
 
 // === a ringing timeout outlives the node that started the call ===
 
-/// A node in its own process, so it can be SIGKILLed.
-struct ChildNode {
-    child: Child,
-    node: Node,
-}
-
-impl Drop for ChildNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn spawn_node(redis: &str, ringing: &str) -> ChildNode {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--redis-url", redis])
-        .args(["--node-id", &unique("doomed")])
-        .env("SWITCHBOARD_JWT_SECRET", SECRET)
-        .env("SWITCHBOARD_RINGING_TIMEOUT", ringing)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let node = Node::external(format!("127.0.0.1:{port}").parse().unwrap());
-    for _ in 0..200 {
-        if reqwest::get(node.url("/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return ChildNode { child, node };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("child node did not come up");
-}
-
 fn redis_node_config(url: &str, ringing: Duration) -> DataplaneConfig {
     let mut c = mk_config();
     c.redis.url = Some(url.to_owned());
@@ -184,7 +143,7 @@ async fn ringing_times_out_after_the_callers_node_was_killed() {
     let Some(url) = redis_url() else { return };
     let ringing = Duration::from_secs(2);
     let survivor = start(redis_node_config(&url, ringing)).await;
-    let mut doomed = spawn_node(&url, "2s").await;
+    let mut doomed = spawn_node(&url, &unique("doomed"), &[("SWITCHBOARD_RINGING_TIMEOUT", "2s")]).await;
     let tenant = unique("t");
     let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
     let bob = webrtc_user(&survivor, &tenant, "bob").await;

@@ -425,3 +425,55 @@ pub async fn revoke(node: &Node, body: Value) -> reqwest::Response {
         .await
         .expect("admin api")
 }
+
+/// A node in its own process (the `switchboard` binary), so it can be killed with SIGKILL.
+pub struct ChildNode {
+    pub child: std::process::Child,
+    pub node: Node,
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `switchboard serve` on a free port with Redis at `url`, node id `id` and extra
+/// environment `env`; wait until it is ready.
+pub async fn spawn_node(url: &str, id: &str, env: &[(&str, &str)]) -> ChildNode {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--redis-url",
+            url,
+            "--node-id",
+            id,
+        ])
+        .env("SWITCHBOARD_JWT_SECRET", SECRET)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn switchboard");
+    let node = Node::external(format!("127.0.0.1:{port}").parse().expect("addr"));
+    for _ in 0..200 {
+        if reqwest::get(node.url("/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return ChildNode { child, node };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("child node did not come up");
+}
