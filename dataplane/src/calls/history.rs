@@ -6,7 +6,7 @@
 //! write of the same call is refused by the server, not duplicated), with the index
 //! `{tenant: 1, participant_ids: 1, created_at: -1}` created at start.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -116,12 +116,12 @@ pub trait CallHistory: Send + Sync {
     ) -> Result<Vec<CallRecord>, StoreError>;
 }
 
-// === impl MemoryHistory ===
+// === impl MemoryCallHistory ===
 
-/// Embedded mode: the newest `max` calls of all tenants.
+/// Embedded mode: the newest `max` calls of each tenant.
 pub struct MemoryCallHistory {
     max: usize,
-    calls: Mutex<VecDeque<CallRecord>>,
+    calls: Mutex<HashMap<String, VecDeque<CallRecord>>>,
 }
 
 impl MemoryCallHistory {
@@ -136,8 +136,9 @@ impl MemoryCallHistory {
 #[async_trait]
 impl CallHistory for MemoryCallHistory {
     async fn record(&self, rec: &CallRecord) -> Result<(), StoreError> {
-        let mut q = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        if q.iter().any(|r| r.id == rec.id && r.tenant == rec.tenant) {
+        let mut all = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let q = all.entry(rec.tenant.clone()).or_default();
+        if q.iter().any(|r| r.id == rec.id) {
             return Ok(());
         }
         q.push_back(rec.clone());
@@ -154,10 +155,12 @@ impl CallHistory for MemoryCallHistory {
         limit: usize,
         before: Option<i64>,
     ) -> Result<Vec<CallRecord>, StoreError> {
-        let q = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<CallRecord> = q
-            .iter()
-            .filter(|r| r.tenant == tenant && r.participant_ids.iter().any(|u| u == user_id))
+        let all = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<CallRecord> = all
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.participant_ids.iter().any(|u| u == user_id))
             .filter(|r| before.is_none_or(|b| r.created_at < b))
             .cloned()
             .collect();

@@ -53,7 +53,7 @@ mod keys {
 /// user key: `c` (claim) or `r` (release).
 /// Returns {1, new version}, {0} when the version moved, {-1, user index, holder id} when
 /// a claimed user is held by another live call.
-const COMMIT: &str = r"
+const COMMIT: &str = r#"
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then
   return {0}
@@ -63,7 +63,7 @@ for i = 2, #KEYS do
     local cur = redis.call('GET', KEYS[i])
     if cur and cur ~= ARGV[4] and redis.call('EXISTS', ARGV[5] .. cur) == 1 then
       local doc = redis.call('HGET', ARGV[5] .. cur, 'doc')
-      if doc and not string.find(doc, '\"state\":\"ended\"', 1, true) then
+      if doc and not string.find(doc, '"state":"ended"', 1, true) then
         return {-1, i - 2, cur}
       end
     end
@@ -79,7 +79,7 @@ end
 redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, v + 1}
-";
+"#;
 
 /// KEYS: timers. ARGV: now, lease until, max. Returns the due members, leased.
 const DUE: &str = r"

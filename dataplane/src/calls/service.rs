@@ -80,10 +80,10 @@ impl Calls {
             },
             grace_ms: ms(c.disconnect_grace.0),
             thresholds: Thresholds {
-                max_latency_ms: c.quality.max_latency_ms as f64,
+                max_latency_ms: c.quality.max_latency_ms,
                 max_packet_loss_percentage: c.quality.max_packet_loss_percentage,
-                max_jitter_ms: c.quality.max_jitter_ms as f64,
-                min_bitrate_kbps: c.quality.min_bitrate_kbps as f64,
+                max_jitter_ms: c.quality.max_jitter_ms,
+                min_bitrate_kbps: c.quality.min_bitrate_kbps,
             },
         }))
     }
