@@ -113,15 +113,31 @@ pub struct Call {
 /// timers, the user the timer was set for), never a client-supplied id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Answer { user: String },
-    Reject { user: String },
-    Hangup { user: String },
-    Add { by: String, user: String },
-    Remove { by: String, user: String },
+    Answer {
+        user: String,
+    },
+    Reject {
+        user: String,
+    },
+    Hangup {
+        user: String,
+    },
+    Add {
+        by: String,
+        user: String,
+    },
+    Remove {
+        by: String,
+        user: String,
+    },
     /// The ringing timer of `user` fired.
-    RingTimeout { user: String },
+    RingTimeout {
+        user: String,
+    },
     /// `user` has had no /webrtc connection for the grace period.
-    Disconnected { user: String },
+    Disconnected {
+        user: String,
+    },
 }
 
 /// What the async layer announces after a committed transition.
@@ -650,7 +666,8 @@ pub trait CallStore: Send + Sync {
     async fn due(&self, now: i64, lease_ms: i64, max: usize) -> Result<Vec<Timer>, StoreError>;
     async fn add_sample(&self, tenant: &str, call_id: &str, s: &Sample) -> Result<(), StoreError>;
     /// A call's samples, or (call_id None) the tenant's recent samples.
-    async fn samples(&self, tenant: &str, call_id: Option<&str>) -> Result<Vec<Sample>, StoreError>;
+    async fn samples(&self, tenant: &str, call_id: Option<&str>)
+    -> Result<Vec<Sample>, StoreError>;
 }
 
 // === impl MemoryCalls ===
@@ -723,7 +740,8 @@ impl CallStore for MemoryCalls {
             }
         }
         for u in claims {
-            m.users.insert((tenant.to_owned(), u.clone()), call.id.clone());
+            m.users
+                .insert((tenant.to_owned(), u.clone()), call.id.clone());
         }
         for u in releases {
             let k = (tenant.to_owned(), u.clone());
@@ -805,7 +823,11 @@ impl CallStore for MemoryCalls {
         Ok(())
     }
 
-    async fn samples(&self, tenant: &str, call_id: Option<&str>) -> Result<Vec<Sample>, StoreError> {
+    async fn samples(
+        &self,
+        tenant: &str,
+        call_id: Option<&str>,
+    ) -> Result<Vec<Sample>, StoreError> {
         let m = self.lock();
         let q = match call_id {
             Some(c) => m.call_samples.get(&(tenant.to_owned(), c.to_owned())),

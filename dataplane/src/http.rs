@@ -250,22 +250,32 @@ async fn calls_quality(
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid tenant");
     }
     let Some(calls) = app.calls() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "calls are not ready");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "calls are not ready",
+        );
     };
     match calls.tenant_quality(&tenant).await {
         Ok(summary) => (
             StatusCode::OK,
-            axum::Json(json!({ "ok": true, "data": { "tenant": tenant, "quality": summary, "thresholds": {
+            axum::Json(
+                json!({ "ok": true, "data": { "tenant": tenant, "quality": summary, "thresholds": {
                 "max_latency_ms": calls.thresholds().max_latency_ms,
                 "max_packet_loss_percentage": calls.thresholds().max_packet_loss_percentage,
                 "max_jitter_ms": calls.thresholds().max_jitter_ms,
                 "min_bitrate_kbps": calls.thresholds().min_bitrate_kbps,
-            } } })),
+            } } }),
+            ),
         )
             .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "call quality unavailable");
-            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "call store unavailable")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "call store unavailable",
+            )
         }
     }
 }

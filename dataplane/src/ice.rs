@@ -36,7 +36,12 @@ pub struct IceServers {
 }
 
 /// TURN REST credentials for `user_id`, valid until `now_secs + ttl`.
-pub fn turn_credentials(secret: &str, user_id: &str, now_secs: u64, ttl: Duration) -> (String, String) {
+pub fn turn_credentials(
+    secret: &str,
+    user_id: &str,
+    now_secs: u64,
+    ttl: Duration,
+) -> (String, String) {
     let username = format!("{}:{user_id}", now_secs.saturating_add(ttl.as_secs()));
     // HMAC accepts keys of any length; the error arm cannot happen, and a wrong key would
     // only give a credential coturn refuses, never a crash.
@@ -92,7 +97,8 @@ mod tests {
     fn credentials_match_the_turn_rest_api() {
         // Reference value computed independently:
         // printf '1700086400:alice' | openssl dgst -sha1 -hmac 'north' -binary | base64
-        let (user, pass) = turn_credentials("north", "alice", 1_700_000_000, Duration::from_secs(86_400));
+        let (user, pass) =
+            turn_credentials("north", "alice", 1_700_000_000, Duration::from_secs(86_400));
         assert_eq!(user, "1700086400:alice");
         assert_eq!(pass, "SXua5ne/+mDhiHTp0pQJzRO4ESg=");
     }

@@ -18,11 +18,11 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Stores};
 use crate::auth::Verifier;
+use crate::calls::service::{Calls, WEBRTC};
 use crate::hub::CHAT;
 use crate::presence::events;
 use crate::presence::redis::RedisBus;
 use crate::presence::tracker::{LocalBus, PRESENCE};
-use crate::calls::service::{Calls, WEBRTC};
 use crate::{chat, http, webrtc};
 
 /// How long to wait for Redis at start-up before refusing to start.

@@ -19,7 +19,9 @@ pub const MAX_CANDIDATE_BYTES: usize = 4 * 1024;
 /// (ringing or joined) and be different users.
 pub fn may_relay(call: &Call, from: &str, to: &str) -> Result<(), AckError> {
     if from == to {
-        return Err(AckError::bad_request("to_user_id must be another participant"));
+        return Err(AckError::bad_request(
+            "to_user_id must be another participant",
+        ));
     }
     if !call.is_live_participant(from) {
         return Err(AckError::forbidden("you are not in this call"));
@@ -30,13 +32,23 @@ pub fn may_relay(call: &Call, from: &str, to: &str) -> Result<(), AckError> {
     Ok(())
 }
 
-/// Relay `payload` (already checked) as `event` to `to`'s /webrtc sockets on every node.
-pub async fn relay(app: &App, tenant: &str, event: &'static str, call_id: &str, from: &str, to: &str, field: &str, payload: Value) {
-    let mut data = json!({ "call_id": call_id, "from_user_id": from, "to_user_id": to });
+/// One signaling message: `payload` goes out as `event`, under the key `field`.
+pub struct Signal<'a> {
+    pub event: &'static str,
+    pub call_id: &'a str,
+    pub to: &'a str,
+    pub field: &'static str,
+    pub payload: Value,
+}
+
+/// Relay a message (already checked) from `from` to `to`'s /webrtc sockets on every node.
+pub async fn relay(app: &App, tenant: &str, from: &str, s: Signal<'_>) {
+    let mut data = json!({ "call_id": s.call_id, "from_user_id": from, "to_user_id": s.to });
     if let Some(o) = data.as_object_mut() {
-        o.insert(field.to_owned(), payload);
+        o.insert(s.field.to_owned(), s.payload);
     }
-    app.emit(WEBRTC, user_room(tenant, to), event, data).await;
+    app.emit(WEBRTC, user_room(tenant, s.to), s.event, data)
+        .await;
 }
 
 #[cfg(test)]
@@ -56,9 +68,14 @@ mod tests {
         assert!(may_relay(&c, "alice", "alice").is_err());
         assert!(may_relay(&c, "eve", "bob").is_err());
         assert!(may_relay(&c, "alice", "eve").is_err());
-        let ended = crate::calls::apply(&c, &crate::calls::Event::Hangup { user: "bob".into() }, 1, &rules)
-            .unwrap()
-            .call;
+        let ended = crate::calls::apply(
+            &c,
+            &crate::calls::Event::Hangup { user: "bob".into() },
+            1,
+            &rules,
+        )
+        .unwrap()
+        .call;
         assert!(may_relay(&ended, "alice", "bob").is_err());
     }
 }

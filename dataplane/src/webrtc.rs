@@ -18,6 +18,7 @@ use crate::error::{AckError, Code};
 use crate::handler::{self, Cx, on};
 use crate::hub::user_room;
 use crate::limits::Class;
+use crate::signaling::Signal;
 use crate::{ice, ids, signaling};
 
 /// Admission to /webrtc: authenticate, register events, call off a pending disconnect.
@@ -27,14 +28,29 @@ pub async fn admit<A: Adapter>(
     TryData(auth): TryData<Value>,
 ) -> Result<(), AuthError> {
     let id = handler::authenticate(&s, &app, auth).await?;
-    on(&s, "webrtc:get-ice-servers", Class::Read, get_ice_servers::<A>);
+    on(
+        &s,
+        "webrtc:get-ice-servers",
+        Class::Read,
+        get_ice_servers::<A>,
+    );
     on(&s, "call:initiate", Class::Room, initiate::<A>);
     on(&s, "call:answer", Class::Room, answer::<A>);
     on(&s, "call:reject", Class::Room, reject::<A>);
     on(&s, "call:hangup", Class::Room, hangup::<A>);
     on(&s, "call:create-group", Class::Room, create_group::<A>);
-    on(&s, "call:add-participant", Class::Room, add_participant::<A>);
-    on(&s, "call:remove-participant", Class::Room, remove_participant::<A>);
+    on(
+        &s,
+        "call:add-participant",
+        Class::Room,
+        add_participant::<A>,
+    );
+    on(
+        &s,
+        "call:remove-participant",
+        Class::Room,
+        remove_participant::<A>,
+    );
     on(&s, "webrtc:offer", Class::Read, offer::<A>);
     on(&s, "webrtc:answer", Class::Read, sdp_answer::<A>);
     on(&s, "webrtc:ice-candidate", Class::Read, ice_candidate::<A>);
@@ -166,7 +182,13 @@ async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, Ac
 async fn initiate<A: Adapter>(cx: Cx<A>, req: Initiate) -> Result<Value, AckError> {
     check_id("callee_id", &req.callee_id)?;
     let call = calls(&cx.app)?
-        .initiate(&cx.app, &cx.id.tenant, &cx.id.user_id, &req.callee_id, req.media_type)
+        .initiate(
+            &cx.app,
+            &cx.id.tenant,
+            &cx.id.user_id,
+            &req.callee_id,
+            req.media_type,
+        )
         .await?;
     Ok(json!({ "call": call }))
 }
@@ -175,7 +197,9 @@ async fn act<A: Adapter>(cx: &Cx<A>, call_id: &str, ev: Event) -> Result<Value, 
     check_id("call_id", call_id)?;
     let calls = calls(&cx.app)?;
     // Someone else's call, or another tenant's, is not found.
-    calls.visible(&cx.id.tenant, &cx.id.user_id, call_id).await?;
+    calls
+        .visible(&cx.id.tenant, &cx.id.user_id, call_id)
+        .await?;
     let call = calls.act(&cx.app, &cx.id.tenant, call_id, ev).await?;
     Ok(json!({ "call": call }))
 }
@@ -200,7 +224,13 @@ async fn create_group<A: Adapter>(cx: Cx<A>, req: CreateGroup) -> Result<Value, 
         check_id("participant_ids", u)?;
     }
     let call = calls(&cx.app)?
-        .create_group(&cx.app, &cx.id.tenant, &cx.id.user_id, &req.participant_ids, req.media_type)
+        .create_group(
+            &cx.app,
+            &cx.id.tenant,
+            &cx.id.user_id,
+            &req.participant_ids,
+            req.media_type,
+        )
         .await?;
     Ok(json!({ "call": call }))
 }
@@ -224,13 +254,13 @@ async fn remove_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Resul
 }
 
 /// Check and relay one signaling message.
-async fn signal<A: Adapter>(cx: &Cx<A>, event: &'static str, call_id: &str, to: &str, field: &str, payload: Value) -> Result<Value, AckError> {
-    check_id("call_id", call_id)?;
-    check_id("to_user_id", to)?;
+async fn signal<A: Adapter>(cx: &Cx<A>, msg: Signal<'_>) -> Result<Value, AckError> {
+    check_id("call_id", msg.call_id)?;
+    check_id("to_user_id", msg.to)?;
     let (t, me) = (cx.id.tenant.as_str(), cx.id.user_id.as_str());
-    let call = calls(&cx.app)?.visible(t, me, call_id).await?;
-    signaling::may_relay(&call, me, to)?;
-    signaling::relay(&cx.app, t, event, call_id, me, to, field, payload).await;
+    let call = calls(&cx.app)?.visible(t, me, msg.call_id).await?;
+    signaling::may_relay(&call, me, msg.to)?;
+    signaling::relay(&cx.app, t, me, msg).await;
     Ok(json!({}))
 }
 
@@ -246,12 +276,26 @@ fn check_sdp(sdp: &str) -> Result<(), AckError> {
 
 async fn offer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Value, AckError> {
     check_sdp(&req.sdp)?;
-    signal(&cx, "webrtc:offer", &req.call_id, &req.to_user_id, "sdp", Value::String(req.sdp)).await
+    let msg = Signal {
+        event: "webrtc:offer",
+        call_id: &req.call_id,
+        to: &req.to_user_id,
+        field: "sdp",
+        payload: Value::String(req.sdp),
+    };
+    signal(&cx, msg).await
 }
 
 async fn sdp_answer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Value, AckError> {
     check_sdp(&req.sdp)?;
-    signal(&cx, "webrtc:answer", &req.call_id, &req.to_user_id, "sdp", Value::String(req.sdp)).await
+    let msg = Signal {
+        event: "webrtc:answer",
+        call_id: &req.call_id,
+        to: &req.to_user_id,
+        field: "sdp",
+        payload: Value::String(req.sdp),
+    };
+    signal(&cx, msg).await
 }
 
 async fn ice_candidate<A: Adapter>(cx: Cx<A>, req: Candidate) -> Result<Value, AckError> {
@@ -263,7 +307,14 @@ async fn ice_candidate<A: Adapter>(cx: Cx<A>, req: Candidate) -> Result<Value, A
             signaling::MAX_CANDIDATE_BYTES
         )));
     }
-    signal(&cx, "webrtc:ice-candidate", &req.call_id, &req.to_user_id, "candidate", req.candidate).await
+    let msg = Signal {
+        event: "webrtc:ice-candidate",
+        call_id: &req.call_id,
+        to: &req.to_user_id,
+        field: "candidate",
+        payload: req.candidate,
+    };
+    signal(&cx, msg).await
 }
 
 async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, AckError> {
@@ -289,7 +340,9 @@ async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, Ac
 async fn history<A: Adapter>(cx: Cx<A>, req: History) -> Result<Value, AckError> {
     let limit = req.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(AckError::bad_request(format!("limit must be 1 to {MAX_PAGE}")));
+        return Err(AckError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
     }
     let calls = calls(&cx.app)?
         .history(&cx.id.tenant, &cx.id.user_id, limit, req.before)

@@ -913,7 +913,10 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
         }
     );
     assert_eq!(s.user_call(t, "carol").await?, None, "nothing written");
-    assert_eq!(s.commit(other, &call2, 0, &claims, &[]).await?, Commit::Done(1));
+    assert_eq!(
+        s.commit(other, &call2, 0, &claims, &[]).await?,
+        Commit::Done(1)
+    );
 
     // Ending releases; then bob can be claimed again.
     let ended = call.clone().busy(3_000);
@@ -930,14 +933,21 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
         kind,
         user_id: user.into(),
     };
-    let (ring, grace) = (timer(TimerKind::Ring, "bob"), timer(TimerKind::Grace, "alice"));
+    let (ring, grace) = (
+        timer(TimerKind::Ring, "bob"),
+        timer(TimerKind::Grace, "alice"),
+    );
     s.schedule(&ring, 100).await?;
     s.schedule(&grace, 150).await?;
     s.schedule(&grace, 5_000).await?; // rescheduled later
     let mine = |v: Vec<Timer>| -> Vec<Timer> { v.into_iter().filter(|x| x.tenant == t).collect() };
     assert_eq!(mine(s.due(200, 1_000, 100).await?), vec![ring.clone()]);
     assert!(mine(s.due(300, 1_000, 100).await?).is_empty(), "leased");
-    assert_eq!(mine(s.due(1_300, 1_000, 100).await?), vec![ring.clone()], "lease ran out");
+    assert_eq!(
+        mine(s.due(1_300, 1_000, 100).await?),
+        vec![ring.clone()],
+        "lease ran out"
+    );
     s.cancel(&ring).await?;
     s.cancel(&grace).await?;
     assert!(mine(s.due(10_000, 1_000, 100).await?).is_empty());

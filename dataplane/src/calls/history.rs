@@ -68,7 +68,11 @@ impl CallRecord {
             kind: call.kind,
             media_type: call.media_type,
             initiator_id: call.initiator_id.clone(),
-            participant_ids: call.participants.iter().map(|p| p.user_id.clone()).collect(),
+            participant_ids: call
+                .participants
+                .iter()
+                .map(|p| p.user_id.clone())
+                .collect(),
             participants: call
                 .participants
                 .iter()
@@ -164,7 +168,11 @@ impl CallHistory for MemoryCallHistory {
             .filter(|r| before.is_none_or(|b| r.created_at < b))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| b.id.cmp(&a.id)));
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         out.truncate(limit);
         Ok(out)
     }
@@ -193,7 +201,11 @@ impl MongoHistory {
         let calls = client.database(database).collection::<CallRecord>("calls");
         let index = IndexModel::builder()
             .keys(doc! { "tenant": 1, "participant_ids": 1, "created_at": -1 })
-            .options(IndexOptions::builder().name("tenant_user_created".to_owned()).build())
+            .options(
+                IndexOptions::builder()
+                    .name("tenant_user_created".to_owned())
+                    .build(),
+            )
             .build();
         tokio::time::timeout(CONNECT_TIMEOUT, calls.create_index(index))
             .await

@@ -150,17 +150,38 @@ mod tests {
         assert!(issues(&mk_sample(300.0, 5.0, 50.0, 100.0), &T).is_empty());
         assert_eq!(
             issues(&mk_sample(301.0, 5.1, 51.0, 99.0), &T),
-            vec![Issue::HighLatency, Issue::PacketLoss, Issue::HighJitter, Issue::LowBitrate]
+            vec![
+                Issue::HighLatency,
+                Issue::PacketLoss,
+                Issue::HighJitter,
+                Issue::LowBitrate
+            ]
         );
     }
 
     #[test]
     fn out_of_range_reports_are_refused_by_field() {
         assert!(validate(&mk_sample(10.0, 0.0, 1.0, 500.0)).is_ok());
-        assert!(validate(&mk_sample(-1.0, 0.0, 1.0, 5.0)).unwrap_err().starts_with("latency_ms"));
-        assert!(validate(&mk_sample(1.0, 101.0, 1.0, 5.0)).unwrap_err().starts_with("packet_loss"));
-        assert!(validate(&mk_sample(1.0, 1.0, f64::NAN, 5.0)).unwrap_err().starts_with("jitter_ms"));
-        assert!(validate(&mk_sample(1.0, 1.0, 1.0, f64::INFINITY)).unwrap_err().starts_with("bitrate"));
+        assert!(
+            validate(&mk_sample(-1.0, 0.0, 1.0, 5.0))
+                .unwrap_err()
+                .starts_with("latency_ms")
+        );
+        assert!(
+            validate(&mk_sample(1.0, 101.0, 1.0, 5.0))
+                .unwrap_err()
+                .starts_with("packet_loss")
+        );
+        assert!(
+            validate(&mk_sample(1.0, 1.0, f64::NAN, 5.0))
+                .unwrap_err()
+                .starts_with("jitter_ms")
+        );
+        assert!(
+            validate(&mk_sample(1.0, 1.0, 1.0, f64::INFINITY))
+                .unwrap_err()
+                .starts_with("bitrate")
+        );
     }
 
     #[test]
@@ -170,9 +191,21 @@ mod tests {
         assert_eq!(s.p95, 95.0);
         assert_eq!(stat(vec![7.0]).p95, 7.0);
         assert_eq!(stat(vec![]), Stat::default());
-        let sum = summarize(&[mk_sample(100.0, 0.0, 1.0, 500.0), mk_sample(500.0, 9.0, 1.0, 500.0)], &T);
+        let sum = summarize(
+            &[
+                mk_sample(100.0, 0.0, 1.0, 500.0),
+                mk_sample(500.0, 9.0, 1.0, 500.0),
+            ],
+            &T,
+        );
         assert_eq!(sum.reports, 2);
-        assert_eq!(sum.latency_ms, Stat { mean: 300.0, p95: 500.0 });
+        assert_eq!(
+            sum.latency_ms,
+            Stat {
+                mean: 300.0,
+                p95: 500.0
+            }
+        );
         assert_eq!(sum.issues.high_latency, 1);
         assert_eq!(sum.issues.packet_loss, 1);
     }

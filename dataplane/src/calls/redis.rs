@@ -18,10 +18,14 @@
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, ListInterface, LuaInterface, SortedSetsInterface};
+use fred::interfaces::{
+    HashesInterface, KeysInterface, ListInterface, LuaInterface, SortedSetsInterface,
+};
 use fred::types::Value;
 
-use super::{Call, CallState, CallStore, Commit, MAX_SAMPLES_PER_CALL, MAX_SAMPLES_PER_TENANT, Sample, Timer};
+use super::{
+    Call, CallState, CallStore, Commit, MAX_SAMPLES_PER_CALL, MAX_SAMPLES_PER_TENANT, Sample, Timer,
+};
 use crate::error::StoreError;
 
 /// How long a live call's keys last without a change, and an ended call's record.
@@ -119,11 +123,12 @@ impl RedisCalls {
 fn text(v: Value, what: &str) -> Result<String, StoreError> {
     match v {
         Value::String(s) => Ok(s.to_string()),
-        Value::Bytes(b) => {
-            String::from_utf8(b.to_vec()).map_err(|_| StoreError::Corrupt(format!("{what}: not UTF-8")))
-        }
+        Value::Bytes(b) => String::from_utf8(b.to_vec())
+            .map_err(|_| StoreError::Corrupt(format!("{what}: not UTF-8"))),
         Value::Integer(i) => Ok(i.to_string()),
-        other => Err(StoreError::Corrupt(format!("{what}: unexpected reply {other:?}"))),
+        other => Err(StoreError::Corrupt(format!(
+            "{what}: unexpected reply {other:?}"
+        ))),
     }
 }
 
@@ -175,7 +180,9 @@ impl CallStore for RedisCalls {
         }
         let reply: Value = self.client.eval(COMMIT, ks, args).await?;
         let Value::Array(parts) = reply else {
-            return Err(StoreError::Corrupt(format!("commit: unexpected reply {reply:?}")));
+            return Err(StoreError::Corrupt(format!(
+                "commit: unexpected reply {reply:?}"
+            )));
         };
         let mut it = parts.into_iter();
         match it.next() {
@@ -195,7 +202,9 @@ impl CallStore for RedisCalls {
                     call_id: holder,
                 })
             }
-            other => Err(StoreError::Corrupt(format!("commit: unexpected reply {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "commit: unexpected reply {other:?}"
+            ))),
         }
     }
 
@@ -206,7 +215,14 @@ impl CallStore for RedisCalls {
     async fn schedule(&self, timer: &Timer, at_ms: i64) -> Result<(), StoreError> {
         let _: i64 = self
             .client
-            .zadd(keys::TIMERS, None, None, false, false, (at_ms as f64, timer.member()))
+            .zadd(
+                keys::TIMERS,
+                None,
+                None,
+                false,
+                false,
+                (at_ms as f64, timer.member()),
+            )
             .await?;
         Ok(())
     }
@@ -222,7 +238,11 @@ impl CallStore for RedisCalls {
             .eval(
                 DUE,
                 vec![keys::TIMERS],
-                vec![now.to_string(), (now + lease_ms).to_string(), max.to_string()],
+                vec![
+                    now.to_string(),
+                    (now + lease_ms).to_string(),
+                    max.to_string(),
+                ],
             )
             .await?;
         Ok(members
@@ -239,13 +259,21 @@ impl CallStore for RedisCalls {
 
     async fn add_sample(&self, tenant: &str, call_id: &str, s: &Sample) -> Result<(), StoreError> {
         let json = serde_json::to_string(s)?;
-        self.push(keys::call_quality(tenant, call_id), &json, MAX_SAMPLES_PER_CALL)
-            .await?;
+        self.push(
+            keys::call_quality(tenant, call_id),
+            &json,
+            MAX_SAMPLES_PER_CALL,
+        )
+        .await?;
         self.push(keys::tenant_quality(tenant), &json, MAX_SAMPLES_PER_TENANT)
             .await
     }
 
-    async fn samples(&self, tenant: &str, call_id: Option<&str>) -> Result<Vec<Sample>, StoreError> {
+    async fn samples(
+        &self,
+        tenant: &str,
+        call_id: Option<&str>,
+    ) -> Result<Vec<Sample>, StoreError> {
         let key = match call_id {
             Some(c) => keys::call_quality(tenant, c),
             None => keys::tenant_quality(tenant),

@@ -56,20 +56,28 @@ fn new_call_id() -> String {
 impl Calls {
     /// Build from the config: the call store follows the node's mode (Redis or memory),
     /// history goes to MongoDB when `calls.mongodb_uri` is set.
-    pub async fn build(config: &DataplaneConfig, redis: Option<&fred::clients::Client>) -> anyhow::Result<Calls> {
+    pub async fn build(
+        config: &DataplaneConfig,
+        redis: Option<&fred::clients::Client>,
+    ) -> anyhow::Result<Calls> {
         let c = &config.calls;
         let store: Arc<dyn CallStore> = match redis {
             Some(r) => Arc::new(super::redis::RedisCalls::new(r.clone())),
             None => Arc::new(MemoryCalls::default()),
         };
-        let history: Arc<dyn CallHistory> = match c.mongodb_uri.as_deref().filter(|u| !u.is_empty()) {
+        let history: Arc<dyn CallHistory> = match c.mongodb_uri.as_deref().filter(|u| !u.is_empty())
+        {
             Some(uri) => Arc::new(MongoHistory::connect(uri, &c.mongodb_database).await?),
             None => Arc::new(MemoryCallHistory::new(c.memory_history_max)),
         };
         Ok(Calls::new(store, history, config))
     }
 
-    pub fn new(store: Arc<dyn CallStore>, history: Arc<dyn CallHistory>, config: &DataplaneConfig) -> Calls {
+    pub fn new(
+        store: Arc<dyn CallStore>,
+        history: Arc<dyn CallHistory>,
+        config: &DataplaneConfig,
+    ) -> Calls {
         let c = &config.calls;
         Calls(Arc::new(Shared {
             store,
@@ -110,7 +118,14 @@ impl Calls {
     /// `call:initiate`. A callee held by another call makes an ended `busy` call; a
     /// callee already calling the caller (glare) gets that call answered instead, so the
     /// two crossing calls become one.
-    pub async fn initiate(&self, app: &App, tenant: &str, caller: &str, callee: &str, media: Media) -> Result<Call, AckError> {
+    pub async fn initiate(
+        &self,
+        app: &App,
+        tenant: &str,
+        caller: &str,
+        callee: &str,
+        media: Media,
+    ) -> Result<Call, AckError> {
         if caller == callee {
             return Err(AckError::bad_request("you cannot call yourself"));
         }
@@ -132,10 +147,21 @@ impl Calls {
                     && other.is_glare_with(caller, callee)
                 {
                     tracing::info!(tenant, call = %call_id, caller, callee, "glare: crossing calls joined into one");
-                    return self.act(app, tenant, &call_id, Event::Answer { user: caller.to_owned() }).await;
+                    return self
+                        .act(
+                            app,
+                            tenant,
+                            &call_id,
+                            Event::Answer {
+                                user: caller.to_owned(),
+                            },
+                        )
+                        .await;
                 }
                 if user == caller {
-                    return Err(AckError::conflict("you are already in a call; hang up first"));
+                    return Err(AckError::conflict(
+                        "you are already in a call; hang up first",
+                    ));
                 }
                 let busy = call.busy(now);
                 if let Commit::Done(_) = self.0.store.commit(tenant, &busy, 0, &[], &[]).await? {
@@ -154,9 +180,28 @@ impl Calls {
     }
 
     /// `call:create-group`.
-    pub async fn create_group(&self, app: &App, tenant: &str, initiator: &str, others: &[String], media: Media) -> Result<Call, AckError> {
-        let call = Call::group(new_call_id(), initiator, others, media, now_ms(), &self.0.rules)?;
-        match self.0.store.commit(tenant, &call, 0, &[initiator.to_owned()], &[]).await? {
+    pub async fn create_group(
+        &self,
+        app: &App,
+        tenant: &str,
+        initiator: &str,
+        others: &[String],
+        media: Media,
+    ) -> Result<Call, AckError> {
+        let call = Call::group(
+            new_call_id(),
+            initiator,
+            others,
+            media,
+            now_ms(),
+            &self.0.rules,
+        )?;
+        match self
+            .0
+            .store
+            .commit(tenant, &call, 0, &[initiator.to_owned()], &[])
+            .await?
+        {
             Commit::Done(_) => {
                 let notices = call
                     .participants
@@ -172,13 +217,21 @@ impl Calls {
                 Ok(call)
             }
             Commit::Stale => Err(AckError::new(Code::Internal, "call id collision, retry")),
-            Commit::Held { .. } => Err(AckError::conflict("you are already in a call; hang up first")),
+            Commit::Held { .. } => Err(AckError::conflict(
+                "you are already in a call; hang up first",
+            )),
         }
     }
 
     /// Apply `ev` to a call: decide, commit (retrying when the call moved meanwhile),
     /// announce. A user held by another call answers `busy`.
-    pub async fn act(&self, app: &App, tenant: &str, call_id: &str, ev: Event) -> Result<Call, AckError> {
+    pub async fn act(
+        &self,
+        app: &App,
+        tenant: &str,
+        call_id: &str,
+        ev: Event,
+    ) -> Result<Call, AckError> {
         for _ in 0..MAX_TRIES {
             let Some((call, version)) = self.0.store.load(tenant, call_id).await? else {
                 return Err(AckError::not_found(format!("no call {call_id:?}")));
@@ -190,25 +243,40 @@ impl Calls {
             let (before, after) = (call.holders(), out.call.holders());
             let claims: Vec<String> = after.difference(&before).cloned().collect();
             let releases: Vec<String> = before.difference(&after).cloned().collect();
-            match self.0.store.commit(tenant, &out.call, version, &claims, &releases).await? {
+            match self
+                .0
+                .store
+                .commit(tenant, &out.call, version, &claims, &releases)
+                .await?
+            {
                 Commit::Done(_) => {
                     self.announce(app, tenant, &out).await;
                     return Ok(out.call);
                 }
                 Commit::Stale => continue,
                 Commit::Held { user, .. } => {
-                    return Err(AckError::new(Code::Busy, format!("{user} is in another call")));
+                    return Err(AckError::new(
+                        Code::Busy,
+                        format!("{user} is in another call"),
+                    ));
                 }
             }
         }
-        Err(AckError::new(Code::Unavailable, "the call is changing too fast, retry"))
+        Err(AckError::new(
+            Code::Unavailable,
+            "the call is changing too fast, retry",
+        ))
     }
 
     /// Tell everyone what changed, and keep timers and history in step.
     async fn announce(&self, app: &App, tenant: &str, out: &Outcome) {
         let call = &out.call;
         let to_all = |event: &'static str, data: Value| {
-            let rooms: Vec<String> = call.audience().iter().map(|u| user_room(tenant, u)).collect();
+            let rooms: Vec<String> = call
+                .audience()
+                .iter()
+                .map(|u| user_room(tenant, u))
+                .collect();
             async move {
                 for room in rooms {
                     app.emit(WEBRTC, room, event, data.clone()).await;
@@ -218,9 +286,19 @@ impl Calls {
         for n in &out.notices {
             match n {
                 Notice::Invited(u) => {
-                    let at = call.participant(u).map_or(call.created_at, |p| p.invited_at) + self.0.rules.ringing_timeout_ms;
-                    self.schedule(tenant, &call.id, TimerKind::Ring, u, at).await;
-                    app.emit(WEBRTC, user_room(tenant, u), "call:incoming", json!({ "call": call })).await;
+                    let at = call
+                        .participant(u)
+                        .map_or(call.created_at, |p| p.invited_at)
+                        + self.0.rules.ringing_timeout_ms;
+                    self.schedule(tenant, &call.id, TimerKind::Ring, u, at)
+                        .await;
+                    app.emit(
+                        WEBRTC,
+                        user_room(tenant, u),
+                        "call:incoming",
+                        json!({ "call": call }),
+                    )
+                    .await;
                 }
                 Notice::Answered(u) => {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
@@ -232,21 +310,35 @@ impl Calls {
                 }
                 Notice::Joined(u) => {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
-                    to_all("call:participant-joined", json!({ "call": call, "user_id": u })).await;
+                    to_all(
+                        "call:participant-joined",
+                        json!({ "call": call, "user_id": u }),
+                    )
+                    .await;
                 }
                 Notice::Left(u) => {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
-                    to_all("call:participant-left", json!({ "call": call, "user_id": u })).await;
+                    to_all(
+                        "call:participant-left",
+                        json!({ "call": call, "user_id": u }),
+                    )
+                    .await;
                 }
                 Notice::Ended(reason) => {
                     for p in &call.participants {
-                        self.cancel(tenant, &call.id, TimerKind::Ring, &p.user_id).await;
-                        self.cancel(tenant, &call.id, TimerKind::Grace, &p.user_id).await;
+                        self.cancel(tenant, &call.id, TimerKind::Ring, &p.user_id)
+                            .await;
+                        self.cancel(tenant, &call.id, TimerKind::Grace, &p.user_id)
+                            .await;
                     }
                     // History first: a client told the call ended can read it back.
                     self.record(tenant, call).await;
                     app.metrics.call_ended(reason.as_str());
-                    to_all("call:ended", json!({ "call": call, "reason": reason.as_str() })).await;
+                    to_all(
+                        "call:ended",
+                        json!({ "call": call, "reason": reason.as_str() }),
+                    )
+                    .await;
                 }
             }
         }
@@ -283,7 +375,11 @@ impl Calls {
             tracing::warn!(error = %e, call = %call.id, "quality samples unavailable; history gets an empty summary");
             Vec::new()
         });
-        let rec = CallRecord::of(tenant, call, quality::summarize(&samples, &self.0.thresholds));
+        let rec = CallRecord::of(
+            tenant,
+            call,
+            quality::summarize(&samples, &self.0.thresholds),
+        );
         if let Err(e) = self.0.history.record(&rec).await {
             tracing::warn!(error = %e, call = %call.id, "call history write failed; retrying in the background");
             let history = self.0.history.clone();
@@ -310,7 +406,8 @@ impl Calls {
     pub async fn user_gone(&self, tenant: &str, user: &str) -> Result<(), StoreError> {
         if let Some(call_id) = self.0.store.user_call(tenant, user).await? {
             let at = now_ms() + self.0.grace_ms;
-            self.schedule(tenant, &call_id, TimerKind::Grace, user, at).await;
+            self.schedule(tenant, &call_id, TimerKind::Grace, user, at)
+                .await;
         }
         Ok(())
     }
@@ -345,16 +442,24 @@ impl Calls {
 
     /// Fire the timers due now; returns how many fired.
     pub async fn fire_due(&self, app: &App) -> Result<usize, StoreError> {
-        let due = self.0.store.due(now_ms(), TIMER_LEASE_MS, TIMER_BATCH).await?;
+        let due = self
+            .0
+            .store
+            .due(now_ms(), TIMER_LEASE_MS, TIMER_BATCH)
+            .await?;
         for t in &due {
             match self.act(app, &t.tenant, &t.call_id, t.event()).await {
-                Ok(c) => tracing::debug!(tenant = %t.tenant, call = %t.call_id, state = ?c.state, "call timer fired"),
+                Ok(c) => {
+                    tracing::debug!(tenant = %t.tenant, call = %t.call_id, state = ?c.state, "call timer fired")
+                }
                 Err(e) if e.code == Code::Unavailable => {
                     // Leave it leased: it is tried again after the lease.
                     tracing::warn!(error = %e, call = %t.call_id, "call timer not applied");
                     continue;
                 }
-                Err(e) => tracing::debug!(error = %e, call = %t.call_id, "call timer had nothing to do"),
+                Err(e) => {
+                    tracing::debug!(error = %e, call = %t.call_id, "call timer had nothing to do")
+                }
             }
             self.0.store.cancel(t).await?;
         }
@@ -364,11 +469,19 @@ impl Calls {
     // === quality and history ===
 
     /// `call:report-quality`: store the report, return its issues.
-    pub async fn report_quality(&self, tenant: &str, user: &str, call_id: &str, s: &Sample) -> Result<Vec<Issue>, AckError> {
+    pub async fn report_quality(
+        &self,
+        tenant: &str,
+        user: &str,
+        call_id: &str,
+        s: &Sample,
+    ) -> Result<Vec<Issue>, AckError> {
         quality::validate(s).map_err(AckError::bad_request)?;
         let call = self.visible(tenant, user, call_id).await?;
         if !call.is_live_participant(user) {
-            return Err(AckError::conflict("only a participant of a live call can report its quality"));
+            return Err(AckError::conflict(
+                "only a participant of a live call can report its quality",
+            ));
         }
         self.0.store.add_sample(tenant, call_id, s).await?;
         Ok(quality::issues(s, &self.0.thresholds))
@@ -380,7 +493,13 @@ impl Calls {
         Ok(quality::summarize(&samples, &self.0.thresholds))
     }
 
-    pub async fn history(&self, tenant: &str, user: &str, limit: usize, before: Option<i64>) -> Result<Vec<Value>, AckError> {
+    pub async fn history(
+        &self,
+        tenant: &str,
+        user: &str,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Value>, AckError> {
         Ok(self
             .0
             .history

@@ -86,8 +86,14 @@ fn direct_ringing_answer_by_callee_makes_it_active() {
 
 #[test]
 fn direct_ringing_caller_cannot_answer_or_reject() {
-    assert!(matches!(refused(&mk_direct(), answer("alice")), CallError::Conflict(_)));
-    assert!(matches!(refused(&mk_direct(), reject("alice")), CallError::Conflict(_)));
+    assert!(matches!(
+        refused(&mk_direct(), answer("alice")),
+        CallError::Conflict(_)
+    ));
+    assert!(matches!(
+        refused(&mk_direct(), reject("alice")),
+        CallError::Conflict(_)
+    ));
 }
 
 #[test]
@@ -132,15 +138,32 @@ fn direct_ringing_disconnect_ends_as_disconnected() {
 #[test]
 fn direct_calls_take_no_add_or_remove() {
     for c in [mk_direct(), mk_active_direct()] {
-        assert!(matches!(refused(&c, add("alice", "carol")), CallError::BadRequest(_)));
-        assert!(matches!(refused(&c, remove("alice", "bob")), CallError::BadRequest(_)));
+        assert!(matches!(
+            refused(&c, add("alice", "carol")),
+            CallError::BadRequest(_)
+        ));
+        assert!(matches!(
+            refused(&c, remove("alice", "bob")),
+            CallError::BadRequest(_)
+        ));
     }
 }
 
 #[test]
 fn outsiders_are_refused_and_their_timers_do_nothing() {
-    for c in [mk_direct(), mk_active_direct(), mk_group(), mk_active_group()] {
-        for ev in [answer("eve"), reject("eve"), hangup("eve"), add("eve", "x"), remove("eve", "bob")] {
+    for c in [
+        mk_direct(),
+        mk_active_direct(),
+        mk_group(),
+        mk_active_group(),
+    ] {
+        for ev in [
+            answer("eve"),
+            reject("eve"),
+            hangup("eve"),
+            add("eve", "x"),
+            remove("eve", "bob"),
+        ] {
             assert_eq!(refused(&c, ev), CallError::NotParticipant);
         }
         for ev in [timeout("eve"), gone("eve")] {
@@ -166,7 +189,10 @@ fn direct_active_hangup_and_disconnect_end_it() {
     let c = mk_active_direct();
     let o = ok(&c, hangup("bob"), T0 + 60_000);
     assert_eq!(o.call.end_reason, Some(EndReason::Hangup));
-    assert_eq!(o.call.participant("bob").unwrap().left_at, Some(T0 + 60_000));
+    assert_eq!(
+        o.call.participant("bob").unwrap().left_at,
+        Some(T0 + 60_000)
+    );
     assert_eq!(o.call.participant("bob").unwrap().joined_at, Some(T0 + 5));
     let o = ok(&c, gone("alice"), T0 + 60_000);
     assert_eq!(o.call.end_reason, Some(EndReason::Disconnected));
@@ -186,10 +212,21 @@ fn direct_active_ring_timeout_is_a_no_op() {
 fn ended_calls_refuse_requests_and_ignore_timers() {
     let ended = [
         ok(&mk_direct(), hangup("alice"), T0 + 1).call,
-        ok(&ok(&mk_active_group(), reject("carol"), T0 + 8).call, hangup("alice"), T0 + 9).call,
+        ok(
+            &ok(&mk_active_group(), reject("carol"), T0 + 8).call,
+            hangup("alice"),
+            T0 + 9,
+        )
+        .call,
     ];
     for c in &ended {
-        for ev in [answer("bob"), reject("bob"), hangup("bob"), add("alice", "dave"), remove("alice", "bob")] {
+        for ev in [
+            answer("bob"),
+            reject("bob"),
+            hangup("bob"),
+            add("alice", "dave"),
+            remove("alice", "bob"),
+        ] {
             assert_eq!(refused(c, ev), CallError::Ended);
         }
         for ev in [timeout("bob"), gone("bob")] {
@@ -205,7 +242,14 @@ fn ended_calls_refuse_requests_and_ignore_timers() {
 #[test]
 fn group_creation_checks_participants() {
     assert!(matches!(
-        Call::group("g".into(), "alice", &["alice".into()], Media::Audio, T0, &RULES),
+        Call::group(
+            "g".into(),
+            "alice",
+            &["alice".into()],
+            Media::Audio,
+            T0,
+            &RULES
+        ),
         Err(CallError::BadRequest(_))
     ));
     let five: Vec<String> = ["b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
@@ -225,7 +269,10 @@ fn group_answer_joins_and_activates() {
     assert_eq!(o.call.holders().len(), 2);
     let o = ok(&o.call, answer("carol"), T0 + 6);
     assert_eq!(o.call.answered_at, Some(T0 + 5));
-    assert!(matches!(refused(&o.call, answer("carol")), CallError::Conflict(_)));
+    assert!(matches!(
+        refused(&o.call, answer("carol")),
+        CallError::Conflict(_)
+    ));
 }
 
 #[test]
@@ -235,7 +282,10 @@ fn group_reject_leaves_the_rest_ringing_until_too_few_remain() {
     assert_eq!(o.notices, vec![Notice::Rejected("bob".into())]);
     let o = ok(&o.call, reject("carol"), T0 + 6);
     assert_eq!(o.call.end_reason, Some(EndReason::AllLeft));
-    assert!(matches!(refused(&mk_active_group(), reject("bob")), CallError::Conflict(_)));
+    assert!(matches!(
+        refused(&mk_active_group(), reject("bob")),
+        CallError::Conflict(_)
+    ));
 }
 
 #[test]
@@ -246,7 +296,10 @@ fn group_hangup_ends_as_all_left_below_two() {
     assert_eq!(o.call.end_reason, Some(EndReason::AllLeft));
     assert_eq!(
         o.notices,
-        vec![Notice::Left("bob".into()), Notice::Ended(EndReason::AllLeft)]
+        vec![
+            Notice::Left("bob".into()),
+            Notice::Ended(EndReason::AllLeft)
+        ]
     );
 }
 
@@ -276,7 +329,12 @@ fn group_ring_timeout_drops_the_late_and_ends_unanswered_calls_as_timeout() {
     let o = ok(&o.call, timeout("carol"), LATER);
     assert_eq!(o.call.end_reason, Some(EndReason::Timeout));
     // Answered calls end as all_left when the last ringer times out.
-    let c = ok(&ok(&mk_group(), answer("bob"), T0 + 1).call, hangup("alice"), T0 + 2).call;
+    let c = ok(
+        &ok(&mk_group(), answer("bob"), T0 + 1).call,
+        hangup("alice"),
+        T0 + 2,
+    )
+    .call;
     let o = ok(&c, timeout("carol"), LATER);
     assert_eq!(o.call.end_reason, Some(EndReason::AllLeft));
 }
@@ -287,10 +345,19 @@ fn group_add_invites_and_respects_the_maximum() {
     let o = ok(&c, add("bob", "dave"), T0 + 7);
     assert_eq!(o.notices, vec![Notice::Invited("dave".into())]);
     assert_eq!(state_of(&o.call, "dave"), PartState::Ringing);
-    assert!(matches!(refused(&o.call, add("bob", "erin")), CallError::Forbidden(_)));
-    assert!(matches!(refused(&o.call, add("bob", "dave")), CallError::Conflict(_)));
+    assert!(matches!(
+        refused(&o.call, add("bob", "erin")),
+        CallError::Forbidden(_)
+    ));
+    assert!(matches!(
+        refused(&o.call, add("bob", "dave")),
+        CallError::Conflict(_)
+    ));
     // Ringing members cannot add.
-    assert!(matches!(refused(&c, add("carol", "dave")), CallError::Forbidden(_)));
+    assert!(matches!(
+        refused(&c, add("carol", "dave")),
+        CallError::Forbidden(_)
+    ));
     // Someone who left can be invited again.
     let left = ok(&o.call, hangup("dave"), T0 + 8).call;
     let back = ok(&left, add("alice", "dave"), T0 + 9);
@@ -301,10 +368,16 @@ fn group_add_invites_and_respects_the_maximum() {
 #[test]
 fn group_remove_by_initiator_or_self_only() {
     let c = ok(&mk_active_group(), answer("carol"), T0 + 6).call;
-    assert!(matches!(refused(&c, remove("bob", "carol")), CallError::Forbidden(_)));
+    assert!(matches!(
+        refused(&c, remove("bob", "carol")),
+        CallError::Forbidden(_)
+    ));
     let o = ok(&c, remove("alice", "carol"), T0 + 7);
     assert_eq!(o.notices, vec![Notice::Left("carol".into())]);
-    assert!(matches!(refused(&o.call, remove("alice", "carol")), CallError::Conflict(_)));
+    assert!(matches!(
+        refused(&o.call, remove("alice", "carol")),
+        CallError::Conflict(_)
+    ));
     let o = ok(&c, remove("bob", "bob"), T0 + 7);
     assert_eq!(state_of(&o.call, "bob"), PartState::Left);
 }

@@ -48,7 +48,17 @@ async fn webrtc_user(node: &Node, tenant: &str, sub: &str) -> Client {
 /// messages go through the relay?
 fn allocates(port: &str, username: &str, password: &str) -> (bool, String) {
     let out = Command::new("timeout")
-        .args(["60", "turnutils_uclient", "-y", "-c", "-n", "2", "-m", "1", "-v"])
+        .args([
+            "60",
+            "turnutils_uclient",
+            "-y",
+            "-c",
+            "-n",
+            "2",
+            "-m",
+            "1",
+            "-v",
+        ])
         .args(["-u", username, "-w", password, "-p", port, "127.0.0.1"])
         .output()
         .expect("turnutils_uclient (Debian package coturn) runs");
@@ -109,7 +119,10 @@ async fn issued_turn_credentials_allocate_on_coturn_and_bad_ones_are_refused() {
 
     let (user, pass, data) = issued(turn_config(&secret, day).unwrap(), "alice").await;
     assert_eq!(data["ttl"], json!(86_400));
-    assert_eq!(data["ice_servers"][0]["urls"][0], json!(env("SWITCHBOARD_TEST_STUN_URL").unwrap()));
+    assert_eq!(
+        data["ice_servers"][0]["urls"][0],
+        json!(env("SWITCHBOARD_TEST_STUN_URL").unwrap())
+    );
     let (expiry, who) = user.split_once(':').unwrap();
     assert_eq!(who, "alice");
     let left = expiry.parse::<u64>().unwrap() - switchboard_dataplane::auth::now_secs();
@@ -123,15 +136,30 @@ async fn issued_turn_credentials_allocate_on_coturn_and_bad_ones_are_refused() {
     assert!(ok, "previous-secret credentials did not allocate:\n{out}");
 
     // Signed with a secret coturn does not know: refused.
-    let (user, pass, _) = issued(turn_config("not-the-secret-this-coturn-knows", day).unwrap(), "mallory").await;
+    let (user, pass, _) = issued(
+        turn_config("not-the-secret-this-coturn-knows", day).unwrap(),
+        "mallory",
+    )
+    .await;
     let (ok, out) = allocates(&port, &user, &pass);
-    assert!(!ok && out.contains("Cannot complete Allocation"), "wrong secret allocated:\n{out}");
+    assert!(
+        !ok && out.contains("Cannot complete Allocation"),
+        "wrong secret allocated:\n{out}"
+    );
 
     // Made by the same code the node uses, with an expiry a minute ago: refused.
     let issued_at = switchboard_dataplane::auth::now_secs() - 120;
-    let (user, pass) = switchboard_dataplane::ice::turn_credentials(&secret, "carol", issued_at, Duration::from_secs(60));
+    let (user, pass) = switchboard_dataplane::ice::turn_credentials(
+        &secret,
+        "carol",
+        issued_at,
+        Duration::from_secs(60),
+    );
     let (ok, out) = allocates(&port, &user, &pass);
-    assert!(!ok && out.contains("Cannot complete Allocation"), "expired credentials allocated:\n{out}");
+    assert!(
+        !ok && out.contains("Cannot complete Allocation"),
+        "expired credentials allocated:\n{out}"
+    );
 }
 
 // === a ringing timeout outlives the node that started the call ===
@@ -149,13 +177,21 @@ async fn ringing_times_out_after_the_callers_node_was_killed() {
     let Some(url) = redis_url() else { return };
     let ringing = Duration::from_secs(2);
     let survivor = start(redis_node_config(&url, ringing)).await;
-    let mut doomed = spawn_node(&url, &unique("doomed"), &[("SWITCHBOARD_RINGING_TIMEOUT", "2s")]).await;
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[("SWITCHBOARD_RINGING_TIMEOUT", "2s")],
+    )
+    .await;
     let tenant = unique("t");
     let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
     let bob = webrtc_user(&survivor, &tenant, "bob").await;
 
     let call = alice
-        .ok("call:initiate", json!({ "callee_id": "bob", "media_type": "audio" }))
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
         .await["call"]
         .clone();
     let started = tokio::time::Instant::now();
@@ -170,11 +206,19 @@ async fn ringing_times_out_after_the_callers_node_was_killed() {
     let took = started.elapsed();
     assert_eq!(ended["reason"], "timeout");
     assert_eq!(ended["call"]["id"], call["id"]);
-    assert!(took >= ringing - Duration::from_millis(100), "fired early: {took:?}");
-    eprintln!("ringing timeout fired {took:?} after initiate (ringing_timeout {ringing:?}, caller's node SIGKILLed)");
+    assert!(
+        took >= ringing - Duration::from_millis(100),
+        "fired early: {took:?}"
+    );
+    eprintln!(
+        "ringing timeout fired {took:?} after initiate (ringing_timeout {ringing:?}, caller's node SIGKILLed)"
+    );
     // Bob is free again.
     let again = bob
-        .ok("call:initiate", json!({ "callee_id": "carol", "media_type": "audio" }))
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "carol", "media_type": "audio" }),
+        )
         .await;
     assert_eq!(again["call"]["state"], "ringing");
 }
@@ -198,7 +242,10 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     let alice = webrtc_user(&a, &tenant, "alice").await;
     let bob = webrtc_user(&b, &tenant, "bob").await;
     let call = alice
-        .ok("call:initiate", json!({ "callee_id": "bob", "media_type": "video" }))
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "video" }),
+        )
         .await["call"]
         .clone();
     let id = call["id"].as_str().unwrap().to_owned();
@@ -227,19 +274,28 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     assert_eq!(parts.len(), 2);
     for p in parts {
         let p = p.as_document().unwrap();
-        let (j, l) = (p.get_i64("joined_at").unwrap(), p.get_i64("left_at").unwrap());
+        let (j, l) = (
+            p.get_i64("joined_at").unwrap(),
+            p.get_i64("left_at").unwrap(),
+        );
         assert!(l >= j, "{p:?}");
     }
     let quality = rec.get_document("quality").unwrap();
     assert_eq!(quality.get_i64("reports").unwrap(), 1);
     let indexes = calls.list_index_names().await.unwrap();
-    assert!(indexes.iter().any(|n| n == "tenant_user_created"), "{indexes:?}");
+    assert!(
+        indexes.iter().any(|n| n == "tenant_user_created"),
+        "{indexes:?}"
+    );
 
     // call:history reads the same documents back; another tenant sees none of them.
     let h = alice.ok("call:history", json!({ "limit": 5 })).await;
     assert_eq!(h["calls"][0]["id"], json!(id));
     assert!(h["calls"][0].get("tenant").is_none());
     let stranger = webrtc_user(&b, &unique("t"), "alice").await;
-    assert_eq!(stranger.ok("call:history", json!({})).await["calls"], json!([]));
+    assert_eq!(
+        stranger.ok("call:history", json!({})).await["calls"],
+        json!([])
+    );
     db.drop().await.unwrap();
 }
