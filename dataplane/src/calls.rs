@@ -668,6 +668,34 @@ pub trait CallStore: Send + Sync {
     /// A call's samples, or (call_id None) the tenant's recent samples.
     async fn samples(&self, tenant: &str, call_id: Option<&str>)
     -> Result<Vec<Sample>, StoreError>;
+
+    // --- /webrtc connections, so a participant's disconnect is seen on any node, and a
+    // --- dead node's connections are taken down by the survivors.
+
+    /// A /webrtc connection `conn` of the user opened on `node`.
+    async fn conn_up(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<(), StoreError>;
+    /// It closed; how many /webrtc connections the user still has (any node).
+    async fn conn_down(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<usize, StoreError>;
+    /// `node` is alive for `ttl_ms` more.
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// Nodes with connections whose heartbeat is gone, each claimed for one sweeper.
+    async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError>;
+    /// The `(tenant, user, conn)` a node held.
+    async fn node_conns(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// Drop a swept node's bookkeeping.
+    async fn forget_node(&self, node: &str) -> Result<(), StoreError>;
 }
 
 // === impl MemoryCalls ===
@@ -682,6 +710,8 @@ struct Mem {
     timers: BTreeMap<(i64, String), Timer>,
     timer_at: HashMap<String, i64>,
     call_samples: HashMap<(String, String), std::collections::VecDeque<Sample>>,
+    /// Open /webrtc connections per user (one node: nothing to sweep).
+    conns: HashMap<(String, String), BTreeSet<String>>,
     tenant_samples: HashMap<String, std::collections::VecDeque<Sample>>,
 }
 
@@ -834,6 +864,56 @@ impl CallStore for MemoryCalls {
             None => m.tenant_samples.get(tenant),
         };
         Ok(q.map(|q| q.iter().copied().collect()).unwrap_or_default())
+    }
+
+    async fn conn_up(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        _node: &str,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .conns
+            .entry((tenant.to_owned(), user.to_owned()))
+            .or_default()
+            .insert(conn.to_owned());
+        Ok(())
+    }
+
+    async fn conn_down(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        _node: &str,
+    ) -> Result<usize, StoreError> {
+        let mut m = self.lock();
+        let key = (tenant.to_owned(), user.to_owned());
+        let left = m.conns.get_mut(&key).map_or(0, |c| {
+            c.remove(conn);
+            c.len()
+        });
+        if left == 0 {
+            m.conns.remove(&key);
+        }
+        Ok(left)
+    }
+
+    async fn heartbeat(&self, _node: &str, _ttl_ms: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn claim_dead_nodes(&self, _me: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn node_conns(&self, _node: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn forget_node(&self, _node: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

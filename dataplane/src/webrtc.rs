@@ -16,7 +16,6 @@ use crate::calls::service::{Calls, WEBRTC};
 use crate::calls::{Event, Media, Sample};
 use crate::error::{AckError, Code};
 use crate::handler::{self, Cx, on};
-use crate::hub::user_room;
 use crate::limits::Class;
 use crate::signaling::Signal;
 use crate::{ice, ids, signaling};
@@ -57,8 +56,9 @@ pub async fn admit<A: Adapter>(
     on(&s, "call:report-quality", Class::Read, report_quality::<A>);
     on(&s, "call:history", Class::Read, history::<A>);
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+    let conn = handler::conn_id(&app, &s.id);
     if let Some(calls) = app.calls()
-        && let Err(e) = calls.user_back(t, u).await
+        && let Err(e) = calls.connected(t, u, &conn, &app.node_id).await
     {
         tracing::warn!(error = %e, "call store unavailable at connect");
         return Err(AuthError::Unavailable);
@@ -66,23 +66,17 @@ pub async fn admit<A: Adapter>(
     app.limits.attach(t, u);
     app.metrics.connection(WEBRTC, 1);
     s.on_disconnect(
-        async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+        async move |s: SocketRef<A>,
+                    State(app): State<App>,
+                    Extension(id): Extension<Arc<Identity>>| {
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             app.limits.detach(t, u);
             app.metrics.connection(WEBRTC, -1);
-            // Another /webrtc socket of the user, on any node, keeps the call going.
-            let others = match s.within(user_room(t, u)).fetch_sockets().await {
-                Ok(v) => v.iter().filter(|r| r.data().id != s.id).count(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot count the user's other sockets; assuming none");
-                    0
-                }
-            };
-            if others == 0
-                && let Some(calls) = app.calls()
-                && let Err(e) = calls.user_gone(t, u).await
+            let conn = handler::conn_id(&app, &s.id);
+            if let Some(calls) = app.calls()
+                && let Err(e) = calls.disconnected(t, u, &conn, &app.node_id).await
             {
-                tracing::warn!(error = %e, tenant = %t, user = %u, "disconnect grace not scheduled");
+                tracing::warn!(error = %e, tenant = %t, user = %u, "disconnect not recorded; a call may outlive it");
             }
         },
     );

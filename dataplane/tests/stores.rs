@@ -964,5 +964,18 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
     assert_eq!(s.samples(t, Some(&id)).await?, vec![q]);
     assert_eq!(s.samples(t, None).await?.len(), 2);
     assert!(s.samples(other, None).await?.is_empty());
+
+    // Connections are counted per user across nodes.
+    s.conn_up(t, "bob", "n1/a", "n1").await?;
+    s.conn_up(t, "bob", "n2/b", "n2").await?;
+    s.conn_up(other, "bob", "n2/c", "n2").await?;
+    assert_eq!(s.conn_down(t, "bob", "n1/a", "n1").await?, 1);
+    assert_eq!(s.conn_down(t, "bob", "n2/b", "n2").await?, 0);
+    assert_eq!(
+        s.conn_down(t, "bob", "n2/b", "n2").await?,
+        0,
+        "twice is harmless"
+    );
+    assert_eq!(s.conn_down(other, "bob", "n2/c", "n2").await?, 0);
     Ok(())
 }

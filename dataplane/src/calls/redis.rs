@@ -18,10 +18,11 @@
 
 use async_trait::async_trait;
 use fred::clients::Client;
+use fred::interfaces::SetsInterface;
 use fred::interfaces::{
     HashesInterface, KeysInterface, ListInterface, LuaInterface, SortedSetsInterface,
 };
-use fred::types::Value;
+use fred::types::{Expiration, SetOptions, Value};
 
 use super::{
     Call, CallState, CallStore, Commit, MAX_SAMPLES_PER_CALL, MAX_SAMPLES_PER_TENANT, Sample, Timer,
@@ -50,7 +51,26 @@ mod keys {
         format!("sb:{{{tenant}}}:quality")
     }
     pub const TIMERS: &str = "sb:calls:timers";
+    /// A user's open /webrtc connections (`node/sid`).
+    pub fn user_conns(tenant: &str, user_id: &str) -> String {
+        format!("sb:{{{tenant}}}:user:{user_id}:webrtc")
+    }
+    /// Nodes holding /webrtc connections; each node's `tenant|user|conn`, heartbeat and
+    /// sweep lock. Cluster-wide, like the timers.
+    pub const NODES: &str = "sb:calls:nodes";
+    pub fn node_conns(node: &str) -> String {
+        format!("sb:calls:node:{node}:conns")
+    }
+    pub fn node_alive(node: &str) -> String {
+        format!("sb:calls:node:{node}:alive")
+    }
+    pub fn node_sweep(node: &str) -> String {
+        format!("sb:calls:node:{node}:sweep")
+    }
 }
+
+/// How long a sweeper holds a dead node before another may try, in seconds.
+const SWEEP_LOCK_SECS: i64 = 60;
 
 /// KEYS: call hash, then one user key per claim or release.
 /// ARGV: expected version, call JSON, TTL ms, call id, call key prefix, then one op per
@@ -283,5 +303,104 @@ impl CallStore for RedisCalls {
             .iter()
             .map(|j| serde_json::from_str(j).map_err(StoreError::from))
             .collect()
+    }
+
+    async fn conn_up(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .sadd(keys::user_conns(tenant, user), conn)
+            .await?;
+        let _: i64 = self
+            .client
+            .sadd(keys::node_conns(node), format!("{tenant}|{user}|{conn}"))
+            .await?;
+        let _: i64 = self.client.sadd(keys::NODES, node).await?;
+        Ok(())
+    }
+
+    async fn conn_down(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<usize, StoreError> {
+        let key = keys::user_conns(tenant, user);
+        let _: i64 = self.client.srem(&key, conn).await?;
+        let _: i64 = self
+            .client
+            .srem(keys::node_conns(node), format!("{tenant}|{user}|{conn}"))
+            .await?;
+        let left: i64 = self.client.scard(&key).await?;
+        Ok(usize::try_from(left).unwrap_or(0))
+    }
+
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let _: () = self
+            .client
+            .set(
+                keys::node_alive(node),
+                "1",
+                Some(Expiration::PX(ttl_ms.max(1))),
+                None,
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError> {
+        let nodes: Vec<String> = self.client.smembers(keys::NODES).await?;
+        let mut dead = Vec::new();
+        for n in nodes.into_iter().filter(|n| n != me) {
+            let alive: i64 = self.client.exists(keys::node_alive(&n)).await?;
+            if alive == 1 {
+                continue;
+            }
+            let claimed: Option<String> = self
+                .client
+                .set(
+                    keys::node_sweep(&n),
+                    me,
+                    Some(Expiration::EX(SWEEP_LOCK_SECS)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await?;
+            if claimed.is_some() {
+                dead.push(n);
+            }
+        }
+        Ok(dead)
+    }
+
+    async fn node_conns(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let members: Vec<String> = self.client.smembers(keys::node_conns(node)).await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let mut it = m.splitn(3, '|');
+                Some((
+                    it.next()?.to_owned(),
+                    it.next()?.to_owned(),
+                    it.next()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<(), StoreError> {
+        let _: i64 = self.client.srem(keys::NODES, node).await?;
+        let _: i64 = self
+            .client
+            .del(vec![keys::node_conns(node), keys::node_sweep(node)])
+            .await?;
+        Ok(())
     }
 }

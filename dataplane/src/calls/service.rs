@@ -401,9 +401,35 @@ impl Calls {
 
     // === connections ===
 
-    /// A user's last /webrtc socket went away: their call ends as `disconnected` unless
+    /// A /webrtc connection opened: count it, and call off a pending disconnect of the
+    /// user's call.
+    pub async fn connected(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        self.0.store.conn_up(tenant, user, conn, node).await?;
+        if let Some(call_id) = self.0.store.user_call(tenant, user).await? {
+            self.cancel(tenant, &call_id, TimerKind::Grace, user).await;
+        }
+        Ok(())
+    }
+
+    /// A /webrtc connection closed (or its node died). When it was the user's last one
+    /// on any node, their call ends as `disconnected` (they leave a group call) unless
     /// they come back within `calls.disconnect_grace`.
-    pub async fn user_gone(&self, tenant: &str, user: &str) -> Result<(), StoreError> {
+    pub async fn disconnected(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        if self.0.store.conn_down(tenant, user, conn, node).await? > 0 {
+            return Ok(());
+        }
         if let Some(call_id) = self.0.store.user_call(tenant, user).await? {
             let at = now_ms() + self.0.grace_ms;
             self.schedule(tenant, &call_id, TimerKind::Grace, user, at)
@@ -412,31 +438,65 @@ impl Calls {
         Ok(())
     }
 
-    /// A user connected to /webrtc: a pending disconnect of their call is called off.
-    pub async fn user_back(&self, tenant: &str, user: &str) -> Result<(), StoreError> {
-        if let Some(call_id) = self.0.store.user_call(tenant, user).await? {
-            self.cancel(tenant, &call_id, TimerKind::Grace, user).await;
+    /// Take down the connections of dead nodes (and, at start, those this node id left
+    /// behind in an earlier life).
+    async fn sweep(&self, nodes: Vec<String>, forget: bool) -> Result<(), StoreError> {
+        for node in nodes {
+            let conns = self.0.store.node_conns(&node).await?;
+            if !conns.is_empty() {
+                tracing::warn!(node = %node, connections = conns.len(), "taking down the /webrtc connections of a dead node");
+            }
+            for (t, u, c) in conns {
+                self.disconnected(&t, &u, &c, &node).await?;
+            }
+            if forget {
+                self.0.store.forget_node(&node).await?;
+            }
         }
         Ok(())
     }
 
-    // === timers ===
+    // === background work ===
 
-    /// Fire due timers, from whichever node set them, until the process ends.
+    /// Fire due timers (whichever node set them), keep this node's heartbeat and sweep
+    /// dead nodes' connections, until the process ends.
     pub fn spawn(&self, app: App) {
         let me = self.clone();
+        let timers_app = app.clone();
         tokio::spawn(
             async move {
                 let mut interval = tokio::time::interval(TIMER_POLL);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
-                    if let Err(e) = me.fire_due(&app).await {
+                    if let Err(e) = me.fire_due(&timers_app).await {
                         tracing::warn!(error = %e, "call timers not polled");
                     }
                 }
             }
             .instrument(tracing::info_span!("call_timers")),
+        );
+        let me = self.clone();
+        tokio::spawn(
+            async move {
+                let node = app.node_id.clone();
+                let ttl = app.config.presence.heartbeat_ttl.0;
+                if let Err(e) = me.sweep(vec![node.clone()], false).await {
+                    tracing::warn!(error = %e, "connections of this node's earlier life not swept");
+                }
+                let mut interval = tokio::time::interval(ttl / 3);
+                loop {
+                    interval.tick().await;
+                    if let Err(e) = me.0.store.heartbeat(&node, ms(ttl)).await {
+                        tracing::warn!(error = %e, "call node heartbeat failed");
+                    }
+                    let dead = me.0.store.claim_dead_nodes(&node).await;
+                    if let Err(e) = async { me.sweep(dead?, true).await }.await {
+                        tracing::warn!(error = %e, "dead-node sweep of /webrtc connections failed");
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("call_liveness")),
         );
     }
 

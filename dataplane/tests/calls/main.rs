@@ -223,6 +223,53 @@ async fn ringing_times_out_after_the_callers_node_was_killed() {
     assert_eq!(again["call"]["state"], "ringing");
 }
 
+#[tokio::test]
+async fn a_participant_on_a_killed_node_ends_the_call_as_disconnected() {
+    let Some(url) = redis_url() else { return };
+    let (ttl, grace) = (Duration::from_secs(2), Duration::from_secs(1));
+    let mut cfg = redis_node_config(&url, Duration::from_secs(30));
+    cfg.presence.heartbeat_ttl = HumanDuration(ttl);
+    cfg.calls.disconnect_grace = HumanDuration(grace);
+    let survivor = start(cfg).await;
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[
+            ("SWITCHBOARD_HEARTBEAT_TTL", "2s"),
+            ("SWITCHBOARD_CALL_DISCONNECT_GRACE", "1s"),
+        ],
+    )
+    .await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&survivor, &tenant, "alice").await;
+    let bob = webrtc_user(&doomed.node, &tenant, "bob").await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]
+        .clone();
+    bob.expect("call:incoming").await;
+    bob.ok("call:answer", json!({ "call_id": call["id"] }))
+        .await;
+    alice.expect("call:answered").await;
+
+    doomed.child.kill().unwrap(); // bob's node dies: no disconnect handler runs there
+    let killed = tokio::time::Instant::now();
+    let ended = alice
+        .next("call:ended", ttl * 2 + grace + Duration::from_secs(2))
+        .await
+        .expect("call:ended after the dead node was swept");
+    assert_eq!(ended["reason"], "disconnected");
+    assert_eq!(ended["call"]["id"], call["id"]);
+    let took = killed.elapsed();
+    assert!(took >= grace, "ended before the grace period: {took:?}");
+    eprintln!(
+        "call ended as disconnected {took:?} after the callee's node was SIGKILLed (heartbeat TTL {ttl:?}, grace {grace:?})"
+    );
+}
+
 // === history in MongoDB ===
 
 #[tokio::test]
