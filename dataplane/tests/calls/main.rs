@@ -346,3 +346,107 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     );
     db.drop().await.unwrap();
 }
+
+// === embedded mode, and any payload gets a typed answer ===
+
+const EVENTS: &[&str] = &[
+    "webrtc:get-ice-servers",
+    "call:initiate",
+    "call:answer",
+    "call:reject",
+    "call:hangup",
+    "call:create-group",
+    "call:add-participant",
+    "call:remove-participant",
+    "webrtc:offer",
+    "webrtc:answer",
+    "webrtc:ice-candidate",
+    "call:report-quality",
+    "call:history",
+];
+
+const KEYS: &[&str] = &[
+    "call_id",
+    "callee_id",
+    "media_type",
+    "participant_ids",
+    "user_id",
+    "to_user_id",
+    "sdp",
+    "candidate",
+    "latency_ms",
+    "packet_loss_percentage",
+    "jitter_ms",
+    "bitrate_kbps",
+    "limit",
+    "before",
+];
+
+fn embedded_config() -> DataplaneConfig {
+    let mut cfg = mk_config();
+    cfg.calls.ringing_timeout = HumanDuration(Duration::from_secs(1));
+    // The fuzzer sends fast; it is not testing the limiter.
+    for b in [&mut cfg.limits.per_socket, &mut cfg.limits.per_user] {
+        for bucket in [&mut b.message, &mut b.typing, &mut b.read, &mut b.room] {
+            bucket.rate = 10_000.0;
+            bucket.burst = 10_000;
+        }
+    }
+    cfg
+}
+
+#[tokio::test]
+async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
+    let node = start(embedded_config()).await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&node, &tenant, "alice").await;
+    let bob = webrtc_user(&node, &tenant, "bob").await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]
+        .clone();
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(bob.expect("call:incoming").await["call"]["id"], json!(id));
+    let ended = bob
+        .next("call:ended", Duration::from_secs(3))
+        .await
+        .expect("timeout");
+    assert_eq!(ended["reason"], "timeout");
+
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "video" }),
+        )
+        .await["call"]
+        .clone();
+    let id2 = call["id"].as_str().unwrap().to_owned();
+    bob.ok("call:answer", json!({ "call_id": id2 })).await;
+    bob.ok("call:hangup", json!({ "call_id": id2 })).await;
+    let h = alice.ok("call:history", json!({})).await;
+    let ids: Vec<&str> = h["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id2.as_str(), id.as_str()]);
+
+    // A live call so that random payloads meet a real call id too.
+    let live = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]["id"]
+        .clone();
+    fuzz(&alice, EVENTS, arb_payload(KEYS, live), 400).await;
+    assert_eq!(
+        reqwest::get(node.url("/healthz")).await.unwrap().status(),
+        200
+    );
+    alice.ok("webrtc:get-ice-servers", json!({})).await;
+}
