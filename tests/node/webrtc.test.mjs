@@ -13,8 +13,8 @@
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 
-import { ack, closeAll, connectUser, expectNone, fails, ok, scenario, sleep, waitFor } from './lib/client.mjs';
-import { randomId, startNode, stopAll } from './lib/server.mjs';
+import { ack, closeAll, connectUser, disconnected, expectNone, fails, ok, scenario, sleep, waitFor } from './lib/client.mjs';
+import { randomId, revoke, startNode, stopAll } from './lib/server.mjs';
 
 const RUN = randomId(4);
 const RINGING_MS = 2000;
@@ -328,4 +328,10 @@ test('tenants are walls: every /webrtc event from another tenant is refused and 
   assert.ok(Array.isArray(ice.ice_servers));
   const res = await ack(alice, 'call:hangup', { call_id: own.id });
   assert.equal(res.error?.code, 'not_found');
+
+  // Revoking home-tenant bob disconnects his /webrtc socket, not the other tenant's bob.
+  const r = await revoke(a, { tenant: home, user_id: 'bob' });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(await disconnected(bob), 'io server disconnect');
+  await expectNone(xbob, 'disconnect', () => true, 300);
 });
