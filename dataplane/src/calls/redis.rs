@@ -69,8 +69,9 @@ mod keys {
     }
 }
 
-/// How long a sweeper holds a dead node before another may try, in seconds.
-const SWEEP_LOCK_SECS: i64 = 60;
+/// How long a sweeper holds a dead node before another may try, in seconds. Sweeping
+/// twice is harmless (removals are idempotent), so a sweeper that dies costs little.
+const SWEEP_LOCK_SECS: i64 = 10;
 
 /// KEYS: call hash, then one user key per claim or release.
 /// ARGV: expected version, call JSON, TTL ms, call id, call key prefix, then one op per

@@ -28,7 +28,9 @@ const MAX_TRIES: usize = 8;
 /// a taken timer stays its (another node fires it after that if this one died).
 const TIMER_POLL: Duration = Duration::from_millis(200);
 const TIMER_BATCH: usize = 100;
-const TIMER_LEASE_MS: i64 = 10_000;
+// A repeat after a lease is harmless (transitions are idempotent), so it is short: a node
+// that dies holding a timer delays it by at most this.
+const TIMER_LEASE_MS: i64 = 3_000;
 /// A history write that fails is retried this many times, this far apart.
 const HISTORY_TRIES: u32 = 5;
 const HISTORY_RETRY: Duration = Duration::from_secs(2);
@@ -166,6 +168,7 @@ impl Calls {
                 let busy = call.busy(now);
                 if let Commit::Done(_) = self.0.store.commit(tenant, &busy, 0, &[], &[]).await? {
                     self.record(tenant, &busy).await;
+                    app.metrics.call_ended(EndReason::Busy.as_str());
                     app.emit(
                         WEBRTC,
                         user_room(tenant, caller),

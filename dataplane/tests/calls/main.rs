@@ -31,6 +31,11 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
+/// The tests sharing Redis run one at a time: timers and dead-node sweeps are shared by
+/// every node on that Redis, and a node torn down by another test while it holds a timer
+/// lease or a sweep would delay what this test times.
+static SHARED_REDIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
@@ -175,6 +180,7 @@ fn redis_node_config(url: &str, ringing: Duration) -> DataplaneConfig {
 #[tokio::test]
 async fn ringing_times_out_after_the_callers_node_was_killed() {
     let Some(url) = redis_url() else { return };
+    let _one_at_a_time = SHARED_REDIS.lock().await;
     let ringing = Duration::from_secs(2);
     let survivor = start(redis_node_config(&url, ringing)).await;
     let mut doomed = spawn_node(
@@ -226,6 +232,7 @@ async fn ringing_times_out_after_the_callers_node_was_killed() {
 #[tokio::test]
 async fn a_participant_on_a_killed_node_ends_the_call_as_disconnected() {
     let Some(url) = redis_url() else { return };
+    let _one_at_a_time = SHARED_REDIS.lock().await;
     let (ttl, grace) = (Duration::from_secs(2), Duration::from_secs(1));
     let mut cfg = redis_node_config(&url, Duration::from_secs(30));
     cfg.presence.heartbeat_ttl = HumanDuration(ttl);
@@ -277,6 +284,7 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     let (Some(url), Some(mongo)) = (redis_url(), env("SWITCHBOARD_TEST_MONGODB_URI")) else {
         return;
     };
+    let _one_at_a_time = SHARED_REDIS.lock().await;
     let database = unique("sb_calls").replace('-', "_");
     let mk = || {
         let mut c = redis_node_config(&url, Duration::from_secs(30));
