@@ -98,10 +98,6 @@ impl Calls {
         }))
     }
 
-    pub fn store(&self) -> &Arc<dyn CallStore> {
-        &self.0.store
-    }
-
     pub fn thresholds(&self) -> &Thresholds {
         &self.0.thresholds
     }
