@@ -20,11 +20,12 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Stores};
 use crate::auth::Verifier;
+use crate::calls::service::{Calls, WEBRTC};
 use crate::hub::CHAT;
 use crate::presence::events;
 use crate::presence::redis::RedisBus;
 use crate::presence::tracker::{LocalBus, PRESENCE};
-use crate::{chat, http};
+use crate::{chat, http, webrtc};
 
 /// Bytes each WebSocket reads at once. Every idle socket holds (and touches) this much;
 /// chat frames are far smaller, and a larger frame grows its own socket's buffer.
@@ -83,9 +84,11 @@ pub async fn serve(
                 Arc::new(LocalBus::default()),
                 None,
             );
+            app.set_calls(Calls::build(&app.config, None).await?);
             let (layer, io) = base(&app).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit));
             io.ns(PRESENCE, events::on_connect.with(events::admit));
+            io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit));
             let router = finish(&app, io, layer);
             (app, router)
         }
@@ -124,11 +127,15 @@ pub async fn serve(
                 Arc::new(bus),
                 Some(client),
             );
+            app.set_calls(Calls::build(&app.config, app.redis.as_ref()).await?);
             let (layer, io) = base(&app).with_adapter::<FredAdapter<_>>(ctr).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
             io.ns(PRESENCE, events::on_connect.with(events::admit))
+                .await
+                .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
+            io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
             let router = finish(&app, io, layer);
@@ -157,6 +164,9 @@ fn finish<A: Adapter>(
 ) -> axum::Router {
     app.set_hub(Arc::new(io));
     app.presence.spawn();
+    if let Some(calls) = app.calls() {
+        calls.spawn(app.clone());
+    }
     http::router(app.clone())
         .layer(layer)
         .layer(axum::middleware::map_request(detach_request_parts))
