@@ -483,7 +483,7 @@ impl Default for ManagedTurnSpec {
 // === Notifications ===
 
 /// Notification workers and their providers.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationsSpec {
     /// The worker Deployment (`switchboard worker`).

@@ -24,10 +24,37 @@ const CRD_HEADER: &str =
 /// The `RealtimeCluster` CustomResourceDefinition as YAML, exactly as committed in
 /// `crds/realtimeclusters.yaml` and `charts/switchboard/crds/realtimeclusters.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let crd = serde_json::to_value(cluster::RealtimeCluster::crd())
+        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
     Ok(format!(
         "{CRD_HEADER}{}",
-        serde_yaml::to_string(&cluster::RealtimeCluster::crd())?
+        serde_yaml::to_string(&sorted(crd))?
     ))
+}
+
+/// The same document with every object's keys sorted. Whether serde_json keeps insertion
+/// order depends on which crates a build links (its `preserve_order` feature), so the
+/// committed file could otherwise differ between builds.
+fn sorted(v: serde_json::Value) -> serde_yaml::Value {
+    use serde_json::Value as J;
+    use serde_yaml::Value as Y;
+    match v {
+        J::Null => Y::Null,
+        J::Bool(b) => Y::Bool(b),
+        J::Number(n) => serde_yaml::to_value(n).unwrap_or(Y::Null),
+        J::String(s) => Y::String(s),
+        J::Array(a) => Y::Sequence(a.into_iter().map(sorted).collect()),
+        J::Object(m) => {
+            let mut entries: Vec<_> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Y::Mapping(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Y::String(k), sorted(v)))
+                    .collect(),
+            )
+        }
+    }
 }
 
 #[cfg(test)]

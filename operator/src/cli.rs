@@ -13,7 +13,6 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::http::{Health, serve};
 use crate::lease::Elector;
-use crate::metrics::Metrics;
 use crate::reconcile::{Context, run_controller};
 
 #[derive(Parser, Debug)]

@@ -19,7 +19,7 @@ pub struct Workload {
 impl Workload {
     pub fn of_deployment(d: &Deployment) -> Self {
         let s = d.status.clone().unwrap_or_default();
-        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let desired = d.spec.replicas.unwrap_or(1);
         Self {
             desired,
             ready: s.ready_replicas.unwrap_or(0),
@@ -30,7 +30,7 @@ impl Workload {
 
     pub fn of_stateful_set(d: &StatefulSet) -> Self {
         let s = d.status.clone().unwrap_or_default();
-        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let desired = d.spec.replicas.unwrap_or(1);
         Self {
             desired,
             ready: s.ready_replicas.unwrap_or(0),

@@ -83,7 +83,7 @@ fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, u
 /// through the API server, the pod name for field references.
 async fn pod_env(client: &Client, ns: &str, deployment: &Deployment) -> Result<Vec<(String, String)>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let container = &deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
     let mut out = Vec::new();
     for e in container.env.iter().flatten() {
         if let Some(v) = &e.value {
@@ -216,7 +216,7 @@ async fn sample_cluster_lifecycle() -> Result<()> {
     // Editing the spec updates the ConfigMap and the pod template's config hash.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let hash_of = |d: Deployment| {
-        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+        d.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
     };
     let before = hash_of(deployments.get("chat-socket").await?);
     clusters
@@ -438,7 +438,7 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     eventually("the nodes to roll with the new secret", Duration::from_secs(60), || async {
         let d = deployments.get("chat-socket").await?;
-        let t = d.spec.unwrap().template;
+        let t = d.spec.template;
         let rotated = t.metadata.unwrap().annotations.unwrap().get(TURN_ROTATED_ANNOTATION).cloned();
         let env: Vec<_> = t.spec.unwrap().containers[0].env.clone().unwrap().into_iter().map(|e| e.name).collect();
         Ok(rotated.as_deref() == s1.annotations().get(TURN_ROTATED_ANNOTATION).map(String::as_str)

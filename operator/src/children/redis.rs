@@ -95,7 +95,7 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
     };
     StatefulSet {
         metadata: names.meta(names.redis(), COMPONENT),
-        spec: Some(StatefulSetSpec {
+        spec: StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(names.redis()),
             selector: names.selector(COMPONENT),
@@ -113,7 +113,7 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
             },
             volume_claim_templates: claims,
             ..Default::default()
-        }),
+        },
         ..Default::default()
     }
 }
@@ -146,14 +146,14 @@ mod tests {
     fn empty_dir_by_default_claim_when_storage_is_set() {
         let mut rc = mk_cluster();
         let names = Names::of(&rc).unwrap();
-        let s = stateful_set(&rc, &names).spec.unwrap();
+        let s = stateful_set(&rc, &names).spec;
         assert!(s.volume_claim_templates.is_none());
         assert!(s.template.spec.unwrap().volumes.unwrap()[0].empty_dir.is_some());
         rc.spec.redis.managed = Some(ManagedRedisSpec {
             storage: Some("2Gi".into()),
             ..Default::default()
         });
-        let s = stateful_set(&rc, &names).spec.unwrap();
+        let s = stateful_set(&rc, &names).spec;
         let claim = &s.volume_claim_templates.unwrap()[0];
         let req = claim.spec.as_ref().unwrap().resources.as_ref().unwrap();
         assert_eq!(req.requests.as_ref().unwrap()["storage"].0, "2Gi");

@@ -139,7 +139,7 @@ pub fn deployment(rc: &RealtimeCluster, names: &Names, inputs: &PodInputs<'_>) -
     let socket = &rc.spec.socket;
     Deployment {
         metadata: names.meta(names.socket(), COMPONENT),
-        spec: Some(DeploymentSpec {
+        spec: DeploymentSpec {
             replicas: (!autoscaled(rc)).then_some(socket.replicas),
             selector: names.selector(COMPONENT),
             template: pod_template(
@@ -151,7 +151,7 @@ pub fn deployment(rc: &RealtimeCluster, names: &Names, inputs: &PodInputs<'_>) -
                 inputs,
             ),
             ..Default::default()
-        }),
+        },
         ..Default::default()
     }
 }
@@ -222,7 +222,7 @@ pub fn hpa(rc: &RealtimeCluster, names: &Names) -> Option<HorizontalPodAutoscale
     let a = rc.spec.socket.autoscaling.as_ref().filter(|a| a.enabled)?;
     Some(HorizontalPodAutoscaler {
         metadata: names.meta(names.socket(), COMPONENT),
-        spec: Some(HorizontalPodAutoscalerSpec {
+        spec: HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),
                 kind: "Deployment".into(),
@@ -243,7 +243,7 @@ pub fn hpa(rc: &RealtimeCluster, names: &Names) -> Option<HorizontalPodAutoscale
                 ..Default::default()
             }]),
             ..Default::default()
-        }),
+        },
         ..Default::default()
     })
 }
@@ -319,7 +319,7 @@ mod tests {
         let rc = mk_cluster();
         let names = Names::of(&rc).unwrap();
         let d = deployment(&rc, &names, &INPUTS);
-        let spec = d.spec.unwrap();
+        let spec = d.spec;
         assert_eq!(spec.replicas, Some(2));
         let t = spec.template;
         assert_eq!(
@@ -344,8 +344,8 @@ mod tests {
     fn autoscaling_leaves_replicas_to_the_hpa() {
         let rc = mk_full_cluster();
         let names = Names::of(&rc).unwrap();
-        assert_eq!(deployment(&rc, &names, &INPUTS).spec.unwrap().replicas, None);
-        let h = hpa(&rc, &names).unwrap().spec.unwrap();
+        assert_eq!(deployment(&rc, &names, &INPUTS).spec.replicas, None);
+        let h = hpa(&rc, &names).unwrap().spec;
         assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 10));
         assert!(hpa(&mk_cluster(), &names).is_none());
     }
@@ -360,7 +360,8 @@ mod tests {
             i.tls.unwrap()[0].secret_name.as_deref(),
             Some("rt-tls")
         );
-        let backend = &i.rules.unwrap()[0].http.as_ref().unwrap().paths[0].backend;
+        let rules = i.rules.unwrap();
+        let backend = &rules[0].http.as_ref().unwrap().paths[0].backend;
         assert_eq!(backend.service.as_ref().unwrap().name, "chat-socket");
         assert_eq!(endpoint(&rc, &names), "https://rt.example.com");
         let plain = mk_cluster();

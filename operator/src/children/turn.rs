@@ -237,7 +237,7 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
     };
     Deployment {
         metadata: names.meta(names.coturn(), COMPONENT),
-        spec: Some(DeploymentSpec {
+        spec: DeploymentSpec {
             replicas: Some(m.replicas),
             selector: names.selector(COMPONENT),
             template: PodTemplateSpec {
@@ -256,7 +256,7 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
                 }),
             },
             ..Default::default()
-        }),
+        },
         ..Default::default()
     }
 }
@@ -372,7 +372,7 @@ mod tests {
         let names = Names::of(&rc).unwrap();
         let s = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
         let d = coturn_deployment(&names, &ManagedTurnSpec::default(), &s);
-        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        let c = &d.spec.template.spec.unwrap().containers[0];
         let script = &c.command.as_ref().unwrap()[2];
         assert!(script.contains("--static-auth-secret=\"$TURN_SECRET\""));
         assert!(script.contains("TURN_PREVIOUS_SECRET:+"));

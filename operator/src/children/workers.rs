@@ -17,7 +17,7 @@ pub fn deployment(
 ) -> Deployment {
     Deployment {
         metadata: names.meta(names.worker(), COMPONENT),
-        spec: Some(DeploymentSpec {
+        spec: DeploymentSpec {
             replicas: Some(n.workers.replicas),
             selector: names.selector(COMPONENT),
             template: pod_template(
@@ -29,7 +29,7 @@ pub fn deployment(
                 inputs,
             ),
             ..Default::default()
-        }),
+        },
         ..Default::default()
     }
 }
@@ -48,7 +48,7 @@ mod tests {
             turn_rotated_at: Some("2026-01-01T00:00:00Z"),
         };
         let n = rc.spec.notifications.as_ref().unwrap();
-        let d = deployment(&rc, n, &names, &inputs).spec.unwrap();
+        let d = deployment(&rc, n, &names, &inputs).spec;
         assert_eq!(d.replicas, Some(1));
         let t = d.template;
         let ann = t.metadata.unwrap().annotations.unwrap();
