@@ -42,7 +42,51 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "limits.max_rooms_per_user",
     ),
     ("SWITCHBOARD_MAX_PAYLOAD_BYTES", "limits.max_payload_bytes"),
+    ("SWITCHBOARD_STUN_URLS", "webrtc.stun_urls"),
+    ("SWITCHBOARD_TURN_URLS", "webrtc.turn_urls"),
+    ("SWITCHBOARD_TURN_SECRET", "webrtc.turn_secret"),
+    (
+        "SWITCHBOARD_TURN_PREVIOUS_SECRET",
+        "webrtc.turn_previous_secret",
+    ),
+    ("SWITCHBOARD_TURN_TTL", "webrtc.turn_ttl"),
+    ("SWITCHBOARD_RINGING_TIMEOUT", "calls.ringing_timeout"),
+    (
+        "SWITCHBOARD_CALL_DISCONNECT_GRACE",
+        "calls.disconnect_grace",
+    ),
+    (
+        "SWITCHBOARD_MAX_CALL_PARTICIPANTS",
+        "calls.max_participants",
+    ),
+    ("SWITCHBOARD_MONGODB_URI", "calls.mongodb_uri"),
+    ("SWITCHBOARD_MONGODB_DATABASE", "calls.mongodb_database"),
+    ("SWITCHBOARD_KAFKA_BROKERS", "notifications.kafka.brokers"),
+    ("SWITCHBOARD_KAFKA_TOPIC", "notifications.kafka.topic"),
+    ("SWITCHBOARD_KAFKA_GROUP", "notifications.kafka.group"),
+    (
+        "SWITCHBOARD_KAFKA_DLQ_TOPIC",
+        "notifications.kafka.dlq_topic",
+    ),
+    (
+        "SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE",
+        "notifications.fcm.service_account_file",
+    ),
+    ("SWITCHBOARD_FCM_BASE_URL", "notifications.fcm.base_url"),
+    ("SWITCHBOARD_APNS_KEY_FILE", "notifications.apns.key_file"),
+    ("SWITCHBOARD_APNS_KEY_ID", "notifications.apns.key_id"),
+    ("SWITCHBOARD_APNS_TEAM_ID", "notifications.apns.team_id"),
+    ("SWITCHBOARD_APNS_TOPIC", "notifications.apns.topic"),
+    (
+        "SWITCHBOARD_APNS_ENVIRONMENT",
+        "notifications.apns.environment",
+    ),
+    ("SWITCHBOARD_SMTP_URL", "notifications.email.smtp_url"),
+    ("SWITCHBOARD_EMAIL_FROM", "notifications.email.from"),
 ];
+
+/// APNs environments.
+pub const APNS_ENVIRONMENTS: &[&str] = &["production", "sandbox"];
 
 /// The whole data plane configuration, as the operator renders it into a ConfigMap.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -63,6 +107,9 @@ pub struct DataplaneConfig {
     pub chat: ChatConfig,
     pub presence: PresenceConfig,
     pub limits: LimitsConfig,
+    pub webrtc: WebrtcConfig,
+    pub calls: CallsConfig,
+    pub notifications: NotificationsConfig,
 }
 
 /// Redis connection. Without a URL the node runs alone with in-memory state.
@@ -183,6 +230,9 @@ impl Default for DataplaneConfig {
             chat: ChatConfig::default(),
             presence: PresenceConfig::default(),
             limits: LimitsConfig::default(),
+            webrtc: WebrtcConfig::default(),
+            calls: CallsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -265,6 +315,205 @@ impl Default for LimitsConfig {
             max_rooms_per_user: 500,
         }
     }
+}
+
+/// ICE servers handed to clients by `webrtc:get-ice-servers`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebrtcConfig {
+    /// `stun:host:port` URLs (environment: comma-separated).
+    pub stun_urls: Vec<String>,
+    /// `turn:` / `turns:` URLs (environment: comma-separated). Needs `turn_secret`.
+    pub turn_urls: Vec<String>,
+    /// coturn `static-auth-secret`: TURN REST credentials are signed with it.
+    pub turn_secret: Option<String>,
+    /// The secret before the last rotation; coturn still accepts it, so credentials
+    /// issued before a rotation keep working until they expire.
+    pub turn_previous_secret: Option<String>,
+    /// Lifetime of issued TURN credentials.
+    pub turn_ttl: HumanDuration,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_previous_secret: None,
+            turn_ttl: HumanDuration::from_secs(86_400),
+        }
+    }
+}
+
+/// Calls: timers, sizes, history and quality thresholds.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// An unanswered call ends as `timeout` after this long.
+    pub ringing_timeout: HumanDuration,
+    /// A participant whose last /webrtc socket went away leaves the call
+    /// (`disconnected`) unless one comes back within this long.
+    pub disconnect_grace: HumanDuration,
+    /// Most participants of a group call, the initiator included.
+    pub max_participants: usize,
+    /// `mongodb://…` for call history. Unset: a bounded in-memory history.
+    pub mongodb_uri: Option<String>,
+    /// Database holding the `calls` collection.
+    pub mongodb_database: String,
+    /// Ended calls kept per tenant in memory when no MongoDB is configured.
+    pub memory_history_max: usize,
+    pub quality: QualityThresholds,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            ringing_timeout: HumanDuration::from_secs(30),
+            disconnect_grace: HumanDuration::from_secs(10),
+            max_participants: 8,
+            mongodb_uri: None,
+            mongodb_database: "switchboard".into(),
+            memory_history_max: 10_000,
+            quality: QualityThresholds::default(),
+        }
+    }
+}
+
+/// A quality report past one of these raises the matching issue.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityThresholds {
+    /// `high_latency` above this round-trip time.
+    pub max_latency_ms: f64,
+    /// `packet_loss` above this percentage.
+    pub max_packet_loss_percentage: f64,
+    /// `high_jitter` above this.
+    pub max_jitter_ms: f64,
+    /// `low_bitrate` below this.
+    pub min_bitrate_kbps: f64,
+}
+
+impl Default for QualityThresholds {
+    fn default() -> Self {
+        Self {
+            max_latency_ms: 300.0,
+            max_packet_loss_percentage: 5.0,
+            max_jitter_ms: 30.0,
+            min_bitrate_kbps: 100.0,
+        }
+    }
+}
+
+/// Notifications: in-app store, Kafka, push providers, email.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// In-app notifications kept per user (oldest dropped first).
+    pub max_in_app_per_user: usize,
+    pub kafka: KafkaConfig,
+    pub fcm: FcmConfig,
+    pub apns: ApnsConfig,
+    pub email: EmailConfig,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            max_in_app_per_user: 500,
+            kafka: KafkaConfig::default(),
+            fcm: FcmConfig::default(),
+            apns: ApnsConfig::default(),
+            email: EmailConfig::default(),
+        }
+    }
+}
+
+/// Kafka. Without brokers, `POST /api/v1/notifications` delivers directly.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port` bootstrap servers (environment: comma-separated).
+    pub brokers: Vec<String>,
+    /// Topic notifications are produced to and consumed from.
+    pub topic: String,
+    /// Consumer group of `switchboard worker`.
+    pub group: String,
+    /// Where malformed messages go, with the reason.
+    pub dlq_topic: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: Vec::new(),
+            topic: "notifications".into(),
+            group: "switchboard-workers".into(),
+            dlq_topic: "notifications-dlq".into(),
+        }
+    }
+}
+
+/// Firebase Cloud Messaging HTTP v1. Unset `service_account_file`: no FCM push.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FcmConfig {
+    /// Service-account JSON (its `project_id`, `client_email`, `private_key`, `token_uri`).
+    pub service_account_file: Option<String>,
+    /// Base URL of the FCM API.
+    pub base_url: String,
+    /// Attempts per message for retryable errors (429, 500, 503).
+    pub max_attempts: u32,
+}
+
+impl Default for FcmConfig {
+    fn default() -> Self {
+        Self {
+            service_account_file: None,
+            base_url: "https://fcm.googleapis.com".into(),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// Apple Push Notification service, token (.p8) auth. Set all of `key_file`,
+/// `key_id`, `team_id` and `topic`, or none.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// The .p8 signing key.
+    pub key_file: Option<String>,
+    pub key_id: Option<String>,
+    pub team_id: Option<String>,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: Option<String>,
+    /// `production` or `sandbox`; a device's own environment wins.
+    pub environment: String,
+    /// Attempts per message for retryable errors (429, 5xx).
+    pub max_attempts: u32,
+}
+
+impl Default for ApnsConfig {
+    fn default() -> Self {
+        Self {
+            key_file: None,
+            key_id: None,
+            team_id: None,
+            topic: None,
+            environment: "production".into(),
+            max_attempts: 5,
+        }
+    }
+}
+
+/// The email channel. Unset `smtp_url`: no email.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// `smtp://[user:pass@]host:port` (STARTTLS when offered) or `smtps://…`.
+    pub smtp_url: Option<String>,
+    /// `From:` address; required with `smtp_url`.
+    pub from: Option<String>,
 }
 
 /// Node ids end up in presence entries and metrics: 1–64 of `A-Z a-z 0-9 - _ .`.
@@ -360,6 +609,13 @@ impl DataplaneConfig {
         fn dur(key: &str, v: &str) -> Result<HumanDuration, ConfigError> {
             HumanDuration::parse(v).map_err(|e| err(key, e.to_string()))
         }
+        fn list(v: &str) -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
         match key {
             "listen" => self.listen = value.to_owned(),
             "node_id" => self.node_id = opt(value),
@@ -385,6 +641,45 @@ impl DataplaneConfig {
             "limits.max_payload_bytes" => self.limits.max_payload_bytes = num(key, value)?,
             "limits.abuse_threshold" => self.limits.abuse_threshold = num(key, value)?,
             "limits.abuse_window" => self.limits.abuse_window = dur(key, value)?,
+            "webrtc.stun_urls" => self.webrtc.stun_urls = list(value),
+            "webrtc.turn_urls" => self.webrtc.turn_urls = list(value),
+            "webrtc.turn_secret" => self.webrtc.turn_secret = opt(value),
+            "webrtc.turn_previous_secret" => self.webrtc.turn_previous_secret = opt(value),
+            "webrtc.turn_ttl" => self.webrtc.turn_ttl = dur(key, value)?,
+            "calls.ringing_timeout" => self.calls.ringing_timeout = dur(key, value)?,
+            "calls.disconnect_grace" => self.calls.disconnect_grace = dur(key, value)?,
+            "calls.max_participants" => self.calls.max_participants = num(key, value)?,
+            "calls.mongodb_uri" => self.calls.mongodb_uri = opt(value),
+            "calls.mongodb_database" => self.calls.mongodb_database = value.to_owned(),
+            "calls.memory_history_max" => self.calls.memory_history_max = num(key, value)?,
+            "notifications.max_in_app_per_user" => {
+                self.notifications.max_in_app_per_user = num(key, value)?
+            }
+            "notifications.kafka.brokers" => self.notifications.kafka.brokers = list(value),
+            "notifications.kafka.topic" => self.notifications.kafka.topic = value.to_owned(),
+            "notifications.kafka.group" => self.notifications.kafka.group = value.to_owned(),
+            "notifications.kafka.dlq_topic" => {
+                self.notifications.kafka.dlq_topic = value.to_owned()
+            }
+            "notifications.fcm.service_account_file" => {
+                self.notifications.fcm.service_account_file = opt(value)
+            }
+            "notifications.fcm.base_url" => self.notifications.fcm.base_url = value.to_owned(),
+            "notifications.fcm.max_attempts" => {
+                self.notifications.fcm.max_attempts = num(key, value)?
+            }
+            "notifications.apns.key_file" => self.notifications.apns.key_file = opt(value),
+            "notifications.apns.key_id" => self.notifications.apns.key_id = opt(value),
+            "notifications.apns.team_id" => self.notifications.apns.team_id = opt(value),
+            "notifications.apns.topic" => self.notifications.apns.topic = opt(value),
+            "notifications.apns.environment" => {
+                self.notifications.apns.environment = value.to_owned()
+            }
+            "notifications.apns.max_attempts" => {
+                self.notifications.apns.max_attempts = num(key, value)?
+            }
+            "notifications.email.smtp_url" => self.notifications.email.smtp_url = opt(value),
+            "notifications.email.from" => self.notifications.email.from = opt(value),
             _ => {
                 let known: Vec<_> = ENV_KEYS.iter().map(|(_, k)| *k).collect();
                 return Err(err(
@@ -507,10 +802,232 @@ impl DataplaneConfig {
                 "must be between 1 and 100000",
             ));
         }
+        self.validate_webrtc(&mut errors);
+        self.validate_calls(&mut errors);
+        self.validate_notifications(&mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(ConfigErrors(errors))
+        }
+    }
+
+    fn validate_webrtc(&self, errors: &mut Vec<ConfigError>) {
+        let w = &self.webrtc;
+        for u in &w.stun_urls {
+            if !(u.starts_with("stun:") || u.starts_with("stuns:")) {
+                errors.push(err(
+                    "webrtc.stun_urls",
+                    format!("{u:?} must start with stun: or stuns:"),
+                ));
+            }
+        }
+        for u in &w.turn_urls {
+            if !(u.starts_with("turn:") || u.starts_with("turns:")) {
+                errors.push(err(
+                    "webrtc.turn_urls",
+                    format!("{u:?} must start with turn: or turns:"),
+                ));
+            }
+        }
+        if !w.turn_urls.is_empty() && w.turn_secret.is_none() {
+            errors.push(err(
+                "webrtc.turn_secret",
+                "required when webrtc.turn_urls is set (coturn's static-auth-secret)",
+            ));
+        }
+        for (key, secret) in [
+            ("webrtc.turn_secret", &w.turn_secret),
+            ("webrtc.turn_previous_secret", &w.turn_previous_secret),
+        ] {
+            if secret.as_ref().is_some_and(|s| s.len() < 16) {
+                errors.push(err(key, "must be at least 16 bytes"));
+            }
+        }
+        if w.turn_previous_secret.is_some() && w.turn_secret.is_none() {
+            errors.push(err(
+                "webrtc.turn_previous_secret",
+                "set only together with webrtc.turn_secret",
+            ));
+        }
+        let ttl = w.turn_ttl.0.as_secs();
+        if !(60..=7 * 86_400).contains(&ttl) {
+            errors.push(err("webrtc.turn_ttl", "must be between 1m and 7d"));
+        }
+    }
+
+    fn validate_calls(&self, errors: &mut Vec<ConfigError>) {
+        let c = &self.calls;
+        if c.ringing_timeout.0.as_secs() < 1 || c.ringing_timeout.0.as_secs() > 600 {
+            errors.push(err("calls.ringing_timeout", "must be between 1s and 10m"));
+        }
+        if c.disconnect_grace.0.as_secs() > 300 {
+            errors.push(err("calls.disconnect_grace", "must be at most 5m"));
+        }
+        if !(2..=100).contains(&c.max_participants) {
+            errors.push(err("calls.max_participants", "must be between 2 and 100"));
+        }
+        if let Some(uri) = &c.mongodb_uri
+            && !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://"))
+        {
+            errors.push(err(
+                "calls.mongodb_uri",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+        let db = &c.mongodb_database;
+        if db.is_empty() || db.len() > 63 || db.contains(['/', '\\', '.', ' ', '"', '$']) {
+            errors.push(err(
+                "calls.mongodb_database",
+                "must be 1 to 63 characters without / \\ . space \" $",
+            ));
+        }
+        if !(1..=1_000_000).contains(&c.memory_history_max) {
+            errors.push(err(
+                "calls.memory_history_max",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let q = &c.quality;
+        for (key, v) in [
+            ("calls.quality.max_latency_ms", q.max_latency_ms),
+            (
+                "calls.quality.max_packet_loss_percentage",
+                q.max_packet_loss_percentage,
+            ),
+            ("calls.quality.max_jitter_ms", q.max_jitter_ms),
+            ("calls.quality.min_bitrate_kbps", q.min_bitrate_kbps),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                errors.push(err(key, "must be a number >= 0"));
+            }
+        }
+        if q.max_packet_loss_percentage > 100.0 {
+            errors.push(err(
+                "calls.quality.max_packet_loss_percentage",
+                "must be at most 100",
+            ));
+        }
+    }
+
+    fn validate_notifications(&self, errors: &mut Vec<ConfigError>) {
+        let n = &self.notifications;
+        if !(1..=100_000).contains(&n.max_in_app_per_user) {
+            errors.push(err(
+                "notifications.max_in_app_per_user",
+                "must be between 1 and 100000",
+            ));
+        }
+        let k = &n.kafka;
+        for b in &k.brokers {
+            let ok = b
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                errors.push(err(
+                    "notifications.kafka.brokers",
+                    format!("{b:?} is not host:port"),
+                ));
+            }
+        }
+        let topic_ok = |t: &str| {
+            (1..=249).contains(&t.len())
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        for (key, t) in [
+            ("notifications.kafka.topic", &k.topic),
+            ("notifications.kafka.group", &k.group),
+            ("notifications.kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            if !topic_ok(t) {
+                errors.push(err(
+                    key,
+                    "must be 1 to 249 characters of A-Z, a-z, 0-9, '.', '_', '-'",
+                ));
+            }
+        }
+        if k.topic == k.dlq_topic {
+            errors.push(err(
+                "notifications.kafka.dlq_topic",
+                "must differ from notifications.kafka.topic",
+            ));
+        }
+        let f = &n.fcm;
+        if !(f.base_url.starts_with("https://") || f.base_url.starts_with("http://")) {
+            errors.push(err(
+                "notifications.fcm.base_url",
+                "must start with https:// or http://",
+            ));
+        }
+        if let Some(path) = &f.service_account_file
+            && !Path::new(path).is_file()
+        {
+            errors.push(err(
+                "notifications.fcm.service_account_file",
+                format!("{path:?} is not a readable file"),
+            ));
+        }
+        let a = &n.apns;
+        let parts = [
+            ("notifications.apns.key_file", &a.key_file),
+            ("notifications.apns.key_id", &a.key_id),
+            ("notifications.apns.team_id", &a.team_id),
+            ("notifications.apns.topic", &a.topic),
+        ];
+        if parts.iter().any(|(_, v)| v.is_some()) {
+            for (key, v) in parts {
+                if v.is_none() {
+                    errors.push(err(
+                        key,
+                        "required when any of notifications.apns.key_file, key_id, team_id, topic is set",
+                    ));
+                }
+            }
+        }
+        if let Some(path) = &a.key_file
+            && !Path::new(path).is_file()
+        {
+            errors.push(err(
+                "notifications.apns.key_file",
+                format!("{path:?} is not a readable file"),
+            ));
+        }
+        if !APNS_ENVIRONMENTS.contains(&a.environment.as_str()) {
+            errors.push(err(
+                "notifications.apns.environment",
+                format!(
+                    "{:?} is not allowed; allowed values: {}",
+                    a.environment,
+                    APNS_ENVIRONMENTS.join(", ")
+                ),
+            ));
+        }
+        for (key, attempts) in [
+            ("notifications.fcm.max_attempts", f.max_attempts),
+            ("notifications.apns.max_attempts", a.max_attempts),
+        ] {
+            if !(1..=20).contains(&attempts) {
+                errors.push(err(key, "must be between 1 and 20"));
+            }
+        }
+        let e = &n.email;
+        if let Some(url) = &e.smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                errors.push(err(
+                    "notifications.email.smtp_url",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+            if e.from.is_none() {
+                errors.push(err(
+                    "notifications.email.from",
+                    "required when notifications.email.smtp_url is set",
+                ));
+            }
+        }
+        if e.from.as_ref().is_some_and(|f| !f.contains('@')) {
+            errors.push(err("notifications.email.from", "must be an email address"));
         }
     }
 
@@ -648,6 +1165,42 @@ mod tests {
                 .to_string()
                 .contains("typing")
         );
+    }
+
+    #[test]
+    fn webrtc_calls_and_notification_keys_are_checked() {
+        let mut c = mk_valid();
+        c.set(
+            "webrtc.turn_urls",
+            "turn:127.0.0.1:3478?transport=udp, http://x",
+        )
+        .unwrap();
+        c.set("calls.max_participants", "1").unwrap();
+        c.set("notifications.kafka.brokers", "127.0.0.1:9092,nohost")
+            .unwrap();
+        c.set("notifications.apns.key_id", "ABC").unwrap();
+        c.set("notifications.email.smtp_url", "smtp://127.0.0.1:25")
+            .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        for needle in [
+            "webrtc.turn_urls (SWITCHBOARD_TURN_URLS): \"http://x\"",
+            "webrtc.turn_secret (SWITCHBOARD_TURN_SECRET): required",
+            "calls.max_participants (SWITCHBOARD_MAX_CALL_PARTICIPANTS)",
+            "notifications.kafka.brokers (SWITCHBOARD_KAFKA_BROKERS): \"nohost\"",
+            "notifications.apns.team_id (SWITCHBOARD_APNS_TEAM_ID): required",
+            "notifications.email.from (SWITCHBOARD_EMAIL_FROM): required",
+        ] {
+            assert!(e.contains(needle), "missing {needle:?} in {e}");
+        }
+        assert_eq!(c.webrtc.turn_urls.len(), 2);
+        let mut ok = mk_valid();
+        ok.set("webrtc.turn_urls", "turn:127.0.0.1:3478").unwrap();
+        ok.set("webrtc.turn_secret", "s".repeat(16).as_str())
+            .unwrap();
+        ok.set("webrtc.turn_ttl", "1h").unwrap();
+        ok.set("notifications.kafka.brokers", "127.0.0.1:9092")
+            .unwrap();
+        ok.validate().expect("valid");
     }
 
     #[test]
