@@ -653,19 +653,19 @@ pub struct LimitsSpec {
     /// Largest Socket.IO packet accepted, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1024, max = 16777216))]
-    pub max_payload_bytes: Option<u64>,
+    pub max_payload_bytes: Option<i64>,
     /// Largest chat message body, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1048576))]
-    pub max_message_bytes: Option<u64>,
+    pub max_message_bytes: Option<i64>,
     /// Rooms a user may belong to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
-    pub max_rooms_per_user: Option<u64>,
+    pub max_rooms_per_user: Option<i64>,
     /// Messages kept per room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 10000000))]
-    pub history_max_len: Option<u64>,
+    pub history_max_len: Option<i64>,
 }
 
 // === Ingress, monitoring ===

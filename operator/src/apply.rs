@@ -66,7 +66,13 @@ pub async fn delete_owned(
     owner_uid: &str,
 ) -> Result<bool, kube::Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, resource);
-    let Some(live) = api.get_opt(name).await? else {
+    let live = match api.get_opt(name).await {
+        Ok(live) => live,
+        // A kind whose API is not installed (no ServiceMonitor CRD) answers a bare 404.
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    let Some(live) = live else {
         return Ok(false);
     };
     let owned = live

@@ -165,8 +165,6 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             secrets.insert(r.name.clone(), secrets_api.get_opt(&r.name).await?);
         }
     }
-    let rendered = config::dataplane_config(&rc, &names);
-    let problems = spec_problems(&rc, &rendered, &secrets);
 
     // The TURN secret: generated once, rotated on schedule.
     let turn_state = match &rc.spec.turn {
@@ -202,6 +200,8 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
         }
         None => None,
     };
+
+    let problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
 
     let wants_monitor = rc
         .spec

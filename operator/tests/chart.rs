@@ -143,12 +143,15 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
         .await?;
     }
     let ns = fresh_namespace(&client, "op-helm").await?;
+    // Cluster-scoped objects (ClusterRoles) are named after the release: one per run.
+    let release = unique_name("sb");
+    let fullname = format!("{release}-switchboard");
     let home = scratch("sb-helm-install");
     let chart = chart();
     let (ok, out) = helm(
         &home,
         &[
-            "install", "sb", &chart, "--namespace", &ns, "--kubeconfig", &kubeconfig,
+            "install", &release, &chart, "--namespace", &ns, "--kubeconfig", &kubeconfig,
             "--wait", "--timeout", "120s",
         ],
     )?;
@@ -156,12 +159,12 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
     assert!(out.contains("The Switchboard operator is installed"), "NOTES missing: {out}");
     let crd = crds.get(CRD).await?;
     assert_eq!(crd.spec.group, "switchboard.dev");
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get("sb-switchboard").await?;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get(&fullname).await?;
     assert_eq!(deployment.status.and_then(|s| s.ready_replicas), Some(1));
 
     // The real binary, as the chart's ServiceAccount, reconciles a cluster elsewhere.
     let dir = scratch("sb-operator-run");
-    let as_sa = impersonating_kubeconfig(&dir, &format!("system:serviceaccount:{ns}:sb-switchboard"))?;
+    let as_sa = impersonating_kubeconfig(&dir, &format!("system:serviceaccount:{ns}:{fullname}"))?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
@@ -200,7 +203,7 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
     assert!(metrics.contains("switchboard_operator_reconciles_total"), "{metrics}");
     assert!(!metrics.contains("switchboard_operator_reconcile_errors_total{"), "errors while reconciling:\n{metrics}");
 
-    let (ok, out) = helm(&home, &["uninstall", "sb", "--namespace", &ns, "--kubeconfig", &kubeconfig])?;
+    let (ok, out) = helm(&home, &["uninstall", &release, "--namespace", &ns, "--kubeconfig", &kubeconfig])?;
     assert!(ok, "{out}");
     delete_namespace(&client, &apps).await;
     delete_namespace(&client, &ns).await;

@@ -121,14 +121,29 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
     let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get(&format!("{cluster}-config"))
         .await?;
-    let text = cm.data.unwrap()[CONFIG_KEY].clone();
+    let mut text = cm.data.unwrap()[CONFIG_KEY].clone();
     let dir = std::env::temp_dir().join(unique_name("sb-config-check"));
     std::fs::create_dir_all(&dir)?;
-    let file = dir.join("switchboard.yaml");
-    std::fs::write(&file, &text)?;
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
         .get(&format!("{cluster}-socket"))
         .await?;
+    // Secret volumes as the kubelet mounts them, under `dir` instead of `/`.
+    let pod = deployment.spec.template.spec.clone().unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for mount in pod.containers[0].volume_mounts.iter().flatten() {
+        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
+        let Some(source) = &volume.secret else { continue };
+        let secret = secrets.get(source.secret_name.as_deref().unwrap()).await?;
+        let target = dir.join(mount.mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&target)?;
+        for item in source.items.iter().flatten() {
+            let data = &secret.data.as_ref().unwrap()[&item.key];
+            std::fs::write(target.join(&item.path), &data.0)?;
+        }
+        text = text.replace(&mount.mount_path, &target.display().to_string());
+    }
+    let file = dir.join("switchboard.yaml");
+    std::fs::write(&file, &text)?;
     let env = pod_env(client, ns, &deployment).await?;
     let out = std::process::Command::new(&bin)
         .args(["config", "check"])
@@ -228,7 +243,7 @@ async fn sample_cluster_lifecycle() -> Result<()> {
         .await?;
     eventually("the new config to roll out", Duration::from_secs(60), || async {
         let d = deployments.get("chat-socket").await?;
-        let replicas = d.spec.as_ref().and_then(|s| s.replicas);
+        let replicas = d.spec.replicas;
         Ok(hash_of(d) != before && replicas == Some(3))
     })
     .await?;

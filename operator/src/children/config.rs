@@ -62,6 +62,46 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
     if jwt.public_key_ref.is_some() {
         c.jwt.public_key_file = Some(JWT_KEY_FILE.into());
     }
+    if let Some(t) = &spec.turn {
+        c.webrtc.stun_urls = t.stun_urls.clone();
+        c.webrtc.turn_urls = t.urls.clone();
+        if t.urls.is_empty() && t.managed.as_ref().is_some_and(|m| m.enabled) {
+            // Only the managed coturn: its in-cluster address.
+            c.webrtc.turn_urls = vec![format!(
+                "turn:{}.{}.svc:{}",
+                names.coturn(),
+                names.namespace,
+                super::turn::TURN_PORT
+            )];
+        }
+        c.webrtc.turn_ttl = t.credential_ttl;
+    }
+    if let Some(h) = &spec.call_history {
+        c.calls.mongodb_database = h.mongodb.database.clone();
+    }
+    if let Some(n) = &spec.notifications {
+        let k = &mut c.notifications.kafka;
+        k.brokers = n.kafka.brokers.clone();
+        k.topic = n.kafka.topic.clone();
+        k.group = n.kafka.group.clone();
+        if let Some(dlq) = &n.kafka.dlq_topic {
+            k.dlq_topic = dlq.clone();
+        }
+        if n.fcm.is_some() {
+            c.notifications.fcm.service_account_file = Some(FCM_FILE.into());
+        }
+        if let Some(a) = &n.apns {
+            let apns = &mut c.notifications.apns;
+            apns.key_file = Some(APNS_FILE.into());
+            apns.key_id = Some(a.key_id.clone());
+            apns.team_id = Some(a.team_id.clone());
+            apns.topic = Some(a.topic.clone());
+            apns.environment = a.environment.as_str().into();
+        }
+        if let Some(e) = &n.email {
+            c.notifications.email.from = Some(e.from.clone());
+        }
+    }
     if let Some(p) = &spec.presence {
         if let Some(d) = p.idle_timeout {
             c.presence.idle_timeout = d;
@@ -71,17 +111,19 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
         }
     }
     if let Some(l) = &spec.limits {
+        // The schema keeps these positive; a negative one would become 0 and be refused
+        // by the data plane's validation, naming the key.
         if let Some(v) = l.max_payload_bytes {
-            c.limits.max_payload_bytes = v;
+            c.limits.max_payload_bytes = u64::try_from(v).unwrap_or(0);
         }
         if let Some(v) = l.max_message_bytes {
-            c.chat.max_message_bytes = usize::try_from(v).unwrap_or(usize::MAX);
+            c.chat.max_message_bytes = usize::try_from(v).unwrap_or(0);
         }
         if let Some(v) = l.max_rooms_per_user {
-            c.limits.max_rooms_per_user = usize::try_from(v).unwrap_or(usize::MAX);
+            c.limits.max_rooms_per_user = usize::try_from(v).unwrap_or(0);
         }
         if let Some(v) = l.history_max_len {
-            c.chat.history_max_len = v;
+            c.chat.history_max_len = u64::try_from(v).unwrap_or(0);
         }
     }
     c
@@ -320,6 +362,18 @@ mod tests {
         assert!(back.jwt.secret.is_none());
         assert!(back.redis.url.is_none(), "external Redis comes from the env");
         assert!(back.admin_token.is_none() && back.service_token.is_none());
+        assert!(back.webrtc.turn_secret.is_none() && back.calls.mongodb_uri.is_none());
+        assert_eq!(back.webrtc.turn_urls, ["turn:turn.example.com:3478"]);
+        assert_eq!(back.webrtc.turn_ttl.to_string(), "1h");
+        assert_eq!(back.notifications.kafka.brokers, ["kafka:9092"]);
+        assert_eq!(back.notifications.kafka.dlq_topic, "notify.dlq");
+        assert_eq!(back.notifications.apns.key_file.as_deref(), Some(APNS_FILE));
+        assert_eq!(back.notifications.apns.environment, "sandbox");
+        assert_eq!(
+            back.notifications.fcm.service_account_file.as_deref(),
+            Some(FCM_FILE)
+        );
+        assert_eq!(back.calls.mongodb_database, "calls");
     }
 
     #[test]
