@@ -12,6 +12,8 @@ pub struct Workload {
     pub desired: i32,
     pub ready: i32,
     pub updated: i32,
+    /// Pods of every revision (old ones linger while a rollout finishes).
+    pub total: i32,
     /// The workload's controller has seen its latest spec.
     pub current: bool,
 }
@@ -24,6 +26,7 @@ impl Workload {
             desired,
             ready: s.ready_replicas.unwrap_or(0),
             updated: s.updated_replicas.unwrap_or(0),
+            total: s.replicas.unwrap_or(0),
             current: s.observed_generation >= d.metadata.generation,
         }
     }
@@ -35,12 +38,16 @@ impl Workload {
             desired,
             ready: s.ready_replicas.unwrap_or(0),
             updated: s.updated_replicas.unwrap_or(0),
+            total: s.replicas,
             current: s.observed_generation >= d.metadata.generation,
         }
     }
 
     fn ready(&self) -> bool {
-        self.current && self.ready >= self.desired && self.updated >= self.desired
+        self.current
+            && self.ready == self.desired
+            && self.updated == self.desired
+            && self.total == self.desired
     }
 
     fn component(&self, prefix: &str) -> ComponentStatus {
@@ -233,6 +240,7 @@ mod tests {
             desired,
             ready,
             updated: desired,
+            total: desired,
             current: true,
         }
     }
@@ -276,6 +284,20 @@ mod tests {
         assert_eq!(cond(&s, "Ready").reason, "ComponentsNotReady");
         assert!(cond(&s, "Ready").message.contains("socket 1/2"));
         assert_eq!(cond(&s, "Progressing").status, "True");
+    }
+
+    #[test]
+    fn a_rollout_with_old_pods_left_is_not_ready() {
+        let mut f = mk_facts();
+        f.socket = Some(Workload {
+            desired: 3,
+            ready: 4,
+            updated: 3,
+            total: 4,
+            current: true,
+        });
+        let s = decide(&f, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(s.phase.as_deref(), Some("Progressing"));
     }
 
     #[test]
