@@ -21,6 +21,8 @@ use crate::duration::HumanDuration;
 pub const GROUP: &str = "switchboard.dev";
 
 /// A Switchboard installation: socket nodes, Redis, TURN, notification workers.
+// Each `printcolumn(...)` repeats `type_`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[kube(
     group = "switchboard.dev",
@@ -642,7 +644,11 @@ pub struct PresenceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<HumanDuration>,
     /// TTL of each node's heartbeat; a dead node's connections expire within twice this.
-    #[serde(default, rename = "heartbeatTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "heartbeatTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub heartbeat_ttl: Option<HumanDuration>,
 }
 

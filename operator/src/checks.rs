@@ -49,8 +49,18 @@ fn spec_field(key: &str) -> &'static str {
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    let data = secret.data.as_ref().and_then(|d| d.get(key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-    data.or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+    data.or_else(|| {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .cloned()
+    })
 }
 
 /// `secrets` maps every Secret name the spec references to what the API server returned;
@@ -105,7 +115,11 @@ pub fn spec_problems(
         }
         secret_value(secrets.get(&r.name)?.as_ref()?, &r.key)
     };
-    let env_errors = config.apply_env(lookup).err().map(|e| e.0).unwrap_or_default();
+    let env_errors = config
+        .apply_env(lookup)
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
     let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
     for e in env_errors.into_iter().chain(errors) {
         let mounted = MOUNTED_FILES.iter().any(|(k, _)| *k == e.key);
@@ -175,7 +189,9 @@ mod tests {
         let p = problems(&rc, &[("jwt", secret("secret", "short"))]);
         assert_eq!(
             p,
-            ["spec.auth.jwt.secretRef: jwt.secret (SWITCHBOARD_JWT_SECRET): must be at least 32 bytes"]
+            [
+                "spec.auth.jwt.secretRef: jwt.secret (SWITCHBOARD_JWT_SECRET): must be at least 32 bytes"
+            ]
         );
     }
 

@@ -59,7 +59,11 @@ impl Desired {
     /// the operator stops setting count as a difference, so the next apply removes it.
     fn stamp(&mut self) {
         let hash = config::content_hash(&self.object.to_string());
-        if let Some(meta) = self.object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        if let Some(meta) = self
+            .object
+            .get_mut("metadata")
+            .and_then(|m| m.as_object_mut())
+        {
             let ann = meta
                 .entry("annotations")
                 .or_insert_with(|| serde_json::json!({}));
@@ -108,7 +112,10 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
         d.map(|d| out.push(d))
             .map_err(|source| BuildError::Serialize { what, source })
     };
-    push("ServiceAccount", Desired::of(&meta::service_account(&names)))?;
+    push(
+        "ServiceAccount",
+        Desired::of(&meta::service_account(&names)),
+    )?;
     push("ConfigMap", Desired::of(&rendered.config_map))?;
     if let Some(t) = &observed.turn {
         push("Secret", Desired::of(&turn::secret(&names, t)))?;
@@ -121,7 +128,10 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
         config_hash: &rendered.hash,
         turn_rotated_at: observed.turn.as_ref().map(|t| t.rotated_at.as_str()),
     };
-    push("Deployment", Desired::of(&socket::deployment(rc, &names, &pod)))?;
+    push(
+        "Deployment",
+        Desired::of(&socket::deployment(rc, &names, &pod)),
+    )?;
     push("Service", Desired::of(&socket::service(rc, &names)))?;
     push("Service", Desired::of(&socket::headless_service(&names)))?;
     push("PodDisruptionBudget", Desired::of(&socket::pdb(&names)))?;
@@ -144,12 +154,7 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
             Desired::of(&workers::deployment(rc, n, &names, &pod)),
         )?;
     }
-    if spec
-        .monitoring
-        .as_ref()
-        .is_some_and(|m| m.service_monitor)
-        && observed.service_monitor_crd
-    {
+    if spec.monitoring.as_ref().is_some_and(|m| m.service_monitor) && observed.service_monitor_crd {
         out.push(monitor::service_monitor(&names));
     }
     for d in &mut out {

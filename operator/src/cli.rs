@@ -37,7 +37,11 @@ pub enum Command {
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "SWITCHBOARD_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SWITCHBOARD_OPERATOR_WATCH_NAMESPACE")]
@@ -46,13 +50,21 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "SWITCHBOARD_OPERATOR_LEASE", default_value = "switchboard-operator")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OPERATOR_LEASE",
+        default_value = "switchboard-operator"
+    )]
     pub lease_name: String,
     /// This replica's identity in the Lease (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// How long a Lease lasts without renewal.
-    #[arg(long, env = "SWITCHBOARD_OPERATOR_LEASE_DURATION", default_value = "15s")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OPERATOR_LEASE_DURATION",
+        default_value = "15s"
+    )]
     pub lease_duration: HumanDuration,
     /// `text` or `json`.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", default_value = "text",
@@ -161,7 +173,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(identity = %identity, lease = %args.lease_name, "leading");
     health.metrics.leader.set(1);
     let ctx = Context::new(client, health.metrics.clone(), Some(identity));
-    let controller = run_controller(ctx, args.watch_namespace.as_deref(), stopped(stop_rx.clone()));
+    let controller = run_controller(
+        ctx,
+        args.watch_namespace.as_deref(),
+        stopped(stop_rx.clone()),
+    );
     tokio::pin!(controller);
     let (lost, controller_done) = tokio::select! {
         _ = &mut signal => (false, false),
@@ -176,7 +192,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     health.metrics.leader.set(0);
     if lost {
         let _ = http.await;
-        anyhow::bail!("lost the leader Lease {}; exiting so no two replicas write", args.lease_name);
+        anyhow::bail!(
+            "lost the leader Lease {}; exiting so no two replicas write",
+            args.lease_name
+        );
     }
     if let Err(e) = elector.release().await {
         warn!(error = %e, "releasing the Lease failed; another replica takes over when it expires");

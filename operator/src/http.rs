@@ -24,7 +24,11 @@ async fn readyz(State(h): State<Health>) -> Response {
     if h.ready.load(Ordering::Relaxed) {
         "ready".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "API server not reached yet").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "API server not reached yet",
+        )
+            .into_response()
     }
 }
 

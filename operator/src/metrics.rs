@@ -136,7 +136,10 @@ mod tests {
             text.contains("switchboard_operator_reconcile_errors_total{kind=\"kube\"} 2"),
             "{text}"
         );
-        assert!(text.contains("switchboard_operator_reconciles_total 1"), "{text}");
+        assert!(
+            text.contains("switchboard_operator_reconciles_total 1"),
+            "{text}"
+        );
         assert!(text.contains("switchboard_operator_reconcile_duration_seconds_count 1"));
     }
 }

@@ -300,8 +300,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             },
         ),
     };
-    let workers =
-        observe_deployment(rc.spec.notifications.is_some(), names.worker()).await?;
+    let workers = observe_deployment(rc.spec.notifications.is_some(), names.worker()).await?;
     let coturn = observe_deployment(turn::managed(&rc).is_some(), names.coturn()).await?;
     let facts = Facts {
         generation: rc.metadata.generation,
@@ -395,7 +394,8 @@ pub async fn run_controller(
             None => Api::all(client.clone()),
         }
     }
-    let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
+    let owned =
+        || watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
     Controller::new(
         api::<RealtimeCluster>(&client, namespace),
         watcher::Config::default(),

@@ -21,25 +21,34 @@ pub struct Workload {
 impl Workload {
     pub fn of_deployment(d: &Deployment) -> Self {
         let s = d.status.clone().unwrap_or_default();
-        let desired = d.spec.replicas.unwrap_or(1);
-        Self {
-            desired,
-            ready: s.ready_replicas.unwrap_or(0),
-            updated: s.updated_replicas.unwrap_or(0),
-            total: s.replicas.unwrap_or(0),
-            current: s.observed_generation >= d.metadata.generation,
-        }
+        Self::counted(
+            d.spec.replicas,
+            [s.ready_replicas, s.updated_replicas, s.replicas],
+            s.observed_generation >= d.metadata.generation,
+        )
     }
 
     pub fn of_stateful_set(d: &StatefulSet) -> Self {
         let s = d.status.clone().unwrap_or_default();
-        let desired = d.spec.replicas.unwrap_or(1);
+        Self::counted(
+            d.spec.replicas,
+            [s.ready_replicas, s.updated_replicas, Some(s.replicas)],
+            s.observed_generation >= d.metadata.generation,
+        )
+    }
+
+    /// From `spec.replicas` and the status's [ready, updated, total] counts.
+    fn counted(
+        spec: Option<i32>,
+        [ready, updated, total]: [Option<i32>; 3],
+        current: bool,
+    ) -> Self {
         Self {
-            desired,
-            ready: s.ready_replicas.unwrap_or(0),
-            updated: s.updated_replicas.unwrap_or(0),
-            total: s.replicas,
-            current: s.observed_generation >= d.metadata.generation,
+            desired: spec.unwrap_or(1),
+            ready: ready.unwrap_or(0),
+            updated: updated.unwrap_or(0),
+            total: total.unwrap_or(0),
+            current,
         }
     }
 
@@ -307,7 +316,11 @@ mod tests {
         let s = decide(&f, None, Timestamp::UNIX_EPOCH);
         assert_eq!(s.phase.as_deref(), Some("Degraded"));
         assert_eq!(cond(&s, "Degraded").reason, "InvalidSpec");
-        assert!(cond(&s, "Ready").message.contains("spec.auth.jwt.secretRef"));
+        assert!(
+            cond(&s, "Ready")
+                .message
+                .contains("spec.auth.jwt.secretRef")
+        );
     }
 
     #[test]

@@ -70,11 +70,20 @@ fn helm_lint_is_clean_and_the_schema_refuses_bad_values() -> Result<()> {
         assert!(!out.contains("[WARNING]"), "{out}");
     }
     // Scoped to one namespace: a Role, not a ClusterRole, for the children.
-    let (ok, out) = helm(&home, &["template", "sb", &chart, "--set", "watchNamespace=apps"])?;
+    let (ok, out) = helm(
+        &home,
+        &["template", "sb", &chart, "--set", "watchNamespace=apps"],
+    )?;
     assert!(ok, "{out}");
-    assert!(out.contains("kind: Role\nmetadata:\n  name: sb-switchboard\n  namespace: apps"), "{out}");
+    assert!(
+        out.contains("kind: Role\nmetadata:\n  name: sb-switchboard\n  namespace: apps"),
+        "{out}"
+    );
     // The values schema names the bad value.
-    let (ok, out) = helm(&home, &["template", "sb", &chart, "--set", "replicaCount=0"])?;
+    let (ok, out) = helm(
+        &home,
+        &["template", "sb", &chart, "--set", "replicaCount=0"],
+    )?;
     assert!(!ok);
     assert!(out.contains("replicaCount"), "{out}");
     let (ok, out) = helm(&home, &["template", "sb", &chart, "--set", "logFormat=xml"])?;
@@ -84,8 +93,13 @@ fn helm_lint_is_clean_and_the_schema_refuses_bad_values() -> Result<()> {
     let (ok, out) = helm(&home, &["template", "sb", &chart])?;
     assert!(ok, "{out}");
     let objects = out.matches("\nkind: ").count();
-    let labelled = out.matches("app.kubernetes.io/part-of: switchboard").count();
-    assert!(objects >= 8 && labelled >= objects, "{objects} objects, {labelled} labelled:\n{out}");
+    let labelled = out
+        .matches("app.kubernetes.io/part-of: switchboard")
+        .count();
+    assert!(
+        objects >= 8 && labelled >= objects,
+        "{objects} objects, {labelled} labelled:\n{out}"
+    );
     let _ = std::fs::remove_dir_all(&home);
     Ok(())
 }
@@ -114,7 +128,10 @@ async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .context("no status line")?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -128,7 +145,9 @@ impl Drop for Killed {
 
 #[tokio::test]
 async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()> {
-    if endpoint("SWITCHBOARD_TEST_HELM").is_none() || endpoint("SWITCHBOARD_TEST_KWOK_NODES").is_none() {
+    if endpoint("SWITCHBOARD_TEST_HELM").is_none()
+        || endpoint("SWITCHBOARD_TEST_KWOK_NODES").is_none()
+    {
         return Ok(());
     }
     let kubeconfig = endpoint("KUBECONFIG").context("KUBECONFIG")?;
@@ -151,15 +170,28 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
     let (ok, out) = helm(
         &home,
         &[
-            "install", &release, &chart, "--namespace", &ns, "--kubeconfig", &kubeconfig,
-            "--wait", "--timeout", "120s",
+            "install",
+            &release,
+            &chart,
+            "--namespace",
+            &ns,
+            "--kubeconfig",
+            &kubeconfig,
+            "--wait",
+            "--timeout",
+            "120s",
         ],
     )?;
     assert!(ok, "{out}");
-    assert!(out.contains("The Switchboard operator is installed"), "NOTES missing: {out}");
+    assert!(
+        out.contains("The Switchboard operator is installed"),
+        "NOTES missing: {out}"
+    );
     let crd = crds.get(CRD).await?;
     assert_eq!(crd.spec.group, "switchboard.dev");
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get(&fullname).await?;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get(&fullname)
+        .await?;
     assert_eq!(deployment.status.and_then(|s| s.ready_replicas), Some(1));
 
     // The real binary, as the chart's ServiceAccount, reconciles a cluster elsewhere.
@@ -187,23 +219,57 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
     assert_eq!(http_get(port, "/healthz").await?.0, 200);
 
     let apps = fresh_namespace(&client, "op-helm-apps").await?;
-    create_secret(&client, &apps, "chat-jwt", "secret", "an-hmac-secret-of-at-least-32-bytes!").await?;
+    create_secret(
+        &client,
+        &apps,
+        "chat-jwt",
+        "secret",
+        "an-hmac-secret-of-at-least-32-bytes!",
+    )
+    .await?;
     let sample = std::fs::read_to_string(repo().join("charts/switchboard/samples/minimal.yaml"))?;
     let out = kubectl(&["-n", &apps, "apply", "-f", "-"], Some(&sample))?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &apps);
-    eventually("the sample to be Ready", Duration::from_secs(120), || async {
-        let rc = clusters.get("chat").await?;
-        Ok(rc.status.and_then(|s| s.phase).as_deref() == Some("Ready"))
-    })
+    eventually(
+        "the sample to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let rc = clusters.get("chat").await?;
+            Ok(rc.status.and_then(|s| s.phase).as_deref() == Some("Ready"))
+        },
+    )
     .await?;
     let (code, metrics) = http_get(port, "/metrics").await?;
     assert_eq!(code, 200);
-    assert!(metrics.contains("switchboard_operator_leader 1"), "{metrics}");
-    assert!(metrics.contains("switchboard_operator_reconciles_total"), "{metrics}");
-    assert!(!metrics.contains("switchboard_operator_reconcile_errors_total{"), "errors while reconciling:\n{metrics}");
+    assert!(
+        metrics.contains("switchboard_operator_leader 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_operator_reconciles_total"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("switchboard_operator_reconcile_errors_total{"),
+        "errors while reconciling:\n{metrics}"
+    );
 
-    let (ok, out) = helm(&home, &["uninstall", &release, "--namespace", &ns, "--kubeconfig", &kubeconfig])?;
+    let (ok, out) = helm(
+        &home,
+        &[
+            "uninstall",
+            &release,
+            "--namespace",
+            &ns,
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    )?;
     assert!(ok, "{out}");
     delete_namespace(&client, &apps).await;
     delete_namespace(&client, &ns).await;

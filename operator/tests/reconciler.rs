@@ -81,7 +81,11 @@ fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, u
 
 /// The environment a socket pod of `deployment` gets: plain values, Secret keys resolved
 /// through the API server, the pod name for field references.
-async fn pod_env(client: &Client, ns: &str, deployment: &Deployment) -> Result<Vec<(String, String)>> {
+async fn pod_env(
+    client: &Client,
+    ns: &str,
+    deployment: &Deployment,
+) -> Result<Vec<(String, String)>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
     let mut out = Vec::new();
@@ -112,7 +116,8 @@ async fn pod_env(client: &Client, ns: &str, deployment: &Deployment) -> Result<V
 /// `switchboard config check` (the real binary, built in this target directory) on the
 /// ConfigMap the operator rendered, with the environment a pod gets.
 async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String> {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-operator")).with_file_name("switchboard");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-operator"))
+        .with_file_name("switchboard");
     ensure!(
         bin.exists(),
         "{} is missing: build it with `cargo build -p switchboard-dataplane`",
@@ -131,8 +136,15 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
     let pod = deployment.spec.template.spec.clone().unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for mount in pod.containers[0].volume_mounts.iter().flatten() {
-        let volume = pod.volumes.iter().flatten().find(|v| v.name == mount.name).unwrap();
-        let Some(source) = &volume.secret else { continue };
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        let Some(source) = &volume.secret else {
+            continue;
+        };
         let secret = secrets.get(source.secret_name.as_deref().unwrap()).await?;
         let target = dir.join(mount.mount_path.trim_start_matches('/'));
         std::fs::create_dir_all(&target)?;
@@ -178,12 +190,21 @@ async fn sample_cluster_lifecycle() -> Result<()> {
         ($kind:ty, $name:expr) => {{
             let api: Api<$kind> = Api::namespaced(client.clone(), &ns);
             let name: String = $name.into();
-            eventually(&format!("{} {name}", stringify!($kind)), Duration::from_secs(60), || {
-                let api = api.clone();
-                let name = name.clone();
-                let uid = uid.clone();
-                async move { Ok(api.get_opt(&name).await?.is_some_and(|o| owned_by(o.meta(), &uid))) }
-            })
+            eventually(
+                &format!("{} {name}", stringify!($kind)),
+                Duration::from_secs(60),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    let uid = uid.clone();
+                    async move {
+                        Ok(api
+                            .get_opt(&name)
+                            .await?
+                            .is_some_and(|o| owned_by(o.meta(), &uid)))
+                    }
+                },
+            )
             .await?;
         }};
     }
@@ -206,14 +227,31 @@ async fn sample_cluster_lifecycle() -> Result<()> {
         status.endpoint.as_deref(),
         Some(format!("http://chat-socket.{ns}.svc:80").as_str())
     );
-    let types: Vec<_> = status.conditions.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
-    assert_eq!(types, [("Ready", "True"), ("Progressing", "False"), ("Degraded", "False")]);
+    let types: Vec<_> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("Ready", "True"),
+            ("Progressing", "False"),
+            ("Degraded", "False")
+        ]
+    );
 
     // `kubectl get` shows the printer columns.
     let out = kubectl(&["-n", &ns, "get", "realtimeclusters"], None)?;
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("READY") && table.contains("NODES") && table.contains("REDIS"), "{table}");
-    assert!(table.contains("True") && table.contains("2/2") && table.contains("managed 1/1"), "{table}");
+    assert!(
+        table.contains("READY") && table.contains("NODES") && table.contains("REDIS"),
+        "{table}"
+    );
+    assert!(
+        table.contains("True") && table.contains("2/2") && table.contains("managed 1/1"),
+        "{table}"
+    );
 
     // An Event says what was created.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
@@ -222,7 +260,10 @@ async fn sample_cluster_lifecycle() -> Result<()> {
         .await?
         .items
         .into_iter()
-        .any(|e| e.reason.as_deref() == Some("Applied") && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("chat"));
+        .any(|e| {
+            e.reason.as_deref() == Some("Applied")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("chat")
+        });
     assert!(applied, "no Applied event");
 
     // The rendered ConfigMap passes the data plane's own check.
@@ -238,39 +279,69 @@ async fn sample_cluster_lifecycle() -> Result<()> {
         .patch(
             "chat",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"limits": {"maxRoomsPerUser": 42}, "socket": {"replicas": 3}}})),
+            &Patch::Merge(
+                json!({"spec": {"limits": {"maxRoomsPerUser": 42}, "socket": {"replicas": 3}}}),
+            ),
         )
         .await?;
-    eventually("the new config to roll out", Duration::from_secs(60), || async {
-        let d = deployments.get("chat-socket").await?;
-        let replicas = d.spec.replicas;
-        Ok(hash_of(d) != before && replicas == Some(3))
-    })
+    eventually(
+        "the new config to roll out",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("chat-socket").await?;
+            let replicas = d.spec.replicas;
+            Ok(hash_of(d) != before && replicas == Some(3))
+        },
+    )
     .await?;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns).get("chat-config").await?;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("chat-config")
+        .await?;
     assert!(cm.data.unwrap()[CONFIG_KEY].contains("max_rooms_per_user: 42"));
     wait_ready(&clusters, "chat").await?;
     let after = clusters.get("chat").await?.status.unwrap();
-    assert_eq!(after.config_hash.as_deref(), Some(hash_of(deployments.get("chat-socket").await?).as_str()));
+    assert_eq!(
+        after.config_hash.as_deref(),
+        Some(hash_of(deployments.get("chat-socket").await?).as_str())
+    );
     assert_eq!(after.socket.unwrap().summary, "3/3");
 
     // A deleted child is repaired.
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let old_uid = services.get("chat-socket").await?.uid();
-    services.delete("chat-socket", &DeleteParams::default()).await?;
-    eventually("the Service to be recreated", Duration::from_secs(60), || async {
-        Ok(services.get_opt("chat-socket").await?.is_some_and(|s| s.uid() != old_uid))
-    })
+    services
+        .delete("chat-socket", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the Service to be recreated",
+        Duration::from_secs(60),
+        || async {
+            Ok(services
+                .get_opt("chat-socket")
+                .await?
+                .is_some_and(|s| s.uid() != old_uid))
+        },
+    )
     .await?;
 
     // Deleting the cluster lets the garbage collector take every child.
     clusters.delete("chat", &DeleteParams::background()).await?;
-    eventually("the children to be collected", Duration::from_secs(90), || async {
-        Ok(deployments.get_opt("chat-socket").await?.is_none()
-            && Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("chat-redis").await?.is_none()
-            && Api::<ConfigMap>::namespaced(client.clone(), &ns).get_opt("chat-config").await?.is_none()
-            && services.get_opt("chat-socket-headless").await?.is_none())
-    })
+    eventually(
+        "the children to be collected",
+        Duration::from_secs(90),
+        || async {
+            Ok(deployments.get_opt("chat-socket").await?.is_none()
+                && Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                    .get_opt("chat-redis")
+                    .await?
+                    .is_none()
+                && Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get_opt("chat-config")
+                    .await?
+                    .is_none()
+                && services.get_opt("chat-socket-headless").await?.is_none())
+        },
+    )
     .await?;
     delete_namespace(&client, &ns).await;
     Ok(())
@@ -346,7 +417,10 @@ async fn counting_client(counter: &RequestCounter) -> Result<Client> {
             c.reads.fetch_add(1, Ordering::SeqCst);
         } else {
             c.writes.fetch_add(1, Ordering::SeqCst);
-            c.log.lock().unwrap().push(format!("{} {}", req.method(), req.uri().path()));
+            c.log
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", req.method(), req.uri().path()));
         }
         req
     });
@@ -378,18 +452,46 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
     // Reconcile until Ready (kwok readies the pods meanwhile).
     let first = Arc::new(clusters.get("chat-full").await?);
     reconcile(first, ctx.clone()).await?;
-    assert!(counter.writes.load(Ordering::SeqCst) > 5, "the first reconcile created nothing");
+    assert!(
+        counter.writes.load(Ordering::SeqCst) > 5,
+        "the first reconcile created nothing"
+    );
     for kind_name in ["chat-full-socket", "chat-full-coturn", "chat-full-worker"] {
-        assert!(Api::<Deployment>::namespaced(client.clone(), &ns).get_opt(kind_name).await?.is_some(), "{kind_name}");
+        assert!(
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt(kind_name)
+                .await?
+                .is_some(),
+            "{kind_name}"
+        );
     }
-    assert!(Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns).get_opt("chat-full-socket").await?.is_some());
-    assert!(Api::<Ingress>::namespaced(client.clone(), &ns).get_opt("chat-full").await?.is_some());
-    assert!(Api::<StatefulSet>::namespaced(client.clone(), &ns).get_opt("chat-full-redis").await?.is_none());
-    eventually("chat-full to be Ready", Duration::from_secs(120), || async {
-        let rc = Arc::new(clusters.get("chat-full").await?);
-        reconcile(rc, ctx.clone()).await?;
-        Ok(status_phase(&clusters, "chat-full").await?.as_deref() == Some("Ready"))
-    })
+    assert!(
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns)
+            .get_opt("chat-full-socket")
+            .await?
+            .is_some()
+    );
+    assert!(
+        Api::<Ingress>::namespaced(client.clone(), &ns)
+            .get_opt("chat-full")
+            .await?
+            .is_some()
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt("chat-full-redis")
+            .await?
+            .is_none()
+    );
+    eventually(
+        "chat-full to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let rc = Arc::new(clusters.get("chat-full").await?);
+            reconcile(rc, ctx.clone()).await?;
+            Ok(status_phase(&clusters, "chat-full").await?.as_deref() == Some("Ready"))
+        },
+    )
     .await?;
 
     // Nothing changed: two more reconciles send reads only.
@@ -400,8 +502,16 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
         let rc = Arc::new(clusters.get("chat-full").await?);
         reconcile(rc, ctx.clone()).await?;
         let writes = counter.writes.load(Ordering::SeqCst);
-        assert_eq!(writes, 0, "round {round} wrote: {:?}", counter.log.lock().unwrap());
-        assert!(counter.reads.load(Ordering::SeqCst) > 10, "reconcile read nothing");
+        assert_eq!(
+            writes,
+            0,
+            "round {round} wrote: {:?}",
+            counter.log.lock().unwrap()
+        );
+        assert!(
+            counter.reads.load(Ordering::SeqCst) > 10,
+            "reconcile read nothing"
+        );
     }
     // The config the nodes get here passes the data plane's check too.
     config_check(&client, &ns, "chat-full").await?;
@@ -421,7 +531,10 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
     apply_manifest(&ns, manifest)?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let read = |s: &Secret, k: &str| {
-        s.data.as_ref().and_then(|d| d.get(k)).map(|v| String::from_utf8(v.0.clone()).unwrap())
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| String::from_utf8(v.0.clone()).unwrap())
     };
     eventually("the TURN secret", Duration::from_secs(60), || async {
         Ok(secrets.get_opt("chat-turn").await?.is_some())
@@ -435,7 +548,11 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
     // Pretend the interval has passed: the operator rotates and keeps the old secret.
     let ann = |k: &str, v: &str| json!({"metadata": {"annotations": {k: v}}});
     secrets
-        .patch("chat-turn", &PatchParams::default(), &Patch::Merge(ann(TURN_ROTATED_ANNOTATION, "2020-01-01T00:00:00Z")))
+        .patch(
+            "chat-turn",
+            &PatchParams::default(),
+            &Patch::Merge(ann(TURN_ROTATED_ANNOTATION, "2020-01-01T00:00:00Z")),
+        )
         .await?;
     eventually("the rotation", Duration::from_secs(60), || async {
         let s = secrets.get("chat-turn").await?;
@@ -445,34 +562,72 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
     let s1 = secrets.get("chat-turn").await?;
     let second = read(&s1, "secret").unwrap();
     assert_ne!(second, first);
-    let until: k8s_openapi::jiff::Timestamp = s1.annotations()[PREVIOUS_UNTIL_ANNOTATION].parse()?;
+    let until: k8s_openapi::jiff::Timestamp =
+        s1.annotations()[PREVIOUS_UNTIL_ANNOTATION].parse()?;
     let left = until.duration_since(k8s_openapi::jiff::Timestamp::now());
-    assert!(left.as_secs() > 3500 && left.as_secs() <= 3600, "previous kept for {left:?}, not one TTL");
+    assert!(
+        left.as_secs() > 3500 && left.as_secs() <= 3600,
+        "previous kept for {left:?}, not one TTL"
+    );
 
     // Both reach the nodes, and the rotation rolls them.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    eventually("the nodes to roll with the new secret", Duration::from_secs(60), || async {
-        let d = deployments.get("chat-socket").await?;
-        let t = d.spec.template;
-        let rotated = t.metadata.unwrap().annotations.unwrap().get(TURN_ROTATED_ANNOTATION).cloned();
-        let env: Vec<_> = t.spec.unwrap().containers[0].env.clone().unwrap().into_iter().map(|e| e.name).collect();
-        Ok(rotated.as_deref() == s1.annotations().get(TURN_ROTATED_ANNOTATION).map(String::as_str)
-            && env.contains(&"SWITCHBOARD_TURN_SECRET".to_string())
-            && env.contains(&"SWITCHBOARD_TURN_PREVIOUS_SECRET".to_string()))
-    })
+    eventually(
+        "the nodes to roll with the new secret",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("chat-socket").await?;
+            let t = d.spec.template;
+            let rotated = t
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+                .get(TURN_ROTATED_ANNOTATION)
+                .cloned();
+            let env: Vec<_> = t.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            Ok(rotated.as_deref()
+                == s1
+                    .annotations()
+                    .get(TURN_ROTATED_ANNOTATION)
+                    .map(String::as_str)
+                && env.contains(&"SWITCHBOARD_TURN_SECRET".to_string())
+                && env.contains(&"SWITCHBOARD_TURN_PREVIOUS_SECRET".to_string()))
+        },
+    )
     .await?;
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let rotated_event = events.list(&ListParams::default()).await?.items.into_iter().any(|e| e.reason.as_deref() == Some("TurnSecretRotated"));
+    let rotated_event = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("TurnSecretRotated"));
     assert!(rotated_event);
 
     // Once the TTL is over, the previous secret goes.
     secrets
-        .patch("chat-turn", &PatchParams::default(), &Patch::Merge(ann(PREVIOUS_UNTIL_ANNOTATION, "2020-01-01T00:00:00Z")))
+        .patch(
+            "chat-turn",
+            &PatchParams::default(),
+            &Patch::Merge(ann(PREVIOUS_UNTIL_ANNOTATION, "2020-01-01T00:00:00Z")),
+        )
         .await?;
-    eventually("the previous secret to be dropped", Duration::from_secs(60), || async {
-        let s = secrets.get("chat-turn").await?;
-        Ok(read(&s, "previous").is_none() && read(&s, "secret").as_deref() == Some(second.as_str()))
-    })
+    eventually(
+        "the previous secret to be dropped",
+        Duration::from_secs(60),
+        || async {
+            let s = secrets.get("chat-turn").await?;
+            Ok(read(&s, "previous").is_none()
+                && read(&s, "secret").as_deref() == Some(second.as_str()))
+        },
+    )
     .await?;
     delete_namespace(&client, &ns).await;
     Ok(())
@@ -493,7 +648,13 @@ async fn two_electors_never_both_lead() -> Result<()> {
         let (ra, rb) = tokio::join!(a.try_lead(), b.try_lead());
         let (ra, rb) = (ra?, rb?);
         assert!(!(ra && rb), "round {round}: both lead");
-        let now = if ra { Some("a") } else if rb { Some("b") } else { None };
+        let now = if ra {
+            Some("a")
+        } else if rb {
+            Some("b")
+        } else {
+            None
+        };
         if let (Some(prev), Some(now)) = (leader, now) {
             assert_eq!(prev, now, "round {round}: leadership moved while renewed");
         }
@@ -513,7 +674,11 @@ async fn two_electors_never_both_lead() -> Result<()> {
         ensure!(stopped.elapsed() < Duration::from_secs(10), "no takeover");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(stopped.elapsed() >= Duration::from_secs(2), "took over a live lease after {:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "took over a live lease after {:?}",
+        stopped.elapsed()
+    );
     assert!(!winner.try_lead().await?, "the old leader still leads");
     // A release hands over at once.
     loser.release().await?;
@@ -536,13 +701,27 @@ async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> 
     })
     .await?;
     let status = clusters.get("chat").await?.status.unwrap();
-    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
     assert_eq!(degraded.reason, "InvalidSpec");
-    assert!(degraded.message.contains("spec.auth.jwt.secretRef: Secret \"chat-jwt\" not found"), "{}", degraded.message);
+    assert!(
+        degraded
+            .message
+            .contains("spec.auth.jwt.secretRef: Secret \"chat-jwt\" not found"),
+        "{}",
+        degraded.message
+    );
     // Creating the Secret heals it.
     create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
     clusters
-        .patch("chat", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})))
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
         .await?;
     wait_ready(&clusters, "chat").await?;
     delete_namespace(&client, &ns).await;

@@ -168,7 +168,8 @@ fn env_value(name: &str, value: &str) -> EnvVar {
     }
 }
 
-fn env_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+/// `name` from one key of a Secret.
+pub(crate) fn env_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -300,7 +301,11 @@ pub fn referenced_secrets(rc: &RealtimeCluster) -> Vec<(&'static str, &SecretKey
     let spec = &rc.spec;
     let mut out = Vec::new();
     let jwt = &spec.auth.jwt;
-    out.extend(jwt.secret_ref.iter().map(|r| ("spec.auth.jwt.secretRef", r)));
+    out.extend(
+        jwt.secret_ref
+            .iter()
+            .map(|r| ("spec.auth.jwt.secretRef", r)),
+    );
     out.extend(
         jwt.public_key_ref
             .iter()
@@ -360,7 +365,10 @@ mod tests {
         let back = DataplaneConfig::from_str(text, false).unwrap();
         assert_eq!(back, r.config);
         assert!(back.jwt.secret.is_none());
-        assert!(back.redis.url.is_none(), "external Redis comes from the env");
+        assert!(
+            back.redis.url.is_none(),
+            "external Redis comes from the env"
+        );
         assert!(back.admin_token.is_none() && back.service_token.is_none());
         assert!(back.webrtc.turn_secret.is_none() && back.calls.mongodb_uri.is_none());
         assert_eq!(back.webrtc.turn_urls, ["turn:turn.example.com:3478"]);

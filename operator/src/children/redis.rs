@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -148,7 +148,11 @@ mod tests {
         let names = Names::of(&rc).unwrap();
         let s = stateful_set(&rc, &names).spec;
         assert!(s.volume_claim_templates.is_none());
-        assert!(s.template.spec.unwrap().volumes.unwrap()[0].empty_dir.is_some());
+        assert!(
+            s.template.spec.unwrap().volumes.unwrap()[0]
+                .empty_dir
+                .is_some()
+        );
         rc.spec.redis.managed = Some(ManagedRedisSpec {
             storage: Some("2Gi".into()),
             ..Default::default()

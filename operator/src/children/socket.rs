@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-    MetricSpec, MetricTarget, ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Service, ServicePort, ServiceSpec, TopologySpreadConstraint,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -334,10 +334,7 @@ mod tests {
         assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
         assert!(c.resources.as_ref().unwrap().requests.is_some());
         assert_eq!(pod.topology_spread_constraints.unwrap().len(), 1);
-        assert_eq!(
-            c.image.as_deref(),
-            Some(rc.spec.image.reference().as_str())
-        );
+        assert_eq!(c.image.as_deref(), Some(rc.spec.image.reference().as_str()));
     }
 
     #[test]
@@ -356,19 +353,13 @@ mod tests {
         let names = Names::of(&rc).unwrap();
         let i = ingress(&rc, &names).unwrap().spec.unwrap();
         assert_eq!(i.ingress_class_name.as_deref(), Some("nginx"));
-        assert_eq!(
-            i.tls.unwrap()[0].secret_name.as_deref(),
-            Some("rt-tls")
-        );
+        assert_eq!(i.tls.unwrap()[0].secret_name.as_deref(), Some("rt-tls"));
         let rules = i.rules.unwrap();
         let backend = &rules[0].http.as_ref().unwrap().paths[0].backend;
         assert_eq!(backend.service.as_ref().unwrap().name, "chat-socket");
         assert_eq!(endpoint(&rc, &names), "https://rt.example.com");
         let plain = mk_cluster();
-        assert_eq!(
-            endpoint(&plain, &names),
-            "http://chat-socket.apps.svc:80"
-        );
+        assert_eq!(endpoint(&plain, &names), "http://chat-socket.apps.svc:80");
     }
 
     #[test]

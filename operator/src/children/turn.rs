@@ -12,15 +12,15 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, Probe, Secret,
-    SecretKeySelector, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Probe, Secret, Service,
+    ServicePort, ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use switchboard_crds::cluster::{ManagedTurnSpec, RealtimeCluster, TurnSpec};
 
-use super::config::{TURN_PREVIOUS_KEY, TURN_SECRET_KEY};
+use super::config::{TURN_PREVIOUS_KEY, TURN_SECRET_KEY, env_secret};
 use super::meta::{Names, TURN_ROTATED_ANNOTATION};
 
 pub const COMPONENT: &str = "turn";
@@ -138,7 +138,11 @@ pub fn next_state(
     }
     let next_rotation = until(now, add(parse_or(&state.rotated_at, now), rotation));
     let mut recheck_in = next_rotation;
-    if let Some(u) = state.previous_valid_until.as_deref().and_then(|s| s.parse().ok()) {
+    if let Some(u) = state
+        .previous_valid_until
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+    {
         recheck_in = recheck_in.min(until(now, u));
     }
     TurnDecision {
@@ -186,18 +190,9 @@ pub fn managed(rc: &RealtimeCluster) -> Option<&ManagedTurnSpec> {
 /// coturn with the REST shared secret(s). The previous secret is passed only while it
 /// exists, hence the shell.
 pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState) -> Deployment {
-    let env_secret = |name: &str, key: &str, optional: bool| EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: names.turn_secret(),
-                key: key.into(),
-                optional: optional.then_some(true),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let secret = names.turn_secret();
+    let env_secret =
+        |name: &str, key: &str, optional: bool| env_secret(name, &secret, key, optional);
     let script = format!(
         "exec turnserver -n --log-file=stdout --no-cli --fingerprint --use-auth-secret \
          --listening-port={TURN_PORT} --realm=\"$TURN_REALM\" \
@@ -330,15 +325,21 @@ mod tests {
         assert_eq!(d.recheck_in, Duration::from_secs(3600));
 
         // Still kept just before the TTL runs out…
-        let d2 = next_state(Some(d.state.clone()), &spec(), at("2026-01-02T01:00:04Z"), || {
-            unreachable!()
-        });
+        let d2 = next_state(
+            Some(d.state.clone()),
+            &spec(),
+            at("2026-01-02T01:00:04Z"),
+            || unreachable!(),
+        );
         assert_eq!(d2.change, TurnChange::Unchanged);
         assert_eq!(d2.state.previous.as_deref(), Some("old"));
         // …and dropped after.
-        let d3 = next_state(Some(d2.state), &spec(), at("2026-01-02T01:00:05Z"), || {
-            unreachable!()
-        });
+        let d3 = next_state(
+            Some(d2.state),
+            &spec(),
+            at("2026-01-02T01:00:05Z"),
+            || unreachable!(),
+        );
         assert_eq!(d3.change, TurnChange::PreviousExpired);
         assert_eq!(d3.state.previous, None);
         assert_eq!(d3.state.current, "new");
@@ -362,7 +363,9 @@ mod tests {
     #[test]
     fn garbled_rotation_time_rotates() {
         let s0 = TurnSecretState::fresh("old".into(), "yesterday".into());
-        let d = next_state(Some(s0), &spec(), at("2026-01-01T00:00:00Z"), || "new".into());
+        let d = next_state(Some(s0), &spec(), at("2026-01-01T00:00:00Z"), || {
+            "new".into()
+        });
         assert_eq!(d.change, TurnChange::Rotated);
     }
 

@@ -8,52 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::KubeConfigOptions;
-use kube::{Client, Config, CustomResourceExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt};
 use switchboard_crds::cluster::RealtimeCluster;
 use switchboard_operator::metrics::Metrics;
 use switchboard_operator::reconcile::{Context, run_controller};
+pub use switchboard_smoke::kube::{client, delete_namespace, eventually, fresh_namespace};
 pub use switchboard_smoke::{endpoint, unique_name};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A client for the admin kubeconfig in $KUBECONFIG.
-pub async fn client() -> Result<Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = Config::from_kubeconfig(&KubeConfigOptions::default())
-        .await
-        .context("reading $KUBECONFIG")?;
-    Ok(Client::try_from(config)?)
-}
-
-/// Poll `check` every 250 ms until it says true, or fail after `limit`.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = Some(e),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// Install (or update) the RealtimeCluster CRD and wait until it is served.
@@ -72,43 +42,23 @@ pub async fn install_crd(client: &Client) -> Result<()> {
         let name = name.clone();
         async move {
             let c = crds.get(&name).await?;
-            Ok(c.status
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True")))
+            Ok(c.status.and_then(|s| s.conditions).is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            }))
         }
     })
     .await
 }
 
-/// A fresh namespace whose default ServiceAccount exists (pods are refused before it does).
-pub async fn fresh_namespace(client: &Client, prefix: &str) -> Result<String> {
-    let name = unique_name(prefix);
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await?;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    eventually("the default ServiceAccount", Duration::from_secs(60), || async {
-        Ok(accounts.get_opt("default").await?.is_some())
-    })
-    .await?;
-    Ok(name)
-}
-
-pub async fn delete_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::default())
-        .await;
-}
-
 /// Create a Secret with one key.
-pub async fn create_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) -> Result<()> {
+pub async fn create_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
