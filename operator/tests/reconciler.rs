@@ -42,6 +42,9 @@ async fn setup() -> Option<Client> {
     endpoint("SWITCHBOARD_TEST_KWOK_NODES")?;
     let client = client().await.expect("client");
     install_crd(&client).await.expect("CRD");
+    install_service_monitor_crd(&client)
+        .await
+        .expect("ServiceMonitor CRD");
     Some(client)
 }
 
@@ -392,6 +395,16 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
         assert!(!out.status.success(), "case {i} was accepted:\n{manifest}");
         assert!(stderr.contains(message), "case {i}: {stderr}");
     }
+    // `kubectl explain` documents the fields from the Rust doc comments.
+    let out = kubectl(
+        &["explain", "realtimecluster.spec.turn.rotationInterval"],
+        None,
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("How often the operator replaces the shared secret"),
+        "{text}"
+    );
     let left = Api::<RealtimeCluster>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())
         .await?;
@@ -483,6 +496,21 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
             .await?
             .is_none()
     );
+    // The sample asks for a ServiceMonitor and the CRD exists: there is one, owned.
+    let monitors: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &switchboard_operator::children::monitor::resource(),
+    );
+    let monitor = monitors.get("chat-full").await?;
+    assert_eq!(
+        monitor.data["spec"]["endpoints"][0]["path"], "/metrics",
+        "{monitor:?}"
+    );
+    assert!(owned_by(
+        &monitor.metadata,
+        &clusters.get("chat-full").await?.uid().unwrap()
+    ));
     eventually(
         "chat-full to be Ready",
         Duration::from_secs(120),

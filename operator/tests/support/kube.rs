@@ -37,18 +37,7 @@ pub async fn install_crd(client: &Client) -> Result<()> {
         &Patch::Apply(&crd),
     )
     .await?;
-    eventually("the CRD to be established", Duration::from_secs(30), || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let c = crds.get(&name).await?;
-            Ok(c.status.and_then(|s| s.conditions).is_some_and(|c| {
-                c.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            }))
-        }
-    })
-    .await
+    established(&crds, &name).await
 }
 
 /// Create a Secret with one key.
@@ -129,4 +118,46 @@ impl Drop for RunningOperator {
         }
         self.task.abort();
     }
+}
+
+/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (same group, kind and
+/// scope; its schema accepts any spec), so the operator sees "the CRD exists".
+pub async fn install_service_monitor_crd(client: &Client) -> Result<()> {
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"kind": "ServiceMonitor", "plural": "servicemonitors",
+                      "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "schema": {"openAPIV3Schema": {"type": "object",
+                                     "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "servicemonitors.monitoring.coreos.com",
+        &PatchParams::apply("switchboard-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    established(&crds, "servicemonitors.monitoring.coreos.com").await
+}
+
+async fn established(crds: &Api<CustomResourceDefinition>, name: &str) -> Result<()> {
+    eventually(
+        &format!("CRD {name} to be established"),
+        Duration::from_secs(30),
+        || async {
+            let c = crds.get(name).await?;
+            Ok(c.status.and_then(|s| s.conditions).is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            }))
+        },
+    )
+    .await
 }
