@@ -309,6 +309,33 @@ async fn sample_cluster_lifecycle() -> Result<()> {
     );
     assert_eq!(after.socket.unwrap().summary, "3/3");
 
+    // An optional child comes with its spec section and goes without it.
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": {"host": "chat.example.com"}}})),
+        )
+        .await?;
+    eventually("the Ingress", Duration::from_secs(60), || async {
+        Ok(ingresses.get_opt("chat").await?.is_some())
+    })
+    .await?;
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": null}})),
+        )
+        .await?;
+    eventually(
+        "the Ingress to be deleted",
+        Duration::from_secs(60),
+        || async { Ok(ingresses.get_opt("chat").await?.is_none()) },
+    )
+    .await?;
+
     // A deleted child is repaired.
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let old_uid = services.get("chat-socket").await?.uid();
