@@ -420,7 +420,8 @@ pub struct ExternalRedisSpec {
      "message": "spec.turn.urls: list at least one TURN URL, or enable spec.turn.managed"}
 ]))]
 pub struct TurnSpec {
-    /// TURN URLs handed to clients (`turn:host:3478`, `turns:host:5349`).
+    /// TURN URLs handed to clients (`turn:host:3478`, `turns:host:5349`). Empty with
+    /// `managed` enabled: the coturn Service's in-cluster address.
     #[schemars(length(max = 16), inner(length(min = 1, max = 512)))]
     pub urls: Vec<String>,
     /// STUN URLs handed to clients (`stun:host:3478`).

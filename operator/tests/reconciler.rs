@@ -563,6 +563,10 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
             "round {round} wrote: {:?}",
             counter.log.lock().unwrap()
         );
+        println!(
+            "no-op reconcile {round}: {} reads, {writes} writes",
+            counter.reads.load(Ordering::SeqCst)
+        );
         assert!(
             counter.reads.load(Ordering::SeqCst) > 10,
             "reconcile read nothing"
