@@ -197,21 +197,24 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
     // The real binary, as the chart's ServiceAccount, reconciles a cluster elsewhere.
     let dir = scratch("sb-operator-run");
     let as_sa = impersonating_kubeconfig(&dir, &format!("system:serviceaccount:{ns}:{fullname}"))?;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let _operator = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchboard-operator"))
+    // Two replicas of the real binary share one Lease.
+    let start = |identity: &str| -> Result<(Killed, u16)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard-operator"))
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", &as_sa)
             .env("POD_NAMESPACE", &ns)
-            .env("POD_NAME", "operator-under-test")
+            .env("POD_NAME", identity)
             .env("SWITCHBOARD_OPERATOR_LEASE_DURATION", "5s")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+            .spawn()?;
+        Ok((Killed(child), port))
+    };
+    let (first, port) = start("operator-a")?;
     eventually("/readyz", Duration::from_secs(30), || async {
         Ok(http_get(port, "/readyz").await.is_ok_and(|(c, _)| c == 200))
     })
@@ -257,6 +260,39 @@ async fn helm_install_then_the_operator_runs_with_the_charts_rbac() -> Result<()
     assert!(
         !metrics.contains("switchboard_operator_reconcile_errors_total{"),
         "errors while reconciling:\n{metrics}"
+    );
+
+    // A second replica waits: ready, not leading, reconciling nothing.
+    let (_second, port_b) = start("operator-b")?;
+    eventually("the standby's /readyz", Duration::from_secs(30), || async {
+        Ok(http_get(port_b, "/readyz")
+            .await
+            .is_ok_and(|(c, _)| c == 200))
+    })
+    .await?;
+    let (_, standby) = http_get(port_b, "/metrics").await?;
+    assert!(
+        standby.contains("switchboard_operator_leader 0"),
+        "{standby}"
+    );
+    assert!(
+        standby.contains("switchboard_operator_reconciles_total 0"),
+        "{standby}"
+    );
+    // The leader dies without releasing the Lease: the standby takes over once it expires.
+    let killed = std::time::Instant::now();
+    drop(first);
+    eventually("the standby to lead", Duration::from_secs(30), || async {
+        let (_, m) = http_get(port_b, "/metrics").await?;
+        Ok(m.contains("switchboard_operator_leader 1")
+            && !m.contains("switchboard_operator_reconciles_total 0"))
+    })
+    .await?;
+    let took = killed.elapsed();
+    println!("standby took over {took:?} after the leader was killed");
+    assert!(
+        took >= Duration::from_secs(2),
+        "took over a live Lease after {took:?}"
     );
 
     let (ok, out) = helm(
