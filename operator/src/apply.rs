@@ -20,8 +20,48 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
             l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| contains(lv, dv))
         }
         (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
+        // The API server stores quantities in canonical form (`1024Mi` comes back `1Gi`).
+        (Value::String(l), Value::String(d)) => {
+            l == d
+                || quantity(l)
+                    .zip(quantity(d))
+                    .is_some_and(|(l, d)| same(l, d))
+        }
         _ => live == desired,
     }
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= f64::EPSILON * a.abs().max(b.abs()) * 4.0
+}
+
+/// The value of a Kubernetes quantity (`500m`, `1Gi`, `2e3`), or `None` if `s` is not one.
+fn quantity(s: &str) -> Option<f64> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e => 10f64.powi(e.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(n * factor)
 }
 
 /// What applying one child did.
@@ -102,6 +142,24 @@ mod tests {
         let fewer = json!({"spec": {"replicas": 2, "ports": []}});
         assert!(!contains(&fewer, &desired));
         assert!(!contains(&json!({}), &desired));
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert!(contains(&json!({"cpu": "500m"}), &json!({"cpu": "0.5"})));
+        assert!(contains(
+            &json!({"memory": "1Gi"}),
+            &json!({"memory": "1024Mi"})
+        ));
+        assert!(contains(&json!({"n": "2k"}), &json!({"n": "2e3"})));
+        assert!(!contains(
+            &json!({"memory": "1Gi"}),
+            &json!({"memory": "1G"})
+        ));
+        assert!(!contains(
+            &json!({"image": "redis:7"}),
+            &json!({"image": "redis:7.4"})
+        ));
     }
 
     #[test]

@@ -149,6 +149,7 @@ fn random_secret() -> String {
 }
 
 /// One reconcile of one cluster.
+#[tracing::instrument(skip_all, fields(cluster = %rc.name_any(), namespace = rc.namespace().unwrap_or_default()))]
 pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
     let names = Names::of(&rc)?;
