@@ -175,8 +175,9 @@ impl Elector {
         }
     }
 
-    /// Renew until a renewal is refused or the API stays unreachable for the lease
-    /// duration; then return (the caller stops writing).
+    /// Renew until a renewal is refused, or until renewals have failed for two thirds of
+    /// the lease duration; then return, so the caller stops writing before another
+    /// replica can take the expired Lease.
     pub async fn hold(&self) {
         let mut last_ok = tokio::time::Instant::now();
         loop {
@@ -186,7 +187,7 @@ impl Elector {
                 Ok(false) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: renewal failed");
-                    if last_ok.elapsed() >= self.duration {
+                    if last_ok.elapsed() >= self.duration * 2 / 3 {
                         return;
                     }
                 }
