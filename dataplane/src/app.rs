@@ -76,6 +76,8 @@ pub struct Inner {
     pub redis: Option<fred::clients::Client>,
     /// Set once the Socket.IO server exists (it needs the app as its state first).
     hub: OnceLock<Arc<dyn Hub>>,
+    /// Calls (/webrtc), set at start-up once its history database answers.
+    calls: OnceLock<crate::calls::service::Calls>,
 }
 
 impl std::ops::Deref for App {
@@ -113,6 +115,7 @@ impl App {
             presence,
             redis,
             hub: OnceLock::new(),
+            calls: OnceLock::new(),
         }))
     }
 
@@ -131,6 +134,14 @@ impl App {
 
     pub fn hub(&self) -> Option<&Arc<dyn Hub>> {
         self.0.hub.get()
+    }
+
+    pub fn set_calls(&self, calls: crate::calls::service::Calls) {
+        let _ = self.0.calls.set(calls);
+    }
+
+    pub fn calls(&self) -> Option<&crate::calls::service::Calls> {
+        self.0.calls.get()
     }
 }
 

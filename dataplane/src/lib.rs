@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod chat;
 pub mod cli;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod handler;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
@@ -26,7 +28,9 @@ pub mod presence;
 pub mod receipts;
 pub mod rooms;
 pub mod server;
+pub mod signaling;
 pub mod telemetry;
 pub mod typing;
+pub mod webrtc;
 
 pub use server::serve;

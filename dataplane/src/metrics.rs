@@ -49,6 +49,7 @@ pub struct Metrics {
     pub disconnects: Family<KindLabel, Counter>,
     pub auth_failures: Family<KindLabel, Counter>,
     pub presence_online: Family<TenantLabel, Gauge>,
+    pub calls_ended: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,6 +117,12 @@ impl Metrics {
             "Users online now per tenant (as last seen by this node)",
             presence_online.clone(),
         );
+        let calls_ended = Family::<KindLabel, Counter>::default();
+        reg.register(
+            "calls_ended",
+            "Calls ended on this node, by end reason",
+            calls_ended.clone(),
+        );
         Self {
             registry: Arc::new(reg),
             connections,
@@ -127,7 +134,12 @@ impl Metrics {
             disconnects,
             auth_failures,
             presence_online,
+            calls_ended,
         }
+    }
+
+    pub fn call_ended(&self, reason: &str) {
+        Self::kind(&self.calls_ended, reason);
     }
 
     pub fn event(&self, event: &str, outcome: &str, took: Duration) {
