@@ -70,7 +70,13 @@ async fn wait_ready(api: &Api<RealtimeCluster>, name: &str) -> Result<()> {
     eventually(
         &format!("RealtimeCluster {name} to be Ready"),
         Duration::from_secs(120),
-        || async { Ok(status_phase(api, name).await?.as_deref() == Some("Ready")) },
+        || async {
+            // Ready for the current spec, not a status left from before an edit.
+            let rc = api.get(name).await?;
+            let status = rc.status.unwrap_or_default();
+            Ok(status.phase.as_deref() == Some("Ready")
+                && status.observed_generation == rc.metadata.generation)
+        },
     )
     .await
 }
