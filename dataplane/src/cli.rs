@@ -33,7 +33,8 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Validate a config file (YAML, or TOML when it ends in .toml); exit 1 on errors.
+    /// Validate a config file (YAML, or TOML when it ends in .toml) together with the
+    /// SWITCHBOARD_* environment, as `serve` would load it; exit 1 on errors.
     Check { file: PathBuf },
     /// Print the default configuration as YAML.
     Default,
@@ -165,7 +166,9 @@ impl Cli {
     pub fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Config(ConfigCommand::Check { file }) => {
-                let cfg = DataplaneConfig::from_file(&file)?;
+                let mut cfg = DataplaneConfig::from_file(&file)?;
+                // Check what a node would run with: the file plus SWITCHBOARD_* variables.
+                cfg.apply_env(|v| std::env::var(v).ok())?;
                 cfg.validate()?;
                 println!("{}: ok", file.display());
                 Ok(())

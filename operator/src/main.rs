@@ -1,8 +1,7 @@
-//! The operator binary. The reconciler is not written yet: this says so and exits
-//! non-zero rather than pretending to run.
-fn main() {
-    eprintln!(
-        "switchboard-operator: not implemented yet (the RealtimeCluster reconciler is still to be built)"
-    );
-    std::process::exit(2);
+//! `switchboard-operator run | crd`.
+#![forbid(unsafe_code)]
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    switchboard_operator::cli::Args::parse_and_run().await
 }

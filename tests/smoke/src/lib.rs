@@ -1,6 +1,9 @@
 //! Shared helpers for the smoke tests in `tests/`: where each real server of the test
 //! environment is. `tests/env/envctl up …` starts the servers and writes their endpoints
 //! to `tests/.state/env`; `source tests/.state/env` puts them into the environment.
+//! [`kube`] holds what every test against the API server needs (the operator's too).
+
+pub mod kube;
 
 /// The endpoint in the environment variable `var`, as written by `tests/env/envctl up`.
 ///

@@ -1,0 +1,230 @@
+//! Problems the CRD schema cannot see, found from the spec and the Secrets it names
+//! (no I/O): each message names the field to fix. They put the cluster in `Degraded`.
+//!
+//! Besides "does the Secret exist and hold the key", the data plane's own validation runs
+//! on exactly what a pod will load: the rendered file plus the `SWITCHBOARD_*` variables
+//! the pod gets, their values resolved from the Secrets.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use switchboard_crds::cluster::RealtimeCluster;
+
+use crate::children::config::{
+    APNS_FILE, FCM_FILE, JWT_KEY_FILE, TURN_PREVIOUS_KEY, TURN_SECRET_KEY, dataplane_config,
+    pod_wiring, referenced_secrets,
+};
+use crate::children::meta::Names;
+use crate::children::turn::TurnSecretState;
+
+/// Config keys whose values are files the pod gets from Secret volumes; the operator
+/// checks the Secret instead of the (absent, here) file.
+const MOUNTED_FILES: &[(&str, &str)] = &[
+    ("jwt.public_key_file", JWT_KEY_FILE),
+    ("notifications.fcm.service_account_file", FCM_FILE),
+    ("notifications.apns.key_file", APNS_FILE),
+];
+
+/// The spec field behind a config key, for messages.
+fn spec_field(key: &str) -> &'static str {
+    match key {
+        "jwt.secret" => "spec.auth.jwt.secretRef",
+        "redis.url" => "spec.redis.external.urlSecretRef",
+        "calls.mongodb_uri" => "spec.callHistory.mongodb.uriSecretRef",
+        "calls.mongodb_database" => "spec.callHistory.mongodb.database",
+        "webrtc.stun_urls" => "spec.turn.stunURLs",
+        "webrtc.turn_urls" => "spec.turn.urls",
+        "webrtc.turn_ttl" => "spec.turn.credentialTTL",
+        "presence.idle_timeout" => "spec.presence.idleTimeout",
+        "presence.heartbeat_ttl" => "spec.presence.heartbeatTTL",
+        "notifications.kafka.brokers" => "spec.notifications.kafka.brokers",
+        "notifications.kafka.topic" => "spec.notifications.kafka.topic",
+        "notifications.kafka.group" => "spec.notifications.kafka.group",
+        "notifications.kafka.dlq_topic" => "spec.notifications.kafka.dlqTopic",
+        "notifications.email.smtp_url" => "spec.notifications.email.smtpUrlSecretRef",
+        "notifications.email.from" => "spec.notifications.email.from",
+        k if k.starts_with("limits.") || k.starts_with("chat.") => "spec.limits",
+        _ => "the rendered configuration",
+    }
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+    data.or_else(|| {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .cloned()
+    })
+}
+
+/// `secrets` maps every Secret name the spec references to what the API server returned;
+/// `turn` is the TURN secret the pods will get.
+pub fn spec_problems(
+    rc: &RealtimeCluster,
+    names: &Names,
+    turn: Option<&TurnSecretState>,
+    secrets: &BTreeMap<String, Option<Secret>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (field, r) in referenced_secrets(rc) {
+        match secrets.get(&r.name) {
+            Some(Some(s)) if secret_value(s, &r.key).is_some() => {}
+            Some(Some(_)) => out.push(format!(
+                "{field}: Secret {:?} has no key {:?}",
+                r.name, r.key
+            )),
+            _ => out.push(format!("{field}: Secret {:?} not found", r.name)),
+        }
+    }
+    if let Some(t) = &rc.spec.turn
+        && t.rotation_interval.0 <= t.credential_ttl.0
+    {
+        out.push(format!(
+            "spec.turn.rotationInterval: {} must be longer than spec.turn.credentialTTL ({}), or credentials would outlive both secrets",
+            t.rotation_interval, t.credential_ttl
+        ));
+    }
+
+    // What a pod loads: the file, then its environment.
+    let mut config = dataplane_config(rc, names);
+    let wiring = pod_wiring(rc, names, turn.is_some());
+    let turn_secret = names.turn_secret();
+    let lookup = |var: &str| {
+        let e = wiring.env.iter().find(|e| e.name == var)?;
+        if let Some(v) = &e.value {
+            return Some(v.clone());
+        }
+        let from = e.value_from.as_ref()?;
+        if from.field_ref.is_some() {
+            return Some("node-0".into());
+        }
+        let r = from.secret_key_ref.as_ref()?;
+        if r.name == turn_secret {
+            let t = turn?;
+            return match r.key.as_str() {
+                TURN_SECRET_KEY => Some(t.current.clone()),
+                TURN_PREVIOUS_KEY => t.previous.clone(),
+                _ => None,
+            };
+        }
+        secret_value(secrets.get(&r.name)?.as_ref()?, &r.key)
+    };
+    let env_errors = config
+        .apply_env(lookup)
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+    let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
+    for e in env_errors.into_iter().chain(errors) {
+        let mounted = MOUNTED_FILES.iter().any(|(k, _)| *k == e.key);
+        if !mounted {
+            out.push(format!("{}: {e}", spec_field(&e.key)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::fixtures::*;
+    use k8s_openapi::ByteString;
+    use switchboard_crds::cluster::TurnSpec;
+    use switchboard_crds::duration::HumanDuration;
+
+    fn secret(key: &str, value: &str) -> Option<Secret> {
+        Some(Secret {
+            data: Some(BTreeMap::from([(
+                key.to_owned(),
+                ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        })
+    }
+
+    fn problems(rc: &RealtimeCluster, secrets: &[(&str, Option<Secret>)]) -> Vec<String> {
+        let names = Names::of(rc).unwrap();
+        let map = secrets
+            .iter()
+            .map(|(n, s)| ((*n).to_owned(), s.clone()))
+            .collect();
+        let turn = TurnSecretState::fresh("t".repeat(64), "2026-01-01T00:00:00Z".into());
+        spec_problems(rc, &names, rc.spec.turn.as_ref().map(|_| &turn), &map)
+    }
+
+    #[test]
+    fn good_secrets_are_no_problem() {
+        let rc = mk_cluster();
+        assert!(problems(&rc, &[("jwt", secret("secret", &"k".repeat(32)))]).is_empty());
+        let full = mk_full_cluster();
+        let p = problems(
+            &full,
+            &[
+                ("jwt", secret("secret", &"k".repeat(32))),
+                ("redis", secret("url", "redis://r:6379")),
+                ("mongo", secret("uri", "mongodb://m:27017")),
+                ("fcm", secret("sa.json", "{}")),
+                ("apns", secret("key.p8", "pem")),
+            ],
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn missing_secret_missing_key_and_short_secret_name_the_field() {
+        let rc = mk_cluster();
+        let p = problems(&rc, &[("jwt", None)]);
+        assert_eq!(p, ["spec.auth.jwt.secretRef: Secret \"jwt\" not found"]);
+        let p = problems(&rc, &[("jwt", secret("other", "x"))]);
+        assert_eq!(
+            p,
+            ["spec.auth.jwt.secretRef: Secret \"jwt\" has no key \"secret\""]
+        );
+        let p = problems(&rc, &[("jwt", secret("secret", "short"))]);
+        assert_eq!(
+            p,
+            [
+                "spec.auth.jwt.secretRef: jwt.secret (SWITCHBOARD_JWT_SECRET): must be at least 32 bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_url_in_a_secret_is_reported_against_its_ref() {
+        let mut rc = mk_full_cluster();
+        rc.spec.notifications = None;
+        rc.spec.call_history = None;
+        let p = problems(
+            &rc,
+            &[
+                ("jwt", secret("secret", &"k".repeat(32))),
+                ("redis", secret("url", "http://not-redis")),
+            ],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("spec.redis.external.urlSecretRef: redis.url (SWITCHBOARD_REDIS_URL)"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn rotation_shorter_than_ttl_is_refused() {
+        let mut rc = mk_cluster();
+        rc.spec.turn = Some(TurnSpec {
+            urls: vec!["turn:x".into()],
+            credential_ttl: HumanDuration::from_secs(7200),
+            rotation_interval: HumanDuration::from_secs(3600),
+            ..Default::default()
+        });
+        let p = problems(&rc, &[("jwt", secret("secret", &"k".repeat(32)))]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("spec.turn.rotationInterval: 1h"), "{p:?}");
+    }
+}

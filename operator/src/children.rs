@@ -1,0 +1,327 @@
+//! Every object the operator creates for a `RealtimeCluster`, built by plain functions
+//! from the spec (no I/O): the reconciler applies what [`desired`] returns and deletes
+//! the owned kinds it no longer returns.
+//!
+//! ```text
+//!   RealtimeCluster ─┬─ config    ConfigMap  <name>-config          (DataplaneConfig YAML)
+//!                    ├─ socket    Deployment/Service/headless/PDB/HPA  <name>-socket
+//!                    ├─ redis     StatefulSet/Service                <name>-redis (managed)
+//!                    ├─ turn      Secret <name>-turn, Deployment/Service <name>-coturn
+//!                    ├─ workers   Deployment                         <name>-worker
+//!                    ├─ ingress   Ingress                            <name>
+//!                    └─ monitor   ServiceMonitor                     <name>
+//! ```
+
+pub mod config;
+pub mod meta;
+pub mod monitor;
+pub mod redis;
+pub mod socket;
+pub mod turn;
+pub mod workers;
+
+use kube::core::ApiResource;
+use serde::Serialize;
+use switchboard_crds::cluster::{RealtimeCluster, RedisMode};
+
+use crate::children::meta::Names;
+
+/// One object to apply, type-erased so one apply path serves every kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub resource: ApiResource,
+    pub name: String,
+    /// The full object (apiVersion, kind, metadata, spec…) as it is applied.
+    pub object: serde_json::Value,
+}
+
+impl Desired {
+    /// Erase a typed object.
+    pub fn of<K>(obj: &K) -> Result<Self, serde_json::Error>
+    where
+        K: kube::Resource<DynamicType = ()> + Serialize,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let mut object = serde_json::to_value(obj)?;
+        if let Some(map) = object.as_object_mut() {
+            map.insert("apiVersion".into(), resource.api_version.clone().into());
+            map.insert("kind".into(), resource.kind.clone().into());
+        }
+        Ok(Self {
+            name: obj.meta().name.clone().unwrap_or_default(),
+            resource,
+            object,
+        })
+    }
+
+    /// Record the hash of the object in its own annotations. The apply layer skips an
+    /// object whose live copy already holds every desired field; the hash makes a field
+    /// the operator stops setting count as a difference, so the next apply removes it.
+    fn stamp(&mut self) {
+        let hash = config::content_hash(&self.object.to_string());
+        if let Some(meta) = self
+            .object
+            .get_mut("metadata")
+            .and_then(|m| m.as_object_mut())
+        {
+            let ann = meta
+                .entry("annotations")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(ann) = ann.as_object_mut() {
+                ann.insert(meta::APPLIED_HASH_ANNOTATION.into(), hash.into());
+            }
+        }
+    }
+
+    /// `Kind/name`, for logs and events.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.resource.kind, self.name)
+    }
+}
+
+/// What the builders need besides the spec: facts only the cluster knows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The TURN secret's current generation time (rolls nodes when it changes).
+    pub turn: Option<turn::TurnSecretState>,
+    /// Whether the ServiceMonitor CRD (monitoring.coreos.com) is installed.
+    pub service_monitor_crd: bool,
+}
+
+/// Why desired state could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the RealtimeCluster has no {0}")]
+    MissingMeta(&'static str),
+    #[error("serializing {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("rendering the data plane configuration: {0}")]
+    Config(String),
+}
+
+/// Every child for `rc`, in apply order (config and secrets before the pods that use them).
+pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>, BuildError> {
+    let names = Names::of(rc)?;
+    let spec = &rc.spec;
+    let rendered = config::render(rc, &names)?;
+    let mut out = Vec::new();
+    let mut push = |what: &'static str, d: Result<Desired, serde_json::Error>| {
+        d.map(|d| out.push(d))
+            .map_err(|source| BuildError::Serialize { what, source })
+    };
+    push(
+        "ServiceAccount",
+        Desired::of(&meta::service_account(&names)),
+    )?;
+    push("ConfigMap", Desired::of(&rendered.config_map))?;
+    if let Some(t) = &observed.turn {
+        push("Secret", Desired::of(&turn::secret(&names, t)))?;
+    }
+    if spec.redis.mode == RedisMode::Managed {
+        push("StatefulSet", Desired::of(&redis::stateful_set(rc, &names)))?;
+        push("Service", Desired::of(&redis::service(&names)))?;
+    }
+    let pod = socket::PodInputs {
+        config_hash: &rendered.hash,
+        turn_rotated_at: observed.turn.as_ref().map(|t| t.rotated_at.as_str()),
+    };
+    push(
+        "Deployment",
+        Desired::of(&socket::deployment(rc, &names, &pod)),
+    )?;
+    push("Service", Desired::of(&socket::service(rc, &names)))?;
+    push("Service", Desired::of(&socket::headless_service(&names)))?;
+    push("PodDisruptionBudget", Desired::of(&socket::pdb(&names)))?;
+    if let Some(hpa) = socket::hpa(rc, &names) {
+        push("HorizontalPodAutoscaler", Desired::of(&hpa))?;
+    }
+    if let Some(ing) = socket::ingress(rc, &names) {
+        push("Ingress", Desired::of(&ing))?;
+    }
+    if let (Some(t), Some(spec)) = (&observed.turn, turn::managed(rc)) {
+        push(
+            "Deployment",
+            Desired::of(&turn::coturn_deployment(&names, spec, t)),
+        )?;
+        push("Service", Desired::of(&turn::coturn_service(&names)))?;
+    }
+    if let Some(n) = &spec.notifications {
+        push(
+            "Deployment",
+            Desired::of(&workers::deployment(rc, n, &names, &pod)),
+        )?;
+    }
+    if spec.monitoring.as_ref().is_some_and(|m| m.service_monitor) && observed.service_monitor_crd {
+        out.push(monitor::service_monitor(&names));
+    }
+    for d in &mut out {
+        d.stamp();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use switchboard_crds::cluster::*;
+
+    /// A valid cluster with an HMAC JWT secret and a managed Redis.
+    pub fn mk_cluster() -> RealtimeCluster {
+        let mut rc = RealtimeCluster::new(
+            "chat",
+            RealtimeClusterSpec {
+                auth: AuthSpec {
+                    jwt: JwtSpec {
+                        secret_ref: Some(SecretKeyRef {
+                            name: "jwt".into(),
+                            key: "secret".into(),
+                        }),
+                        ..Default::default()
+                    },
+                },
+                ..Default::default()
+            },
+        );
+        rc.metadata.namespace = Some("apps".into());
+        rc.metadata.uid = Some("0000-uid".into());
+        rc.metadata.generation = Some(1);
+        rc
+    }
+
+    /// Every optional part switched on.
+    pub fn mk_full_cluster() -> RealtimeCluster {
+        let mut rc = mk_cluster();
+        let secret = |name: &str, key: &str| SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        };
+        rc.spec.socket.autoscaling = Some(AutoscalingSpec::default());
+        rc.spec.redis = RedisSpec {
+            mode: RedisMode::External,
+            managed: None,
+            external: Some(ExternalRedisSpec {
+                url_secret_ref: Some(secret("redis", "url")),
+            }),
+        };
+        rc.spec.turn = Some(TurnSpec {
+            urls: vec!["turn:turn.example.com:3478".into()],
+            stun_urls: vec!["stun:stun.example.com:3478".into()],
+            managed: Some(ManagedTurnSpec::default()),
+            ..Default::default()
+        });
+        rc.spec.notifications = Some(NotificationsSpec {
+            workers: WorkersSpec::default(),
+            kafka: KafkaSpec {
+                brokers: vec!["kafka:9092".into()],
+                topic: "notify".into(),
+                group: "workers".into(),
+                dlq_topic: Some("notify.dlq".into()),
+            },
+            fcm: Some(FcmSpec {
+                service_account_secret_ref: secret("fcm", "sa.json"),
+            }),
+            apns: Some(ApnsSpec {
+                key_secret_ref: secret("apns", "key.p8"),
+                key_id: "ABCDEFGHIJ".into(),
+                team_id: "TEAM123456".into(),
+                topic: "com.example.app".into(),
+                environment: ApnsEnvironment::Sandbox,
+            }),
+            email: None,
+        });
+        rc.spec.call_history = Some(CallHistorySpec {
+            mongodb: MongoSpec {
+                uri_secret_ref: secret("mongo", "uri"),
+                database: "calls".into(),
+            },
+        });
+        rc.spec.ingress = Some(IngressSpec {
+            class_name: Some("nginx".into()),
+            host: "rt.example.com".into(),
+            tls_secret_name: Some("rt-tls".into()),
+            annotations: Default::default(),
+        });
+        rc.spec.monitoring = Some(MonitoringSpec {
+            service_monitor: true,
+        });
+        rc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    fn kinds(d: &[Desired]) -> Vec<String> {
+        d.iter().map(Desired::label).collect()
+    }
+
+    #[test]
+    fn minimal_cluster_gets_the_core_children_all_owned() {
+        let rc = mk_cluster();
+        let d = desired(&rc, &Observed::default()).unwrap();
+        assert_eq!(
+            kinds(&d),
+            [
+                "ServiceAccount/chat-switchboard",
+                "ConfigMap/chat-config",
+                "StatefulSet/chat-redis",
+                "Service/chat-redis",
+                "Deployment/chat-socket",
+                "Service/chat-socket",
+                "Service/chat-socket-headless",
+                "PodDisruptionBudget/chat-socket",
+            ]
+        );
+        for child in &d {
+            let owners = &child.object["metadata"]["ownerReferences"];
+            assert_eq!(owners[0]["uid"], "0000-uid", "{}", child.label());
+            assert_eq!(owners[0]["controller"], true, "{}", child.label());
+            assert_eq!(child.object["metadata"]["namespace"], "apps");
+            assert_eq!(
+                child.object["metadata"]["labels"]["app.kubernetes.io/instance"],
+                "chat"
+            );
+        }
+    }
+
+    #[test]
+    fn full_cluster_adds_hpa_ingress_turn_workers_and_monitor() {
+        let rc = mk_full_cluster();
+        let observed = Observed {
+            turn: Some(turn::TurnSecretState::fresh(
+                "a".repeat(64),
+                "2026-01-01T00:00:00Z".into(),
+            )),
+            service_monitor_crd: true,
+        };
+        let d = desired(&rc, &observed).unwrap();
+        let k = kinds(&d);
+        for want in [
+            "Secret/chat-turn",
+            "HorizontalPodAutoscaler/chat-socket",
+            "Ingress/chat",
+            "Deployment/chat-coturn",
+            "Service/chat-coturn",
+            "Deployment/chat-worker",
+            "ServiceMonitor/chat",
+        ] {
+            assert!(k.contains(&want.to_string()), "{want} missing from {k:?}");
+        }
+        // External Redis: no StatefulSet.
+        assert!(!k.iter().any(|k| k.starts_with("StatefulSet/")), "{k:?}");
+        // Without the ServiceMonitor CRD, no ServiceMonitor.
+        let d = desired(
+            &rc,
+            &Observed {
+                service_monitor_crd: false,
+                ..observed
+            },
+        )
+        .unwrap();
+        assert!(!kinds(&d).contains(&"ServiceMonitor/chat".to_string()));
+    }
+}

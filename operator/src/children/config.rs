@@ -1,0 +1,452 @@
+//! The data plane configuration, rendered with the data plane's own [`DataplaneConfig`]
+//! type (so what the operator writes is exactly what `switchboard` reads), and the
+//! environment and files that hand secrets to the pods. Secrets never enter the ConfigMap.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
+use sha2::{Digest, Sha256};
+use switchboard_crds::cluster::{RealtimeCluster, RedisMode, SecretKeyRef};
+use switchboard_crds::config::DataplaneConfig;
+
+use super::BuildError;
+use super::meta::{Names, SOCKET_PORT};
+
+/// Key of the configuration file in the ConfigMap.
+pub const CONFIG_KEY: &str = "switchboard.yaml";
+/// Where the ConfigMap is mounted.
+pub const CONFIG_DIR: &str = "/etc/switchboard/config";
+/// Where the JWT public key is mounted.
+pub const JWT_KEY_FILE: &str = "/etc/switchboard/jwt/public.pem";
+/// Where the FCM service account is mounted.
+pub const FCM_FILE: &str = "/etc/switchboard/fcm/service-account.json";
+/// Where the APNs signing key is mounted.
+pub const APNS_FILE: &str = "/etc/switchboard/apns/key.p8";
+/// Keys of the TURN Secret.
+pub const TURN_SECRET_KEY: &str = "secret";
+pub const TURN_PREVIOUS_KEY: &str = "previous";
+/// Port of the managed Redis.
+pub const REDIS_PORT: i32 = 6379;
+
+/// The ConfigMap and the hash of its content.
+pub struct Rendered {
+    pub config: DataplaneConfig,
+    pub config_map: ConfigMap,
+    /// First 16 hex digits of the SHA-256 of the file; on the pod template, so a change
+    /// rolls the nodes.
+    pub hash: String,
+}
+
+/// The data plane configuration for `rc`.
+pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig {
+    let spec = &rc.spec;
+    let mut c = DataplaneConfig {
+        listen: format!("0.0.0.0:{SOCKET_PORT}"),
+        log_format: "json".into(),
+        ..Default::default()
+    };
+    if spec.redis.mode == RedisMode::Managed {
+        c.redis.url = Some(format!(
+            "redis://{}.{}.svc:{REDIS_PORT}",
+            names.redis(),
+            names.namespace
+        ));
+    }
+    let jwt = &spec.auth.jwt;
+    c.jwt.algorithm = jwt.algorithm.as_str().into();
+    c.jwt.issuer = jwt.issuer.clone();
+    c.jwt.audience = jwt.audience.clone();
+    if jwt.public_key_ref.is_some() {
+        c.jwt.public_key_file = Some(JWT_KEY_FILE.into());
+    }
+    if let Some(t) = &spec.turn {
+        c.webrtc.stun_urls = t.stun_urls.clone();
+        c.webrtc.turn_urls = t.urls.clone();
+        if t.urls.is_empty() && t.managed.as_ref().is_some_and(|m| m.enabled) {
+            // Only the managed coturn: its in-cluster address.
+            c.webrtc.turn_urls = vec![format!(
+                "turn:{}.{}.svc:{}",
+                names.coturn(),
+                names.namespace,
+                super::turn::TURN_PORT
+            )];
+        }
+        c.webrtc.turn_ttl = t.credential_ttl;
+    }
+    if let Some(h) = &spec.call_history {
+        c.calls.mongodb_database = h.mongodb.database.clone();
+    }
+    if let Some(n) = &spec.notifications {
+        let k = &mut c.notifications.kafka;
+        k.brokers = n.kafka.brokers.clone();
+        k.topic = n.kafka.topic.clone();
+        k.group = n.kafka.group.clone();
+        if let Some(dlq) = &n.kafka.dlq_topic {
+            k.dlq_topic = dlq.clone();
+        }
+        if n.fcm.is_some() {
+            c.notifications.fcm.service_account_file = Some(FCM_FILE.into());
+        }
+        if let Some(a) = &n.apns {
+            let apns = &mut c.notifications.apns;
+            apns.key_file = Some(APNS_FILE.into());
+            apns.key_id = Some(a.key_id.clone());
+            apns.team_id = Some(a.team_id.clone());
+            apns.topic = Some(a.topic.clone());
+            apns.environment = a.environment.as_str().into();
+        }
+        if let Some(e) = &n.email {
+            c.notifications.email.from = Some(e.from.clone());
+        }
+    }
+    if let Some(p) = &spec.presence {
+        if let Some(d) = p.idle_timeout {
+            c.presence.idle_timeout = d;
+        }
+        if let Some(d) = p.heartbeat_ttl {
+            c.presence.heartbeat_ttl = d;
+        }
+    }
+    if let Some(l) = &spec.limits {
+        // The schema keeps these positive; a negative one would become 0 and be refused
+        // by the data plane's validation, naming the key.
+        if let Some(v) = l.max_payload_bytes {
+            c.limits.max_payload_bytes = u64::try_from(v).unwrap_or(0);
+        }
+        if let Some(v) = l.max_message_bytes {
+            c.chat.max_message_bytes = usize::try_from(v).unwrap_or(0);
+        }
+        if let Some(v) = l.max_rooms_per_user {
+            c.limits.max_rooms_per_user = usize::try_from(v).unwrap_or(0);
+        }
+        if let Some(v) = l.history_max_len {
+            c.chat.history_max_len = u64::try_from(v).unwrap_or(0);
+        }
+    }
+    c
+}
+
+/// The ConfigMap holding the rendered file.
+pub fn render(rc: &RealtimeCluster, names: &Names) -> Result<Rendered, BuildError> {
+    let config = dataplane_config(rc, names);
+    let text = serde_yaml::to_string(&config).map_err(|e| BuildError::Config(e.to_string()))?;
+    let hash = content_hash(&text);
+    let config_map = ConfigMap {
+        metadata: names.meta(names.config(), "socket"),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), text)])),
+        ..Default::default()
+    };
+    Ok(Rendered {
+        config,
+        config_map,
+        hash,
+    })
+}
+
+/// First 16 hex digits of the SHA-256 of `text`.
+pub fn content_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Environment variables, volumes and mounts that give a pod its config and secrets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodWiring {
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+fn env_value(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// `name` from one key of a Secret.
+pub(crate) fn env_secret(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: optional.then_some(true),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl PodWiring {
+    fn secret_env(&mut self, var: &str, r: &SecretKeyRef) {
+        self.env.push(env_secret(var, &r.name, &r.key, false));
+    }
+
+    /// Mount one key of a Secret as the file `path`.
+    fn secret_file(&mut self, volume: &str, r: &SecretKeyRef, path: &str) {
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("/", path));
+        self.volumes.push(Volume {
+            name: volume.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: r.key.clone(),
+                    path: file.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        self.mounts.push(VolumeMount {
+            name: volume.into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+}
+
+/// How pods of `rc` get the config file and every secret the spec references.
+pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, with_turn: bool) -> PodWiring {
+    let spec = &rc.spec;
+    let mut w = PodWiring::default();
+    w.env.push(env_value(
+        "SWITCHBOARD_CONFIG",
+        &format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+    ));
+    w.env.push(EnvVar {
+        name: "SWITCHBOARD_NODE_ID".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    w.volumes.push(Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.config(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    w.mounts.push(VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    let jwt = &spec.auth.jwt;
+    if let Some(r) = &jwt.secret_ref {
+        w.secret_env("SWITCHBOARD_JWT_SECRET", r);
+    }
+    if let Some(r) = &jwt.public_key_ref {
+        w.secret_file("jwt-public-key", r, JWT_KEY_FILE);
+    }
+    if spec.redis.mode == RedisMode::External
+        && let Some(r) = spec
+            .redis
+            .external
+            .as_ref()
+            .and_then(|e| e.url_secret_ref.as_ref())
+    {
+        w.secret_env("SWITCHBOARD_REDIS_URL", r);
+    }
+    if with_turn {
+        let s = names.turn_secret();
+        w.env.push(env_secret(
+            "SWITCHBOARD_TURN_SECRET",
+            &s,
+            TURN_SECRET_KEY,
+            false,
+        ));
+        w.env.push(env_secret(
+            "SWITCHBOARD_TURN_PREVIOUS_SECRET",
+            &s,
+            TURN_PREVIOUS_KEY,
+            true,
+        ));
+    }
+    if let Some(h) = &spec.call_history {
+        w.secret_env("SWITCHBOARD_MONGODB_URI", &h.mongodb.uri_secret_ref);
+    }
+    if let Some(n) = &spec.notifications {
+        if let Some(f) = &n.fcm {
+            w.secret_file("fcm", &f.service_account_secret_ref, FCM_FILE);
+        }
+        if let Some(a) = &n.apns {
+            w.secret_file("apns", &a.key_secret_ref, APNS_FILE);
+        }
+        if let Some(e) = &n.email {
+            w.secret_env("SWITCHBOARD_SMTP_URL", &e.smtp_url_secret_ref);
+        }
+    }
+    w
+}
+
+/// Every Secret the spec references, with the field that references it (for a clear
+/// status message when one is missing).
+pub fn referenced_secrets(rc: &RealtimeCluster) -> Vec<(&'static str, &SecretKeyRef)> {
+    let spec = &rc.spec;
+    let mut out = Vec::new();
+    let jwt = &spec.auth.jwt;
+    out.extend(
+        jwt.secret_ref
+            .iter()
+            .map(|r| ("spec.auth.jwt.secretRef", r)),
+    );
+    out.extend(
+        jwt.public_key_ref
+            .iter()
+            .map(|r| ("spec.auth.jwt.publicKeyRef", r)),
+    );
+    if spec.redis.mode == RedisMode::External {
+        out.extend(
+            spec.redis
+                .external
+                .iter()
+                .filter_map(|e| e.url_secret_ref.as_ref())
+                .map(|r| ("spec.redis.external.urlSecretRef", r)),
+        );
+    }
+    if let Some(h) = &spec.call_history {
+        out.push((
+            "spec.callHistory.mongodb.uriSecretRef",
+            &h.mongodb.uri_secret_ref,
+        ));
+    }
+    if let Some(n) = &spec.notifications {
+        out.extend(n.fcm.iter().map(|f| {
+            (
+                "spec.notifications.fcm.serviceAccountSecretRef",
+                &f.service_account_secret_ref,
+            )
+        }));
+        out.extend(
+            n.apns
+                .iter()
+                .map(|a| ("spec.notifications.apns.keySecretRef", &a.key_secret_ref)),
+        );
+        out.extend(n.email.iter().map(|e| {
+            (
+                "spec.notifications.email.smtpUrlSecretRef",
+                &e.smtp_url_secret_ref,
+            )
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn names(rc: &RealtimeCluster) -> Names {
+        Names::of(rc).unwrap()
+    }
+
+    #[test]
+    fn rendered_file_is_a_valid_dataplane_config_without_secrets() {
+        let rc = mk_full_cluster();
+        let r = render(&rc, &names(&rc)).unwrap();
+        let text = &r.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        let back = DataplaneConfig::from_str(text, false).unwrap();
+        assert_eq!(back, r.config);
+        assert!(back.jwt.secret.is_none());
+        assert!(
+            back.redis.url.is_none(),
+            "external Redis comes from the env"
+        );
+        assert!(back.admin_token.is_none() && back.service_token.is_none());
+        assert!(back.webrtc.turn_secret.is_none() && back.calls.mongodb_uri.is_none());
+        assert_eq!(back.webrtc.turn_urls, ["turn:turn.example.com:3478"]);
+        assert_eq!(back.webrtc.turn_ttl.to_string(), "1h");
+        assert_eq!(back.notifications.kafka.brokers, ["kafka:9092"]);
+        assert_eq!(back.notifications.kafka.dlq_topic, "notify.dlq");
+        assert_eq!(back.notifications.apns.key_file.as_deref(), Some(APNS_FILE));
+        assert_eq!(back.notifications.apns.environment, "sandbox");
+        assert_eq!(
+            back.notifications.fcm.service_account_file.as_deref(),
+            Some(FCM_FILE)
+        );
+        assert_eq!(back.calls.mongodb_database, "calls");
+    }
+
+    #[test]
+    fn managed_redis_url_points_at_the_redis_service() {
+        let rc = mk_cluster();
+        let c = dataplane_config(&rc, &names(&rc));
+        assert_eq!(
+            c.redis.url.as_deref(),
+            Some("redis://chat-redis.apps.svc:6379")
+        );
+        assert_eq!(c.listen, "0.0.0.0:3000");
+    }
+
+    #[test]
+    fn hash_changes_with_the_spec_and_only_then() {
+        let rc = mk_cluster();
+        let a = render(&rc, &names(&rc)).unwrap().hash;
+        assert_eq!(a, render(&rc, &names(&rc)).unwrap().hash);
+        let mut edited = rc.clone();
+        edited.spec.limits = Some(switchboard_crds::cluster::LimitsSpec {
+            max_rooms_per_user: Some(7),
+            ..Default::default()
+        });
+        let b = render(&edited, &names(&edited)).unwrap().hash;
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn secrets_reach_pods_as_env_and_files() {
+        let rc = mk_full_cluster();
+        let w = pod_wiring(&rc, &names(&rc), true);
+        let secret_of = |var: &str| {
+            w.env
+                .iter()
+                .find(|e| e.name == var)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone()))
+        };
+        assert_eq!(
+            secret_of("SWITCHBOARD_JWT_SECRET"),
+            Some(("jwt".into(), "secret".into()))
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_REDIS_URL"),
+            Some(("redis".into(), "url".into()))
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_TURN_PREVIOUS_SECRET"),
+            Some(("chat-turn".into(), "previous".into()))
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_MONGODB_URI"),
+            Some(("mongo".into(), "uri".into()))
+        );
+        let mounts: Vec<_> = w.mounts.iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(
+            mounts,
+            [
+                "/etc/switchboard/config",
+                "/etc/switchboard/fcm",
+                "/etc/switchboard/apns"
+            ]
+        );
+        assert_eq!(referenced_secrets(&rc).len(), 5);
+    }
+}

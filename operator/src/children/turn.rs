@@ -1,0 +1,385 @@
+//! The TURN REST shared secret and the optional coturn Deployment.
+//!
+//! The operator generates the secret once and replaces it every `rotationInterval`.
+//! After a rotation the old secret stays in the Secret as `previous` for one
+//! `credentialTTL`, because credentials signed with it just before the rotation are
+//! still in clients' hands; both reach the nodes (`SWITCHBOARD_TURN_SECRET`,
+//! `SWITCHBOARD_TURN_PREVIOUS_SECRET`) and coturn (two `static-auth-secret`s).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Probe, Secret, Service,
+    ServicePort, ServiceSpec, TCPSocketAction,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use switchboard_crds::cluster::{ManagedTurnSpec, RealtimeCluster, TurnSpec};
+
+use super::config::{TURN_PREVIOUS_KEY, TURN_SECRET_KEY, env_secret};
+use super::meta::{Names, TURN_ROTATED_ANNOTATION};
+
+pub const COMPONENT: &str = "turn";
+/// Secret annotation: until when `previous` is kept.
+pub const PREVIOUS_UNTIL_ANNOTATION: &str = "switchboard.dev/previous-valid-until";
+/// TURN listening port.
+pub const TURN_PORT: i32 = 3478;
+
+/// What the TURN Secret holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnSecretState {
+    pub current: String,
+    pub previous: Option<String>,
+    /// RFC 3339 time the current secret was generated.
+    pub rotated_at: String,
+    /// RFC 3339 time after which `previous` is dropped.
+    pub previous_valid_until: Option<String>,
+}
+
+impl TurnSecretState {
+    pub fn fresh(current: String, rotated_at: String) -> Self {
+        Self {
+            current,
+            previous: None,
+            rotated_at,
+            previous_valid_until: None,
+        }
+    }
+
+    /// Read back a Secret written by [`secret`]; `None` when it is not one.
+    pub fn from_secret(s: &Secret) -> Option<Self> {
+        let data = s.data.as_ref()?;
+        let text = |k: &str| {
+            data.get(k)
+                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let ann = s.metadata.annotations.clone().unwrap_or_default();
+        Some(Self {
+            current: text(TURN_SECRET_KEY)?,
+            previous: text(TURN_PREVIOUS_KEY),
+            rotated_at: ann.get(TURN_ROTATED_ANNOTATION)?.clone(),
+            previous_valid_until: ann.get(PREVIOUS_UNTIL_ANNOTATION).cloned(),
+        })
+    }
+}
+
+/// What [`next_state`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnChange {
+    Unchanged,
+    Created,
+    Rotated,
+    PreviousExpired,
+}
+
+/// The decision: the state to store, what changed, and when to look again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TurnDecision {
+    pub state: TurnSecretState,
+    pub change: TurnChange,
+    pub recheck_in: Duration,
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// Decide the TURN secret at `now`. `fresh` makes a new random secret (only called when
+/// one is needed). An unreadable time in the Secret counts as due for rotation.
+pub fn next_state(
+    existing: Option<TurnSecretState>,
+    spec: &TurnSpec,
+    now: Timestamp,
+    fresh: impl FnOnce() -> String,
+) -> TurnDecision {
+    let rotation = spec.rotation_interval.0.max(Duration::from_secs(60));
+    let ttl = spec.credential_ttl.0;
+    let Some(mut state) = existing else {
+        return TurnDecision {
+            state: TurnSecretState::fresh(fresh(), now.to_string()),
+            change: TurnChange::Created,
+            recheck_in: rotation,
+        };
+    };
+    let rotated_at: Option<Timestamp> = state.rotated_at.parse().ok();
+    let due = rotated_at.map(|t| add(t, rotation));
+    let mut change = TurnChange::Unchanged;
+    if due.is_none_or(|due| now >= due) {
+        let previous_until = add(now, ttl);
+        state = TurnSecretState {
+            previous: Some(std::mem::take(&mut state.current)),
+            current: fresh(),
+            rotated_at: now.to_string(),
+            previous_valid_until: Some(previous_until.to_string()),
+        };
+        change = TurnChange::Rotated;
+    } else if state.previous.is_some() {
+        let until_ts: Option<Timestamp> = state
+            .previous_valid_until
+            .as_deref()
+            .and_then(|s| s.parse().ok());
+        if until_ts.is_none_or(|u| now >= u) {
+            state.previous = None;
+            state.previous_valid_until = None;
+            change = TurnChange::PreviousExpired;
+        }
+    }
+    let next_rotation = until(now, add(parse_or(&state.rotated_at, now), rotation));
+    let mut recheck_in = next_rotation;
+    if let Some(u) = state
+        .previous_valid_until
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+    {
+        recheck_in = recheck_in.min(until(now, u));
+    }
+    TurnDecision {
+        state,
+        change,
+        recheck_in: recheck_in.max(Duration::from_secs(1)),
+    }
+}
+
+fn parse_or(s: &str, default: Timestamp) -> Timestamp {
+    s.parse().unwrap_or(default)
+}
+
+/// The Secret holding the state.
+pub fn secret(names: &Names, s: &TurnSecretState) -> Secret {
+    let mut metadata = names.meta(names.turn_secret(), COMPONENT);
+    let mut ann = BTreeMap::from([(TURN_ROTATED_ANNOTATION.to_owned(), s.rotated_at.clone())]);
+    let mut data = BTreeMap::from([(
+        TURN_SECRET_KEY.to_owned(),
+        ByteString(s.current.clone().into_bytes()),
+    )]);
+    if let (Some(p), Some(u)) = (&s.previous, &s.previous_valid_until) {
+        data.insert(TURN_PREVIOUS_KEY.into(), ByteString(p.clone().into_bytes()));
+        ann.insert(PREVIOUS_UNTIL_ANNOTATION.into(), u.clone());
+    }
+    metadata.annotations = Some(ann);
+    Secret {
+        metadata,
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// The coturn settings, when the operator should run coturn.
+pub fn managed(rc: &RealtimeCluster) -> Option<&ManagedTurnSpec> {
+    rc.spec
+        .turn
+        .as_ref()?
+        .managed
+        .as_ref()
+        .filter(|m| m.enabled)
+}
+
+/// coturn with the REST shared secret(s). The previous secret is passed only while it
+/// exists, hence the shell.
+pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState) -> Deployment {
+    let secret = names.turn_secret();
+    let env_secret =
+        |name: &str, key: &str, optional: bool| env_secret(name, &secret, key, optional);
+    let script = format!(
+        "exec turnserver -n --log-file=stdout --no-cli --fingerprint --use-auth-secret \
+         --listening-port={TURN_PORT} --realm=\"$TURN_REALM\" \
+         --static-auth-secret=\"$TURN_SECRET\" \
+         ${{TURN_PREVIOUS_SECRET:+--static-auth-secret=\"$TURN_PREVIOUS_SECRET\"}}"
+    );
+    let port = |name: &str, protocol: &str| ContainerPort {
+        name: Some(name.into()),
+        container_port: TURN_PORT,
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "coturn".into(),
+        image: Some(m.image.clone()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+        env: Some(vec![
+            EnvVar {
+                name: "TURN_REALM".into(),
+                value: Some(m.realm.clone()),
+                ..Default::default()
+            },
+            env_secret("TURN_SECRET", TURN_SECRET_KEY, false),
+            env_secret("TURN_PREVIOUS_SECRET", TURN_PREVIOUS_KEY, true),
+        ]),
+        ports: Some(vec![port("turn-udp", "UDP"), port("turn-tcp", "TCP")]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(TURN_PORT),
+                ..Default::default()
+            }),
+            period_seconds: Some(10),
+            ..Default::default()
+        }),
+        resources: m.resources.clone(),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: names.meta(names.coturn(), COMPONENT),
+        spec: DeploymentSpec {
+            replicas: Some(m.replicas),
+            selector: names.selector(COMPONENT),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(names.labels(COMPONENT)),
+                    annotations: Some(BTreeMap::from([(
+                        TURN_ROTATED_ANNOTATION.to_owned(),
+                        s.rotated_at.clone(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A LoadBalancer Service for coturn (TURN must be reachable by clients).
+pub fn coturn_service(names: &Names) -> Service {
+    let port = |name: &str, protocol: &str| ServicePort {
+        name: Some(name.into()),
+        port: TURN_PORT,
+        target_port: Some(IntOrString::Int(TURN_PORT)),
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: names.meta(names.coturn(), COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            selector: Some(names.selector_labels(COMPONENT)),
+            ports: Some(vec![port("turn-udp", "UDP"), port("turn-tcp", "TCP")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_crds::duration::HumanDuration;
+
+    fn spec() -> TurnSpec {
+        TurnSpec {
+            urls: vec!["turn:t:3478".into()],
+            credential_ttl: HumanDuration::from_secs(3600),
+            rotation_interval: HumanDuration::from_secs(86_400),
+            ..Default::default()
+        }
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn created_once_then_unchanged_until_due() {
+        let d = next_state(None, &spec(), at("2026-01-01T00:00:00Z"), || "s1".into());
+        assert_eq!(d.change, TurnChange::Created);
+        assert_eq!(d.state.current, "s1");
+        assert_eq!(d.recheck_in, Duration::from_secs(86_400));
+        let later = at("2026-01-01T12:00:00Z");
+        let d2 = next_state(Some(d.state.clone()), &spec(), later, || {
+            panic!("no new secret before the interval")
+        });
+        assert_eq!(d2.change, TurnChange::Unchanged);
+        assert_eq!(d2.state, d.state);
+        assert_eq!(d2.recheck_in, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_secret_for_one_ttl() {
+        let s0 = TurnSecretState::fresh("old".into(), "2026-01-01T00:00:00Z".into());
+        let now = at("2026-01-02T00:00:05Z");
+        let d = next_state(Some(s0), &spec(), now, || "new".into());
+        assert_eq!(d.change, TurnChange::Rotated);
+        assert_eq!(d.state.current, "new");
+        assert_eq!(d.state.previous.as_deref(), Some("old"));
+        assert_eq!(
+            d.state.previous_valid_until.as_deref(),
+            Some("2026-01-02T01:00:05Z")
+        );
+        assert_eq!(d.recheck_in, Duration::from_secs(3600));
+
+        // Still kept just before the TTL runs out…
+        let d2 = next_state(
+            Some(d.state.clone()),
+            &spec(),
+            at("2026-01-02T01:00:04Z"),
+            || unreachable!(),
+        );
+        assert_eq!(d2.change, TurnChange::Unchanged);
+        assert_eq!(d2.state.previous.as_deref(), Some("old"));
+        // …and dropped after.
+        let d3 = next_state(
+            Some(d2.state),
+            &spec(),
+            at("2026-01-02T01:00:05Z"),
+            || unreachable!(),
+        );
+        assert_eq!(d3.change, TurnChange::PreviousExpired);
+        assert_eq!(d3.state.previous, None);
+        assert_eq!(d3.state.current, "new");
+    }
+
+    #[test]
+    fn secret_round_trips_through_its_kubernetes_form() {
+        let rc = crate::children::fixtures::mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let s = TurnSecretState {
+            current: "c".into(),
+            previous: Some("p".into()),
+            rotated_at: "2026-01-01T00:00:00Z".into(),
+            previous_valid_until: Some("2026-01-01T01:00:00Z".into()),
+        };
+        assert_eq!(TurnSecretState::from_secret(&secret(&names, &s)), Some(s));
+        let garbled = Secret::default();
+        assert_eq!(TurnSecretState::from_secret(&garbled), None);
+    }
+
+    #[test]
+    fn garbled_rotation_time_rotates() {
+        let s0 = TurnSecretState::fresh("old".into(), "yesterday".into());
+        let d = next_state(Some(s0), &spec(), at("2026-01-01T00:00:00Z"), || {
+            "new".into()
+        });
+        assert_eq!(d.change, TurnChange::Rotated);
+    }
+
+    #[test]
+    fn coturn_gets_both_secrets() {
+        let rc = crate::children::fixtures::mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let s = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
+        let d = coturn_deployment(&names, &ManagedTurnSpec::default(), &s);
+        let c = &d.spec.template.spec.unwrap().containers[0];
+        let script = &c.command.as_ref().unwrap()[2];
+        assert!(script.contains("--static-auth-secret=\"$TURN_SECRET\""));
+        assert!(script.contains("TURN_PREVIOUS_SECRET:+"));
+        let envs: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| &e.name).collect();
+        assert_eq!(envs, ["TURN_REALM", "TURN_SECRET", "TURN_PREVIOUS_SECRET"]);
+    }
+}

@@ -1,0 +1,423 @@
+//! The thin async layer: read what the decisions need, apply what they return, write the
+//! status when it changed, and run all of it as a kube-runtime `Controller`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, Resource, ResourceExt};
+use rand::RngCore;
+use serde_json::json;
+use switchboard_crds::cluster::{RealtimeCluster, RealtimeClusterStatus, RedisMode, TurnStatus};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::apply::{Applied, apply, delete_owned};
+use crate::checks::spec_problems;
+use crate::children::meta::{FIELD_MANAGER, Names};
+use crate::children::turn::{TurnChange, TurnSecretState, next_state};
+use crate::children::{self, BuildError, Observed, config, monitor, socket, turn};
+use crate::metrics::Metrics;
+use crate::status::{Facts, Observation, Workload, decide};
+
+/// Everything a reconcile needs; shared by all of them.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    recorder: Recorder,
+    /// Consecutive failures per cluster, for the retry backoff. Entries go on success;
+    /// at most [`MAX_TRACKED_FAILURES`] clusters are tracked.
+    failures: Mutex<HashMap<ObjectRef<RealtimeCluster>, u32>>,
+}
+
+/// Bound of [`Context::failures`].
+const MAX_TRACKED_FAILURES: usize = 10_000;
+/// Longest wait between a failure and the retry.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A healthy cluster is looked at again at least this often.
+const RESYNC: Duration = Duration::from_secs(300);
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// 1 s, 2 s, 4 s … up to [`MAX_BACKOFF`], per cluster.
+    fn backoff(&self, key: ObjectRef<RealtimeCluster>) -> Duration {
+        let mut f = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if f.len() >= MAX_TRACKED_FAILURES && !f.contains_key(&key) {
+            f.clear();
+        }
+        let n = f.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(9)).min(MAX_BACKOFF)
+    }
+
+    fn succeeded(&self, key: &ObjectRef<RealtimeCluster>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+
+    async fn event(&self, rc: &RealtimeCluster, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &rc.object_ref(&())).await {
+            warn!(error = %e, reason, "publishing an event failed");
+        } else {
+            self.metrics.write("Event", "create");
+        }
+    }
+}
+
+/// Why a reconcile failed; `metric_label` counts them by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{count} children could not be applied; first: {first}")]
+    Apply { count: usize, first: String },
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Build(_) => "build",
+            Self::Apply { .. } => "apply",
+        }
+    }
+}
+
+/// The optional children, which are deleted when the spec stops asking for them.
+fn prunable(names: &Names) -> Vec<(ApiResource, String)> {
+    let ar = |r: ApiResource, n: String| (r, n);
+    vec![
+        ar(
+            ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+            names.socket(),
+        ),
+        ar(ApiResource::erase::<Ingress>(&()), names.ingress()),
+        ar(ApiResource::erase::<Deployment>(&()), names.coturn()),
+        ar(ApiResource::erase::<Service>(&()), names.coturn()),
+        ar(ApiResource::erase::<Deployment>(&()), names.worker()),
+        ar(ApiResource::erase::<StatefulSet>(&()), names.redis()),
+        ar(ApiResource::erase::<Service>(&()), names.redis()),
+        ar(ApiResource::erase::<Secret>(&()), names.turn_secret()),
+        ar(monitor::resource(), names.instance.clone()),
+    ]
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One reconcile of one cluster.
+#[tracing::instrument(skip_all, fields(cluster = %rc.name_any(), namespace = rc.namespace().unwrap_or_default()))]
+pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let names = Names::of(&rc)?;
+    let ns = names.namespace.clone();
+    let client = &ctx.client;
+    let now = Timestamp::now();
+    let mut recheck = RESYNC;
+
+    // Secrets the spec references: their absence is reported, not fatal.
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut secrets = BTreeMap::new();
+    for (_, r) in config::referenced_secrets(&rc) {
+        if !secrets.contains_key(&r.name) {
+            secrets.insert(r.name.clone(), secrets_api.get_opt(&r.name).await?);
+        }
+    }
+
+    // The TURN secret: generated once, rotated on schedule.
+    let turn_state = match &rc.spec.turn {
+        Some(spec) => {
+            let existing = secrets_api
+                .get_opt(&names.turn_secret())
+                .await?
+                .as_ref()
+                .and_then(TurnSecretState::from_secret);
+            let d = next_state(existing, spec, now, random_secret);
+            recheck = recheck.min(d.recheck_in);
+            match d.change {
+                TurnChange::Rotated => {
+                    ctx.event(
+                        &rc,
+                        EventType::Normal,
+                        "TurnSecretRotated",
+                        format!(
+                            "rotated Secret {}; the previous secret stays valid until {}",
+                            names.turn_secret(),
+                            d.state.previous_valid_until.clone().unwrap_or_default()
+                        ),
+                    )
+                    .await
+                }
+                TurnChange::PreviousExpired => info!(
+                    cluster = %names.instance,
+                    "previous TURN secret expired"
+                ),
+                TurnChange::Created | TurnChange::Unchanged => {}
+            }
+            Some(d.state)
+        }
+        None => None,
+    };
+
+    let problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
+
+    let wants_monitor = rc
+        .spec
+        .monitoring
+        .as_ref()
+        .is_some_and(|m| m.service_monitor);
+    let service_monitor_crd = wants_monitor
+        && Api::<CustomResourceDefinition>::all(client.clone())
+            .get_opt(monitor::CRD_NAME)
+            .await?
+            .is_some();
+
+    let observed = Observed {
+        turn: turn_state.clone(),
+        service_monitor_crd,
+    };
+    let desired = children::desired(&rc, &observed)?;
+
+    let mut created = Vec::new();
+    let mut updated = Vec::new();
+    let mut apply_errors = Vec::new();
+    for d in &desired {
+        match apply(client, &ns, d).await {
+            Ok(Applied::Unchanged) => {}
+            Ok(Applied::Created) => {
+                ctx.metrics.write(&d.resource.kind, "create");
+                created.push(d.label());
+            }
+            Ok(Applied::Updated) => {
+                ctx.metrics.write(&d.resource.kind, "update");
+                updated.push(d.label());
+            }
+            Err(e) => {
+                warn!(child = %d.label(), error = %e, "apply failed");
+                apply_errors.push(format!("{}: {e}", d.label()));
+            }
+        }
+    }
+    let owner_uid = rc.uid().unwrap_or_default();
+    let mut deleted = Vec::new();
+    for (resource, name) in prunable(&names) {
+        let wanted = desired
+            .iter()
+            .any(|d| d.resource.kind == resource.kind && d.name == name);
+        if wanted {
+            continue;
+        }
+        if delete_owned(client, &ns, &resource, &name, &owner_uid).await? {
+            ctx.metrics.write(&resource.kind, "delete");
+            deleted.push(format!("{}/{name}", resource.kind));
+        }
+    }
+    if !(created.is_empty() && updated.is_empty() && deleted.is_empty()) {
+        let mut parts = Vec::new();
+        for (verb, list) in [
+            ("created", &created),
+            ("updated", &updated),
+            ("deleted", &deleted),
+        ] {
+            if !list.is_empty() {
+                parts.push(format!("{verb} {}", list.join(", ")));
+            }
+        }
+        info!(cluster = %names.instance, changes = %parts.join("; "), "applied");
+        ctx.event(&rc, EventType::Normal, "Applied", parts.join("; "))
+            .await;
+    }
+
+    // Status from the children's status.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let socket = deployments
+        .get_opt(&names.socket())
+        .await?
+        .map(|d| Workload::of_deployment(&d));
+    let observe_deployment = |wanted: bool, name: String| {
+        let deployments = deployments.clone();
+        async move {
+            if !wanted {
+                return Ok::<_, kube::Error>(Observation::NotWanted);
+            }
+            Ok(match deployments.get_opt(&name).await? {
+                Some(d) => Observation::Present(Workload::of_deployment(&d)),
+                None => Observation::Missing,
+            })
+        }
+    };
+    let redis = match rc.spec.redis.mode {
+        RedisMode::External => None,
+        RedisMode::Managed => Some(
+            match Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .get_opt(&names.redis())
+                .await?
+            {
+                Some(s) => Observation::Present(Workload::of_stateful_set(&s)),
+                None => Observation::Missing,
+            },
+        ),
+    };
+    let workers = observe_deployment(rc.spec.notifications.is_some(), names.worker()).await?;
+    let coturn = observe_deployment(turn::managed(&rc).is_some(), names.coturn()).await?;
+    let facts = Facts {
+        generation: rc.metadata.generation,
+        socket,
+        redis,
+        workers: Some(workers),
+        coturn: Some(coturn),
+        turn: turn_state.map(|t| TurnStatus {
+            secret_name: names.turn_secret(),
+            rotated_at: t.rotated_at,
+        }),
+        endpoint: socket::endpoint(&rc, &names),
+        config_hash: config::render(&rc, &names)?.hash,
+        spec_problems: problems,
+        apply_errors: apply_errors.clone(),
+    };
+    let previous = rc.status.as_ref();
+    let status = decide(&facts, previous, now);
+    if previous != Some(&status) {
+        let newly_degraded = status.phase.as_deref() == Some("Degraded")
+            && previous.and_then(|p| p.phase.as_deref()) != Some("Degraded");
+        write_status(client, &rc, &status).await?;
+        ctx.metrics.write("RealtimeCluster/status", "update");
+        if newly_degraded {
+            let note = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded")
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            ctx.event(&rc, EventType::Warning, "Degraded", note).await;
+        }
+    }
+    if let Some(first) = apply_errors.first() {
+        return Err(Error::Apply {
+            count: apply_errors.len(),
+            first: first.clone(),
+        });
+    }
+    if status.phase.as_deref() != Some("Ready") {
+        // Children's status changes wake us through the watches; this is a safety net.
+        recheck = recheck.min(Duration::from_secs(30));
+    }
+    ctx.succeeded(&ObjectRef::from_obj(rc.as_ref()));
+    Ok(Action::requeue(recheck))
+}
+
+async fn write_status(
+    client: &Client,
+    rc: &RealtimeCluster,
+    status: &RealtimeClusterStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<RealtimeCluster> =
+        Api::namespaced(client.clone(), &rc.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": RealtimeCluster::api_version(&()),
+        "kind": RealtimeCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &rc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy(rc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(error.metric_label());
+    let wait = ctx.backoff(ObjectRef::from_obj(rc.as_ref()));
+    warn!(cluster = %rc.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Run the controller until `shutdown` resolves. `namespace` limits it to one namespace
+/// (the tests run one controller per namespace); `None` watches all.
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let owned =
+        || watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
+    Controller::new(
+        api::<RealtimeCluster>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<ConfigMap>(&client, namespace), owned())
+    .owns(api::<Secret>(&client, namespace), owned())
+    .owns(api::<ServiceAccount>(&client, namespace), owned())
+    .owns(api::<Deployment>(&client, namespace), owned())
+    .owns(api::<StatefulSet>(&client, namespace), owned())
+    .owns(api::<Service>(&client, namespace), owned())
+    .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
+    .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
+    .owns(api::<Ingress>(&client, namespace), owned())
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "reconcile error"),
+        }
+    })
+    .instrument(info_span!("controller"))
+    .await;
+}

@@ -1,0 +1,794 @@
+//! The operator against the real API server of `tests/env` (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok): children with owner references, status
+//! Ready when kwok reports the pods ready, spec edits rolling the nodes, repair of deleted
+//! children, CEL refusals, no writes when nothing changed, garbage collection, TURN
+//! rotation, leader election, and a rendered ConfigMap that `switchboard config check`
+//! accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/kube.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::client::ClientBuilder;
+use kube::config::KubeConfigOptions;
+use kube::{Client, Config, Resource, ResourceExt};
+use serde_json::json;
+use support::*;
+use switchboard_crds::cluster::RealtimeCluster;
+use switchboard_operator::children::config::CONFIG_KEY;
+use switchboard_operator::children::meta::{CONFIG_HASH_ANNOTATION, TURN_ROTATED_ANNOTATION};
+use switchboard_operator::children::turn::PREVIOUS_UNTIL_ANNOTATION;
+use switchboard_operator::lease::Elector;
+use switchboard_operator::metrics::Metrics;
+use switchboard_operator::reconcile::{Context, reconcile};
+
+const JWT: &str = "an-hmac-secret-of-at-least-32-bytes!";
+
+/// The API server's client, the CRD installed; `None` (test skipped) without tests/env.
+async fn setup() -> Option<Client> {
+    endpoint("KUBECONFIG")?;
+    endpoint("SWITCHBOARD_TEST_KWOK_NODES")?;
+    let client = client().await.expect("client");
+    install_crd(&client).await.expect("CRD");
+    install_service_monitor_crd(&client)
+        .await
+        .expect("ServiceMonitor CRD");
+    Some(client)
+}
+
+fn sample(name: &str) -> String {
+    std::fs::read_to_string(repo().join("charts/switchboard/samples").join(name)).unwrap()
+}
+
+fn apply_manifest(ns: &str, yaml: &str) -> Result<()> {
+    let out = kubectl(&["-n", ns, "apply", "-f", "-"], Some(yaml))?;
+    ensure!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn status_phase(api: &Api<RealtimeCluster>, name: &str) -> Result<Option<String>> {
+    Ok(api.get(name).await?.status.and_then(|s| s.phase))
+}
+
+async fn wait_ready(api: &Api<RealtimeCluster>, name: &str) -> Result<()> {
+    eventually(
+        &format!("RealtimeCluster {name} to be Ready"),
+        Duration::from_secs(120),
+        || async {
+            // Ready for the current spec, not a status left from before an edit.
+            let rc = api.get(name).await?;
+            let status = rc.status.unwrap_or_default();
+            Ok(status.phase.as_deref() == Some("Ready")
+                && status.observed_generation == rc.metadata.generation)
+        },
+    )
+    .await
+}
+
+fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true) && o.kind == "RealtimeCluster")
+}
+
+/// The environment a socket pod of `deployment` gets: plain values, Secret keys resolved
+/// through the API server, the pod name for field references.
+async fn pod_env(
+    client: &Client,
+    ns: &str,
+    deployment: &Deployment,
+) -> Result<Vec<(String, String)>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let container = &deployment.spec.template.spec.as_ref().unwrap().containers[0];
+    let mut out = Vec::new();
+    for e in container.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            out.push((e.name.clone(), v.clone()));
+            continue;
+        }
+        let from = e.value_from.as_ref().context("env without value")?;
+        if from.field_ref.is_some() {
+            out.push((e.name.clone(), "chat-socket-7d9f-abcde".into()));
+        } else if let Some(r) = &from.secret_key_ref {
+            let value = secrets
+                .get_opt(&r.name)
+                .await?
+                .and_then(|s| s.data)
+                .and_then(|d| d.get(&r.key).cloned());
+            match value {
+                Some(v) => out.push((e.name.clone(), String::from_utf8(v.0)?)),
+                None if r.optional == Some(true) => {}
+                None => anyhow::bail!("Secret {} key {} is missing", r.name, r.key),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `switchboard config check` (the real binary, built in this target directory) on the
+/// ConfigMap the operator rendered, with the environment a pod gets.
+async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String> {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-operator"))
+        .with_file_name("switchboard");
+    ensure!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p switchboard-dataplane`",
+        bin.display()
+    );
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&format!("{cluster}-config"))
+        .await?;
+    let mut text = cm.data.unwrap()[CONFIG_KEY].clone();
+    let dir = std::env::temp_dir().join(unique_name("sb-config-check"));
+    std::fs::create_dir_all(&dir)?;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(&format!("{cluster}-socket"))
+        .await?;
+    // Secret volumes as the kubelet mounts them, under `dir` instead of `/`.
+    let pod = deployment.spec.template.spec.clone().unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for mount in pod.containers[0].volume_mounts.iter().flatten() {
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        let Some(source) = &volume.secret else {
+            continue;
+        };
+        let secret = secrets.get(source.secret_name.as_deref().unwrap()).await?;
+        let target = dir.join(mount.mount_path.trim_start_matches('/'));
+        std::fs::create_dir_all(&target)?;
+        for item in source.items.iter().flatten() {
+            let data = &secret.data.as_ref().unwrap()[&item.key];
+            std::fs::write(target.join(&item.path), &data.0)?;
+        }
+        text = text.replace(&mount.mount_path, &target.display().to_string());
+    }
+    let file = dir.join("switchboard.yaml");
+    std::fs::write(&file, &text)?;
+    let env = pod_env(client, ns, &deployment).await?;
+    let out = std::process::Command::new(&bin)
+        .args(["config", "check"])
+        .arg(&file)
+        .env_clear()
+        .envs(env.into_iter().filter(|(k, _)| k != "SWITCHBOARD_CONFIG"))
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(
+        out.status.success(),
+        "switchboard config check refused the rendered config:\n{}\n--- file ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn sample_cluster_lifecycle() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-sample").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    let rc = clusters.get("chat").await?;
+    let uid = rc.uid().unwrap();
+
+    // Every child exists, owned by the cluster.
+    macro_rules! owned {
+        ($kind:ty, $name:expr) => {{
+            let api: Api<$kind> = Api::namespaced(client.clone(), &ns);
+            let name: String = $name.into();
+            eventually(
+                &format!("{} {name}", stringify!($kind)),
+                Duration::from_secs(60),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    let uid = uid.clone();
+                    async move {
+                        Ok(api
+                            .get_opt(&name)
+                            .await?
+                            .is_some_and(|o| owned_by(o.meta(), &uid)))
+                    }
+                },
+            )
+            .await?;
+        }};
+    }
+    owned!(ServiceAccount, "chat-switchboard");
+    owned!(ConfigMap, "chat-config");
+    owned!(StatefulSet, "chat-redis");
+    owned!(Service, "chat-redis");
+    owned!(Deployment, "chat-socket");
+    owned!(Service, "chat-socket");
+    owned!(Service, "chat-socket-headless");
+    owned!(PodDisruptionBudget, "chat-socket");
+
+    // kwok makes the pods Ready; the status follows.
+    wait_ready(&clusters, "chat").await?;
+    let status = clusters.get("chat").await?.status.unwrap();
+    assert_eq!(status.observed_generation, rc.metadata.generation);
+    assert_eq!(status.socket.as_ref().unwrap().summary, "2/2");
+    assert_eq!(status.redis.as_ref().unwrap().summary, "managed 1/1");
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("http://chat-socket.{ns}.svc:80").as_str())
+    );
+    let types: Vec<_> = status
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("Ready", "True"),
+            ("Progressing", "False"),
+            ("Degraded", "False")
+        ]
+    );
+
+    // `kubectl get` shows the printer columns.
+    let out = kubectl(&["-n", &ns, "get", "realtimeclusters"], None)?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("READY") && table.contains("NODES") && table.contains("REDIS"),
+        "{table}"
+    );
+    assert!(
+        table.contains("True") && table.contains("2/2") && table.contains("managed 1/1"),
+        "{table}"
+    );
+
+    // An Event says what was created.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let applied = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("Applied")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("chat")
+        });
+    assert!(applied, "no Applied event");
+
+    // The rendered ConfigMap passes the data plane's own check.
+    config_check(&client, &ns, "chat").await?;
+
+    // Editing the spec updates the ConfigMap and the pod template's config hash.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let hash_of = |d: Deployment| {
+        d.spec.template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+    };
+    let before = hash_of(deployments.get("chat-socket").await?);
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"limits": {"maxRoomsPerUser": 42}, "socket": {"replicas": 3}}}),
+            ),
+        )
+        .await?;
+    eventually(
+        "the new config to roll out",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("chat-socket").await?;
+            let replicas = d.spec.replicas;
+            Ok(hash_of(d) != before && replicas == Some(3))
+        },
+    )
+    .await?;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("chat-config")
+        .await?;
+    assert!(cm.data.unwrap()[CONFIG_KEY].contains("max_rooms_per_user: 42"));
+    wait_ready(&clusters, "chat").await?;
+    let after = clusters.get("chat").await?.status.unwrap();
+    assert_eq!(
+        after.config_hash.as_deref(),
+        Some(hash_of(deployments.get("chat-socket").await?).as_str())
+    );
+    assert_eq!(after.socket.unwrap().summary, "3/3");
+
+    // An optional child comes with its spec section and goes without it.
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": {"host": "chat.example.com"}}})),
+        )
+        .await?;
+    eventually("the Ingress", Duration::from_secs(60), || async {
+        Ok(ingresses.get_opt("chat").await?.is_some())
+    })
+    .await?;
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": null}})),
+        )
+        .await?;
+    eventually(
+        "the Ingress to be deleted",
+        Duration::from_secs(60),
+        || async { Ok(ingresses.get_opt("chat").await?.is_none()) },
+    )
+    .await?;
+
+    // A deleted child is repaired.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let old_uid = services.get("chat-socket").await?.uid();
+    services
+        .delete("chat-socket", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the Service to be recreated",
+        Duration::from_secs(60),
+        || async {
+            Ok(services
+                .get_opt("chat-socket")
+                .await?
+                .is_some_and(|s| s.uid() != old_uid))
+        },
+    )
+    .await?;
+
+    // Deleting the cluster lets the garbage collector take every child.
+    clusters.delete("chat", &DeleteParams::background()).await?;
+    eventually(
+        "the children to be collected",
+        Duration::from_secs(90),
+        || async {
+            Ok(deployments.get_opt("chat-socket").await?.is_none()
+                && Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                    .get_opt("chat-redis")
+                    .await?
+                    .is_none()
+                && Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get_opt("chat-config")
+                    .await?
+                    .is_none()
+                && services.get_opt("chat-socket-headless").await?.is_none())
+        },
+    )
+    .await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-cel").await?;
+    let cases = [
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  socket: {autoscaling: {enabled: true, minReplicas: 5, maxReplicas: 2}}\n",
+            "spec.socket.autoscaling: minReplicas must be <= maxReplicas",
+        ),
+        (
+            "spec:\n  auth: {jwt: {algorithm: HS256, secretRef: {name: a, key: b}, publicKeyRef: {name: c, key: d}}}\n",
+            "spec.auth.jwt: set exactly one of secretRef and publicKeyRef",
+        ),
+        (
+            "spec:\n  auth: {jwt: {}}\n",
+            "spec.auth.jwt: set exactly one of secretRef and publicKeyRef",
+        ),
+        (
+            "spec:\n  auth: {jwt: {algorithm: RS256, secretRef: {name: a, key: b}}}\n",
+            "spec.auth.jwt.algorithm: secretRef goes with HS256, HS384 or HS512",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {mode: external}\n",
+            "spec.redis.external.urlSecretRef is required when spec.redis.mode is external",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {credentialTTL: 1h}\n",
+            "spec.turn.urls: list at least one TURN URL, or enable spec.turn.managed",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {urls: [\"turn:x\"], credentialTTL: soon}\n",
+            "spec.turn.credentialTTL",
+        ),
+    ];
+    for (i, (spec, message)) in cases.iter().enumerate() {
+        let manifest = format!(
+            "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: bad-{i}\n{spec}"
+        );
+        let out = kubectl(&["-n", &ns, "apply", "-f", "-"], Some(&manifest))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} was accepted:\n{manifest}");
+        assert!(stderr.contains(message), "case {i}: {stderr}");
+    }
+    // `kubectl explain` documents the fields from the Rust doc comments.
+    let out = kubectl(
+        &["explain", "realtimecluster.spec.turn.rotationInterval"],
+        None,
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("How often the operator replaces the shared secret"),
+        "{text}"
+    );
+    let left = Api::<RealtimeCluster>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    assert!(left.items.is_empty());
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// Counts the requests a client sends, by whether they write.
+#[derive(Clone, Default)]
+struct RequestCounter {
+    writes: Arc<AtomicUsize>,
+    reads: Arc<AtomicUsize>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+async fn counting_client(counter: &RequestCounter) -> Result<Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Config::from_kubeconfig(&KubeConfigOptions::default()).await?;
+    let c = counter.clone();
+    let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        if req.method() == http::Method::GET {
+            c.reads.fetch_add(1, Ordering::SeqCst);
+        } else {
+            c.writes.fetch_add(1, Ordering::SeqCst);
+            c.log
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", req.method(), req.uri().path()));
+        }
+        req
+    });
+    Ok(ClientBuilder::try_from(config)?.with_layer(&layer).build())
+}
+
+#[tokio::test]
+async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-nowrite").await?;
+    for (name, key, value) in [
+        ("chat-jwt", "secret", JWT),
+        ("chat-redis", "url", "redis://redis.example:6379"),
+        ("chat-mongodb", "uri", "mongodb://mongo.example:27017"),
+        ("chat-fcm", "service-account.json", "{}"),
+        ("chat-apns", "key.p8", "-----BEGIN PRIVATE KEY-----"),
+    ] {
+        create_secret(&client, &ns, name, key, value).await?;
+    }
+    // The full sample: external Redis, TURN with coturn, workers, HPA, Ingress.
+    apply_manifest(&ns, &sample("full.yaml"))?;
+    let counter = RequestCounter::default();
+    let counted = counting_client(&counter).await?;
+    let ctx = Context::new(counted, Metrics::default(), Some("test".into()));
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+
+    // Reconcile until Ready (kwok readies the pods meanwhile).
+    let first = Arc::new(clusters.get("chat-full").await?);
+    reconcile(first, ctx.clone()).await?;
+    assert!(
+        counter.writes.load(Ordering::SeqCst) > 5,
+        "the first reconcile created nothing"
+    );
+    for kind_name in ["chat-full-socket", "chat-full-coturn", "chat-full-worker"] {
+        assert!(
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt(kind_name)
+                .await?
+                .is_some(),
+            "{kind_name}"
+        );
+    }
+    assert!(
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns)
+            .get_opt("chat-full-socket")
+            .await?
+            .is_some()
+    );
+    assert!(
+        Api::<Ingress>::namespaced(client.clone(), &ns)
+            .get_opt("chat-full")
+            .await?
+            .is_some()
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(client.clone(), &ns)
+            .get_opt("chat-full-redis")
+            .await?
+            .is_none()
+    );
+    // The sample asks for a ServiceMonitor and the CRD exists: there is one, owned.
+    let monitors: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &switchboard_operator::children::monitor::resource(),
+    );
+    let monitor = monitors.get("chat-full").await?;
+    assert_eq!(
+        monitor.data["spec"]["endpoints"][0]["path"], "/metrics",
+        "{monitor:?}"
+    );
+    assert!(owned_by(
+        &monitor.metadata,
+        &clusters.get("chat-full").await?.uid().unwrap()
+    ));
+    eventually(
+        "chat-full to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let rc = Arc::new(clusters.get("chat-full").await?);
+            reconcile(rc, ctx.clone()).await?;
+            Ok(status_phase(&clusters, "chat-full").await?.as_deref() == Some("Ready"))
+        },
+    )
+    .await?;
+
+    // Nothing changed: two more reconciles send reads only.
+    for round in 0..2 {
+        counter.writes.store(0, Ordering::SeqCst);
+        counter.reads.store(0, Ordering::SeqCst);
+        counter.log.lock().unwrap().clear();
+        let rc = Arc::new(clusters.get("chat-full").await?);
+        reconcile(rc, ctx.clone()).await?;
+        let writes = counter.writes.load(Ordering::SeqCst);
+        assert_eq!(
+            writes,
+            0,
+            "round {round} wrote: {:?}",
+            counter.log.lock().unwrap()
+        );
+        println!(
+            "no-op reconcile {round}: {} reads, {writes} writes",
+            counter.reads.load(Ordering::SeqCst)
+        );
+        assert!(
+            counter.reads.load(Ordering::SeqCst) > 10,
+            "reconcile read nothing"
+        );
+    }
+    // The config the nodes get here passes the data plane's check too.
+    config_check(&client, &ns, "chat-full").await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-turn").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let manifest = "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: chat\nspec:\n  auth: {jwt: {secretRef: {name: chat-jwt, key: secret}}}\n  turn: {urls: [\"turn:turn.example.com:3478\"], credentialTTL: 1h, rotationInterval: 24h}\n";
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, manifest)?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let read = |s: &Secret, k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| String::from_utf8(v.0.clone()).unwrap())
+    };
+    eventually("the TURN secret", Duration::from_secs(60), || async {
+        Ok(secrets.get_opt("chat-turn").await?.is_some())
+    })
+    .await?;
+    let s0 = secrets.get("chat-turn").await?;
+    let first = read(&s0, "secret").unwrap();
+    assert_eq!(first.len(), 64);
+    assert_eq!(read(&s0, "previous"), None);
+
+    // Pretend the interval has passed: the operator rotates and keeps the old secret.
+    let ann = |k: &str, v: &str| json!({"metadata": {"annotations": {k: v}}});
+    secrets
+        .patch(
+            "chat-turn",
+            &PatchParams::default(),
+            &Patch::Merge(ann(TURN_ROTATED_ANNOTATION, "2020-01-01T00:00:00Z")),
+        )
+        .await?;
+    eventually("the rotation", Duration::from_secs(60), || async {
+        let s = secrets.get("chat-turn").await?;
+        Ok(read(&s, "previous").as_deref() == Some(first.as_str()))
+    })
+    .await?;
+    let s1 = secrets.get("chat-turn").await?;
+    let second = read(&s1, "secret").unwrap();
+    assert_ne!(second, first);
+    let until: k8s_openapi::jiff::Timestamp =
+        s1.annotations()[PREVIOUS_UNTIL_ANNOTATION].parse()?;
+    let left = until.duration_since(k8s_openapi::jiff::Timestamp::now());
+    assert!(
+        left.as_secs() > 3500 && left.as_secs() <= 3600,
+        "previous kept for {left:?}, not one TTL"
+    );
+
+    // Both reach the nodes, and the rotation rolls them.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        "the nodes to roll with the new secret",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get("chat-socket").await?;
+            let t = d.spec.template;
+            let rotated = t
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+                .get(TURN_ROTATED_ANNOTATION)
+                .cloned();
+            let env: Vec<_> = t.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+            Ok(rotated.as_deref()
+                == s1
+                    .annotations()
+                    .get(TURN_ROTATED_ANNOTATION)
+                    .map(String::as_str)
+                && env.contains(&"SWITCHBOARD_TURN_SECRET".to_string())
+                && env.contains(&"SWITCHBOARD_TURN_PREVIOUS_SECRET".to_string()))
+        },
+    )
+    .await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let rotated_event = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("TurnSecretRotated"));
+    assert!(rotated_event);
+
+    // Once the TTL is over, the previous secret goes.
+    secrets
+        .patch(
+            "chat-turn",
+            &PatchParams::default(),
+            &Patch::Merge(ann(PREVIOUS_UNTIL_ANNOTATION, "2020-01-01T00:00:00Z")),
+        )
+        .await?;
+    eventually(
+        "the previous secret to be dropped",
+        Duration::from_secs(60),
+        || async {
+            let s = secrets.get("chat-turn").await?;
+            Ok(read(&s, "previous").is_none()
+                && read(&s, "secret").as_deref() == Some(second.as_str()))
+        },
+    )
+    .await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_electors_never_both_lead() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-lease").await?;
+    let lease = Duration::from_secs(3);
+    let a = Elector::new(client.clone(), &ns, "op", "a", lease);
+    let b = Elector::new(client.clone(), &ns, "op", "b", lease);
+    // Race them: each round both try at once; at most one may win.
+    let mut leader = None;
+    for round in 0..20 {
+        let (ra, rb) = tokio::join!(a.try_lead(), b.try_lead());
+        let (ra, rb) = (ra?, rb?);
+        assert!(!(ra && rb), "round {round}: both lead");
+        let now = if ra {
+            Some("a")
+        } else if rb {
+            Some("b")
+        } else {
+            None
+        };
+        if let (Some(prev), Some(now)) = (leader, now) {
+            assert_eq!(prev, now, "round {round}: leadership moved while renewed");
+        }
+        leader = leader.or(now);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (winner, loser) = match leader.context("nobody led")? {
+        "a" => (&a, &b),
+        _ => (&b, &a),
+    };
+    // The leader stops renewing: the other takes over only after the Lease expires.
+    let stopped = tokio::time::Instant::now();
+    loop {
+        if loser.try_lead().await? {
+            break;
+        }
+        ensure!(stopped.elapsed() < Duration::from_secs(10), "no takeover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "took over a live lease after {:?}",
+        stopped.elapsed()
+    );
+    assert!(!winner.try_lead().await?, "the old leader still leads");
+    // A release hands over at once.
+    loser.release().await?;
+    assert!(winner.try_lead().await?);
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-degraded").await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    eventually("Degraded", Duration::from_secs(60), || async {
+        Ok(status_phase(&clusters, "chat").await?.as_deref() == Some("Degraded"))
+    })
+    .await?;
+    let status = clusters.get("chat").await?.status.unwrap();
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(degraded.reason, "InvalidSpec");
+    assert!(
+        degraded
+            .message
+            .contains("spec.auth.jwt.secretRef: Secret \"chat-jwt\" not found"),
+        "{}",
+        degraded.message
+    );
+    // Creating the Secret heals it.
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
+        )
+        .await?;
+    wait_ready(&clusters, "chat").await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
