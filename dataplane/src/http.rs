@@ -33,10 +33,11 @@ pub fn router(app: App) -> Router {
             "/admin/v1/tenants/{tenant}/presence/metrics",
             get(presence_metrics),
         )
+        .merge(crate::notifications::api::routes())
         .with_state(app)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(json!({ "ok": false, "error": { "code": code, "message": message.into() } })),
@@ -70,7 +71,7 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// `Authorization: Bearer <expected>`, compared in constant time.
-fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
+pub(crate) fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
     let Some(got) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -217,7 +218,7 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
         );
     }
     if let Some(hub) = app.hub() {
-        for ns in [CHAT, PRESENCE] {
+        for ns in [CHAT, PRESENCE, crate::notifications::NOTIFICATIONS] {
             hub.disconnect(ns, room.clone()).await;
         }
     }
