@@ -71,7 +71,7 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// `Authorization: Bearer <expected>`, compared in constant time.
-pub(crate) fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
+fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
     let Some(got) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -95,18 +95,34 @@ struct RevokeReq {
 
 /// The admin API's gate: off without a configured token, 401 without the right bearer.
 fn admin_gate(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(admin) = &app.config.admin_token else {
+    bearer_gate(
+        headers,
+        app.config.admin_token.as_deref(),
+        "admin",
+        "admin_token / SWITCHBOARD_ADMIN_TOKEN",
+    )
+}
+
+/// An API behind a configured bearer token: 404 (off) when `expected` is unset, naming
+/// the setting that turns it on; 401 without the right bearer.
+pub(crate) fn bearer_gate(
+    headers: &HeaderMap,
+    expected: Option<&str>,
+    api: &str,
+    setting: &str,
+) -> Result<(), Box<Response>> {
+    let Some(expected) = expected else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin API is off (set admin_token / SWITCHBOARD_ADMIN_TOKEN)",
+            format!("the {api} API is off (set {setting})"),
         )));
     };
-    if !bearer_ok(headers, admin) {
+    if !bearer_ok(headers, expected) {
         return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "admin bearer token required",
+            format!("{api} bearer token required"),
         )));
     }
     Ok(())

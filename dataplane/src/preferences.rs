@@ -571,11 +571,13 @@ mod tests {
 
     #[test]
     fn channels_are_each_honoured() {
-        let mut p = Preferences::default();
-        p.channels = Channels {
-            push: false,
-            in_app: false,
-            email: true,
+        let mut p = Preferences {
+            channels: Channels {
+                push: false,
+                in_app: false,
+                email: true,
+            },
+            ..Preferences::default()
         };
         let email_only = Channels {
             push: false,

@@ -20,7 +20,7 @@ use super::Notification;
 use super::dispatch::Dispatcher;
 use crate::app::{App, now_ms};
 use crate::email::valid_address;
-use crate::http::{bearer_ok, error};
+use crate::http::{bearer_gate, error};
 use crate::ids;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -32,7 +32,7 @@ pub const MAX_DIRECT_IN_FLIGHT: usize = 256;
 pub enum Intake {
     Kafka(Producer),
     Direct {
-        dispatcher: Dispatcher,
+        dispatcher: Box<Dispatcher>,
         permits: Arc<Semaphore>,
     },
 }
@@ -40,7 +40,7 @@ pub enum Intake {
 impl Intake {
     pub fn direct(dispatcher: Dispatcher) -> Self {
         Intake::Direct {
-            dispatcher,
+            dispatcher: Box::new(dispatcher),
             permits: Arc::new(Semaphore::new(MAX_DIRECT_IN_FLIGHT)),
         }
     }
@@ -56,23 +56,14 @@ pub fn routes() -> Router<App> {
         )
 }
 
-/// The service API's gate: off without a configured token, 401 without the right bearer.
+/// The service API's gate: off without `service_token`, 401 without the right bearer.
 fn service_gate(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &app.config.service_token else {
-        return Err(Box::new(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the service API is off (set service_token / SWITCHBOARD_SERVICE_TOKEN)",
-        )));
-    };
-    if !bearer_ok(headers, token) {
-        return Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "service bearer token required",
-        )));
-    }
-    Ok(())
+    bearer_gate(
+        headers,
+        app.config.service_token.as_deref(),
+        "service",
+        "service_token / SWITCHBOARD_SERVICE_TOKEN",
+    )
 }
 
 async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -121,7 +112,7 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
                     "too many notifications in flight, retry later",
                 );
             };
-            let (d, hub) = (dispatcher.clone(), app.hub().cloned());
+            let (d, hub) = (dispatcher.as_ref().clone(), app.hub().cloned());
             tokio::spawn(async move {
                 if let Err(e) = d.dispatch(&n, hub.as_ref()).await {
                     tracing::warn!(error = %e, id = %n.id, "direct delivery failed");

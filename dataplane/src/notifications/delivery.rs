@@ -100,10 +100,13 @@ pub trait DeliveryStore: Send + Sync {
 
 // === impl MemoryDelivery ===
 
+/// One notification's progress and records, by target key.
+type Entry = (Progress, HashMap<String, Record>);
+
 #[derive(Default)]
 pub struct MemoryDelivery {
     /// (tenant, id) → (progress, target key → record).
-    all: Mutex<HashMap<(String, String), (Progress, HashMap<String, Record>)>>,
+    all: Mutex<HashMap<(String, String), Entry>>,
 }
 
 #[async_trait]

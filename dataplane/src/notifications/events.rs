@@ -2,14 +2,16 @@
 //! Every call acts on the caller's own tenant and user (from the token); nothing here
 //! takes a tenant or user id from the payload.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{SocketRef, State, TryData};
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
 
 use super::{DEFAULT_LIST, MAX_LIST, MAX_MARK_READ, NOTIFICATIONS};
 use crate::app::{App, now_ms};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Identity};
 use crate::devices::{MAX_DEVICES_PER_USER, Registered, Registration};
 use crate::error::AckError;
 use crate::handler::{self, Cx, on};
@@ -23,7 +25,7 @@ pub async fn admit<A: Adapter>(
     State(app): State<App>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), AuthError> {
-    handler::authenticate(&s, &app, auth).await?;
+    let id = handler::authenticate(&s, &app, auth).await?;
     on(
         &s,
         "notification:register-device",
@@ -50,10 +52,14 @@ pub async fn admit<A: Adapter>(
     );
     on(&s, "notification:list", Class::Read, list::<A>);
     on(&s, "notification:mark-read", Class::Read, mark_read::<A>);
+    app.limits.attach(&id.tenant, &id.user_id);
     app.metrics.connection(NOTIFICATIONS, 1);
-    s.on_disconnect(async move |State(app): State<App>| {
-        app.metrics.connection(NOTIFICATIONS, -1);
-    });
+    s.on_disconnect(
+        async move |State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+            app.limits.detach(&id.tenant, &id.user_id);
+            app.metrics.connection(NOTIFICATIONS, -1);
+        },
+    );
     Ok(())
 }
 

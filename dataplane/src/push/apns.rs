@@ -62,6 +62,18 @@ pub trait Transport: Send + Sync {
     async fn send(&self, r: Request) -> Result<Reply, String>;
 }
 
+/// `apns-collapse-id`: the notification's `data.collapse_id`, else its id (so a repeated
+/// send shows once); none when longer than APNs allows.
+pub fn collapse_id(n: &Notification) -> Option<String> {
+    let c = n
+        .data
+        .get("collapse_id")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .unwrap_or(&n.id);
+    (c.len() <= MAX_COLLAPSE_ID_BYTES).then(|| c.to_owned())
+}
+
 /// The request for one device. `created_at` is the notification's acceptance time (ms).
 pub fn request(
     n: &Notification,
@@ -70,12 +82,7 @@ pub fn request(
     default_sandbox: bool,
     created_at: i64,
 ) -> Request {
-    let collapse_id = n
-        .data
-        .get("collapse_id")
-        .and_then(Value::as_str)
-        .filter(|c| !c.is_empty() && c.len() <= MAX_COLLAPSE_ID_BYTES)
-        .map(str::to_owned);
+    let collapse_id = collapse_id(n);
     let mut data = n.data.clone();
     data.insert("notification_id".into(), Value::String(n.id.clone()));
     Request {

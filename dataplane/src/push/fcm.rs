@@ -96,12 +96,18 @@ pub fn message(n: &Notification, d: &Device) -> Value {
     } else {
         "normal"
     };
+    // A copy of the same notification (the one duplicate a worker crash can cause)
+    // replaces the first on the device instead of showing twice: Android tray tag and
+    // collapse key, APNs collapse id (FCM to iOS).
     let mut msg = json!({
         "token": d.token,
         "notification": { "title": n.title, "body": n.body },
         "data": data,
-        "android": { "priority": android_priority },
+        "android": { "priority": android_priority, "collapse_key": n.id, "notification": { "tag": n.id } },
     });
+    if let Some(c) = super::apns::collapse_id(n) {
+        msg["apns"] = json!({ "headers": { "apns-collapse-id": c } });
+    }
     if let Some(app) = &d.app_id {
         msg["android"]["restricted_package_name"] = Value::String(app.clone());
     }
@@ -290,7 +296,11 @@ mod tests {
         );
         assert_eq!(
             m["message"]["android"],
-            json!({"priority": "high", "restricted_package_name": "com.ex.app"})
+            json!({"priority": "high", "restricted_package_name": "com.ex.app", "collapse_key": "n1", "notification": {"tag": "n1"}})
+        );
+        assert_eq!(
+            m["message"]["apns"],
+            json!({"headers": {"apns-collapse-id": "n1"}})
         );
     }
 }

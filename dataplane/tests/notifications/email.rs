@@ -27,7 +27,7 @@ fn smtp() -> Option<(String, PathBuf)> {
 }
 
 /// Every message in the Maildir that mentions `needle`.
-fn mails_with(dir: &PathBuf, needle: &str) -> Vec<String> {
+fn mails_with(dir: &std::path::Path, needle: &str) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir.join("new")) else {
         return vec![];
     };

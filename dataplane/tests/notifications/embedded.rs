@@ -150,8 +150,17 @@ async fn preferences_round_trip_and_bad_payloads_get_bad_request() {
 
 #[tokio::test]
 async fn devices_register_unregister_and_are_bounded() {
-    let node = start(mk_config()).await;
-    let c = notif_user(&node, &fresh("t"), "dave").await;
+    let mut cfg = mk_config();
+    // Registrations are rate-limited as room operations; this test makes many at once.
+    for b in [
+        &mut cfg.limits.per_socket.room,
+        &mut cfg.limits.per_user.room,
+    ] {
+        b.burst = 1000;
+    }
+    let node = start(cfg).await;
+    let c_tenant = fresh("t");
+    let c = notif_user(&node, &c_tenant, "dave").await;
     let d = c
         .ok(
             "notification:register-device",

@@ -37,6 +37,8 @@ pub struct Seen {
     per_token: HashMap<String, u32>,
     /// Sends not HTTP/2.
     pub not_h2: usize,
+    /// (notification id, Android tray tag) of every send.
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -124,29 +126,19 @@ async fn token(State(f): State<FakeFcm>, body: String) -> Response {
         )
             .into_response();
     }
-    let assertion = form.get("assertion").cloned().unwrap_or_default();
-    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&f.public_pem).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    v.set_audience(&[f.token_uri()]);
-    v.set_issuer(&[CLIENT_EMAIL]);
-    v.set_required_spec_claims(&["exp", "iss", "aud"]);
-    match jsonwebtoken::decode::<Value>(&assertion, &key, &v) {
-        Ok(data)
-            if data.claims["scope"]
-                .as_str()
-                .is_some_and(|s| s.contains("firebase.messaging")) =>
-        {
+    match check_assertion(&f, form.get("assertion").map(String::as_str).unwrap_or("")) {
+        Ok(()) => {
             let token = format!("ya29.fake-{}", uuid::Uuid::new_v4().simple());
             f.seen.lock().unwrap().issued.push(token.clone());
             axum::Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
                 .into_response()
         }
-        other => {
+        Err(why) => {
             f.seen
                 .lock()
                 .unwrap()
                 .refused
-                .push(format!("assertion: {:?}", other.map(|d| d.claims)));
+                .push(format!("assertion: {why}"));
             (
                 StatusCode::BAD_REQUEST,
                 axum::Json(json!({"error": "invalid_grant"})),
@@ -154,6 +146,60 @@ async fn token(State(f): State<FakeFcm>, body: String) -> Response {
                 .into_response()
         }
     }
+}
+
+/// Check a JWT-bearer grant as Google does: RS256 signature by the account's key over
+/// the segments as sent (Google accepts padded base64url, which gcp_auth sends), then
+/// `iss`, `aud` (the token URI), `scope`, `exp`.
+fn check_assertion(f: &FakeFcm, jwt: &str) -> Result<(), String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [head, claims, sig] = parts.as_slice() else {
+        return Err("not three segments".into());
+    };
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(&f.public_pem).map_err(|e| e.to_string())?;
+    let message = format!("{head}.{claims}");
+    let ok = jsonwebtoken::crypto::verify(
+        sig.trim_end_matches('='),
+        message.as_bytes(),
+        &key,
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .map_err(|e| e.to_string())?;
+    if !ok {
+        return Err("bad signature".into());
+    }
+    let header: Value = serde_json::from_slice(
+        &b64.decode(head.trim_end_matches('='))
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let c: Value = serde_json::from_slice(
+        &b64.decode(claims.trim_end_matches('='))
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if header["alg"] != "RS256" {
+        return Err(format!("alg {}", header["alg"]));
+    }
+    if c["iss"] != CLIENT_EMAIL || c["aud"] != f.token_uri().as_str() {
+        return Err(format!("iss/aud {c}"));
+    }
+    if !c["scope"].as_str().is_some_and(|s| {
+        s.split(' ')
+            .any(|x| x == "https://www.googleapis.com/auth/firebase.messaging")
+    }) {
+        return Err(format!("scope {c}"));
+    }
+    if c["exp"].as_u64().is_none_or(|e| e <= now) {
+        return Err(format!("exp {c}"));
+    }
+    Ok(())
 }
 
 fn urlencoding_decode(s: &str) -> String {

@@ -37,6 +37,11 @@ async fn each_documented_fcm_answer_leads_to_the_right_outcome() {
 
     let (o, n) = deliver(&fcm, &mk_n("n-ok"), &mk_device("ok-1"), 3, base).await;
     assert!(
+        fake.seen.lock().unwrap().refused.is_empty(),
+        "{:?}",
+        fake.seen.lock().unwrap().refused
+    );
+    assert!(
         matches!(o, Outcome::Sent(Some(ref name)) if name.starts_with("projects/switchboard-test/messages/")),
         "{o:?}"
     );

@@ -19,7 +19,7 @@ smtp_start() {
     local port dir="$SB_STATE/smtp"
     port="$(sb_free_port)"
     rm -rf "$dir"
-    mkdir -p "$dir/maildir"
+    mkdir -p "$dir/maildir/tmp" "$dir/maildir/new" "$dir/maildir/cur"
     sb_spawn smtp "$SMTP_VENV/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" \
         -c aiosmtpd.handlers.Mailbox "$dir/maildir"
     if ! sb_wait_port "$port" 30; then
