@@ -11,6 +11,7 @@
 //! and no listener, so an emit to a user's room is published through Redis and every
 //! node sends it to that user's `/notifications` sockets.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -103,6 +104,32 @@ pub fn intake(app: &App) -> Result<Intake, String> {
     }
 }
 
+/// The worker's HTTP port: `/healthz`, `/readyz` (Redis answers), `/metrics`.
+fn probes(redis: fred::clients::Client, metrics: Metrics) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(async move || {
+                let ping = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    redis.ping::<String>(None),
+                )
+                .await;
+                if matches!(ping, Ok(Ok(_))) {
+                    (axum::http::StatusCode::OK, "ready")
+                } else {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "redis does not answer",
+                    )
+                }
+            }),
+        )
+        .route("/metrics", get(async move || metrics.render()))
+}
+
 /// The worker accepts no sockets (it has no listener; this is belt and braces).
 async fn refuse<A: socketioxide::adapter::Adapter>(s: socketioxide::extract::SocketRef<A>) {
     let _ = s.disconnect();
@@ -153,6 +180,12 @@ pub async fn run(
     let hub: Arc<dyn Hub> = Arc::new(io);
     let stores = Stores::redis(&client);
     let metrics = Metrics::new();
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listen (SWITCHBOARD_LISTEN): cannot bind {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    println!("switchboard worker: health and metrics on http://{addr}");
+    tokio::spawn(axum::serve(listener, probes(client.clone(), metrics.clone())).into_future());
     let dispatcher = dispatcher(&config, &stores, metrics).map_err(anyhow::Error::msg)?;
     let wc = WorkerConfig {
         brokers,

@@ -146,6 +146,13 @@ async fn a_node_pushes_records_status_and_prunes_dead_tokens() {
             )
             .await;
     }
+    // An iPhone too, but this node has no APNs key: recorded as failed, with the reason.
+    alice
+        .ok(
+            "notification:register-device",
+            json!({"platform": "apns", "token": "ab".repeat(32)}),
+        )
+        .await;
     let id = fresh("n");
     assert_eq!(
         post(&node, &notification(&t, &id, &["alice"]), Some(SERVICE))
@@ -156,14 +163,21 @@ async fn a_node_pushes_records_status_and_prunes_dead_tokens() {
     let data = wait_status(&node, &t, &id, |d| d["progress"] == "done").await;
     assert_eq!(
         states(&data),
-        ["fcm:failed", "fcm:pruned", "fcm:sent"],
+        ["apns:failed", "fcm:failed", "fcm:pruned", "fcm:sent"],
         "{data}"
     );
+    let apns = data["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["channel"] == "apns")
+        .unwrap();
+    assert_eq!(apns["reason"], "apns is not configured on this worker");
     let failed = data["deliveries"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["state"] == "failed")
+        .find(|r| r["state"] == "failed" && r["channel"] == "fcm")
         .unwrap();
     assert!(
         failed["reason"]
@@ -181,7 +195,11 @@ async fn a_node_pushes_records_status_and_prunes_dead_tokens() {
         202
     );
     let data = wait_status(&node, &t, &id2, |d| d["progress"] == "done").await;
-    assert_eq!(states(&data), ["fcm:failed", "fcm:sent"], "{data}");
+    assert_eq!(
+        states(&data),
+        ["apns:failed", "fcm:failed", "fcm:sent"],
+        "{data}"
+    );
     assert_eq!(fake.statuses_for("unregistered-a2"), [404]);
     // Quiet hours all day: in-app only, no push.
     alice
@@ -205,7 +223,7 @@ async fn a_node_pushes_records_status_and_prunes_dead_tokens() {
     urgent["priority"] = json!("urgent");
     assert_eq!(post(&node, &urgent, Some(SERVICE)).await.0, 202);
     let data = wait_status(&node, &t, &id4, |d| d["progress"] == "done").await;
-    assert_eq!(states(&data), ["fcm:failed", "fcm:sent"]);
+    assert_eq!(states(&data), ["apns:failed", "fcm:failed", "fcm:sent"]);
     let metrics = reqwest::get(node.url("/metrics"))
         .await
         .unwrap()

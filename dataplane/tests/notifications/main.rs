@@ -13,5 +13,6 @@ mod email;
 mod embedded;
 mod fake_fcm;
 mod fcm;
+mod startup;
 mod stores;
 mod worker;

@@ -38,6 +38,17 @@ fn mk_topics() -> Topics {
 /// A worker process; killed (SIGKILL) on drop.
 struct Worker(Child);
 
+impl Worker {
+    /// The worker's health and metrics address, from the line it prints at start-up.
+    fn probes_url(&mut self) -> String {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        line.trim().rsplit(' ').next().unwrap().to_owned()
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -55,9 +66,10 @@ fn spawn_worker(redis: &str, brokers: &str, t: &Topics, fake: &FakeFcm, sa: &Pat
         .env("SWITCHBOARD_KAFKA_DLQ_TOPIC", &t.dlq)
         .env("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE", sa)
         .env("SWITCHBOARD_FCM_BASE_URL", fake.base_url())
+        .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn switchboard worker");
     Worker(child)
@@ -122,7 +134,10 @@ async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
             json!({"platform": "fcm", "token": "ok-evil-alice"}),
         )
         .await;
-    let _w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    let mut w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    let probes = w.probes_url();
+    let get = |p: &str| reqwest::get(format!("{probes}{p}"));
+    assert_eq!(get("/readyz").await.unwrap().text().await.unwrap(), "ready");
 
     // Through the service API on node A → Kafka → worker.
     let id = fresh("n");
@@ -211,6 +226,15 @@ async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
     );
     assert_eq!(v["topic"], t.topic.as_str());
     assert_eq!(v["payload"], "{\"id\": \"x\", \"tenant\": \"acme\"}");
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for line in [
+        r#"switchboard_notification_deliveries_total{provider="fcm",outcome="sent"} 2"#,
+        r#"switchboard_notification_deliveries_total{provider="in_app",outcome="sent"} 2"#,
+        r#"switchboard_notifications_total{kind="duplicate"} 1"#,
+        r#"switchboard_notifications_total{kind="dead_lettered"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     let h = m
         .headers()
         .unwrap()
