@@ -18,6 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
+use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::notifications::Notification;
 use crate::notifications::dispatch::Dispatcher;
@@ -122,46 +123,11 @@ pub async fn run_worker(
                 continue;
             }
         };
-        let payload = msg.payload().unwrap_or_default();
-        match Notification::parse(payload) {
-            Err(reason) => {
-                let value = json!({
-                    "reason": reason,
-                    "topic": msg.topic(),
-                    "partition": msg.partition(),
-                    "offset": msg.offset(),
-                    "payload": String::from_utf8_lossy(payload),
-                });
-                let key = msg
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                let bytes = serde_json::to_vec(&value)?;
-                loop {
-                    let headers = OwnedHeaders::new().insert(Header {
-                        key: REASON_HEADER,
-                        value: Some(reason.as_str()),
-                    });
-                    match dlq.send(&key, &bytes, Some(headers)).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "dead-letter produce failed, retrying");
-                            tokio::time::sleep(RETRY_PAUSE).await;
-                        }
-                    }
-                }
-                crate::metrics::Metrics::kind(&dispatcher.metrics.notifications, "dead_lettered");
-                tracing::warn!(offset = msg.offset(), %reason, "malformed notification dead-lettered");
-            }
-            Ok(n) => loop {
-                match dispatcher.dispatch(&n, hub.as_ref()).await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, id = %n.id, "dispatch failed, retrying");
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                    }
-                }
-            },
+        // A shutdown in the middle leaves the offset uncommitted: the message is replayed
+        // by the next worker, and what was finished is skipped.
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = process(&msg, &dispatcher, hub.as_ref(), &dlq) => r?,
         }
         if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed (the message may be replayed; replays are de-duplicated)");
@@ -169,4 +135,68 @@ pub async fn run_worker(
     }
     let _ = consumer.commit_consumer_state(CommitMode::Sync);
     Ok(())
+}
+
+/// Process one message: deliver it, or dead-letter it when malformed (or when what it
+/// touches in the stores is corrupt, so one message cannot block its partition). Retries
+/// Redis and dead-letter failures until they succeed (the caller's shutdown interrupts).
+async fn process(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    dispatcher: &Dispatcher,
+    hub: Option<&Arc<dyn Hub>>,
+    dlq: &Producer,
+) -> anyhow::Result<()> {
+    let payload = msg.payload().unwrap_or_default();
+    let reason = match Notification::parse(payload) {
+        Err(reason) => reason,
+        Ok(n) => loop {
+            match dispatcher.dispatch(&n, hub).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Corrupt(e)) => break format!("stored data is corrupt: {e}"),
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %n.id, "dispatch failed, retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        },
+    };
+    dead_letter(msg, &reason, dlq).await?;
+    crate::metrics::Metrics::kind(&dispatcher.metrics.notifications, "dead_lettered");
+    tracing::warn!(offset = msg.offset(), %reason, "notification dead-lettered");
+    Ok(())
+}
+
+/// Produce `{reason, topic, partition, offset, payload}` to the dead-letter topic, with
+/// the reason in a header too; retried until the broker takes it.
+async fn dead_letter(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    reason: &str,
+    dlq: &Producer,
+) -> anyhow::Result<()> {
+    let payload = msg.payload().unwrap_or_default();
+    let value = json!({
+        "reason": reason,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "payload": String::from_utf8_lossy(payload),
+    });
+    let key = msg
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    let bytes = serde_json::to_vec(&value)?;
+    loop {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: REASON_HEADER,
+            value: Some(reason),
+        });
+        match dlq.send(&key, &bytes, Some(headers)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter produce failed, retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
 }
