@@ -325,3 +325,45 @@ async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send
         assert!(accepted.contains_key(id), "{id} never pushed");
     }
 }
+
+/// Throughput of one worker (not part of the suite: `cargo test --test notifications
+/// -- --ignored worker_throughput --nocapture` with Kafka and Redis up).
+#[tokio::test]
+#[ignore]
+async fn worker_throughput() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    let tenant = fresh("t");
+    const N: usize = 2000;
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.clone());
+    let node = start(cfg).await;
+    let c = notif_user(&node, &tenant, "u").await;
+    c.ok(
+        "notification:register-device",
+        json!({"platform": "fcm", "token": "ok-u"}),
+    )
+    .await;
+    let p = producer(&brokers);
+    for i in 0..N {
+        let id = format!("n{i}");
+        produce(
+            &p,
+            &t.topic,
+            &id,
+            notification(&tenant, &id, &["u"]).to_string().as_bytes(),
+        )
+        .await;
+    }
+    let t0 = std::time::Instant::now();
+    let _w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(300, "all pushed", || fake.accepted().len() == N).await;
+    let took = t0.elapsed();
+    eprintln!(
+        "{N} notifications (1 user, 1 FCM device, in-app + push) through one worker in {took:?} incl. group join: {:.0}/s",
+        N as f64 / took.as_secs_f64()
+    );
+}
