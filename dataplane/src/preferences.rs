@@ -465,8 +465,7 @@ mod tests {
             ),
             INAPP
         );
-        // 11:30Z is 06:30 EDT (quiet) in July but 06:30 EST... 11:30Z = 06:30 EST too; 11:30Z
-        // in July is 07:30 EDT: not quiet.
+        // 11:30Z is 06:30 EST in January (quiet) but 07:30 EDT in July (not quiet).
         assert_eq!(
             decide(
                 Kind::Message,

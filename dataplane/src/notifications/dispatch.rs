@@ -239,3 +239,124 @@ impl Dispatcher {
         Ok(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::devices::{MemoryDevices, Platform};
+    use crate::notifications::MemoryInbox;
+    use crate::notifications::delivery::MemoryDelivery;
+    use crate::preferences::MemoryPreferences;
+    use crate::push::{Attempt, Provider};
+
+    /// Answers every attempt with the same thing and counts them per token.
+    struct Fixed(Attempt, Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Provider for Fixed {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        async fn attempt(&self, _: &Notification, d: &Device) -> Attempt {
+            self.1.lock().unwrap().push(d.token.clone());
+            self.0.clone()
+        }
+    }
+
+    fn mk_dispatcher(answer: Attempt) -> (Dispatcher, Arc<Fixed>) {
+        let p = Arc::new(Fixed(answer, Mutex::default()));
+        let push = Push {
+            fcm: Some((p.clone(), 1)),
+            apns: None,
+            base: None,
+        };
+        let d = Dispatcher {
+            inbox: Arc::new(MemoryInbox::default()),
+            devices: Arc::new(MemoryDevices::default()),
+            preferences: Arc::new(MemoryPreferences::default()),
+            delivery: Arc::new(MemoryDelivery::default()),
+            push,
+            mailer: None,
+            max_in_app: 10,
+            metrics: Metrics::new(),
+        };
+        (d, p)
+    }
+
+    fn mk_n(id: &str) -> Notification {
+        Notification::parse(
+            format!(r#"{{"id":"{id}","tenant":"t","user_ids":["u"],"type":"call","title":"x"}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    async fn register(d: &Dispatcher, token: &str, at: i64) {
+        let dev = Device {
+            platform: Platform::Fcm,
+            token: token.into(),
+            app_id: None,
+            environment: None,
+            registered_at: at,
+        };
+        d.devices.register("t", "u", &dev, 20).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_410_spares_a_token_registered_again_after_its_timestamp() {
+        let (d, _) = mk_dispatcher(Attempt::Prune {
+            reason: "Unregistered (410)".into(),
+            unless_after: Some(1_000),
+        });
+        register(&d, "old", 500).await;
+        register(&d, "new", 2_000).await;
+        let s = d.dispatch(&mk_n("n1"), None).await.unwrap();
+        assert_eq!((s.pruned, s.failed), (1, 1));
+        let left: Vec<String> = d
+            .devices
+            .list("t", "u")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.token)
+            .collect();
+        assert_eq!(left, ["new"]);
+        let (_, recs) = d.delivery.status("t", "n1").await.unwrap().unwrap();
+        let new = recs.iter().find(|r| r.target == "new").unwrap();
+        assert_eq!(new.state, State::Failed);
+        assert!(new.reason.as_deref().unwrap().contains("token kept"));
+    }
+
+    #[tokio::test]
+    async fn a_replay_resends_only_what_was_claimed_and_never_finished() {
+        let (d, p) = mk_dispatcher(Attempt::Sent(None));
+        for tok in ["a", "b", "c"] {
+            register(&d, tok, 1).await;
+        }
+        let n = mk_n("n2");
+        // As a worker that died mid-batch leaves it: "a" sent, "b" claimed, "c" untouched.
+        let rec = |tok: &str, state| Dispatcher::record("u", "fcm", tok, state, None, 1);
+        d.delivery
+            .put("t", "n2", &rec("a", State::Sent))
+            .await
+            .unwrap();
+        d.delivery
+            .put("t", "n2", &rec("b", State::Claimed))
+            .await
+            .unwrap();
+        let s = d.dispatch(&n, None).await.unwrap();
+        assert_eq!((s.sent, s.skipped), (2, 1));
+        let mut sent = p.1.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(sent, ["b", "c"]);
+        // Done: a third run does nothing at all.
+        assert!(d.dispatch(&n, None).await.unwrap().duplicate);
+        assert_eq!(p.1.lock().unwrap().len(), 2);
+        assert_eq!(d.inbox.list("t", "u", false, 10).await.unwrap().len(), 1);
+    }
+}
