@@ -25,7 +25,22 @@ pub async fn admit<A: Adapter>(
     State(app): State<App>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), AuthError> {
+    let token = handler::handshake_token(
+        &s,
+        auth.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+    );
     let id = handler::authenticate(&s, &app, auth).await?;
+    // The e-mail channel's address: a verified token's `email` claim wins over the
+    // registry (`PUT /api/v1/tenants/{t}/users/{u}/email`).
+    if let Some(email) = token.as_deref().and_then(email_claim)
+        && let Err(e) = app
+            .stores
+            .devices
+            .set_email(&id.tenant, &id.user_id, &email)
+            .await
+    {
+        tracing::warn!(error = %e, "email claim not stored");
+    }
     on(
         &s,
         "notification:register-device",
@@ -64,6 +79,21 @@ pub async fn admit<A: Adapter>(
 }
 
 pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+
+/// The `email` claim of a token that `authenticate` has just verified, when it is a
+/// plausible address.
+fn email_claim(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["email"]
+        .as_str()
+        .filter(|e| crate::email::valid_address(e))
+        .map(str::to_owned)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -103,6 +103,39 @@ async fn email_goes_out_when_the_preferences_select_it_and_an_address_is_known()
     assert!(mail.contains("noreply@switchboard.test"), "{mail}");
     assert!(mails_with(&maildir, &id0).is_empty());
 
+    // An address from the token's `email` claim, without the registry.
+    let mut claims = serde_json::to_value(crate::support::claims(&t, "fay")).unwrap();
+    claims["email"] = json!("fay@example.test");
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::support::SECRET.as_bytes()),
+    )
+    .unwrap();
+    let fay = crate::support::Client::connect_ns(
+        &node,
+        "/notifications",
+        Some(json!({ "token": token })),
+        None,
+    )
+    .await
+    .unwrap();
+    fay.ok(
+        "notification:set-preferences",
+        json!({"channels": {"email": true}}),
+    )
+    .await;
+    let for_fay = fresh("n");
+    assert_eq!(
+        post(&node, &notification(&t, &for_fay, &["fay"]), Some(SERVICE))
+            .await
+            .0,
+        202
+    );
+    let d = wait_status(&node, &t, &for_fay, |d| d["progress"] == "done").await;
+    assert_eq!(d["deliveries"][0]["target"], "fay@example.test", "{d}");
+    assert_eq!(d["deliveries"][0]["state"], "sent", "{d}");
+
     // Quiet hours silence e-mail too; urgent passes.
     erin.ok(
         "notification:set-preferences",
