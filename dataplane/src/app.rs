@@ -94,6 +94,8 @@ pub struct Inner {
     hub: OnceLock<Arc<dyn Hub>>,
     /// Where `POST /api/v1/notifications` sends (Kafka, or this node's dispatcher).
     intake: OnceLock<Arc<crate::notifications::api::Intake>>,
+    /// Calls (/webrtc), set at start-up once its history database answers.
+    calls: OnceLock<crate::calls::service::Calls>,
 }
 
 impl std::ops::Deref for App {
@@ -132,6 +134,7 @@ impl App {
             redis,
             hub: OnceLock::new(),
             intake: OnceLock::new(),
+            calls: OnceLock::new(),
         }))
     }
 
@@ -158,6 +161,14 @@ impl App {
 
     pub fn intake(&self) -> Option<&Arc<crate::notifications::api::Intake>> {
         self.0.intake.get()
+    }
+
+    pub fn set_calls(&self, calls: crate::calls::service::Calls) {
+        let _ = self.0.calls.set(calls);
+    }
+
+    pub fn calls(&self) -> Option<&crate::calls::service::Calls> {
+        self.0.calls.get()
     }
 }
 

@@ -33,6 +33,10 @@ pub fn router(app: App) -> Router {
             "/admin/v1/tenants/{tenant}/presence/metrics",
             get(presence_metrics),
         )
+        .route(
+            "/admin/v1/tenants/{tenant}/calls/quality",
+            get(calls_quality),
+        )
         .merge(crate::notifications::api::routes())
         .with_state(app)
 }
@@ -237,6 +241,8 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
         for ns in [CHAT, PRESENCE, crate::notifications::NOTIFICATIONS] {
             hub.disconnect(ns, room.clone()).await;
         }
+        hub.disconnect(crate::calls::service::WEBRTC, room.clone())
+            .await;
     }
     Metrics::kind(&app.metrics.disconnects, "revoked");
     tracing::info!(tenant = %req.tenant, ?target, ttl_s = ttl.as_secs(), "revoked");
@@ -245,4 +251,48 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
         axum::Json(json!({ "ok": true, "data": { "ttl_s": ttl.as_secs() } })),
     )
         .into_response()
+}
+
+/// Call quality of a tenant: mean and p95 of every measure over its recent reports, and
+/// how many reports showed each issue.
+async fn calls_quality(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
+) -> Response {
+    if let Err(r) = admin_gate(&app, &headers) {
+        return *r;
+    }
+    if !ids::valid_tenant(&tenant) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid tenant");
+    }
+    let Some(calls) = app.calls() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "calls are not ready",
+        );
+    };
+    match calls.tenant_quality(&tenant).await {
+        Ok(summary) => (
+            StatusCode::OK,
+            axum::Json(
+                json!({ "ok": true, "data": { "tenant": tenant, "quality": summary, "thresholds": {
+                "max_latency_ms": calls.thresholds().max_latency_ms,
+                "max_packet_loss_percentage": calls.thresholds().max_packet_loss_percentage,
+                "max_jitter_ms": calls.thresholds().max_jitter_ms,
+                "min_bitrate_kbps": calls.thresholds().min_bitrate_kbps,
+            } } }),
+            ),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "call quality unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "call store unavailable",
+            )
+        }
+    }
 }

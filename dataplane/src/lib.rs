@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod chat;
 pub mod cli;
 pub mod devices;
@@ -20,6 +21,7 @@ pub mod handler;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod ice;
 pub mod ids;
 pub mod kafka;
 pub mod limits;
@@ -32,8 +34,10 @@ pub mod push;
 pub mod receipts;
 pub mod rooms;
 pub mod server;
+pub mod signaling;
 pub mod telemetry;
 pub mod typing;
+pub mod webrtc;
 pub mod worker;
 
 pub use server::serve;

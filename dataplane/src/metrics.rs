@@ -59,6 +59,7 @@ pub struct Metrics {
     pub notifications: Family<KindLabel, Counter>,
     /// Deliveries by provider (fcm, apns, email, in_app) and outcome (sent, failed, pruned).
     pub deliveries: Family<DeliveryLabel, Counter>,
+    pub calls_ended: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -138,6 +139,12 @@ impl Metrics {
             "Notification deliveries by provider and outcome",
             deliveries.clone(),
         );
+        let calls_ended = Family::<KindLabel, Counter>::default();
+        reg.register(
+            "calls_ended",
+            "Calls ended on this node, by end reason",
+            calls_ended.clone(),
+        );
         Self {
             registry: Arc::new(reg),
             connections,
@@ -151,6 +158,7 @@ impl Metrics {
             presence_online,
             notifications,
             deliveries,
+            calls_ended,
         }
     }
 
@@ -161,6 +169,10 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    pub fn call_ended(&self, reason: &str) {
+        Self::kind(&self.calls_ended, reason);
     }
 
     pub fn event(&self, event: &str, outcome: &str, took: Duration) {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::{OriginalUri, Request};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use fred::interfaces::ClientLike;
 use fred::prelude::{Builder, Config};
 use fred::types::RespVersion;
@@ -18,12 +20,18 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Stores};
 use crate::auth::Verifier;
+use crate::calls::service::{Calls, WEBRTC};
 use crate::hub::CHAT;
 use crate::notifications::{NOTIFICATIONS, events as notify};
 use crate::presence::events;
 use crate::presence::redis::RedisBus;
 use crate::presence::tracker::{LocalBus, PRESENCE};
-use crate::{chat, http};
+use crate::{chat, http, webrtc};
+
+/// Bytes each WebSocket reads at once. Every idle socket holds (and touches) this much;
+/// chat frames are far smaller, and a larger frame grows its own socket's buffer.
+/// engineioxide's default is 4 KiB (see BENCHMARKS.md for the measured difference).
+const WS_READ_BUFFER: usize = 1024;
 
 /// How long to wait for Redis at start-up before refusing to start.
 pub(crate) const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +73,7 @@ pub async fn serve(
             .max_payload(app.config.limits.max_payload_bytes)
             .ws_max_message_size(app.config.limits.max_payload_bytes as usize)
             .ws_max_frame_size(app.config.limits.max_payload_bytes as usize)
+            .ws_read_buffer_size(WS_READ_BUFFER)
     };
     let (app, router) = match config.redis.url.clone() {
         None => {
@@ -76,10 +85,12 @@ pub async fn serve(
                 Arc::new(LocalBus::default()),
                 None,
             );
+            app.set_calls(Calls::build(&app.config, None).await?);
             let (layer, io) = base(&app).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit));
             io.ns(PRESENCE, events::on_connect.with(events::admit));
             io.ns(NOTIFICATIONS, notify::on_connect.with(notify::admit));
+            io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit));
             let router = finish(&app, io, layer);
             (app, router)
         }
@@ -118,6 +129,7 @@ pub async fn serve(
                 Arc::new(bus),
                 Some(client),
             );
+            app.set_calls(Calls::build(&app.config, app.redis.as_ref()).await?);
             let (layer, io) = base(&app).with_adapter::<FredAdapter<_>>(ctr).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit))
                 .await
@@ -126,6 +138,9 @@ pub async fn serve(
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
             io.ns(NOTIFICATIONS, notify::on_connect.with(notify::admit))
+                .await
+                .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
+            io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
             let router = finish(&app, io, layer);
@@ -155,5 +170,95 @@ fn finish<A: Adapter>(
 ) -> axum::Router {
     app.set_hub(Arc::new(io));
     app.presence.spawn();
-    http::router(app.clone()).layer(layer)
+    if let Some(calls) = app.calls() {
+        calls.spawn(app.clone());
+    }
+    http::router(app.clone())
+        .layer(layer)
+        .layer(axum::middleware::map_request(detach_request_parts))
+}
+
+/// Give the request its own copies of the URI and header values.
+///
+/// hyper parses them as slices of the connection's read buffer (8 KiB or more), and
+/// Engine.IO keeps the request parts for the whole life of a session, so without this
+/// every idle socket pins that buffer (about 7 KiB of RSS per idle connection, measured
+/// with `switchboard-bench idle --stage transport`; see BENCHMARKS.md).
+async fn detach_request_parts(mut req: Request) -> Request {
+    let shared = std::mem::take(req.headers_mut());
+    let mut owned = HeaderMap::with_capacity(shared.len());
+    let mut name = None;
+    // `into_iter` names a header once, then yields its further values with `None`.
+    for (next, value) in shared {
+        if next.is_some() {
+            name = next;
+        }
+        let Some(name) = &name else { continue };
+        // A value hyper accepted is valid here too; keep the shared one if not.
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    *req.headers_mut() = owned;
+    // The router has already put a clone of the URI in `OriginalUri`: detach both.
+    let detach = |uri: &mut Uri| {
+        if let Ok(copy) = Uri::try_from(uri.to_string()) {
+            *uri = copy;
+        }
+    };
+    detach(req.uri_mut());
+    if let Some(OriginalUri(original)) = req.extensions_mut().get_mut::<OriginalUri>() {
+        detach(original);
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use bytes::Bytes;
+
+    fn within(buf: &Bytes, part: &[u8]) -> bool {
+        let range = buf.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[tokio::test]
+    async fn request_parts_stop_sharing_the_read_buffer() {
+        // As hyper does: every value a slice of one connection buffer.
+        let buf = Bytes::from_static(b"/socket.io/?EIO=4&transport=websocketabc123tokenxyz");
+        let uri = Uri::from_maybe_shared(buf.slice(0..37)).unwrap();
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = uri.clone();
+        req.extensions_mut().insert(OriginalUri(uri));
+        let key = HeaderValue::from_maybe_shared(buf.slice(37..43)).unwrap();
+        let mut auth = HeaderValue::from_maybe_shared(buf.slice(43..51)).unwrap();
+        auth.set_sensitive(true);
+        let h = req.headers_mut();
+        h.insert("sec-websocket-key", key.clone());
+        h.append("x-multi", key);
+        h.append("x-multi", auth.clone());
+        h.insert("authorization", auth);
+
+        let req = detach_request_parts(req).await;
+
+        let h = req.headers();
+        assert_eq!(h["sec-websocket-key"], "abc123");
+        let multi: Vec<_> = h.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["abc123", "tokenxyz"]);
+        assert!(h["authorization"].is_sensitive());
+        for v in h.values() {
+            assert!(
+                !within(&buf, v.as_bytes()),
+                "header value still in the buffer"
+            );
+        }
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        let OriginalUri(original) = req.extensions().get::<OriginalUri>().unwrap();
+        for uri in [req.uri(), original] {
+            let pq = uri.path_and_query().unwrap().as_str();
+            assert!(!within(&buf, pq.as_bytes()), "URI still in the buffer");
+        }
+    }
 }

@@ -160,3 +160,22 @@ fn zero_config_serve_prints_a_working_token() {
     .unwrap();
     assert_eq!(v.verify(&token).unwrap().user_id, "alice");
 }
+
+#[test]
+fn serve_refuses_to_start_when_the_call_history_database_does_not_answer() {
+    // Nothing listens on port 1: start-up fails and names the key, it does not hang.
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("SWITCHBOARD_MONGODB_URI", "mongodb://127.0.0.1:1/")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("calls.mongodb_uri (SWITCHBOARD_MONGODB_URI)"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

@@ -872,3 +872,110 @@ async fn redis_lost_seq_counter_resumes() -> Result<()> {
     client.quit().await?;
     Ok(())
 }
+
+// === calls ===
+
+use switchboard_dataplane::calls::redis::RedisCalls;
+use switchboard_dataplane::calls::{
+    Call, CallStore, Commit, Media, MemoryCalls, Sample, Timer, TimerKind,
+};
+
+conformance!(
+    calls_conform,
+    calls_memory,
+    calls_redis,
+    MemoryCalls::default(),
+    RedisCalls
+);
+
+async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
+    let id = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let call = Call::direct(id.clone(), "alice", "bob", Media::Audio, 1_000);
+    let both = strings(&["alice", "bob"]);
+    assert_eq!(s.commit(t, &call, 0, &both, &[]).await?, Commit::Done(1));
+    // Creating it again, or committing on an old version, is stale.
+    assert_eq!(s.commit(t, &call, 0, &both, &[]).await?, Commit::Stale);
+    let (loaded, v) = s.load(t, &id).await?.expect("stored");
+    assert_eq!((loaded, v), (call.clone(), 1));
+    assert_eq!(s.user_call(t, "bob").await?, Some(id.clone()));
+    assert_eq!(s.load(other, &id).await?, None, "tenants are walls");
+    assert_eq!(s.user_call(other, "bob").await?, None);
+
+    // Another live call cannot claim bob; another tenant's can.
+    let id2 = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let call2 = Call::direct(id2.clone(), "carol", "bob", Media::Video, 2_000);
+    let claims = strings(&["carol", "bob"]);
+    assert_eq!(
+        s.commit(t, &call2, 0, &claims, &[]).await?,
+        Commit::Held {
+            user: "bob".into(),
+            call_id: id.clone()
+        }
+    );
+    assert_eq!(s.user_call(t, "carol").await?, None, "nothing written");
+    assert_eq!(
+        s.commit(other, &call2, 0, &claims, &[]).await?,
+        Commit::Done(1)
+    );
+
+    // Ending releases; then bob can be claimed again.
+    let ended = call.clone().busy(3_000);
+    assert_eq!(s.commit(t, &ended, 1, &[], &both).await?, Commit::Done(2));
+    assert_eq!(s.commit(t, &ended, 1, &[], &both).await?, Commit::Stale);
+    assert_eq!(s.user_call(t, "bob").await?, None);
+    assert_eq!(s.commit(t, &call2, 0, &claims, &[]).await?, Commit::Done(1));
+
+    // Timers: due ones are handed out with a lease, cancelled ones are gone. Times far in
+    // the past keep this check away from the timers of live nodes sharing the Redis.
+    let timer = |kind, user: &str| Timer {
+        tenant: t.into(),
+        call_id: id.clone(),
+        kind,
+        user_id: user.into(),
+    };
+    let (ring, grace) = (
+        timer(TimerKind::Ring, "bob"),
+        timer(TimerKind::Grace, "alice"),
+    );
+    s.schedule(&ring, 100).await?;
+    s.schedule(&grace, 150).await?;
+    s.schedule(&grace, 5_000).await?; // rescheduled later
+    let mine = |v: Vec<Timer>| -> Vec<Timer> { v.into_iter().filter(|x| x.tenant == t).collect() };
+    assert_eq!(mine(s.due(200, 1_000, 100).await?), vec![ring.clone()]);
+    assert!(mine(s.due(300, 1_000, 100).await?).is_empty(), "leased");
+    assert_eq!(
+        mine(s.due(1_300, 1_000, 100).await?),
+        vec![ring.clone()],
+        "lease ran out"
+    );
+    s.cancel(&ring).await?;
+    s.cancel(&grace).await?;
+    assert!(mine(s.due(10_000, 1_000, 100).await?).is_empty());
+
+    // Quality samples, per call and per tenant.
+    let q = Sample {
+        latency_ms: 10.0,
+        packet_loss_percentage: 1.0,
+        jitter_ms: 2.0,
+        bitrate_kbps: 300.0,
+    };
+    s.add_sample(t, &id, &q).await?;
+    s.add_sample(t, &id2, &q).await?;
+    assert_eq!(s.samples(t, Some(&id)).await?, vec![q]);
+    assert_eq!(s.samples(t, None).await?.len(), 2);
+    assert!(s.samples(other, None).await?.is_empty());
+
+    // Connections are counted per user across nodes.
+    s.conn_up(t, "bob", "n1/a", "n1").await?;
+    s.conn_up(t, "bob", "n2/b", "n2").await?;
+    s.conn_up(other, "bob", "n2/c", "n2").await?;
+    assert_eq!(s.conn_down(t, "bob", "n1/a", "n1").await?, 1);
+    assert_eq!(s.conn_down(t, "bob", "n2/b", "n2").await?, 0);
+    assert_eq!(
+        s.conn_down(t, "bob", "n2/b", "n2").await?,
+        0,
+        "twice is harmless"
+    );
+    assert_eq!(s.conn_down(other, "bob", "n2/c", "n2").await?, 0);
+    Ok(())
+}

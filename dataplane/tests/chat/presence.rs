@@ -1,6 +1,5 @@
 //! /presence end to end: statuses, invisibility, subscriptions, idle, nodes, analytics.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -278,61 +277,16 @@ async fn updates_cross_three_nodes_and_analytics_count_sessions() {
     assert_eq!(denied.status(), 401);
 }
 
-/// A node in its own process, so it can be killed with SIGKILL.
-struct ChildNode {
-    child: Child,
-    node: Node,
-}
-
-impl Drop for ChildNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn spawn_node(url: &str, id: &str, ttl: &str) -> ChildNode {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--redis-url",
-            url,
-            "--node-id",
-            id,
-        ])
-        .env("SWITCHBOARD_JWT_SECRET", SECRET)
-        .env("SWITCHBOARD_HEARTBEAT_TTL", ttl)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let node = Node::external(format!("127.0.0.1:{port}").parse().unwrap());
-    for _ in 0..100 {
-        if reqwest::get(node.url("/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return ChildNode { child, node };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("child node did not come up");
-}
-
 #[tokio::test]
 async fn a_killed_node_takes_its_users_offline_within_two_ttls() {
     let Some(url) = redis_url() else { return };
     let ttl = Duration::from_secs(2);
-    let mut doomed = spawn_node(&url, &unique("doomed"), "2s").await;
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[("SWITCHBOARD_HEARTBEAT_TTL", "2s")],
+    )
+    .await;
     let survivor = start(redis_cfg(&url, &unique("survivor"), "2s")).await;
     let tenant = unique("t");
     let watcher = presence_user(&survivor, &tenant, "watcher").await;

@@ -425,3 +425,154 @@ pub async fn revoke(node: &Node, body: Value) -> reqwest::Response {
         .await
         .expect("admin api")
 }
+
+/// A node in its own process (the `switchboard` binary), so it can be killed with SIGKILL.
+pub struct ChildNode {
+    pub child: std::process::Child,
+    pub node: Node,
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `switchboard serve` on a free port with Redis at `url`, node id `id` and extra
+/// environment `env`; wait until it is ready.
+pub async fn spawn_node(url: &str, id: &str, env: &[(&str, &str)]) -> ChildNode {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--redis-url",
+            url,
+            "--node-id",
+            id,
+        ])
+        .env("SWITCHBOARD_JWT_SECRET", SECRET)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn switchboard");
+    let node = Node::external(format!("127.0.0.1:{port}").parse().expect("addr"));
+    for _ in 0..200 {
+        if reqwest::get(node.url("/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return ChildNode { child, node };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("child node did not come up");
+}
+
+// === fuzzing: arbitrary payloads and the ack check ===
+
+/// The ack error codes of PROTOCOL.md.
+pub const CODES: &[&str] = &[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "busy",
+    "rate_limited",
+    "payload_too_large",
+    "unavailable",
+    "internal",
+];
+
+/// Random JSON (nested up to 3 levels) whose object keys are often from `keys` and whose
+/// leaves are often `known` (an id that exists), so payloads get past the first checks.
+pub fn arb_payload(
+    keys: &'static [&'static str],
+    known: Value,
+) -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[a-z:{} ]{0,12}".prop_map(Value::from),
+        Just(known),
+        Just(json!(-1)),
+        Just(json!(u64::MAX)),
+    ];
+    let key = prop_oneof![
+        proptest::sample::select(keys).prop_map(str::to_owned),
+        "[a-z_]{1,8}",
+    ];
+    leaf.prop_recursive(3, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// An ack is `{ok: true, data}` or `{ok: false, error: {code, message}}` with a known code.
+pub fn assert_ack(event: &str, payload: &Value, ack: &Value) {
+    match ack["ok"].as_bool() {
+        Some(true) => assert!(ack.get("data").is_some(), "{event} {payload} → {ack}"),
+        Some(false) => {
+            let code = ack["error"]["code"].as_str().unwrap_or_default();
+            assert!(
+                CODES.contains(&code),
+                "{event} {payload} → unknown code in {ack}"
+            );
+            assert!(
+                ack["error"]["message"].is_string(),
+                "{event} {payload} → {ack}"
+            );
+        }
+        None => panic!("{event} {payload} → not an ack envelope: {ack}"),
+    }
+}
+
+/// Send every event non-object payloads and no payload, then `rounds` random payloads
+/// (deterministic), checking that each answer is a well-formed ack.
+pub async fn fuzz(
+    client: &Client,
+    events: &[&str],
+    strategy: impl proptest::strategy::Strategy<Value = Value>,
+    rounds: usize,
+) {
+    use proptest::strategy::ValueTree;
+    for event in events {
+        for payload in [
+            json!("text"),
+            json!(42),
+            json!([1, 2]),
+            json!(null),
+            json!(true),
+        ] {
+            let ack = client.req(event, payload.clone()).await;
+            assert_ack(event, &payload, &ack);
+        }
+        let ack = client.req_raw(event, None).await;
+        assert_ack(event, &Value::Null, &ack);
+    }
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for i in 0..rounds {
+        let payload = strategy.new_tree(&mut runner).expect("value").current();
+        let event = events[i % events.len()];
+        let ack = client.req(event, payload.clone()).await;
+        assert_ack(event, &payload, &ack);
+    }
+}

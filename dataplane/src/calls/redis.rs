@@ -1,0 +1,407 @@
+//! [`CallStore`] on Redis.
+//!
+//! - `sb:{T}:call:{C}`: a hash, `v` (version, bumped by every commit) and `doc` (the call
+//!   JSON). Live calls expire after a day, ended ones after an hour.
+//! - `sb:{T}:user:{U}:call`: the id of the live call holding the user (busy for others).
+//!   A claim is refused while it names another call that exists and has not ended.
+//! - `sb:{T}:call:{C}:quality`, `sb:{T}:quality`: recent quality reports (JSON), capped
+//!   lists.
+//! - `sb:calls:timers`: a sorted set of `tenant|call|kind|user` by due time (ms), shared
+//!   by every node (cluster-wide, like the presence node keys): any live node fires a due
+//!   timer, so a ringing timeout survives the node that set it. Claiming a timer pushes
+//!   its score out by a lease instead of removing it; the firing node removes it when
+//!   done, and if it dies first another node fires it after the lease (transitions are
+//!   idempotent, so a repeat changes nothing).
+//!
+//! A commit is one script: compare the version, check every claim, then write the call,
+//! the claims and the releases together.
+
+use async_trait::async_trait;
+use fred::clients::Client;
+use fred::interfaces::SetsInterface;
+use fred::interfaces::{
+    HashesInterface, KeysInterface, ListInterface, LuaInterface, SortedSetsInterface,
+};
+use fred::types::{Expiration, SetOptions, Value};
+
+use super::{
+    Call, CallState, CallStore, Commit, MAX_SAMPLES_PER_CALL, MAX_SAMPLES_PER_TENANT, Sample, Timer,
+};
+use crate::error::StoreError;
+
+/// How long a live call's keys last without a change, and an ended call's record.
+const LIVE_TTL_MS: i64 = 24 * 3600 * 1000;
+const ENDED_TTL_MS: i64 = 3600 * 1000;
+
+mod keys {
+    pub fn call(tenant: &str, call_id: &str) -> String {
+        format!("sb:{{{tenant}}}:call:{call_id}")
+    }
+    /// Prefix of call keys, for the claim check in the commit script.
+    pub fn call_prefix(tenant: &str) -> String {
+        format!("sb:{{{tenant}}}:call:")
+    }
+    pub fn user_call(tenant: &str, user_id: &str) -> String {
+        format!("sb:{{{tenant}}}:user:{user_id}:call")
+    }
+    pub fn call_quality(tenant: &str, call_id: &str) -> String {
+        format!("sb:{{{tenant}}}:call:{call_id}:quality")
+    }
+    pub fn tenant_quality(tenant: &str) -> String {
+        format!("sb:{{{tenant}}}:quality")
+    }
+    pub const TIMERS: &str = "sb:calls:timers";
+    /// A user's open /webrtc connections (`node/sid`).
+    pub fn user_conns(tenant: &str, user_id: &str) -> String {
+        format!("sb:{{{tenant}}}:user:{user_id}:webrtc")
+    }
+    /// Nodes holding /webrtc connections; each node's `tenant|user|conn`, heartbeat and
+    /// sweep lock. Cluster-wide, like the timers.
+    pub const NODES: &str = "sb:calls:nodes";
+    pub fn node_conns(node: &str) -> String {
+        format!("sb:calls:node:{node}:conns")
+    }
+    pub fn node_alive(node: &str) -> String {
+        format!("sb:calls:node:{node}:alive")
+    }
+    pub fn node_sweep(node: &str) -> String {
+        format!("sb:calls:node:{node}:sweep")
+    }
+}
+
+/// How long a sweeper holds a dead node before another may try, in seconds. Sweeping
+/// twice is harmless (removals are idempotent), so a sweeper that dies costs little.
+const SWEEP_LOCK_SECS: i64 = 10;
+
+/// KEYS: call hash, then one user key per claim or release.
+/// ARGV: expected version, call JSON, TTL ms, call id, call key prefix, then one op per
+/// user key: `c` (claim) or `r` (release).
+/// Returns {1, new version}, {0} when the version moved, {-1, user index, holder id} when
+/// a claimed user is held by another live call.
+const COMMIT: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then
+  return {0}
+end
+for i = 2, #KEYS do
+  if ARGV[4 + i] == 'c' then
+    local cur = redis.call('GET', KEYS[i])
+    if cur and cur ~= ARGV[4] and redis.call('EXISTS', ARGV[5] .. cur) == 1 then
+      local doc = redis.call('HGET', ARGV[5] .. cur, 'doc')
+      if doc and not string.find(doc, '"state":"ended"', 1, true) then
+        return {-1, i - 2, cur}
+      end
+    end
+  end
+end
+for i = 2, #KEYS do
+  if ARGV[4 + i] == 'c' then
+    redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[3])
+  elseif redis.call('GET', KEYS[i]) == ARGV[4] then
+    redis.call('DEL', KEYS[i])
+  end
+end
+redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, v + 1}
+"#;
+
+/// KEYS: timers. ARGV: now, lease until, max. Returns the due members, leased.
+const DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[2], m)
+end
+return due
+";
+
+/// KEYS: list. ARGV: JSON, cap.
+const PUSH: &str = r"
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return 1
+";
+
+pub struct RedisCalls {
+    client: Client,
+}
+
+impl RedisCalls {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    async fn push(&self, key: String, json: &str, cap: usize) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .eval(PUSH, vec![key], vec![json.to_owned(), cap.to_string()])
+            .await?;
+        Ok(())
+    }
+}
+
+fn text(v: Value, what: &str) -> Result<String, StoreError> {
+    match v {
+        Value::String(s) => Ok(s.to_string()),
+        Value::Bytes(b) => String::from_utf8(b.to_vec())
+            .map_err(|_| StoreError::Corrupt(format!("{what}: not UTF-8"))),
+        Value::Integer(i) => Ok(i.to_string()),
+        other => Err(StoreError::Corrupt(format!(
+            "{what}: unexpected reply {other:?}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl CallStore for RedisCalls {
+    async fn load(&self, tenant: &str, call_id: &str) -> Result<Option<(Call, u64)>, StoreError> {
+        let (v, doc): (Option<String>, Option<String>) = self
+            .client
+            .hmget(keys::call(tenant, call_id), vec!["v", "doc"])
+            .await?;
+        let (Some(v), Some(doc)) = (v, doc) else {
+            return Ok(None);
+        };
+        let version = v
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("call {call_id}: version {v:?}")))?;
+        Ok(Some((serde_json::from_str(&doc)?, version)))
+    }
+
+    async fn commit(
+        &self,
+        tenant: &str,
+        call: &Call,
+        expected: u64,
+        claims: &[String],
+        releases: &[String],
+    ) -> Result<Commit, StoreError> {
+        let ttl = if call.state == CallState::Ended {
+            ENDED_TTL_MS
+        } else {
+            LIVE_TTL_MS
+        };
+        let mut ks = vec![keys::call(tenant, &call.id)];
+        let mut args = vec![
+            expected.to_string(),
+            serde_json::to_string(call)?,
+            ttl.to_string(),
+            call.id.clone(),
+            keys::call_prefix(tenant),
+        ];
+        let users: Vec<&String> = claims.iter().chain(releases).collect();
+        for u in claims {
+            ks.push(keys::user_call(tenant, u));
+            args.push("c".into());
+        }
+        for u in releases {
+            ks.push(keys::user_call(tenant, u));
+            args.push("r".into());
+        }
+        let reply: Value = self.client.eval(COMMIT, ks, args).await?;
+        let Value::Array(parts) = reply else {
+            return Err(StoreError::Corrupt(format!(
+                "commit: unexpected reply {reply:?}"
+            )));
+        };
+        let mut it = parts.into_iter();
+        match it.next() {
+            Some(Value::Integer(1)) => {
+                let v = text(it.next().unwrap_or(Value::Null), "commit version")?;
+                Ok(Commit::Done(v.parse().unwrap_or(expected + 1)))
+            }
+            Some(Value::Integer(0)) => Ok(Commit::Stale),
+            Some(Value::Integer(-1)) => {
+                let idx = match it.next() {
+                    Some(Value::Integer(i)) => usize::try_from(i).unwrap_or(0),
+                    _ => 0,
+                };
+                let holder = text(it.next().unwrap_or(Value::Null), "commit holder")?;
+                Ok(Commit::Held {
+                    user: users.get(idx).map(|u| (*u).clone()).unwrap_or_default(),
+                    call_id: holder,
+                })
+            }
+            other => Err(StoreError::Corrupt(format!(
+                "commit: unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    async fn user_call(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.client.get(keys::user_call(tenant, user_id)).await?)
+    }
+
+    async fn schedule(&self, timer: &Timer, at_ms: i64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .zadd(
+                keys::TIMERS,
+                None,
+                None,
+                false,
+                false,
+                (at_ms as f64, timer.member()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel(&self, timer: &Timer) -> Result<(), StoreError> {
+        let _: i64 = self.client.zrem(keys::TIMERS, timer.member()).await?;
+        Ok(())
+    }
+
+    async fn due(&self, now: i64, lease_ms: i64, max: usize) -> Result<Vec<Timer>, StoreError> {
+        let members: Vec<String> = self
+            .client
+            .eval(
+                DUE,
+                vec![keys::TIMERS],
+                vec![
+                    now.to_string(),
+                    (now + lease_ms).to_string(),
+                    max.to_string(),
+                ],
+            )
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let t = Timer::parse(m);
+                if t.is_none() {
+                    tracing::warn!(member = %m, "unreadable call timer skipped");
+                }
+                t
+            })
+            .collect())
+    }
+
+    async fn add_sample(&self, tenant: &str, call_id: &str, s: &Sample) -> Result<(), StoreError> {
+        let json = serde_json::to_string(s)?;
+        self.push(
+            keys::call_quality(tenant, call_id),
+            &json,
+            MAX_SAMPLES_PER_CALL,
+        )
+        .await?;
+        self.push(keys::tenant_quality(tenant), &json, MAX_SAMPLES_PER_TENANT)
+            .await
+    }
+
+    async fn samples(
+        &self,
+        tenant: &str,
+        call_id: Option<&str>,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let key = match call_id {
+            Some(c) => keys::call_quality(tenant, c),
+            None => keys::tenant_quality(tenant),
+        };
+        let items: Vec<String> = self.client.lrange(key, 0, -1).await?;
+        items
+            .iter()
+            .map(|j| serde_json::from_str(j).map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn conn_up(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .sadd(keys::user_conns(tenant, user), conn)
+            .await?;
+        let _: i64 = self
+            .client
+            .sadd(keys::node_conns(node), format!("{tenant}|{user}|{conn}"))
+            .await?;
+        let _: i64 = self.client.sadd(keys::NODES, node).await?;
+        Ok(())
+    }
+
+    async fn conn_down(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+    ) -> Result<usize, StoreError> {
+        let key = keys::user_conns(tenant, user);
+        let _: i64 = self.client.srem(&key, conn).await?;
+        let _: i64 = self
+            .client
+            .srem(keys::node_conns(node), format!("{tenant}|{user}|{conn}"))
+            .await?;
+        let left: i64 = self.client.scard(&key).await?;
+        Ok(usize::try_from(left).unwrap_or(0))
+    }
+
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let _: () = self
+            .client
+            .set(
+                keys::node_alive(node),
+                "1",
+                Some(Expiration::PX(ttl_ms.max(1))),
+                None,
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError> {
+        let nodes: Vec<String> = self.client.smembers(keys::NODES).await?;
+        let mut dead = Vec::new();
+        for n in nodes.into_iter().filter(|n| n != me) {
+            let alive: i64 = self.client.exists(keys::node_alive(&n)).await?;
+            if alive == 1 {
+                continue;
+            }
+            let claimed: Option<String> = self
+                .client
+                .set(
+                    keys::node_sweep(&n),
+                    me,
+                    Some(Expiration::EX(SWEEP_LOCK_SECS)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await?;
+            if claimed.is_some() {
+                dead.push(n);
+            }
+        }
+        Ok(dead)
+    }
+
+    async fn node_conns(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let members: Vec<String> = self.client.smembers(keys::node_conns(node)).await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| {
+                let mut it = m.splitn(3, '|');
+                Some((
+                    it.next()?.to_owned(),
+                    it.next()?.to_owned(),
+                    it.next()?.to_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    async fn forget_node(&self, node: &str) -> Result<(), StoreError> {
+        let _: i64 = self.client.srem(keys::NODES, node).await?;
+        let _: i64 = self
+            .client
+            .del(vec![keys::node_conns(node), keys::node_sweep(node)])
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! The /webrtc namespace: ICE servers, calls (1:1 and group), signaling relay, quality
+//! reports and call history. Handlers decode and check ids, then hand over to
+//! [`crate::calls::service`] (state) or [`crate::signaling`] (relay).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+
+use crate::app::App;
+use crate::auth::{AuthError, Identity, now_secs};
+use crate::calls::history::{DEFAULT_PAGE, MAX_PAGE};
+use crate::calls::service::{Calls, WEBRTC};
+use crate::calls::{Event, Media, Sample};
+use crate::error::{AckError, Code};
+use crate::handler::{self, Cx, on};
+use crate::limits::Class;
+use crate::signaling::Signal;
+use crate::{ice, ids, signaling};
+
+/// Admission to /webrtc: authenticate, register events, call off a pending disconnect.
+pub async fn admit<A: Adapter>(
+    s: SocketRef<A>,
+    State(app): State<App>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), AuthError> {
+    let id = handler::authenticate(&s, &app, auth).await?;
+    on(
+        &s,
+        "webrtc:get-ice-servers",
+        Class::Read,
+        get_ice_servers::<A>,
+    );
+    on(&s, "call:initiate", Class::Room, initiate::<A>);
+    on(&s, "call:answer", Class::Room, answer::<A>);
+    on(&s, "call:reject", Class::Room, reject::<A>);
+    on(&s, "call:hangup", Class::Room, hangup::<A>);
+    on(&s, "call:create-group", Class::Room, create_group::<A>);
+    on(
+        &s,
+        "call:add-participant",
+        Class::Room,
+        add_participant::<A>,
+    );
+    on(
+        &s,
+        "call:remove-participant",
+        Class::Room,
+        remove_participant::<A>,
+    );
+    on(&s, "webrtc:offer", Class::Read, offer::<A>);
+    on(&s, "webrtc:answer", Class::Read, sdp_answer::<A>);
+    on(&s, "webrtc:ice-candidate", Class::Read, ice_candidate::<A>);
+    on(&s, "call:report-quality", Class::Read, report_quality::<A>);
+    on(&s, "call:history", Class::Read, history::<A>);
+    let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+    let conn = handler::conn_id(&app, &s.id);
+    if let Some(calls) = app.calls()
+        && let Err(e) = calls.connected(t, u, &conn, &app.node_id).await
+    {
+        tracing::warn!(error = %e, "call store unavailable at connect");
+        return Err(AuthError::Unavailable);
+    }
+    app.limits.attach(t, u);
+    app.metrics.connection(WEBRTC, 1);
+    s.on_disconnect(
+        async move |s: SocketRef<A>,
+                    State(app): State<App>,
+                    Extension(id): Extension<Arc<Identity>>| {
+            let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+            app.limits.detach(t, u);
+            app.metrics.connection(WEBRTC, -1);
+            let conn = handler::conn_id(&app, &s.id);
+            if let Some(calls) = app.calls()
+                && let Err(e) = calls.disconnected(t, u, &conn, &app.node_id).await
+            {
+                tracing::warn!(error = %e, tenant = %t, user = %u, "disconnect not recorded; a call may outlive it");
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Connect handler of /webrtc: everything happened in [`admit`].
+pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+
+fn calls(app: &App) -> Result<&Calls, AckError> {
+    app.calls()
+        .ok_or_else(|| AckError::new(Code::Unavailable, "calls are not ready on this node"))
+}
+
+fn check_id(name: &str, v: &str) -> Result<(), AckError> {
+    if ids::valid_id(v) {
+        Ok(())
+    } else {
+        Err(AckError::bad_request(format!(
+            "{name} must be 1-128 characters of A-Z a-z 0-9 - _ . @ +"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+struct Empty {}
+
+#[derive(Deserialize)]
+struct Initiate {
+    callee_id: String,
+    media_type: Media,
+}
+
+#[derive(Deserialize)]
+struct CallRef {
+    call_id: String,
+    /// Free text from the client; accepted for the protocol, not stored.
+    #[serde(default)]
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CreateGroup {
+    participant_ids: Vec<String>,
+    media_type: Media,
+}
+
+#[derive(Deserialize)]
+struct ParticipantRef {
+    call_id: String,
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+struct Sdp {
+    call_id: String,
+    to_user_id: String,
+    sdp: String,
+}
+
+#[derive(Deserialize)]
+struct Candidate {
+    call_id: String,
+    to_user_id: String,
+    candidate: Value,
+}
+
+#[derive(Deserialize)]
+struct Quality {
+    call_id: String,
+    latency_ms: f64,
+    packet_loss_percentage: f64,
+    jitter_ms: f64,
+    bitrate_kbps: f64,
+}
+
+#[derive(Deserialize)]
+struct History {
+    limit: Option<usize>,
+    before: Option<i64>,
+}
+
+async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
+    let w = &cx.app.config.webrtc;
+    let servers = ice::ice_servers(
+        &w.stun_urls,
+        &w.turn_urls,
+        w.turn_secret.as_deref(),
+        w.turn_ttl.0,
+        &cx.id.user_id,
+        now_secs(),
+    );
+    Ok(serde_json::to_value(servers).unwrap_or_default())
+}
+
+async fn initiate<A: Adapter>(cx: Cx<A>, req: Initiate) -> Result<Value, AckError> {
+    check_id("callee_id", &req.callee_id)?;
+    let call = calls(&cx.app)?
+        .initiate(
+            &cx.app,
+            &cx.id.tenant,
+            &cx.id.user_id,
+            &req.callee_id,
+            req.media_type,
+        )
+        .await?;
+    Ok(json!({ "call": call }))
+}
+
+async fn act<A: Adapter>(cx: &Cx<A>, call_id: &str, ev: Event) -> Result<Value, AckError> {
+    check_id("call_id", call_id)?;
+    let calls = calls(&cx.app)?;
+    // Someone else's call, or another tenant's, is not found.
+    calls
+        .visible(&cx.id.tenant, &cx.id.user_id, call_id)
+        .await?;
+    let call = calls.act(&cx.app, &cx.id.tenant, call_id, ev).await?;
+    Ok(json!({ "call": call }))
+}
+
+async fn answer<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<Value, AckError> {
+    let user = cx.id.user_id.clone();
+    act(&cx, &req.call_id, Event::Answer { user }).await
+}
+
+async fn reject<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<Value, AckError> {
+    let user = cx.id.user_id.clone();
+    act(&cx, &req.call_id, Event::Reject { user }).await
+}
+
+async fn hangup<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<Value, AckError> {
+    let user = cx.id.user_id.clone();
+    act(&cx, &req.call_id, Event::Hangup { user }).await
+}
+
+async fn create_group<A: Adapter>(cx: Cx<A>, req: CreateGroup) -> Result<Value, AckError> {
+    for u in &req.participant_ids {
+        check_id("participant_ids", u)?;
+    }
+    let call = calls(&cx.app)?
+        .create_group(
+            &cx.app,
+            &cx.id.tenant,
+            &cx.id.user_id,
+            &req.participant_ids,
+            req.media_type,
+        )
+        .await?;
+    Ok(json!({ "call": call }))
+}
+
+async fn add_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Result<Value, AckError> {
+    check_id("user_id", &req.user_id)?;
+    let ev = Event::Add {
+        by: cx.id.user_id.clone(),
+        user: req.user_id,
+    };
+    act(&cx, &req.call_id, ev).await
+}
+
+async fn remove_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Result<Value, AckError> {
+    check_id("user_id", &req.user_id)?;
+    let ev = Event::Remove {
+        by: cx.id.user_id.clone(),
+        user: req.user_id,
+    };
+    act(&cx, &req.call_id, ev).await
+}
+
+/// Check and relay one signaling message.
+async fn signal<A: Adapter>(cx: &Cx<A>, msg: Signal<'_>) -> Result<Value, AckError> {
+    check_id("call_id", msg.call_id)?;
+    check_id("to_user_id", msg.to)?;
+    let (t, me) = (cx.id.tenant.as_str(), cx.id.user_id.as_str());
+    let call = calls(&cx.app)?.visible(t, me, msg.call_id).await?;
+    signaling::may_relay(&call, me, msg.to)?;
+    signaling::relay(&cx.app, t, me, msg).await;
+    Ok(json!({}))
+}
+
+fn check_sdp(sdp: &str) -> Result<(), AckError> {
+    if sdp.trim().is_empty() || sdp.len() > signaling::MAX_SDP_BYTES {
+        return Err(AckError::bad_request(format!(
+            "sdp must be a non-empty string of at most {} bytes",
+            signaling::MAX_SDP_BYTES
+        )));
+    }
+    Ok(())
+}
+
+async fn offer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Value, AckError> {
+    check_sdp(&req.sdp)?;
+    let msg = Signal {
+        event: "webrtc:offer",
+        call_id: &req.call_id,
+        to: &req.to_user_id,
+        field: "sdp",
+        payload: Value::String(req.sdp),
+    };
+    signal(&cx, msg).await
+}
+
+async fn sdp_answer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Value, AckError> {
+    check_sdp(&req.sdp)?;
+    let msg = Signal {
+        event: "webrtc:answer",
+        call_id: &req.call_id,
+        to: &req.to_user_id,
+        field: "sdp",
+        payload: Value::String(req.sdp),
+    };
+    signal(&cx, msg).await
+}
+
+async fn ice_candidate<A: Adapter>(cx: Cx<A>, req: Candidate) -> Result<Value, AckError> {
+    let ok_shape = matches!(req.candidate, Value::Object(_) | Value::String(_));
+    let size = serde_json::to_string(&req.candidate).map_or(usize::MAX, |s| s.len());
+    if !ok_shape || size > signaling::MAX_CANDIDATE_BYTES {
+        return Err(AckError::bad_request(format!(
+            "candidate must be an object or a string of at most {} bytes",
+            signaling::MAX_CANDIDATE_BYTES
+        )));
+    }
+    let msg = Signal {
+        event: "webrtc:ice-candidate",
+        call_id: &req.call_id,
+        to: &req.to_user_id,
+        field: "candidate",
+        payload: req.candidate,
+    };
+    signal(&cx, msg).await
+}
+
+async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, AckError> {
+    check_id("call_id", &req.call_id)?;
+    let sample = Sample {
+        latency_ms: req.latency_ms,
+        packet_loss_percentage: req.packet_loss_percentage,
+        jitter_ms: req.jitter_ms,
+        bitrate_kbps: req.bitrate_kbps,
+    };
+    let issues = calls(&cx.app)?
+        .report_quality(&cx.id.tenant, &cx.id.user_id, &req.call_id, &sample)
+        .await?;
+    if !issues.is_empty() {
+        let data = json!({ "call_id": req.call_id, "issues": issues, "report": sample });
+        if let Err(e) = cx.socket.emit("call:quality-issue", &data) {
+            tracing::debug!(error = %e, "quality issue not delivered");
+        }
+    }
+    Ok(json!({ "issues": issues }))
+}
+
+async fn history<A: Adapter>(cx: Cx<A>, req: History) -> Result<Value, AckError> {
+    let limit = req.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(AckError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let calls = calls(&cx.app)?
+        .history(&cx.id.tenant, &cx.id.user_id, limit, req.before)
+        .await?;
+    Ok(json!({ "calls": calls }))
+}

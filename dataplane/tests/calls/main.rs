@@ -1,0 +1,460 @@
+//! /webrtc against real parts: TURN credentials from `webrtc:get-ice-servers` tried on
+//! the coturn of tests/env with `turnutils_uclient`; a ringing timeout that fires after
+//! the node that started the call was SIGKILLed (two nodes, real Redis); call history
+//! documents read back from the MongoDB-wire server of tests/env.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../chat/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use serde_json::{Value, json};
+use switchboard_crds::config::DataplaneConfig;
+use switchboard_crds::duration::HumanDuration;
+
+use support::*;
+
+fn env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{name} is not set: run tests/env/envctl up and source tests/.state/env")
+        }
+        _ => {
+            eprintln!("skipped: {name} is not set (tests/env/envctl up)");
+            None
+        }
+    }
+}
+
+/// The tests sharing Redis run one at a time: timers and dead-node sweeps are shared by
+/// every node on that Redis, and a node torn down by another test while it holds a timer
+/// lease or a sweep would delay what this test times.
+static SHARED_REDIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn webrtc_user(node: &Node, tenant: &str, sub: &str) -> Client {
+    let t = token(&claims(tenant, sub));
+    Client::connect_ns(node, "/webrtc", Some(json!({ "token": t })), None)
+        .await
+        .expect("connect /webrtc")
+}
+
+// === TURN credentials on the real coturn ===
+
+/// `turnutils_uclient` between two allocations (-y) with these credentials: did the
+/// messages go through the relay?
+fn allocates(port: &str, username: &str, password: &str) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "turnutils_uclient",
+            "-y",
+            "-c",
+            "-n",
+            "2",
+            "-m",
+            "1",
+            "-v",
+        ])
+        .args(["-u", username, "-w", password, "-p", port, "127.0.0.1"])
+        .output()
+        .expect("turnutils_uclient (Debian package coturn) runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The closing `tot_recv_msgs=N` line counts what came back through the relays.
+    let received = text
+        .lines()
+        .rev()
+        .find_map(|l| l.split("tot_recv_msgs=").nth(1))
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let relayed = out.status.success() && text.contains("Received relay addr") && received > 0;
+    (relayed, text)
+}
+
+fn turn_config(secret: &str, ttl: Duration) -> Option<DataplaneConfig> {
+    let mut c = mk_config();
+    c.webrtc.turn_urls = vec![env("SWITCHBOARD_TEST_TURN_URL")?];
+    c.webrtc.stun_urls = vec![env("SWITCHBOARD_TEST_STUN_URL")?];
+    c.webrtc.turn_secret = Some(secret.to_owned());
+    c.webrtc.turn_ttl = HumanDuration(ttl);
+    Some(c)
+}
+
+async fn issued(config: DataplaneConfig, user: &str) -> (String, String, Value) {
+    let node = start(config).await;
+    let c = webrtc_user(&node, &unique("t"), user).await;
+    let data = c.ok("webrtc:get-ice-servers", json!({})).await;
+    let turn = data["ice_servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s.get("username").is_some())
+        .cloned()
+        .expect("a TURN entry");
+    (
+        turn["username"].as_str().unwrap().to_owned(),
+        turn["credential"].as_str().unwrap().to_owned(),
+        data,
+    )
+}
+
+#[tokio::test]
+async fn issued_turn_credentials_allocate_on_coturn_and_bad_ones_are_refused() {
+    let (Some(port), Some(secret), Some(previous)) = (
+        env("SWITCHBOARD_TEST_TURN_PORT"),
+        env("SWITCHBOARD_TEST_TURN_SECRET"),
+        env("SWITCHBOARD_TEST_TURN_PREVIOUS_SECRET"),
+    ) else {
+        return;
+    };
+    let day = Duration::from_secs(24 * 3600);
+
+    let (user, pass, data) = issued(turn_config(&secret, day).unwrap(), "alice").await;
+    assert_eq!(data["ttl"], json!(86_400));
+    assert_eq!(
+        data["ice_servers"][0]["urls"][0],
+        json!(env("SWITCHBOARD_TEST_STUN_URL").unwrap())
+    );
+    let (expiry, who) = user.split_once(':').unwrap();
+    assert_eq!(who, "alice");
+    let left = expiry.parse::<u64>().unwrap() - switchboard_dataplane::auth::now_secs();
+    assert!((86_390..=86_400).contains(&left), "expires in {left}s");
+    let (ok, out) = allocates(&port, &user, &pass);
+    assert!(ok, "issued credentials did not allocate:\n{out}");
+
+    // Mid-rotation: a node still on the previous secret issues credentials coturn takes.
+    let (user, pass, _) = issued(turn_config(&previous, day).unwrap(), "bob").await;
+    let (ok, out) = allocates(&port, &user, &pass);
+    assert!(ok, "previous-secret credentials did not allocate:\n{out}");
+
+    // Signed with a secret coturn does not know: refused.
+    let (user, pass, _) = issued(
+        turn_config("not-the-secret-this-coturn-knows", day).unwrap(),
+        "mallory",
+    )
+    .await;
+    let (ok, out) = allocates(&port, &user, &pass);
+    assert!(
+        !ok && out.contains("Cannot complete Allocation"),
+        "wrong secret allocated:\n{out}"
+    );
+
+    // Made by the same code the node uses, with an expiry a minute ago: refused.
+    let issued_at = switchboard_dataplane::auth::now_secs() - 120;
+    let (user, pass) = switchboard_dataplane::ice::turn_credentials(
+        &secret,
+        "carol",
+        issued_at,
+        Duration::from_secs(60),
+    );
+    let (ok, out) = allocates(&port, &user, &pass);
+    assert!(
+        !ok && out.contains("Cannot complete Allocation"),
+        "expired credentials allocated:\n{out}"
+    );
+}
+
+// === a ringing timeout outlives the node that started the call ===
+
+fn redis_node_config(url: &str, ringing: Duration) -> DataplaneConfig {
+    let mut c = mk_config();
+    c.redis.url = Some(url.to_owned());
+    c.node_id = Some(unique("survivor"));
+    c.calls.ringing_timeout = HumanDuration(ringing);
+    c
+}
+
+#[tokio::test]
+async fn ringing_times_out_after_the_callers_node_was_killed() {
+    let Some(url) = redis_url() else { return };
+    let _one_at_a_time = SHARED_REDIS.lock().await;
+    let ringing = Duration::from_secs(2);
+    let survivor = start(redis_node_config(&url, ringing)).await;
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[("SWITCHBOARD_RINGING_TIMEOUT", "2s")],
+    )
+    .await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
+    let bob = webrtc_user(&survivor, &tenant, "bob").await;
+
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]
+        .clone();
+    let started = tokio::time::Instant::now();
+    let incoming = bob.expect("call:incoming").await;
+    assert_eq!(incoming["call"]["id"], call["id"]);
+
+    doomed.child.kill().unwrap(); // SIGKILL: no goodbye, no timers of its own left
+    let ended = bob
+        .next("call:ended", ringing + Duration::from_secs(3))
+        .await
+        .expect("call:ended on the surviving node");
+    let took = started.elapsed();
+    assert_eq!(ended["reason"], "timeout");
+    assert_eq!(ended["call"]["id"], call["id"]);
+    assert!(
+        took >= ringing - Duration::from_millis(100),
+        "fired early: {took:?}"
+    );
+    eprintln!(
+        "ringing timeout fired {took:?} after initiate (ringing_timeout {ringing:?}, caller's node SIGKILLed)"
+    );
+    // Bob is free again.
+    let again = bob
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "carol", "media_type": "audio" }),
+        )
+        .await;
+    assert_eq!(again["call"]["state"], "ringing");
+}
+
+#[tokio::test]
+async fn a_participant_on_a_killed_node_ends_the_call_as_disconnected() {
+    let Some(url) = redis_url() else { return };
+    let _one_at_a_time = SHARED_REDIS.lock().await;
+    let (ttl, grace) = (Duration::from_secs(2), Duration::from_secs(1));
+    let mut cfg = redis_node_config(&url, Duration::from_secs(30));
+    cfg.presence.heartbeat_ttl = HumanDuration(ttl);
+    cfg.calls.disconnect_grace = HumanDuration(grace);
+    let survivor = start(cfg).await;
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[
+            ("SWITCHBOARD_HEARTBEAT_TTL", "2s"),
+            ("SWITCHBOARD_CALL_DISCONNECT_GRACE", "1s"),
+        ],
+    )
+    .await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&survivor, &tenant, "alice").await;
+    let bob = webrtc_user(&doomed.node, &tenant, "bob").await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]
+        .clone();
+    bob.expect("call:incoming").await;
+    bob.ok("call:answer", json!({ "call_id": call["id"] }))
+        .await;
+    alice.expect("call:answered").await;
+
+    doomed.child.kill().unwrap(); // bob's node dies: no disconnect handler runs there
+    let killed = tokio::time::Instant::now();
+    let ended = alice
+        .next("call:ended", ttl * 2 + grace + Duration::from_secs(2))
+        .await
+        .expect("call:ended after the dead node was swept");
+    assert_eq!(ended["reason"], "disconnected");
+    assert_eq!(ended["call"]["id"], call["id"]);
+    let took = killed.elapsed();
+    assert!(took >= grace, "ended before the grace period: {took:?}");
+    eprintln!(
+        "call ended as disconnected {took:?} after the callee's node was SIGKILLed (heartbeat TTL {ttl:?}, grace {grace:?})"
+    );
+}
+
+// === history in MongoDB ===
+
+#[tokio::test]
+async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
+    let (Some(url), Some(mongo)) = (redis_url(), env("SWITCHBOARD_TEST_MONGODB_URI")) else {
+        return;
+    };
+    let _one_at_a_time = SHARED_REDIS.lock().await;
+    let database = unique("sb_calls").replace('-', "_");
+    let mk = || {
+        let mut c = redis_node_config(&url, Duration::from_secs(30));
+        c.calls.mongodb_uri = Some(mongo.clone());
+        c.calls.mongodb_database = database.clone();
+        c
+    };
+    let (a, b) = (start(mk()).await, start(mk()).await);
+    let tenant = unique("t");
+    let alice = webrtc_user(&a, &tenant, "alice").await;
+    let bob = webrtc_user(&b, &tenant, "bob").await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "video" }),
+        )
+        .await["call"]
+        .clone();
+    let id = call["id"].as_str().unwrap().to_owned();
+    bob.expect("call:incoming").await;
+    bob.ok("call:answer", json!({ "call_id": id })).await;
+    let q = json!({ "call_id": id, "latency_ms": 80, "packet_loss_percentage": 0.5, "jitter_ms": 4, "bitrate_kbps": 900 });
+    let issues = bob.ok("call:report-quality", q).await;
+    assert_eq!(issues["issues"], json!([]));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    bob.ok("call:hangup", json!({ "call_id": id })).await;
+    alice.expect("call:ended").await;
+
+    let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    let db = client.database(&database);
+    let calls = db.collection::<Document>("calls");
+    let rec = calls
+        .find_one(doc! { "_id": &id })
+        .await
+        .unwrap()
+        .expect("the call document");
+    assert_eq!(rec.get_str("tenant").unwrap(), tenant);
+    assert_eq!(rec.get_str("end_reason").unwrap(), "hangup");
+    assert_eq!(rec.get_str("kind").unwrap(), "direct");
+    assert!(rec.get_i64("duration_ms").unwrap() >= 100, "{rec:?}");
+    let parts = rec.get_array("participants").unwrap();
+    assert_eq!(parts.len(), 2);
+    for p in parts {
+        let p = p.as_document().unwrap();
+        let (j, l) = (
+            p.get_i64("joined_at").unwrap(),
+            p.get_i64("left_at").unwrap(),
+        );
+        assert!(l >= j, "{p:?}");
+    }
+    let quality = rec.get_document("quality").unwrap();
+    assert_eq!(quality.get_i64("reports").unwrap(), 1);
+    let indexes = calls.list_index_names().await.unwrap();
+    assert!(
+        indexes.iter().any(|n| n == "tenant_user_created"),
+        "{indexes:?}"
+    );
+
+    // call:history reads the same documents back; another tenant sees none of them.
+    let h = alice.ok("call:history", json!({ "limit": 5 })).await;
+    assert_eq!(h["calls"][0]["id"], json!(id));
+    assert!(h["calls"][0].get("tenant").is_none());
+    let stranger = webrtc_user(&b, &unique("t"), "alice").await;
+    assert_eq!(
+        stranger.ok("call:history", json!({})).await["calls"],
+        json!([])
+    );
+    db.drop().await.unwrap();
+}
+
+// === embedded mode, and any payload gets a typed answer ===
+
+const EVENTS: &[&str] = &[
+    "webrtc:get-ice-servers",
+    "call:initiate",
+    "call:answer",
+    "call:reject",
+    "call:hangup",
+    "call:create-group",
+    "call:add-participant",
+    "call:remove-participant",
+    "webrtc:offer",
+    "webrtc:answer",
+    "webrtc:ice-candidate",
+    "call:report-quality",
+    "call:history",
+];
+
+const KEYS: &[&str] = &[
+    "call_id",
+    "callee_id",
+    "media_type",
+    "participant_ids",
+    "user_id",
+    "to_user_id",
+    "sdp",
+    "candidate",
+    "latency_ms",
+    "packet_loss_percentage",
+    "jitter_ms",
+    "bitrate_kbps",
+    "limit",
+    "before",
+];
+
+fn embedded_config() -> DataplaneConfig {
+    let mut cfg = mk_config();
+    cfg.calls.ringing_timeout = HumanDuration(Duration::from_secs(1));
+    // The fuzzer sends fast; it is not testing the limiter.
+    for b in [&mut cfg.limits.per_socket, &mut cfg.limits.per_user] {
+        for bucket in [&mut b.message, &mut b.typing, &mut b.read, &mut b.room] {
+            bucket.rate = 10_000.0;
+            bucket.burst = 10_000;
+        }
+    }
+    cfg
+}
+
+#[tokio::test]
+async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
+    let node = start(embedded_config()).await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&node, &tenant, "alice").await;
+    let bob = webrtc_user(&node, &tenant, "bob").await;
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]
+        .clone();
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(bob.expect("call:incoming").await["call"]["id"], json!(id));
+    let ended = bob
+        .next("call:ended", Duration::from_secs(3))
+        .await
+        .expect("timeout");
+    assert_eq!(ended["reason"], "timeout");
+
+    let call = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "video" }),
+        )
+        .await["call"]
+        .clone();
+    let id2 = call["id"].as_str().unwrap().to_owned();
+    bob.ok("call:answer", json!({ "call_id": id2 })).await;
+    bob.ok("call:hangup", json!({ "call_id": id2 })).await;
+    let h = alice.ok("call:history", json!({})).await;
+    let ids: Vec<&str> = h["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id2.as_str(), id.as_str()]);
+
+    // A live call so that random payloads meet a real call id too.
+    let live = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]["id"]
+        .clone();
+    fuzz(&alice, EVENTS, arb_payload(KEYS, live), 400).await;
+    assert_eq!(
+        reqwest::get(node.url("/healthz")).await.unwrap().status(),
+        200
+    );
+    alice.ok("webrtc:get-ice-servers", json!({})).await;
+}
