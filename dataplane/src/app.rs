@@ -29,6 +29,10 @@ pub struct Stores {
     pub online: Arc<dyn OnlineStore>,
     pub revocations: Arc<dyn RevocationStore>,
     pub presence: Arc<dyn PresenceStore>,
+    pub inbox: Arc<dyn crate::notifications::InboxStore>,
+    pub devices: Arc<dyn crate::devices::DeviceStore>,
+    pub preferences: Arc<dyn crate::preferences::PreferenceStore>,
+    pub delivery: Arc<dyn crate::notifications::delivery::DeliveryStore>,
 }
 
 impl Stores {
@@ -42,6 +46,10 @@ impl Stores {
             online: Arc::new(MemoryOnline::default()),
             revocations: Arc::new(MemoryRevocations::default()),
             presence: Arc::new(MemoryPresence::default()),
+            inbox: Arc::new(crate::notifications::MemoryInbox::default()),
+            devices: Arc::new(crate::devices::MemoryDevices::default()),
+            preferences: Arc::new(crate::preferences::MemoryPreferences::default()),
+            delivery: Arc::new(crate::notifications::delivery::MemoryDelivery::default()),
         }
     }
 
@@ -57,6 +65,14 @@ impl Stores {
                 client.clone(),
             )),
             presence: Arc::new(crate::presence::redis::RedisPresence::new(client.clone())),
+            inbox: Arc::new(crate::notifications::redis::RedisInbox::new(client.clone())),
+            devices: Arc::new(crate::devices::redis::RedisDevices::new(client.clone())),
+            preferences: Arc::new(crate::preferences::redis::RedisPreferences::new(
+                client.clone(),
+            )),
+            delivery: Arc::new(crate::notifications::redis::RedisDelivery::new(
+                client.clone(),
+            )),
         }
     }
 }
@@ -76,6 +92,8 @@ pub struct Inner {
     pub redis: Option<fred::clients::Client>,
     /// Set once the Socket.IO server exists (it needs the app as its state first).
     hub: OnceLock<Arc<dyn Hub>>,
+    /// Where `POST /api/v1/notifications` sends (Kafka, or this node's dispatcher).
+    intake: OnceLock<Arc<crate::notifications::api::Intake>>,
     /// Calls (/webrtc), set at start-up once its history database answers.
     calls: OnceLock<crate::calls::service::Calls>,
 }
@@ -115,6 +133,7 @@ impl App {
             presence,
             redis,
             hub: OnceLock::new(),
+            intake: OnceLock::new(),
             calls: OnceLock::new(),
         }))
     }
@@ -134,6 +153,14 @@ impl App {
 
     pub fn hub(&self) -> Option<&Arc<dyn Hub>> {
         self.0.hub.get()
+    }
+
+    pub fn set_intake(&self, intake: crate::notifications::api::Intake) {
+        let _ = self.0.intake.set(Arc::new(intake));
+    }
+
+    pub fn intake(&self) -> Option<&Arc<crate::notifications::api::Intake>> {
+        self.0.intake.get()
     }
 
     pub fn set_calls(&self, calls: crate::calls::service::Calls) {

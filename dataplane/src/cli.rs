@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a socket node (with no configuration: one node, in memory, dev JWT secret).
     Serve(ServeArgs),
+    /// Run a notification worker: Kafka `notifications` in; in-app, FCM, APNs, e-mail out
+    /// (needs redis.url and notifications.kafka.brokers).
+    Worker(ServeArgs),
     /// Print a JWT signed with the configured HMAC secret.
     Token(TokenArgs),
     /// Configuration files.
@@ -187,6 +190,17 @@ impl Cli {
                 cfg.validate()?;
                 println!("{}", make_token(&cfg, &args)?);
                 Ok(())
+            }
+            Command::Worker(args) => {
+                let mut cfg = args.config.load()?;
+                if cfg.jwt.secret.is_none() && cfg.jwt.public_key_file.is_none() {
+                    // The worker verifies no tokens; validation still wants a key.
+                    cfg.jwt.secret = Some(dev_secret());
+                }
+                cfg.validate()?;
+                crate::telemetry::init(&cfg.log_format);
+                let rt = tokio::runtime::Runtime::new()?;
+                rt.block_on(crate::worker::run(cfg, shutdown_signal()))
             }
             Command::Serve(args) => {
                 let mut cfg = args.config.load()?;

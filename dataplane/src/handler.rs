@@ -31,6 +31,24 @@ struct HandshakeAuth {
     token: Option<String>,
 }
 
+/// The token of a handshake: `auth.token`, else the `Authorization: Bearer` header.
+pub fn handshake_token<A: Adapter>(
+    s: &SocketRef<A>,
+    auth: Result<Value, impl std::fmt::Display>,
+) -> Option<String> {
+    auth.ok()
+        .and_then(|v| serde_json::from_value::<HandshakeAuth>(v).ok())
+        .and_then(|a| a.token)
+        .or_else(|| {
+            s.req_parts()
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::to_owned)
+        })
+}
+
 /// Authenticate a handshake (every namespace's admission starts here): verify the token,
 /// refuse revoked ones, join the identity rooms (user, session, token) and leave the
 /// identity and limiter state in the socket's extensions.
@@ -39,20 +57,8 @@ pub async fn authenticate<A: Adapter>(
     app: &App,
     auth: Result<Value, impl std::fmt::Display>,
 ) -> Result<Arc<Identity>, AuthError> {
-    let from_auth = auth
-        .ok()
-        .and_then(|v| serde_json::from_value::<HandshakeAuth>(v).ok())
-        .and_then(|a| a.token);
-    let from_header = || {
-        s.req_parts()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::to_owned)
-    };
     let result = async {
-        let token = from_auth.or_else(from_header).ok_or_else(|| {
+        let token = handshake_token(s, auth).ok_or_else(|| {
             AuthError::Unauthorized(
                 "no token: send auth.token or an Authorization: Bearer header".into(),
             )

@@ -37,10 +37,11 @@ pub fn router(app: App) -> Router {
             "/admin/v1/tenants/{tenant}/calls/quality",
             get(calls_quality),
         )
+        .merge(crate::notifications::api::routes())
         .with_state(app)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(json!({ "ok": false, "error": { "code": code, "message": message.into() } })),
@@ -98,18 +99,34 @@ struct RevokeReq {
 
 /// The admin API's gate: off without a configured token, 401 without the right bearer.
 fn admin_gate(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(admin) = &app.config.admin_token else {
+    bearer_gate(
+        headers,
+        app.config.admin_token.as_deref(),
+        "admin",
+        "admin_token / SWITCHBOARD_ADMIN_TOKEN",
+    )
+}
+
+/// An API behind a configured bearer token: 404 (off) when `expected` is unset, naming
+/// the setting that turns it on; 401 without the right bearer.
+pub(crate) fn bearer_gate(
+    headers: &HeaderMap,
+    expected: Option<&str>,
+    api: &str,
+    setting: &str,
+) -> Result<(), Box<Response>> {
+    let Some(expected) = expected else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin API is off (set admin_token / SWITCHBOARD_ADMIN_TOKEN)",
+            format!("the {api} API is off (set {setting})"),
         )));
     };
-    if !bearer_ok(headers, admin) {
+    if !bearer_ok(headers, expected) {
         return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "admin bearer token required",
+            format!("{api} bearer token required"),
         )));
     }
     Ok(())
@@ -221,7 +238,7 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
         );
     }
     if let Some(hub) = app.hub() {
-        for ns in [CHAT, PRESENCE] {
+        for ns in [CHAT, PRESENCE, crate::notifications::NOTIFICATIONS] {
             hub.disconnect(ns, room.clone()).await;
         }
         hub.disconnect(crate::calls::service::WEBRTC, room.clone())

@@ -36,6 +36,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabel {
+    pub provider: String,
+    pub outcome: String,
+}
+
 /// Every metric of the node; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -49,6 +55,10 @@ pub struct Metrics {
     pub disconnects: Family<KindLabel, Counter>,
     pub auth_failures: Family<KindLabel, Counter>,
     pub presence_online: Family<TenantLabel, Gauge>,
+    /// Notifications by what became of them (accepted, processed, duplicate, dead_lettered).
+    pub notifications: Family<KindLabel, Counter>,
+    /// Deliveries by provider (fcm, apns, email, in_app) and outcome (sent, failed, pruned).
+    pub deliveries: Family<DeliveryLabel, Counter>,
     pub calls_ended: Family<KindLabel, Counter>,
 }
 
@@ -117,6 +127,18 @@ impl Metrics {
             "Users online now per tenant (as last seen by this node)",
             presence_online.clone(),
         );
+        let notifications = Family::<KindLabel, Counter>::default();
+        reg.register(
+            "notifications",
+            "Notifications by outcome: accepted, processed, duplicate, dead_lettered",
+            notifications.clone(),
+        );
+        let deliveries = Family::<DeliveryLabel, Counter>::default();
+        reg.register(
+            "notification_deliveries",
+            "Notification deliveries by provider and outcome",
+            deliveries.clone(),
+        );
         let calls_ended = Family::<KindLabel, Counter>::default();
         reg.register(
             "calls_ended",
@@ -134,8 +156,19 @@ impl Metrics {
             disconnects,
             auth_failures,
             presence_online,
+            notifications,
+            deliveries,
             calls_ended,
         }
+    }
+
+    pub fn delivery(&self, provider: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabel {
+                provider: provider.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn call_ended(&self, reason: &str) {

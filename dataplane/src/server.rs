@@ -22,6 +22,7 @@ use crate::app::{App, Stores};
 use crate::auth::Verifier;
 use crate::calls::service::{Calls, WEBRTC};
 use crate::hub::CHAT;
+use crate::notifications::{NOTIFICATIONS, events as notify};
 use crate::presence::events;
 use crate::presence::redis::RedisBus;
 use crate::presence::tracker::{LocalBus, PRESENCE};
@@ -33,9 +34,9 @@ use crate::{chat, http, webrtc};
 const WS_READ_BUFFER: usize = 1024;
 
 /// How long to wait for Redis at start-up before refusing to start.
-const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn redis_config(url: &str) -> anyhow::Result<Config> {
+pub(crate) fn redis_config(url: &str) -> anyhow::Result<Config> {
     let mut cfg = Config::from_url(url)
         .map_err(|e| anyhow::anyhow!("redis.url (SWITCHBOARD_REDIS_URL): {e}"))?;
     // fred does not read the protocol from the URL; socketioxide-redis needs RESP3.
@@ -88,6 +89,7 @@ pub async fn serve(
             let (layer, io) = base(&app).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit));
             io.ns(PRESENCE, events::on_connect.with(events::admit));
+            io.ns(NOTIFICATIONS, notify::on_connect.with(notify::admit));
             io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit));
             let router = finish(&app, io, layer);
             (app, router)
@@ -135,6 +137,9 @@ pub async fn serve(
             io.ns(PRESENCE, events::on_connect.with(events::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
+            io.ns(NOTIFICATIONS, notify::on_connect.with(notify::admit))
+                .await
+                .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
             io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
@@ -142,6 +147,7 @@ pub async fn serve(
             (app, router)
         }
     };
+    app.set_intake(crate::worker::intake(&app).map_err(anyhow::Error::msg)?);
     tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
     // Small Socket.IO frames (an ack, then an update) must not wait for Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {

@@ -1,0 +1,202 @@
+//! Kafka in and out of the notification pipeline (rdkafka).
+//!
+//! - [`Producer`]: `POST /api/v1/notifications` produces the validated notification to
+//!   the `notifications` topic, keyed by its id (so every copy of an id lands on one
+//!   partition, consumed by one worker at a time).
+//! - [`run_worker`]: `switchboard worker` consumes that topic in a consumer group with
+//!   auto-commit off: a message's offset is committed only after it was processed (or
+//!   dead-lettered), so a crash replays it, and [`Dispatcher`] skips what was finished.
+//!   Malformed messages go to the dead-letter topic with the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+use crate::error::StoreError;
+use crate::hub::Hub;
+use crate::notifications::Notification;
+use crate::notifications::dispatch::Dispatcher;
+
+/// How long a produce may wait for the broker's acknowledgement.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait before retrying a message whose processing failed (Redis down, DLQ unreachable).
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// The header carrying the reason on dead-lettered messages.
+pub const REASON_HEADER: &str = "x-switchboard-dlq-reason";
+
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+    topic: String,
+}
+
+impl Producer {
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, String> {
+        let inner = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set(
+                "message.timeout.ms",
+                PRODUCE_TIMEOUT.as_millis().to_string(),
+            )
+            .create()
+            .map_err(|e| format!("notifications.kafka.brokers: {e}"))?;
+        Ok(Self {
+            inner,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Produce and wait for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        key: &str,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), String> {
+        let mut rec = FutureRecord::to(&self.topic).key(key).payload(payload);
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
+        self.inner
+            .send(rec, PRODUCE_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| format!("kafka produce to {}: {e}", self.topic))
+    }
+
+    /// Produce a notification, keyed by its id.
+    pub async fn notification(&self, n: &Notification) -> Result<(), String> {
+        let bytes = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+        self.send(&n.id, &bytes, None).await
+    }
+}
+
+/// Where the worker reads and dead-letters.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub dlq_topic: String,
+}
+
+/// Consume until `shutdown`; each message is processed (or dead-lettered) before its
+/// offset is committed.
+pub async fn run_worker(
+    cfg: WorkerConfig,
+    dispatcher: Dispatcher,
+    hub: Option<Arc<dyn Hub>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .map_err(|e| anyhow::anyhow!("notifications.kafka.brokers: {e}"))?;
+    consumer
+        .subscribe(&[cfg.topic.as_str()])
+        .map_err(|e| anyhow::anyhow!("notifications.kafka.topic: {e}"))?;
+    let dlq = Producer::new(&cfg.brokers, &cfg.dlq_topic).map_err(anyhow::Error::msg)?;
+    tracing::info!(topic = %cfg.topic, group = %cfg.group, "worker consuming");
+    tokio::pin!(shutdown);
+    loop {
+        let msg = tokio::select! {
+            _ = &mut shutdown => break,
+            m = consumer.recv() => m,
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka consume error");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        // A shutdown in the middle leaves the offset uncommitted: the message is replayed
+        // by the next worker, and what was finished is skipped.
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = process(&msg, &dispatcher, hub.as_ref(), &dlq) => r?,
+        }
+        if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed (the message may be replayed; replays are de-duplicated)");
+        }
+    }
+    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    Ok(())
+}
+
+/// Process one message: deliver it, or dead-letter it when malformed (or when what it
+/// touches in the stores is corrupt, so one message cannot block its partition). Retries
+/// Redis and dead-letter failures until they succeed (the caller's shutdown interrupts).
+async fn process(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    dispatcher: &Dispatcher,
+    hub: Option<&Arc<dyn Hub>>,
+    dlq: &Producer,
+) -> anyhow::Result<()> {
+    let payload = msg.payload().unwrap_or_default();
+    let reason = match Notification::parse(payload) {
+        Err(reason) => reason,
+        Ok(n) => loop {
+            match dispatcher.dispatch(&n, hub).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Corrupt(e)) => break format!("stored data is corrupt: {e}"),
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %n.id, "dispatch failed, retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        },
+    };
+    dead_letter(msg, &reason, dlq).await?;
+    crate::metrics::Metrics::kind(&dispatcher.metrics.notifications, "dead_lettered");
+    tracing::warn!(offset = msg.offset(), %reason, "notification dead-lettered");
+    Ok(())
+}
+
+/// Produce `{reason, topic, partition, offset, payload}` to the dead-letter topic, with
+/// the reason in a header too; retried until the broker takes it.
+async fn dead_letter(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    reason: &str,
+    dlq: &Producer,
+) -> anyhow::Result<()> {
+    let payload = msg.payload().unwrap_or_default();
+    let value = json!({
+        "reason": reason,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "payload": String::from_utf8_lossy(payload),
+    });
+    let key = msg
+        .key()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .unwrap_or_default();
+    let bytes = serde_json::to_vec(&value)?;
+    loop {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: REASON_HEADER,
+            value: Some(reason),
+        });
+        match dlq.send(&key, &bytes, Some(headers)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter produce failed, retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}

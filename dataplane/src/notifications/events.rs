@@ -1,0 +1,207 @@
+//! The /notifications namespace: devices, preferences, the in-app list and mark-read.
+//! Every call acts on the caller's own tenant and user (from the token); nothing here
+//! takes a tenant or user id from the payload.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+
+use super::{DEFAULT_LIST, MAX_LIST, MAX_MARK_READ, NOTIFICATIONS};
+use crate::app::{App, now_ms};
+use crate::auth::{AuthError, Identity};
+use crate::devices::{MAX_DEVICES_PER_USER, Registered, Registration};
+use crate::error::AckError;
+use crate::handler::{self, Cx, on};
+use crate::ids;
+use crate::limits::Class;
+use crate::preferences::Update;
+
+/// Admission to /notifications: authenticate, register the events, count it.
+pub async fn admit<A: Adapter>(
+    s: SocketRef<A>,
+    State(app): State<App>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), AuthError> {
+    let token = handler::handshake_token(
+        &s,
+        auth.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+    );
+    let id = handler::authenticate(&s, &app, auth).await?;
+    // The e-mail channel's address: a verified token's `email` claim wins over the
+    // registry (`PUT /api/v1/tenants/{t}/users/{u}/email`).
+    if let Some(email) = token.as_deref().and_then(email_claim)
+        && let Err(e) = app
+            .stores
+            .devices
+            .set_email(&id.tenant, &id.user_id, &email)
+            .await
+    {
+        tracing::warn!(error = %e, "email claim not stored");
+    }
+    on(
+        &s,
+        "notification:register-device",
+        Class::Room,
+        register_device::<A>,
+    );
+    on(
+        &s,
+        "notification:unregister-device",
+        Class::Room,
+        unregister_device::<A>,
+    );
+    on(
+        &s,
+        "notification:set-preferences",
+        Class::Room,
+        set_preferences::<A>,
+    );
+    on(
+        &s,
+        "notification:get-preferences",
+        Class::Read,
+        get_preferences::<A>,
+    );
+    on(&s, "notification:list", Class::Read, list::<A>);
+    on(&s, "notification:mark-read", Class::Read, mark_read::<A>);
+    app.limits.attach(&id.tenant, &id.user_id);
+    app.metrics.connection(NOTIFICATIONS, 1);
+    s.on_disconnect(
+        async move |State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+            app.limits.detach(&id.tenant, &id.user_id);
+            app.metrics.connection(NOTIFICATIONS, -1);
+        },
+    );
+    Ok(())
+}
+
+pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+
+/// The `email` claim of a token that `authenticate` has just verified, when it is a
+/// plausible address.
+fn email_claim(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["email"]
+        .as_str()
+        .filter(|e| crate::email::valid_address(e))
+        .map(str::to_owned)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRef {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListReq {
+    #[serde(default)]
+    unread_only: bool,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkRead {
+    ids: Vec<String>,
+}
+
+async fn register_device<A: Adapter>(cx: Cx<A>, req: Registration) -> Result<Value, AckError> {
+    let device = req.into_device(now_ms()).map_err(AckError::bad_request)?;
+    let (t, u) = (&cx.id.tenant, &cx.id.user_id);
+    match cx
+        .app
+        .stores
+        .devices
+        .register(t, u, &device, MAX_DEVICES_PER_USER)
+        .await?
+    {
+        Registered::Ok => Ok(json!({ "device": device })),
+        Registered::TooMany => Err(AckError::forbidden(format!(
+            "device limit reached ({MAX_DEVICES_PER_USER} per user): unregister one first"
+        ))),
+    }
+}
+
+async fn unregister_device<A: Adapter>(cx: Cx<A>, req: TokenRef) -> Result<Value, AckError> {
+    if cx
+        .app
+        .stores
+        .devices
+        .unregister(&cx.id.tenant, &cx.id.user_id, &req.token)
+        .await?
+    {
+        Ok(json!({}))
+    } else {
+        Err(AckError::not_found("no such device token for this user"))
+    }
+}
+
+async fn set_preferences<A: Adapter>(cx: Cx<A>, req: Update) -> Result<Value, AckError> {
+    let (t, u) = (&cx.id.tenant, &cx.id.user_id);
+    let store = &cx.app.stores.preferences;
+    let p = req
+        .apply(store.get(t, u).await?)
+        .map_err(AckError::bad_request)?;
+    store.put(t, u, &p).await?;
+    Ok(json!({ "preferences": p }))
+}
+
+async fn get_preferences<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
+    let p = cx
+        .app
+        .stores
+        .preferences
+        .get(&cx.id.tenant, &cx.id.user_id)
+        .await?;
+    Ok(json!({ "preferences": p }))
+}
+
+async fn list<A: Adapter>(cx: Cx<A>, req: ListReq) -> Result<Value, AckError> {
+    let limit = req.limit.unwrap_or(DEFAULT_LIST);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(AckError::bad_request(format!(
+            "limit must be 1 to {MAX_LIST}"
+        )));
+    }
+    let v = cx
+        .app
+        .stores
+        .inbox
+        .list(&cx.id.tenant, &cx.id.user_id, req.unread_only, limit)
+        .await?;
+    Ok(json!({ "notifications": v }))
+}
+
+async fn mark_read<A: Adapter>(cx: Cx<A>, req: MarkRead) -> Result<Value, AckError> {
+    if req.ids.is_empty() || req.ids.len() > MAX_MARK_READ {
+        return Err(AckError::bad_request(format!(
+            "ids must hold 1 to {MAX_MARK_READ} ids"
+        )));
+    }
+    if let Some(bad) = req.ids.iter().find(|i| !ids::valid_id(i)) {
+        return Err(AckError::bad_request(format!(
+            "invalid notification id {bad:?}"
+        )));
+    }
+    let n = cx
+        .app
+        .stores
+        .inbox
+        .mark_read(&cx.id.tenant, &cx.id.user_id, &req.ids)
+        .await?;
+    Ok(json!({ "marked": n }))
+}

@@ -1,0 +1,369 @@
+//! `switchboard worker` as a child process against real Kafka and Redis: delivery to a
+//! user's sockets on another node, dead-lettering, de-duplication, and a SIGKILL in the
+//! middle of a batch.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+use crate::common::{
+    SERVICE, fresh, kafka, mk_config, notif_user, notification, post, wait_status,
+};
+use crate::fake_fcm::{FakeFcm, start_with_account};
+use crate::support::{redis_url, start};
+
+struct Topics {
+    topic: String,
+    group: String,
+    dlq: String,
+}
+
+fn mk_topics() -> Topics {
+    let run = fresh("");
+    Topics {
+        topic: format!("notif-{run}"),
+        group: format!("workers-{run}"),
+        dlq: format!("notif-dlq-{run}"),
+    }
+}
+
+/// A worker process; killed (SIGKILL) on drop.
+struct Worker(Child);
+
+impl Worker {
+    /// The worker's health and metrics address, from the line it prints at start-up.
+    fn probes_url(&mut self) -> String {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        line.trim().rsplit(' ').next().unwrap().to_owned()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(redis: &str, brokers: &str, t: &Topics, fake: &FakeFcm, sa: &Path) -> Worker {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("worker")
+        .env("SWITCHBOARD_REDIS_URL", redis)
+        .env("SWITCHBOARD_KAFKA_BROKERS", brokers)
+        .env("SWITCHBOARD_KAFKA_TOPIC", &t.topic)
+        .env("SWITCHBOARD_KAFKA_GROUP", &t.group)
+        .env("SWITCHBOARD_KAFKA_DLQ_TOPIC", &t.dlq)
+        .env("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE", sa)
+        .env("SWITCHBOARD_FCM_BASE_URL", fake.base_url())
+        .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn switchboard worker");
+    Worker(child)
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .create()
+        .unwrap()
+}
+
+async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
+    p.send(
+        FutureRecord::to(topic).key(key).payload(value),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+}
+
+/// Wait until `f` holds, polling every 50 ms, at most `secs` seconds.
+async fn until(secs: u64, what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.clone());
+    cfg.notifications.kafka.brokers = vec![brokers.clone()];
+    cfg.notifications.kafka.topic = t.topic.clone();
+    let (a, b) = (start(cfg.clone()).await, start(cfg).await);
+    let (acme, evil) = (fresh("acme"), fresh("evil"));
+    // Alice's socket is on node B; her device is registered through node A.
+    let alice_b = notif_user(&b, &acme, "alice").await;
+    let alice_a = notif_user(&a, &acme, "alice").await;
+    alice_a
+        .ok(
+            "notification:register-device",
+            json!({"platform": "fcm", "token": "ok-alice"}),
+        )
+        .await;
+    let evil_alice = notif_user(&a, &evil, "alice").await;
+    evil_alice
+        .ok(
+            "notification:register-device",
+            json!({"platform": "fcm", "token": "ok-evil-alice"}),
+        )
+        .await;
+    let mut w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    let probes = w.probes_url();
+    let get = |p: &str| reqwest::get(format!("{probes}{p}"));
+    assert_eq!(get("/readyz").await.unwrap().text().await.unwrap(), "ready");
+
+    // Through the service API on node A → Kafka → worker.
+    let id = fresh("n");
+    let (code, body) = post(&a, &notification(&acme, &id, &["alice"]), Some(SERVICE)).await;
+    assert_eq!(code, 202, "{body}");
+    let ev = alice_b
+        .next("notification", Duration::from_secs(30))
+        .await
+        .expect("in-app on node B");
+    assert_eq!(ev["id"], id.as_str());
+    alice_a.expect("notification").await;
+    let data = wait_status(&a, &acme, &id, |d| d["progress"] == "done").await;
+    assert_eq!(data["deliveries"][0]["state"], "sent", "{data}");
+    assert_eq!(fake.accepted().get(&id), Some(&1));
+
+    // The same id produced again, plus a malformed message: one push, one event, one DLQ entry.
+    let p = producer(&brokers);
+    produce(
+        &p,
+        &t.topic,
+        &id,
+        notification(&acme, &id, &["alice"]).to_string().as_bytes(),
+    )
+    .await;
+    produce(
+        &p,
+        &t.topic,
+        "bad-1",
+        b"{\"id\": \"x\", \"tenant\": \"acme\"}",
+    )
+    .await;
+    let marker = fresh("n");
+    produce(
+        &p,
+        &t.topic,
+        &marker,
+        notification(&acme, &marker, &["alice"])
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    let ev = alice_b
+        .next("notification", Duration::from_secs(30))
+        .await
+        .expect("marker");
+    assert_eq!(
+        ev["id"],
+        marker.as_str(),
+        "the replayed id was emitted again"
+    );
+    assert_eq!(
+        fake.accepted().get(&id),
+        Some(&1),
+        "the replayed id was pushed again"
+    );
+    assert!(
+        evil_alice
+            .next("notification", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "crossed tenants"
+    );
+    assert!(
+        !fake.statuses_for("ok-evil-alice").iter().any(|_| true),
+        "pushed to another tenant's device"
+    );
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", fresh("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[t.dlq.as_str()]).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a DLQ message")
+        .unwrap();
+    let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid notification JSON"),
+        "{v}"
+    );
+    assert_eq!(v["topic"], t.topic.as_str());
+    assert_eq!(v["payload"], "{\"id\": \"x\", \"tenant\": \"acme\"}");
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for line in [
+        r#"switchboard_notification_deliveries_total{provider="fcm",outcome="sent"} 2"#,
+        r#"switchboard_notification_deliveries_total{provider="in_app",outcome="sent"} 2"#,
+        r#"switchboard_notifications_total{kind="duplicate"} 1"#,
+        r#"switchboard_notifications_total{kind="dead_lettered"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let h = m
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "x-switchboard-dlq-reason")
+        .expect("reason header");
+    assert!(String::from_utf8_lossy(h.value.unwrap()).contains("missing field"));
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send_in_flight() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    let tenant = fresh("t");
+    const N: usize = 60;
+    // Each user has one device, registered straight in Redis through a node.
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.clone());
+    let node = start(cfg).await;
+    for i in 0..N {
+        let c = notif_user(&node, &tenant, &format!("u{i}")).await;
+        c.ok(
+            "notification:register-device",
+            json!({"platform": "fcm", "token": format!("ok-{i}")}),
+        )
+        .await;
+    }
+    let p = producer(&brokers);
+    let ids: Vec<String> = (0..N).map(|i| format!("n{i}-{}", fresh(""))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        produce(
+            &p,
+            &t.topic,
+            id,
+            notification(&tenant, id, &[&format!("u{i}")])
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    }
+    let w1 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(60, "the first pushes", || fake.accepted().len() >= N / 3).await;
+    // Hold every further send in flight, let finished ones settle, then SIGKILL.
+    let gate = fake.hold.write().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_kill: HashSet<String> = fake.accepted().into_keys().collect();
+    drop(w1);
+    drop(gate);
+    assert!(
+        before_kill.len() < N,
+        "the batch finished before the kill; raise N"
+    );
+    let _w2 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(90, "every notification pushed", || {
+        fake.accepted().len() == N
+    })
+    .await;
+    // Let the restarted worker go through any replayed messages.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let accepted = fake.accepted();
+    let twice: Vec<_> = accepted.iter().filter(|(_, n)| **n > 1).collect();
+    for id in &before_kill {
+        assert_eq!(accepted[id], 1, "{id} was pushed again after the restart");
+    }
+    eprintln!(
+        "killed after {} of {N} pushes; pushed twice: {twice:?} (only sends in flight at the kill may be)",
+        before_kill.len()
+    );
+    assert!(
+        twice.len() <= 1,
+        "more duplicates than sends in flight at the kill: {twice:?}"
+    );
+    assert!(twice.iter().all(|(id, _)| !before_kill.contains(*id)));
+    // Such a repeat carries the notification's id as its tray tag / collapse id, so the
+    // device replaces the first copy instead of showing two.
+    let tags = fake.seen.lock().unwrap().tags.clone();
+    for (id, _) in &twice {
+        assert!(
+            tags.iter()
+                .filter(|(i, _)| i == *id)
+                .all(|(i, tag)| tag == i)
+        );
+    }
+    for id in &ids {
+        assert!(accepted.contains_key(id), "{id} never pushed");
+    }
+}
+
+/// Throughput of one worker (not part of the suite: `cargo test --test notifications
+/// -- --ignored worker_throughput --nocapture` with Kafka and Redis up).
+#[tokio::test]
+#[ignore]
+async fn worker_throughput() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    let tenant = fresh("t");
+    const N: usize = 2000;
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.clone());
+    let node = start(cfg).await;
+    let c = notif_user(&node, &tenant, "u").await;
+    c.ok(
+        "notification:register-device",
+        json!({"platform": "fcm", "token": "ok-u"}),
+    )
+    .await;
+    let p = producer(&brokers);
+    for i in 0..N {
+        let id = format!("n{i}");
+        produce(
+            &p,
+            &t.topic,
+            &id,
+            notification(&tenant, &id, &["u"]).to_string().as_bytes(),
+        )
+        .await;
+    }
+    let t0 = std::time::Instant::now();
+    let _w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(300, "all pushed", || fake.accepted().len() == N).await;
+    let took = t0.elapsed();
+    eprintln!(
+        "{N} notifications (1 user, 1 FCM device, in-app + push) through one worker in {took:?} incl. group join: {:.0}/s",
+        N as f64 / took.as_secs_f64()
+    );
+}
