@@ -200,6 +200,10 @@ pub struct ClassBuckets {
     pub read: Bucket,
     /// room create, join, leave, invite, privacy.
     pub room: Bucket,
+    /// WebRTC signaling relay: `webrtc:offer`, `webrtc:answer`, `webrtc:ice-candidate`.
+    /// Sized for a full mesh: a peer of an 8-person call sends an offer or answer and
+    /// a trickle of candidates to each of the 7 others within a few seconds.
+    pub signal: Bucket,
 }
 
 /// Abuse limits.
@@ -281,6 +285,10 @@ impl Default for ClassBuckets {
                 rate: 5.0,
                 burst: 20,
             },
+            signal: Bucket {
+                rate: 50.0,
+                burst: 200,
+            },
         }
     }
 }
@@ -304,6 +312,10 @@ impl Default for LimitsConfig {
             room: Bucket {
                 rate: 10.0,
                 burst: 40,
+            },
+            signal: Bucket {
+                rate: 100.0,
+                burst: 400,
             },
         };
         Self {
