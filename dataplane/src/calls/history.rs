@@ -337,3 +337,83 @@ impl CallHistory for MongoHistory {
         cursor.try_collect().await.map_err(mongo_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::Call;
+
+    fn rec(tenant: &str, id: &str, created_at: i64) -> CallRecord {
+        let c = Call::direct(id.into(), "alice", "bob", Media::Audio, created_at).busy(created_at);
+        CallRecord::of(tenant, &c, Summary::default())
+    }
+
+    #[tokio::test]
+    async fn pages_do_not_skip_calls_created_in_the_same_millisecond() {
+        let h = MemoryCallHistory::new(100);
+        for id in ["c_a", "c_b", "c_c", "c_d", "c_e"] {
+            h.record(&rec("t", id, 100)).await.unwrap();
+        }
+        h.record(&rec("t", "c_z", 99)).await.unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = h.list("t", "alice", 2, cursor.as_ref()).await.unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(Cursor {
+                created_at: last.created_at,
+                id: Some(last.id.clone()),
+            });
+            seen.extend(page.iter().map(|r| r.id.clone()));
+        }
+        assert_eq!(seen, ["c_e", "c_d", "c_c", "c_b", "c_a", "c_z"]);
+        // The earlier form (created_at only) still means "created strictly before".
+        let old = Cursor {
+            created_at: 100,
+            id: None,
+        };
+        let page = h.list("t", "alice", 10, Some(&old)).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].id, "c_z");
+    }
+
+    #[tokio::test]
+    async fn memory_history_is_bounded_over_all_tenants_too() {
+        let h = MemoryCallHistory::with_total(2, 3);
+        for i in 0..10 {
+            h.record(&rec(&format!("t{i}"), &format!("c{i}"), i))
+                .await
+                .unwrap();
+        }
+        let kept: usize = {
+            let m = h.calls.lock().unwrap();
+            m.by_tenant.values().map(VecDeque::len).sum()
+        };
+        assert_eq!(kept, 3);
+        for i in 0..7 {
+            assert!(
+                h.list(&format!("t{i}"), "alice", 10, None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        for i in 7..10 {
+            assert_eq!(
+                h.list(&format!("t{i}"), "alice", 10, None)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        // Per tenant, still the newest `max`.
+        for i in 0..5 {
+            h.record(&rec("big", &format!("b{i}"), 100 + i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(h.list("big", "alice", 10, None).await.unwrap().len(), 2);
+        assert!(h.calls.lock().unwrap().order.len() <= 2 * 3 + 1);
+    }
+}

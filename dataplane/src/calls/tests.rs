@@ -472,3 +472,44 @@ fn serialized_call_matches_the_protocol() {
     let v = serde_json::to_value(ok(&mk_direct(), reject("bob"), T0 + 1).call).unwrap();
     assert_eq!(v["end_reason"], "rejected");
 }
+
+// === memory bounds ===
+
+#[tokio::test]
+async fn memory_calls_refuse_new_calls_when_full_of_live_ones_and_keep_live_samples() {
+    let s = MemoryCalls::default();
+    let q = Sample {
+        latency_ms: 1.0,
+        packet_loss_percentage: 0.0,
+        jitter_ms: 1.0,
+        bitrate_kbps: 100.0,
+    };
+    for i in 0..MAX_MEMORY_CALLS {
+        let c = Call::direct(format!("c{i}"), "a", "b", Media::Audio, T0);
+        assert_eq!(
+            s.commit("t", &c, 0, &[], &[], None).await.unwrap(),
+            Commit::Done(1)
+        );
+        s.add_sample("t", &c.id, &q).await.unwrap();
+    }
+    let extra = Call::direct("extra".into(), "a", "b", Media::Audio, T0);
+    assert_eq!(
+        s.commit("t", &extra, 0, &[], &[], None).await.unwrap(),
+        Commit::Full,
+        "every call is live: refused, not dropped"
+    );
+    assert!(s.load("t", "c0").await.unwrap().is_some());
+    // One ends: its place (and its samples') can be taken; live calls keep theirs.
+    let ended = Call::direct("c0".into(), "a", "b", Media::Audio, T0).busy(T0 + 1);
+    assert_eq!(
+        s.commit("t", &ended, 1, &[], &[], None).await.unwrap(),
+        Commit::Done(2)
+    );
+    assert_eq!(
+        s.commit("t", &extra, 0, &[], &[], None).await.unwrap(),
+        Commit::Done(1)
+    );
+    s.add_sample("t", "extra", &q).await.unwrap();
+    assert_eq!(s.samples("t", Some("c1")).await.unwrap(), vec![q]);
+    assert_eq!(s.samples("t", Some("extra")).await.unwrap(), vec![q]);
+}

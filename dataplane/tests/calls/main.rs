@@ -313,14 +313,19 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     bob.ok("call:hangup", json!({ "call_id": id })).await;
     alice.expect("call:ended").await;
 
+    // call:ended does not wait for the write: the record follows through the outbox.
     let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
     let db = client.database(&database);
     let calls = db.collection::<Document>("calls");
-    let rec = calls
-        .find_one(doc! { "_id": &id })
-        .await
-        .unwrap()
-        .expect("the call document");
+    let mut rec = None;
+    for _ in 0..50 {
+        rec = calls.find_one(doc! { "_id": &id }).await.unwrap();
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec = rec.expect("the call document");
     assert_eq!(rec.get_str("tenant").unwrap(), tenant);
     assert_eq!(rec.get_str("end_reason").unwrap(), "hangup");
     assert_eq!(rec.get_str("kind").unwrap(), "direct");
@@ -395,7 +400,13 @@ fn embedded_config() -> DataplaneConfig {
     cfg.calls.ringing_timeout = HumanDuration(Duration::from_secs(1));
     // The fuzzer sends fast; it is not testing the limiter.
     for b in [&mut cfg.limits.per_socket, &mut cfg.limits.per_user] {
-        for bucket in [&mut b.message, &mut b.typing, &mut b.read, &mut b.room] {
+        for bucket in [
+            &mut b.message,
+            &mut b.typing,
+            &mut b.read,
+            &mut b.room,
+            &mut b.signal,
+        ] {
             bucket.rate = 10_000.0;
             bucket.burst = 10_000;
         }
@@ -457,4 +468,45 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
         200
     );
     alice.ok("webrtc:get-ice-servers", json!({})).await;
+}
+
+/// Pages of `call:history` in MongoDB do not skip calls created in the same millisecond.
+#[tokio::test]
+async fn mongodb_history_pages_break_created_at_ties_by_id() {
+    use switchboard_dataplane::calls::history::{CallHistory, CallRecord, Cursor, MongoHistory};
+    use switchboard_dataplane::calls::quality::Summary;
+    use switchboard_dataplane::calls::{Call, Media};
+    let Some(mongo) = env("SWITCHBOARD_TEST_MONGODB_URI") else {
+        return;
+    };
+    let database = unique("sb_page").replace('-', "_");
+    let h = MongoHistory::connect(&mongo, &database).await.unwrap();
+    let tenant = unique("t");
+    for id in ["c_a", "c_b", "c_c", "c_d"] {
+        let c = Call::direct(id.into(), "alice", "bob", Media::Audio, 100).busy(100);
+        h.record(&CallRecord::of(&tenant, &c, Summary::default()))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = h.list(&tenant, "bob", 3, cursor.as_ref()).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(Cursor {
+            created_at: last.created_at,
+            id: Some(last.id.clone()),
+        });
+        seen.extend(page.iter().map(|r| r.id.clone()));
+    }
+    assert_eq!(seen, ["c_d", "c_c", "c_b", "c_a"]);
+    assert!(
+        h.list(&unique("t"), "bob", 10, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant sees none"
+    );
+    let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    client.database(&database).drop().await.unwrap();
 }
