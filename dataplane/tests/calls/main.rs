@@ -510,3 +510,41 @@ async fn mongodb_history_pages_break_created_at_ties_by_id() {
     let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
     client.database(&database).drop().await.unwrap();
 }
+
+/// Default limits: a mesh peer's signaling burst (an offer and 20 candidates for each of
+/// 7 others) all goes through, and reads still have their own budget afterwards.
+#[tokio::test]
+async fn a_mesh_peers_signaling_burst_fits_the_default_limits() {
+    let node = start(mk_config()).await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&node, &tenant, "alice").await;
+    let bob = webrtc_user(&node, &tenant, "bob").await;
+    let id = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "video" }),
+        )
+        .await["call"]["id"]
+        .clone();
+    bob.ok("call:answer", json!({ "call_id": id })).await;
+    for i in 0..7 {
+        alice
+            .ok(
+                "webrtc:offer",
+                json!({ "call_id": id, "to_user_id": "bob", "sdp": format!("v=0 {i}") }),
+            )
+            .await;
+        for j in 0..20 {
+            let c = json!({ "candidate": format!("candidate:{i} {j} udp 1 10.0.0.1 9 typ host") });
+            alice
+                .ok(
+                    "webrtc:ice-candidate",
+                    json!({ "call_id": id, "to_user_id": "bob", "candidate": c }),
+                )
+                .await;
+        }
+    }
+    for _ in 0..30 {
+        alice.ok("call:history", json!({})).await;
+    }
+}
