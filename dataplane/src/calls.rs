@@ -722,8 +722,11 @@ pub trait CallStore: Send + Sync {
         conn: &str,
         node: &str,
     ) -> Result<usize, StoreError>;
-    /// `node` is alive for `ttl_ms` more.
-    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// `node` is alive for `ttl_ms` more; whether it still was (its heartbeat had not
+    /// lapsed).
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Is `node` among the nodes holding connections (not swept as dead)?
+    async fn node_known(&self, node: &str) -> Result<bool, StoreError>;
     /// Nodes with connections whose heartbeat is gone, each claimed for one sweeper.
     async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError>;
     /// The `(tenant, user, conn)` a node held.
@@ -1000,8 +1003,12 @@ impl CallStore for MemoryCalls {
         Ok(left)
     }
 
-    async fn heartbeat(&self, _node: &str, _ttl_ms: i64) -> Result<(), StoreError> {
-        Ok(())
+    async fn heartbeat(&self, _node: &str, _ttl_ms: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn node_known(&self, _node: &str) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     async fn claim_dead_nodes(&self, _me: &str) -> Result<Vec<String>, StoreError> {

@@ -1191,3 +1191,63 @@ async fn calls_outbox_survives_a_history_outage_and_any_node_drains_it() -> Resu
     client.quit().await?;
     Ok(())
 }
+
+/// A node whose heartbeat lapsed is swept by another; on its next round it registers its
+/// live /webrtc connections again, so their users count as connected everywhere.
+#[tokio::test]
+async fn calls_a_swept_live_node_registers_its_connections_again() -> Result<()> {
+    use std::sync::Arc;
+    use switchboard_dataplane::calls::history::MemoryCallHistory;
+    use switchboard_dataplane::calls::service::Calls;
+
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_default();
+    if redis().await?.is_none() {
+        return Ok(());
+    }
+    // A database of its own: the sweep takes every dead node's connections.
+    let mut config = Config::from_url(&format!("{}/12", url.trim_end_matches('/')))?;
+    config.version = RespVersion::RESP3;
+    let client = Builder::from_config(config).build()?;
+    client.init().await?;
+    let (t, _) = tenants();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (na, nb) = (format!("na-{run}"), format!("nb-{run}"));
+    let cfg = switchboard_crds::config::DataplaneConfig::default();
+    let node = |_: &str| {
+        let store: Arc<dyn CallStore> = Arc::new(RedisCalls::new(client.clone()));
+        Calls::new(store, Arc::new(MemoryCallHistory::new(10)), &cfg, true)
+    };
+    let (a, b) = (node(&na), node(&nb));
+    let store = RedisCalls::new(client.clone());
+    let conn = format!("{na}/s1");
+    a.connected(&t, "bob", &conn, &na).await?;
+    a.liveness_tick(&na, 60_000).await?;
+    b.liveness_tick(&nb, 60_000).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 1, "alive: not swept");
+
+    // a's heartbeat lapses (a long pause, say); b takes it for dead.
+    let _: i64 = client.del(format!("sb:calls:node:{na}:alive")).await?;
+    b.liveness_tick(&nb, 60_000).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 0, "swept");
+    assert!(!store.node_known(&na).await?);
+
+    // a comes back: its socket is still open, so bob is connected again.
+    a.liveness_tick(&na, 60_000).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 1, "registered again");
+    assert!(store.node_known(&na).await?);
+    assert_eq!(
+        store.node_conns(&na).await?,
+        vec![(t.clone(), "bob".to_owned(), conn.clone())]
+    );
+    // Its socket closing still counts down to zero.
+    a.disconnected(&t, "bob", &conn, &na).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 0);
+    let _: i64 = client
+        .del(vec![
+            format!("sb:calls:node:{na}:alive"),
+            format!("sb:calls:node:{nb}:alive"),
+        ])
+        .await?;
+    client.quit().await?;
+    Ok(())
+}

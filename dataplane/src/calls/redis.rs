@@ -474,18 +474,23 @@ impl CallStore for RedisCalls {
         Ok(usize::try_from(left).unwrap_or(0))
     }
 
-    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
-        let _: () = self
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let before: Option<String> = self
             .client
             .set(
                 keys::node_alive(node),
                 "1",
                 Some(Expiration::PX(ttl_ms.max(1))),
                 None,
-                false,
+                true,
             )
             .await?;
-        Ok(())
+        Ok(before.is_some())
+    }
+
+    async fn node_known(&self, node: &str) -> Result<bool, StoreError> {
+        let known: bool = self.client.sismember(keys::NODES, node).await?;
+        Ok(known)
     }
 
     async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError> {

@@ -2,6 +2,7 @@
 //! the participants (on every node, through the hub), schedule or cancel timers and
 //! write history. Timers are polled by every node from the shared store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,9 @@ struct Shared {
     store: Arc<dyn CallStore>,
     history: Arc<dyn CallHistory>,
     history_path: HistoryPath,
+    /// This node's open /webrtc connections: conn id → (tenant, user), registered again
+    /// if the node was taken for dead.
+    local: std::sync::Mutex<HashMap<String, (String, String)>>,
     rules: Rules,
     grace_ms: i64,
     thresholds: Thresholds,
@@ -140,6 +144,7 @@ impl Calls {
             store,
             history,
             history_path,
+            local: std::sync::Mutex::default(),
             rules: Rules {
                 ringing_timeout_ms: ms(c.ringing_timeout.0),
                 max_participants: c.max_participants,
@@ -596,6 +601,8 @@ impl Calls {
         node: &str,
     ) -> Result<(), StoreError> {
         self.0.store.conn_up(tenant, user, conn, node).await?;
+        self.local()
+            .insert(conn.to_owned(), (tenant.to_owned(), user.to_owned()));
         if let Some(call_id) = self.0.store.user_call(tenant, user).await? {
             self.cancel(tenant, &call_id, TimerKind::Grace, user).await;
         }
@@ -612,6 +619,7 @@ impl Calls {
         conn: &str,
         node: &str,
     ) -> Result<(), StoreError> {
+        self.local().remove(conn);
         if self.0.store.conn_down(tenant, user, conn, node).await? > 0 {
             return Ok(());
         }
@@ -684,23 +692,51 @@ impl Calls {
             async move {
                 let node = app.node_id.clone();
                 let ttl = app.config.presence.heartbeat_ttl.0;
-                if let Err(e) = me.sweep(vec![node.clone()], false).await {
-                    tracing::warn!(error = %e, "connections of this node's earlier life not swept");
-                }
                 let mut interval = tokio::time::interval(ttl / 3);
                 loop {
                     interval.tick().await;
-                    if let Err(e) = me.0.store.heartbeat(&node, ms(ttl)).await {
-                        tracing::warn!(error = %e, "call node heartbeat failed");
-                    }
-                    let dead = me.0.store.claim_dead_nodes(&node).await;
-                    if let Err(e) = async { me.sweep(dead?, true).await }.await {
-                        tracing::warn!(error = %e, "dead-node sweep of /webrtc connections failed");
+                    if let Err(e) = me.liveness_tick(&node, ms(ttl)).await {
+                        tracing::warn!(error = %e, "call node heartbeat or dead-node sweep failed");
                     }
                 }
             }
             .instrument(tracing::info_span!("call_liveness")),
         );
+    }
+
+    /// Take down the /webrtc connections this node id left behind in an earlier life.
+    /// Awaited before the node accepts connections, so it never sweeps a new one.
+    pub async fn sweep_earlier_life(&self, node: &str) {
+        if let Err(e) = self.sweep(vec![node.to_owned()], false).await {
+            tracing::warn!(error = %e, "connections of this node's earlier life not swept");
+        }
+    }
+
+    /// One round of liveness: renew this node's heartbeat; if it had lapsed (or this node
+    /// was swept as dead meanwhile), register its live connections again so their
+    /// users' calls go on; then sweep the nodes that are dead.
+    pub async fn liveness_tick(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let was_alive = self.0.store.heartbeat(node, ttl_ms).await?;
+        let local: Vec<(String, (String, String))> = self
+            .local()
+            .iter()
+            .map(|(c, tu)| (c.clone(), tu.clone()))
+            .collect();
+        if !local.is_empty() && (!was_alive || !self.0.store.node_known(node).await?) {
+            tracing::warn!(
+                connections = local.len(),
+                "this node's heartbeat lapsed; registering its /webrtc connections again"
+            );
+            for (conn, (t, u)) in &local {
+                self.connected(t, u, conn, node).await?;
+            }
+        }
+        let dead = self.0.store.claim_dead_nodes(node).await?;
+        self.sweep(dead, true).await
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.0.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Fire the timers due now; returns how many were taken.
@@ -870,8 +906,11 @@ mod tests {
         async fn conn_down(&self, t: &str, u: &str, c: &str, n: &str) -> Result<usize, StoreError> {
             self.inner.conn_down(t, u, c, n).await
         }
-        async fn heartbeat(&self, n: &str, ttl: i64) -> Result<(), StoreError> {
+        async fn heartbeat(&self, n: &str, ttl: i64) -> Result<bool, StoreError> {
             self.inner.heartbeat(n, ttl).await
+        }
+        async fn node_known(&self, n: &str) -> Result<bool, StoreError> {
+            self.inner.node_known(n).await
         }
         async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError> {
             self.inner.claim_dead_nodes(me).await
