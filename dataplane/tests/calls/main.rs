@@ -548,3 +548,142 @@ async fn a_mesh_peers_signaling_burst_fits_the_default_limits() {
         alice.ok("call:history", json!({})).await;
     }
 }
+
+// === history outbox: MongoDB down, the ending node killed ===
+
+/// A TCP proxy in front of the MongoDB server that can be cut (open connections dropped,
+/// new ones refused) and restored.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (u, c) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !u.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(h);
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_ended_call_reaches_mongodb_after_an_outage_though_its_node_was_killed() {
+    let (Some(url), Some(mongo)) = (redis_url(), env("SWITCHBOARD_TEST_MONGODB_URI")) else {
+        return;
+    };
+    // mongodb://host:port/...: one plain host, which the proxy stands in for.
+    let rest = mongo.trim_start_matches("mongodb://");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains([',', '@']) || !mongo.starts_with("mongodb://") {
+        eprintln!("skipped: the proxy needs a single-host mongodb:// URI without credentials");
+        return;
+    }
+    let _one_at_a_time = SHARED_REDIS.lock().await;
+    let proxy = Proxy::start(authority.to_owned()).await;
+    let proxied = format!("mongodb://{}{tail}", proxy.addr);
+    let database = unique("sb_outbox").replace('-', "_");
+
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[
+            ("SWITCHBOARD_MONGODB_URI", proxied.as_str()),
+            ("SWITCHBOARD_MONGODB_DATABASE", database.as_str()),
+        ],
+    )
+    .await;
+    let mut cfg = redis_node_config(&url, Duration::from_secs(30));
+    cfg.calls.mongodb_uri = Some(proxied.clone());
+    cfg.calls.mongodb_database = database.clone();
+    let survivor = start(cfg).await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
+    let bob = webrtc_user(&survivor, &tenant, "bob").await;
+    let id = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.expect("call:incoming").await;
+    bob.ok("call:answer", json!({ "call_id": id })).await;
+
+    proxy.cut();
+    let t0 = tokio::time::Instant::now();
+    alice.ok("call:hangup", json!({ "call_id": id })).await;
+    let ended = bob.expect("call:ended").await;
+    assert_eq!(ended["reason"], "hangup");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "call:ended waited for the database: {:?}",
+        t0.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.child.kill().unwrap(); // the node that ended the call never writes it
+    let _ = doomed.child.wait();
+
+    let direct = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    let calls = direct.database(&database).collection::<Document>("calls");
+    assert!(
+        calls.find_one(doc! { "_id": &id }).await.unwrap().is_none(),
+        "written while the database was cut off?"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    let t1 = tokio::time::Instant::now();
+    let mut rec = None;
+    while t1.elapsed() < Duration::from_secs(30) {
+        rec = calls.find_one(doc! { "_id": &id }).await.unwrap();
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rec = rec.expect("the surviving node drained the outbox");
+    assert_eq!(rec.get_str("end_reason").unwrap(), "hangup");
+    assert_eq!(rec.get_str("tenant").unwrap(), tenant);
+    assert_eq!(calls.count_documents(doc! { "_id": &id }).await.unwrap(), 1);
+    eprintln!(
+        "history record written {:?} after the database came back (ending node SIGKILLed)",
+        t1.elapsed()
+    );
+    assert_eq!(
+        bob.ok("call:history", json!({})).await["calls"][0]["id"],
+        json!(id)
+    );
+    direct.database(&database).drop().await.unwrap();
+}
