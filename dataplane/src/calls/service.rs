@@ -63,6 +63,9 @@ struct Shared {
     /// This node's open /webrtc connections: conn id → (tenant, user), registered again
     /// if the node was taken for dead.
     local: std::sync::Mutex<HashMap<String, (String, String)>>,
+    /// A background drain of the history outbox is running (at most one per node; a
+    /// record it misses is taken by the next pass, within `OUTBOX_POLL`).
+    draining: std::sync::atomic::AtomicBool,
     rules: Rules,
     grace_ms: i64,
     thresholds: Thresholds,
@@ -145,6 +148,7 @@ impl Calls {
             history,
             history_path,
             local: std::sync::Mutex::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             rules: Rules {
                 ringing_timeout_ms: ms(c.ringing_timeout.0),
                 max_participants: c.max_participants,
@@ -550,7 +554,7 @@ impl Calls {
                 let me = self.clone();
                 tokio::spawn(
                     async move {
-                        if let Err(e) = me.drain_history().await {
+                        if let Err(e) = me.drain_in_background().await {
                             tracing::warn!(error = %e, "call history outbox not drained; retried every {OUTBOX_POLL:?}");
                         }
                     }
@@ -558,6 +562,17 @@ impl Calls {
                 );
             }
         }
+    }
+
+    /// [`Calls::drain_history`], unless this node is draining already.
+    async fn drain_in_background(&self) -> Result<usize, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.0.draining.swap(true, Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let r = self.drain_history().await;
+        self.0.draining.store(false, Ordering::SeqCst);
+        r
     }
 
     /// Write queued history records until the outbox is empty or the database fails;
@@ -677,7 +692,7 @@ impl Calls {
                     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         interval.tick().await;
-                        match me.drain_history().await {
+                        match me.drain_in_background().await {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(records = n, "call history outbox drained"),
                             Err(e) => tracing::warn!(error = %e, "call history outbox not drained; retrying"),

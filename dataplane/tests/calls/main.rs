@@ -393,6 +393,7 @@ const KEYS: &[&str] = &[
     "bitrate_kbps",
     "limit",
     "before",
+    "before_id",
 ];
 
 fn embedded_config() -> DataplaneConfig {
