@@ -200,6 +200,10 @@ pub struct ClassBuckets {
     pub read: Bucket,
     /// room create, join, leave, invite, privacy.
     pub room: Bucket,
+    /// WebRTC signaling relay: `webrtc:offer`, `webrtc:answer`, `webrtc:ice-candidate`.
+    /// Sized for a full mesh: a peer of an 8-person call sends an offer or answer and
+    /// a trickle of candidates to each of the 7 others within a few seconds.
+    pub signal: Bucket,
 }
 
 /// Abuse limits.
@@ -281,6 +285,10 @@ impl Default for ClassBuckets {
                 rate: 5.0,
                 burst: 20,
             },
+            signal: Bucket {
+                rate: 50.0,
+                burst: 200,
+            },
         }
     }
 }
@@ -304,6 +312,10 @@ impl Default for LimitsConfig {
             room: Bucket {
                 rate: 10.0,
                 burst: 40,
+            },
+            signal: Bucket {
+                rate: 100.0,
+                burst: 400,
             },
         };
         Self {
@@ -778,6 +790,7 @@ impl DataplaneConfig {
                 ("typing", &buckets.typing),
                 ("read", &buckets.read),
                 ("room", &buckets.room),
+                ("signal", &buckets.signal),
             ] {
                 if !(b.rate.is_finite() && b.rate > 0.0) || b.burst == 0 {
                     errors.push(err(
@@ -1087,6 +1100,37 @@ mod tests {
         let mut c = DataplaneConfig::default();
         c.jwt.secret = Some("x".repeat(32));
         c
+    }
+
+    #[test]
+    fn signal_limits_are_their_own_keys_and_validated() {
+        let c = DataplaneConfig::from_str(
+            "limits:\n  per_socket:\n    signal: {rate: 7, burst: 9}\n  per_user:\n    signal: {rate: 0, burst: 0}\n",
+            false,
+        )
+        .expect("parses");
+        assert_eq!(
+            c.limits.per_socket.signal,
+            Bucket {
+                rate: 7.0,
+                burst: 9
+            }
+        );
+        assert_eq!(
+            c.limits.per_socket.read,
+            ClassBuckets::default().read,
+            "others untouched"
+        );
+        let mut c = c;
+        c.jwt.secret = Some("x".repeat(32));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.per_user.signal"), "{e}");
+        let d = LimitsConfig::default();
+        assert!(
+            d.per_socket.signal.burst >= 7 * 21,
+            "a mesh peer's burst fits"
+        );
+        assert!(d.per_user.signal.burst >= d.per_socket.signal.burst);
     }
 
     #[test]

@@ -432,13 +432,11 @@ pub fn apply(call: &Call, ev: &Event, now: i64, rules: &Rules) -> Result<Outcome
             if call.state != CallState::Ringing || me != PartState::Ringing {
                 return Err(CallError::Conflict("only the ringing callee can reject"));
             }
-            if let Some(p) = next.participant_mut(user) {
-                p.state = PartState::Rejected;
-                p.left_at = Some(now);
-            }
-            end(&mut next, EndReason::Rejected, now);
-            notices.push(Notice::Rejected(user.clone()));
-            notices.push(Notice::Ended(EndReason::Rejected));
+            reject_direct(&mut next, &mut notices, user, now);
+        }
+        // A ringing callee hanging up declines the call: it ends as `rejected`.
+        (Kind::Direct, Event::Hangup { user }) if me == PartState::Ringing => {
+            reject_direct(&mut next, &mut notices, user, now);
         }
         (Kind::Direct, Event::Hangup { .. }) => {
             end(&mut next, EndReason::Hangup, now);
@@ -476,12 +474,11 @@ pub fn apply(call: &Call, ev: &Event, now: i64, rules: &Rules) -> Result<Outcome
             if me != PartState::Ringing {
                 return Err(CallError::Conflict("you are not being called"));
             }
-            if let Some(p) = next.participant_mut(user) {
-                p.state = PartState::Rejected;
-                p.left_at = Some(now);
-            }
-            notices.push(Notice::Rejected(user.clone()));
-            end_group_if_over(&mut next, &mut notices, now, false);
+            reject_group(&mut next, &mut notices, user, now);
+        }
+        // A ringing participant hanging up declines, as a reject does.
+        (Kind::Group, Event::Hangup { user }) if me == PartState::Ringing => {
+            reject_group(&mut next, &mut notices, user, now);
         }
         (Kind::Group, Event::Hangup { user } | Event::Disconnected { user }) => {
             if !matches!(me, PartState::Ringing | PartState::Joined) {
@@ -530,9 +527,9 @@ pub fn apply(call: &Call, ev: &Event, now: i64, rules: &Rules) -> Result<Outcome
             notices.push(Notice::Invited(user.clone()));
         }
         (Kind::Group, Event::Remove { by, user }) => {
-            if by != user && *by != call.initiator_id {
+            if by != user && (*by != call.initiator_id || me != PartState::Joined) {
                 return Err(CallError::Forbidden(
-                    "only the initiator can remove others".into(),
+                    "only the initiator, while joined, can remove others".into(),
                 ));
             }
             let target = call.participant(user).map(|p| p.state);
@@ -548,6 +545,25 @@ pub fn apply(call: &Call, ev: &Event, now: i64, rules: &Rules) -> Result<Outcome
         call: next,
         notices,
     })
+}
+
+fn reject_direct(call: &mut Call, notices: &mut Vec<Notice>, user: &str, now: i64) {
+    if let Some(p) = call.participant_mut(user) {
+        p.state = PartState::Rejected;
+        p.left_at = Some(now);
+    }
+    end(call, EndReason::Rejected, now);
+    notices.push(Notice::Rejected(user.to_owned()));
+    notices.push(Notice::Ended(EndReason::Rejected));
+}
+
+fn reject_group(call: &mut Call, notices: &mut Vec<Notice>, user: &str, now: i64) {
+    if let Some(p) = call.participant_mut(user) {
+        p.state = PartState::Rejected;
+        p.left_at = Some(now);
+    }
+    notices.push(Notice::Rejected(user.to_owned()));
+    end_group_if_over(call, notices, now, false);
 }
 
 fn set_joined(call: &mut Call, user: &str, now: i64) {
@@ -625,6 +641,8 @@ pub enum Commit {
     Stale,
     /// `user` is held by another live call, `call_id`; nothing written.
     Held { user: String, call_id: String },
+    /// A new call was refused: the store holds as many live calls as it may.
+    Full,
 }
 
 /// One quality report, as validated.
@@ -647,8 +665,9 @@ pub trait CallStore: Send + Sync {
     /// The call and its version.
     async fn load(&self, tenant: &str, call_id: &str) -> Result<Option<(Call, u64)>, StoreError>;
     /// Write `call` if its version is still `expected` (0: it must not exist yet), and
-    /// atomically claim `claims` for it (each user must not be held by another live call)
-    /// and release `releases` (when still held by it).
+    /// atomically claim `claims` for it (each user must not be held by another live call),
+    /// release `releases` (when still held by it), and queue `record` (the history
+    /// document of a call that ends with this commit) in the history outbox.
     async fn commit(
         &self,
         tenant: &str,
@@ -656,14 +675,26 @@ pub trait CallStore: Send + Sync {
         expected: u64,
         claims: &[String],
         releases: &[String],
+        record: Option<&str>,
     ) -> Result<Commit, StoreError>;
+    /// History records waiting for the history database, oldest first, at most `max`:
+    /// `(tenant, record JSON)`. Every node drains them; they stay until
+    /// [`CallStore::outbox_done`], so a node dying mid-write loses nothing.
+    async fn outbox(&self, max: usize) -> Result<Vec<(String, String)>, StoreError>;
+    /// The record is in the history database.
+    async fn outbox_done(&self, tenant: &str, record: &str) -> Result<(), StoreError>;
     /// The live call a user is held by.
     async fn user_call(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError>;
     async fn schedule(&self, timer: &Timer, at_ms: i64) -> Result<(), StoreError>;
     async fn cancel(&self, timer: &Timer) -> Result<(), StoreError>;
     /// Timers due at `now`, at most `max`, leased until `now + lease_ms` (so another
-    /// node fires them if this one dies before [`CallStore::cancel`]).
+    /// node fires them if this one dies before [`CallStore::finish`]).
     async fn due(&self, now: i64, lease_ms: i64, max: usize) -> Result<Vec<Timer>, StoreError>;
+    /// Is the timer still the one [`CallStore::due`] leased until `lease_until` (not
+    /// cancelled nor rescheduled since)?
+    async fn leased(&self, timer: &Timer, lease_until: i64) -> Result<bool, StoreError>;
+    /// Remove a fired timer, only if it is still the leased one (a newer schedule stays).
+    async fn finish(&self, timer: &Timer, lease_until: i64) -> Result<(), StoreError>;
     async fn add_sample(&self, tenant: &str, call_id: &str, s: &Sample) -> Result<(), StoreError>;
     /// A call's samples, or (call_id None) the tenant's recent samples.
     async fn samples(&self, tenant: &str, call_id: Option<&str>)
@@ -680,7 +711,10 @@ pub trait CallStore: Send + Sync {
         conn: &str,
         node: &str,
     ) -> Result<(), StoreError>;
-    /// It closed; how many /webrtc connections the user still has (any node).
+    /// How many /webrtc connections the user has (any node).
+    async fn conn_count(&self, tenant: &str, user: &str) -> Result<usize, StoreError>;
+    /// It closed; how many /webrtc connections the user still has (any node), counted
+    /// atomically with the removal.
     async fn conn_down(
         &self,
         tenant: &str,
@@ -688,8 +722,11 @@ pub trait CallStore: Send + Sync {
         conn: &str,
         node: &str,
     ) -> Result<usize, StoreError>;
-    /// `node` is alive for `ttl_ms` more.
-    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// `node` is alive for `ttl_ms` more; whether it still was (its heartbeat had not
+    /// lapsed).
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Is `node` among the nodes holding connections (not swept as dead)?
+    async fn node_known(&self, node: &str) -> Result<bool, StoreError>;
     /// Nodes with connections whose heartbeat is gone, each claimed for one sweeper.
     async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError>;
     /// The `(tenant, user, conn)` a node held.
@@ -713,6 +750,8 @@ struct Mem {
     /// Open /webrtc connections per user (one node: nothing to sweep).
     conns: HashMap<(String, String), BTreeSet<String>>,
     tenant_samples: HashMap<String, std::collections::VecDeque<Sample>>,
+    /// History records not yet written (drained right after the commit).
+    outbox: std::collections::VecDeque<(String, String)>,
 }
 
 /// Embedded mode.
@@ -749,12 +788,19 @@ impl CallStore for MemoryCalls {
         expected: u64,
         claims: &[String],
         releases: &[String],
+        record: Option<&str>,
     ) -> Result<Commit, StoreError> {
         let mut m = self.lock();
         let key = (tenant.to_owned(), call.id.clone());
         let version = m.calls.get(&key).map_or(0, |(_, v)| *v);
         if version != expected {
             return Ok(Commit::Stale);
+        }
+        if version == 0 && m.calls.len() >= MAX_MEMORY_CALLS {
+            m.calls.retain(|_, (c, _)| c.state != CallState::Ended);
+            if m.calls.len() >= MAX_MEMORY_CALLS {
+                return Ok(Commit::Full);
+            }
         }
         for u in claims {
             if let Some(other) = m.users.get(&(tenant.to_owned(), u.clone()))
@@ -779,8 +825,12 @@ impl CallStore for MemoryCalls {
                 m.users.remove(&k);
             }
         }
-        if m.calls.len() >= MAX_MEMORY_CALLS {
-            m.calls.retain(|_, (c, _)| c.state != CallState::Ended);
+        if let Some(r) = record {
+            if m.outbox.len() >= MAX_MEMORY_CALLS {
+                m.outbox.pop_front();
+                tracing::warn!("memory call history outbox full; the oldest record dropped");
+            }
+            m.outbox.push_back((tenant.to_owned(), r.to_owned()));
         }
         m.calls.insert(key, (call.clone(), version + 1));
         Ok(Commit::Done(version + 1))
@@ -801,6 +851,36 @@ impl CallStore for MemoryCalls {
             m.timers.remove(&(old, member.clone()));
         }
         m.timers.insert((at_ms, member), timer.clone());
+        Ok(())
+    }
+
+    async fn leased(&self, timer: &Timer, lease_until: i64) -> Result<bool, StoreError> {
+        Ok(self.lock().timer_at.get(&timer.member()) == Some(&lease_until))
+    }
+
+    async fn finish(&self, timer: &Timer, lease_until: i64) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        let member = timer.member();
+        if m.timer_at.get(&member) == Some(&lease_until) {
+            m.timer_at.remove(&member);
+            m.timers.remove(&(lease_until, member));
+        }
+        Ok(())
+    }
+
+    async fn outbox(&self, max: usize) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.lock().outbox.iter().take(max).cloned().collect())
+    }
+
+    async fn outbox_done(&self, tenant: &str, record: &str) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        if let Some(i) = m
+            .outbox
+            .iter()
+            .position(|(t, r)| t == tenant && r == record)
+        {
+            m.outbox.remove(i);
+        }
         Ok(())
     }
 
@@ -835,8 +915,23 @@ impl CallStore for MemoryCalls {
     async fn add_sample(&self, tenant: &str, call_id: &str, s: &Sample) -> Result<(), StoreError> {
         let mut m = self.lock();
         if m.call_samples.len() >= MAX_MEMORY_CALLS {
-            // Bounded like the calls: old calls' samples go first (all of them, rarely).
-            m.call_samples.clear();
+            // Bounded like the calls: the samples of calls that ended (or are gone) go;
+            // live calls keep theirs (there are at most MAX_MEMORY_CALLS of them).
+            let Mem {
+                calls,
+                call_samples,
+                ..
+            } = &mut *m;
+            call_samples.retain(|k, _| {
+                calls
+                    .get(k)
+                    .is_some_and(|(c, _)| c.state != CallState::Ended)
+            });
+            if m.call_samples.len() >= MAX_MEMORY_CALLS {
+                return Err(StoreError::Unavailable(
+                    "too many live calls' quality samples in memory".into(),
+                ));
+            }
         }
         push_bounded(
             m.call_samples
@@ -881,6 +976,14 @@ impl CallStore for MemoryCalls {
         Ok(())
     }
 
+    async fn conn_count(&self, tenant: &str, user: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .lock()
+            .conns
+            .get(&(tenant.to_owned(), user.to_owned()))
+            .map_or(0, BTreeSet::len))
+    }
+
     async fn conn_down(
         &self,
         tenant: &str,
@@ -900,8 +1003,12 @@ impl CallStore for MemoryCalls {
         Ok(left)
     }
 
-    async fn heartbeat(&self, _node: &str, _ttl_ms: i64) -> Result<(), StoreError> {
-        Ok(())
+    async fn heartbeat(&self, _node: &str, _ttl_ms: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn node_known(&self, _node: &str) -> Result<bool, StoreError> {
+        Ok(true)
     }
 
     async fn claim_dead_nodes(&self, _me: &str) -> Result<Vec<String>, StoreError> {

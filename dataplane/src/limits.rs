@@ -19,6 +19,9 @@ pub enum Class {
     Typing,
     Read,
     Room,
+    /// WebRTC signaling (offers, answers, ICE candidates): its own budget, so a mesh
+    /// call's candidate trickle neither starves reads nor trips the abuse threshold.
+    Signal,
 }
 
 impl Class {
@@ -28,6 +31,7 @@ impl Class {
             Class::Typing => b.typing,
             Class::Read => b.read,
             Class::Room => b.room,
+            Class::Signal => b.signal,
         }
     }
 }
@@ -248,5 +252,36 @@ mod tests {
         assert_eq!(l.check(&b, "t", "u", Class::Message, now), Verdict::Limited);
         // Same user id in another tenant is another user.
         assert_eq!(l.check(&b, "t2", "u", Class::Message, now), Verdict::Allow);
+    }
+
+    /// A peer of a full 8-person mesh call sends an offer or answer and ~20 trickled
+    /// candidates to each of the 7 others at once: the default signal budget takes it
+    /// without touching the read budget (which alone would refuse, then disconnect).
+    #[tokio::test(start_paused = true)]
+    async fn mesh_signaling_has_its_own_budget() {
+        let l = Limiter::new(LimitsConfig::default());
+        let s = Mutex::new(SocketLimits::default());
+        let now = Instant::now();
+        let burst = 7 * (1 + 20);
+        for i in 0..burst {
+            assert_eq!(
+                l.check(&s, "t", "u", Class::Signal, now),
+                Verdict::Allow,
+                "signal message {i}"
+            );
+        }
+        for i in 0..LimitsConfig::default().per_socket.read.burst {
+            assert_eq!(
+                l.check(&s, "t", "u", Class::Read, now),
+                Verdict::Allow,
+                "read {i} after the signaling burst"
+            );
+        }
+        let reads = Limiter::new(LimitsConfig::default());
+        let r = Mutex::new(SocketLimits::default());
+        let refused = (0..burst)
+            .filter(|_| reads.check(&r, "t", "u", Class::Read, now) != Verdict::Allow)
+            .count();
+        assert!(refused > 0, "the read budget alone could not carry a mesh");
     }
 }

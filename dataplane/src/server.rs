@@ -155,6 +155,10 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
     });
+    if let Some(calls) = app.calls() {
+        // Before accepting: a sweep running alongside could take a new connection down.
+        calls.sweep_earlier_life(&app.node_id).await;
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -11,7 +11,7 @@ use socketioxide::extract::{Extension, SocketRef, State, TryData};
 
 use crate::app::App;
 use crate::auth::{AuthError, Identity, now_secs};
-use crate::calls::history::{DEFAULT_PAGE, MAX_PAGE};
+use crate::calls::history::{Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::calls::service::{Calls, WEBRTC};
 use crate::calls::{Event, Media, Sample};
 use crate::error::{AckError, Code};
@@ -50,9 +50,14 @@ pub async fn admit<A: Adapter>(
         Class::Room,
         remove_participant::<A>,
     );
-    on(&s, "webrtc:offer", Class::Read, offer::<A>);
-    on(&s, "webrtc:answer", Class::Read, sdp_answer::<A>);
-    on(&s, "webrtc:ice-candidate", Class::Read, ice_candidate::<A>);
+    on(&s, "webrtc:offer", Class::Signal, offer::<A>);
+    on(&s, "webrtc:answer", Class::Signal, sdp_answer::<A>);
+    on(
+        &s,
+        "webrtc:ice-candidate",
+        Class::Signal,
+        ice_candidate::<A>,
+    );
     on(&s, "call:report-quality", Class::Read, report_quality::<A>);
     on(&s, "call:history", Class::Read, history::<A>);
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
@@ -158,6 +163,8 @@ struct Quality {
 struct History {
     limit: Option<usize>,
     before: Option<i64>,
+    /// With `before`: the id of the last call of the previous page (ties broken by id).
+    before_id: Option<String>,
 }
 
 async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
@@ -338,8 +345,16 @@ async fn history<A: Adapter>(cx: Cx<A>, req: History) -> Result<Value, AckError>
             "limit must be 1 to {MAX_PAGE}"
         )));
     }
+    if let Some(id) = &req.before_id {
+        check_id("before_id", id)?;
+    }
+    let cursor = match (req.before, req.before_id) {
+        (Some(created_at), id) => Some(Cursor { created_at, id }),
+        (None, Some(_)) => return Err(AckError::bad_request("before_id needs before")),
+        (None, None) => None,
+    };
     let calls = calls(&cx.app)?
-        .history(&cx.id.tenant, &cx.id.user_id, limit, req.before)
+        .history(&cx.id.tenant, &cx.id.user_id, limit, cursor.as_ref())
         .await?;
     Ok(json!({ "calls": calls }))
 }

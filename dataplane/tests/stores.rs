@@ -892,9 +892,15 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
     let id = format!("c_{}", uuid::Uuid::new_v4().simple());
     let call = Call::direct(id.clone(), "alice", "bob", Media::Audio, 1_000);
     let both = strings(&["alice", "bob"]);
-    assert_eq!(s.commit(t, &call, 0, &both, &[]).await?, Commit::Done(1));
+    assert_eq!(
+        s.commit(t, &call, 0, &both, &[], None).await?,
+        Commit::Done(1)
+    );
     // Creating it again, or committing on an old version, is stale.
-    assert_eq!(s.commit(t, &call, 0, &both, &[]).await?, Commit::Stale);
+    assert_eq!(
+        s.commit(t, &call, 0, &both, &[], None).await?,
+        Commit::Stale
+    );
     let (loaded, v) = s.load(t, &id).await?.expect("stored");
     assert_eq!((loaded, v), (call.clone(), 1));
     assert_eq!(s.user_call(t, "bob").await?, Some(id.clone()));
@@ -906,7 +912,7 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
     let call2 = Call::direct(id2.clone(), "carol", "bob", Media::Video, 2_000);
     let claims = strings(&["carol", "bob"]);
     assert_eq!(
-        s.commit(t, &call2, 0, &claims, &[]).await?,
+        s.commit(t, &call2, 0, &claims, &[], None).await?,
         Commit::Held {
             user: "bob".into(),
             call_id: id.clone()
@@ -914,16 +920,40 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
     );
     assert_eq!(s.user_call(t, "carol").await?, None, "nothing written");
     assert_eq!(
-        s.commit(other, &call2, 0, &claims, &[]).await?,
+        s.commit(other, &call2, 0, &claims, &[], None).await?,
         Commit::Done(1)
     );
 
-    // Ending releases; then bob can be claimed again.
+    // Ending releases, and queues the history record in the outbox in the same commit;
+    // then bob can be claimed again.
     let ended = call.clone().busy(3_000);
-    assert_eq!(s.commit(t, &ended, 1, &[], &both).await?, Commit::Done(2));
-    assert_eq!(s.commit(t, &ended, 1, &[], &both).await?, Commit::Stale);
+    let rec = format!("{{\"_id\":\"{id}\",\"tenant\":\"{t}\"}}");
+    let mine_out = |v: Vec<(String, String)>| -> Vec<String> {
+        v.into_iter()
+            .filter(|(x, _)| x == t)
+            .map(|(_, r)| r)
+            .collect()
+    };
+    assert_eq!(
+        s.commit(t, &ended, 1, &[], &both, Some(&rec)).await?,
+        Commit::Done(2)
+    );
+    assert_eq!(
+        s.commit(t, &ended, 1, &[], &both, Some(&rec)).await?,
+        Commit::Stale
+    );
     assert_eq!(s.user_call(t, "bob").await?, None);
-    assert_eq!(s.commit(t, &call2, 0, &claims, &[]).await?, Commit::Done(1));
+    assert_eq!(
+        mine_out(s.outbox(100_000).await?),
+        vec![rec.clone()],
+        "queued once"
+    );
+    s.outbox_done(t, &rec).await?;
+    assert!(mine_out(s.outbox(100_000).await?).is_empty());
+    assert_eq!(
+        s.commit(t, &call2, 0, &claims, &[], None).await?,
+        Commit::Done(1)
+    );
 
     // Timers: due ones are handed out with a lease, cancelled ones are gone. Times far in
     // the past keep this check away from the timers of live nodes sharing the Redis.
@@ -948,8 +978,20 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
         vec![ring.clone()],
         "lease ran out"
     );
-    s.cancel(&ring).await?;
+    assert!(s.leased(&ring, 2_300).await?, "still the leased timer");
+    // Rescheduled while leased: the old lease neither acts nor removes the newer timer.
+    s.schedule(&ring, 7_000).await?;
+    assert!(!s.leased(&ring, 2_300).await?);
+    s.finish(&ring, 2_300).await?;
+    assert_eq!(
+        mine(s.due(7_500, 1_000, 100).await?),
+        vec![grace.clone(), ring.clone()],
+        "the newer timer survived"
+    );
+    s.finish(&ring, 8_500).await?;
+    assert!(!s.leased(&ring, 8_500).await?, "finished");
     s.cancel(&grace).await?;
+    assert!(!s.leased(&grace, 8_500).await?, "cancelled");
     assert!(mine(s.due(10_000, 1_000, 100).await?).is_empty());
 
     // Quality samples, per call and per tenant.
@@ -969,6 +1011,8 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
     s.conn_up(t, "bob", "n1/a", "n1").await?;
     s.conn_up(t, "bob", "n2/b", "n2").await?;
     s.conn_up(other, "bob", "n2/c", "n2").await?;
+    assert_eq!(s.conn_count(t, "bob").await?, 2);
+    assert_eq!(s.conn_count(other, "bob").await?, 1);
     assert_eq!(s.conn_down(t, "bob", "n1/a", "n1").await?, 1);
     assert_eq!(s.conn_down(t, "bob", "n2/b", "n2").await?, 0);
     assert_eq!(
@@ -977,5 +1021,233 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
         "twice is harmless"
     );
     assert_eq!(s.conn_down(other, "bob", "n2/c", "n2").await?, 0);
+    Ok(())
+}
+
+/// A commit refreshes the TTL of every user the call still holds, with the call's.
+#[tokio::test]
+async fn calls_redis_commit_refreshes_holders_ttl() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisCalls::new(client.clone());
+    let id = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let call = Call::direct(id.clone(), "alice", "bob", Media::Audio, 1_000);
+    let both = strings(&["alice", "bob"]);
+    assert_eq!(
+        s.commit(&t, &call, 0, &both, &[], None).await?,
+        Commit::Done(1)
+    );
+    let user_key = format!("sb:{{{t}}}:user:bob:call");
+    let _: i64 = client.pexpire(&user_key, 5_000, None).await?;
+    let mut moved = call.clone();
+    moved.created_at += 1;
+    assert_eq!(
+        s.commit(&t, &moved, 1, &[], &[], None).await?,
+        Commit::Done(2)
+    );
+    let ttl: i64 = client.pttl(&user_key).await?;
+    assert!(
+        ttl > 3_600_000,
+        "user key TTL refreshed with the call's: {ttl}"
+    );
+    // A holder key naming an ended call does not hold; one naming a live call does.
+    let ended = moved.clone().busy(2_000);
+    let id2 = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let _: () = client
+        .set(&user_key, id2.clone(), None, None, false)
+        .await?;
+    let other = Call::direct(id2.clone(), "carol", "bob", Media::Audio, 1_000).busy(1_500);
+    assert_eq!(
+        s.commit(&t, &other, 0, &[], &[], None).await?,
+        Commit::Done(1)
+    );
+    let call3 = Call::direct(
+        format!("c_{}", uuid::Uuid::new_v4().simple()),
+        "dave",
+        "bob",
+        Media::Audio,
+        3_000,
+    );
+    let claims = strings(&["dave", "bob"]);
+    assert_eq!(
+        s.commit(&t, &call3, 0, &claims, &[], None).await?,
+        Commit::Done(1),
+        "an ended holder does not hold"
+    );
+    let _: () = client.set(&user_key, id.clone(), None, None, false).await?;
+    let call4 = Call::direct(
+        format!("c_{}", uuid::Uuid::new_v4().simple()),
+        "erin",
+        "bob",
+        Media::Audio,
+        3_000,
+    );
+    assert_eq!(
+        s.commit(&t, &call4, 0, &strings(&["erin", "bob"]), &[], None)
+            .await?,
+        Commit::Held {
+            user: "bob".into(),
+            call_id: id.clone()
+        },
+        "a live holder holds"
+    );
+    assert_eq!(
+        s.commit(&t, &ended, 2, &[], &both, None).await?,
+        Commit::Done(3)
+    );
+    assert_keys_tagged(&client, &[&t]).await?;
+    client.quit().await?;
+    Ok(())
+}
+
+/// History down: an ended call's record waits in the Redis outbox; another node drains
+/// it once the database answers, exactly once.
+#[tokio::test]
+async fn calls_outbox_survives_a_history_outage_and_any_node_drains_it() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use switchboard_dataplane::calls::history::{
+        CallHistory, CallRecord, Cursor, MemoryCallHistory,
+    };
+    use switchboard_dataplane::calls::quality::Summary;
+    use switchboard_dataplane::calls::service::Calls;
+
+    struct Flaky {
+        up: AtomicBool,
+        inner: MemoryCallHistory,
+    }
+    #[async_trait::async_trait]
+    impl CallHistory for Flaky {
+        async fn record(&self, rec: &CallRecord) -> Result<(), StoreError> {
+            if !self.up.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable(
+                    "mongodb: server selection timeout".into(),
+                ));
+            }
+            self.inner.record(rec).await
+        }
+        async fn list(
+            &self,
+            tenant: &str,
+            user_id: &str,
+            limit: usize,
+            before: Option<&Cursor>,
+        ) -> Result<Vec<CallRecord>, StoreError> {
+            self.inner.list(tenant, user_id, limit, before).await
+        }
+    }
+
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_default();
+    if redis().await?.is_none() {
+        return Ok(());
+    }
+    // A database of its own: draining takes every tenant's records, so no other test's.
+    let mut config = Config::from_url(&format!("{}/13", url.trim_end_matches('/')))?;
+    config.version = RespVersion::RESP3;
+    let client = Builder::from_config(config).build()?;
+    client.init().await?;
+    let (t, _) = tenants();
+    let store: Arc<dyn CallStore> = Arc::new(RedisCalls::new(client.clone()));
+    let cfg = switchboard_crds::config::DataplaneConfig::default();
+    let history = Arc::new(Flaky {
+        up: AtomicBool::new(false),
+        inner: MemoryCallHistory::new(100),
+    });
+    let node_a = Calls::new(store.clone(), history.clone(), &cfg, true);
+
+    // Node A ends a call while the database is down (it would die here, too).
+    let id = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let call = Call::direct(id.clone(), "alice", "bob", Media::Audio, 1_000);
+    assert_eq!(
+        store
+            .commit(&t, &call, 0, &strings(&["alice", "bob"]), &[], None)
+            .await?,
+        Commit::Done(1)
+    );
+    let ended = call.clone().busy(2_000);
+    let rec = serde_json::to_string(&CallRecord::of(&t, &ended, Summary::default()))?;
+    assert_eq!(
+        store
+            .commit(&t, &ended, 1, &[], &strings(&["alice", "bob"]), Some(&rec))
+            .await?,
+        Commit::Done(2)
+    );
+    assert!(node_a.drain_history().await.is_err(), "database down");
+    assert!(node_a.drain_history().await.is_err(), "still down");
+    assert!(history.inner.list(&t, "bob", 10, None).await?.is_empty());
+
+    // The database is back; another node (a fresh Calls on the same Redis) drains it.
+    let back = Arc::new(MemoryCallHistory::new(100));
+    let node_b = Calls::new(store.clone(), back.clone(), &cfg, true);
+    assert!(node_b.drain_history().await? >= 1);
+    let got = back.list(&t, "bob", 10, None).await?;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, id);
+    assert_eq!(node_b.drain_history().await?, 0, "drained: nothing repeats");
+    history.up.store(true, Ordering::SeqCst);
+    assert_eq!(node_a.drain_history().await?, 0);
+    client.quit().await?;
+    Ok(())
+}
+
+/// A node whose heartbeat lapsed is swept by another; on its next round it registers its
+/// live /webrtc connections again, so their users count as connected everywhere.
+#[tokio::test]
+async fn calls_a_swept_live_node_registers_its_connections_again() -> Result<()> {
+    use std::sync::Arc;
+    use switchboard_dataplane::calls::history::MemoryCallHistory;
+    use switchboard_dataplane::calls::service::Calls;
+
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_default();
+    if redis().await?.is_none() {
+        return Ok(());
+    }
+    // A database of its own: the sweep takes every dead node's connections.
+    let mut config = Config::from_url(&format!("{}/12", url.trim_end_matches('/')))?;
+    config.version = RespVersion::RESP3;
+    let client = Builder::from_config(config).build()?;
+    client.init().await?;
+    let (t, _) = tenants();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (na, nb) = (format!("na-{run}"), format!("nb-{run}"));
+    let cfg = switchboard_crds::config::DataplaneConfig::default();
+    let node = |_: &str| {
+        let store: Arc<dyn CallStore> = Arc::new(RedisCalls::new(client.clone()));
+        Calls::new(store, Arc::new(MemoryCallHistory::new(10)), &cfg, true)
+    };
+    let (a, b) = (node(&na), node(&nb));
+    let store = RedisCalls::new(client.clone());
+    let conn = format!("{na}/s1");
+    a.connected(&t, "bob", &conn, &na).await?;
+    a.liveness_tick(&na, 60_000).await?;
+    b.liveness_tick(&nb, 60_000).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 1, "alive: not swept");
+
+    // a's heartbeat lapses (a long pause, say); b takes it for dead.
+    let _: i64 = client.del(format!("sb:calls:node:{na}:alive")).await?;
+    b.liveness_tick(&nb, 60_000).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 0, "swept");
+    assert!(!store.node_known(&na).await?);
+
+    // a comes back: its socket is still open, so bob is connected again.
+    a.liveness_tick(&na, 60_000).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 1, "registered again");
+    assert!(store.node_known(&na).await?);
+    assert_eq!(
+        store.node_conns(&na).await?,
+        vec![(t.clone(), "bob".to_owned(), conn.clone())]
+    );
+    // Its socket closing still counts down to zero.
+    a.disconnected(&t, "bob", &conn, &na).await?;
+    assert_eq!(store.conn_count(&t, "bob").await?, 0);
+    let _: i64 = client
+        .del(vec![
+            format!("sb:calls:node:{na}:alive"),
+            format!("sb:calls:node:{nb}:alive"),
+        ])
+        .await?;
+    client.quit().await?;
     Ok(())
 }

@@ -70,6 +70,19 @@ const tenantFor = (name) => `t-${name}-${RUN}`;
 
 const user = (node, sub, tenant) => connectUser(node, sub, tenant, WEBRTC);
 
+/**
+ * The user's history once it holds `callId`: history is written after `call:ended` goes
+ * out (through the outbox, by whichever node drains it first), so it is polled.
+ */
+async function historyWith(socket, callId, payload = {}, ms = 5000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const { calls } = await ok(socket, 'call:history', payload);
+    if (calls.some((c) => c.id === callId) || Date.now() > until) return calls;
+    await sleep(100);
+  }
+}
+
 const ended = (socket, callId, reason, ms = 3000) => waitFor(socket, 'call:ended', (d) => d?.call?.id === callId && d.reason === reason, ms);
 
 test('1:1 call across nodes: incoming, answer, signaling relay with server-set from_user_id, hangup, history', async (t) => {
@@ -120,7 +133,7 @@ test('1:1 call across nodes: incoming, answer, signaling relay with server-set f
   await fails(bob, 'webrtc:offer', { call_id: call.id, to_user_id: 'alice', sdp: 'v=0' }, 'forbidden');
   await fails(bob, 'call:hangup', { call_id: call.id }, 'conflict');
 
-  const { calls } = await ok(bob, 'call:history', {});
+  const calls = await historyWith(bob, call.id);
   assert.equal(calls[0].id, call.id);
   assert.equal(calls[0].end_reason, 'hangup');
   assert.ok(calls[0].duration_ms >= 50, `duration ${calls[0].duration_ms}`);
@@ -149,10 +162,15 @@ test('ringing times out for both sides; reject ends as rejected; history pages n
   await waitFor(alice, 'call:rejected', (d) => d.call.id === second.id && d.user_id === 'bob');
   await ended(alice, second.id, 'rejected');
 
-  const page1 = (await ok(alice, 'call:history', { limit: 1 })).calls;
+  await historyWith(alice, call.id);
+  const page1 = await historyWith(alice, second.id, { limit: 1 });
   assert.deepEqual(page1.map((c) => c.id), [second.id]);
   const page2 = (await ok(alice, 'call:history', { limit: 1, before: page1[0].created_at })).calls;
   assert.deepEqual(page2.map((c) => [c.id, c.end_reason]), [[call.id, 'timeout']]);
+  // The cursor with the id tie-break pages the same way.
+  const page2b = (await ok(alice, 'call:history', { limit: 1, before: page1[0].created_at, before_id: page1[0].id })).calls;
+  assert.deepEqual(page2b.map((c) => c.id), [call.id]);
+  await fails(alice, 'call:history', { before_id: page1[0].id }, 'bad_request');
   await fails(alice, 'call:history', { limit: 0 }, 'bad_request');
 });
 
@@ -225,7 +243,7 @@ test('group call: create, answer, add and remove participants, per-participant s
   await ok(carol, 'call:hangup', { call_id: call.id });
   await ok(bob, 'call:hangup', { call_id: call.id });
   await ended(alice, call.id, 'all_left');
-  const rec = (await ok(alice, 'call:history', {})).calls.find((c) => c.id === call.id);
+  const rec = (await historyWith(alice, call.id)).find((c) => c.id === call.id);
   assert.deepEqual(
     Object.fromEntries(rec.participants.map((p) => [p.user_id, p.state])),
     { alice: 'left', bob: 'left', carol: 'left', dave: 'left' },
@@ -284,7 +302,7 @@ test('quality reports: validated, issues acked and emitted to the reporter, tena
   assert.equal((await fetch(`${a.url}/admin/v1/tenants/${tenant}/calls/quality`)).status, 401);
 
   await ok(alice, 'call:hangup', { call_id: call.id });
-  const rec = (await ok(alice, 'call:history', {})).calls.find((c) => c.id === call.id);
+  const rec = (await historyWith(alice, call.id)).find((c) => c.id === call.id);
   assert.equal(rec.quality.reports, 2);
   assert.equal(rec.quality.bitrate_kbps.mean, 755);
 });
@@ -324,6 +342,14 @@ test('tenants are walls: every /webrtc event from another tenant is refused and 
   await waitFor(xbob, 'call:incoming', (d) => d.call.id === own.id);
   await expectNone(bob, 'call:incoming', (d) => d.call.id === own.id, 200);
   await expectNone(xbob, 'call:incoming', (d) => d.call.id === id, 10);
+  // A group call of the other tenant invites only its own users of those ids.
+  const xcarol = await user(b, 'carol', other);
+  const group = (await ok(xcarol, 'call:create-group', { participant_ids: ['alice', 'bob'], media_type: 'audio' })).call;
+  await waitFor(xalice, 'call:incoming', (d) => d.call.id === group.id);
+  await waitFor(xbob, 'call:incoming', (d) => d.call.id === group.id);
+  await expectNone(alice, 'call:incoming', (d) => d.call.id === group.id, 200);
+  await expectNone(bob, 'call:incoming', (d) => d.call.id === group.id, 10);
+  for (const s of [alice, bob]) await fails(s, 'call:answer', { call_id: group.id }, 'not_found');
   const ice = await ok(xalice, 'webrtc:get-ice-servers', {});
   assert.ok(Array.isArray(ice.ice_servers));
   const res = await ack(alice, 'call:hangup', { call_id: own.id });

@@ -106,32 +106,68 @@ impl CallRecord {
     }
 }
 
+/// Where a `call:history` page starts: calls older than `created_at`, or as old and with
+/// a smaller id (the id breaks ties, so calls created in the same millisecond are not
+/// skipped between pages). Without `id`, only calls created strictly before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub id: Option<String>,
+}
+
+impl Cursor {
+    /// Does a record sort after (is older than) this cursor?
+    pub fn admits(&self, created_at: i64, id: &str) -> bool {
+        created_at < self.created_at
+            || (created_at == self.created_at && self.id.as_deref().is_some_and(|c| id < c))
+    }
+}
+
 #[async_trait]
 pub trait CallHistory: Send + Sync {
     /// Store an ended call (a second write of the same call is ignored).
     async fn record(&self, rec: &CallRecord) -> Result<(), StoreError>;
-    /// The user's calls, newest first, created before `before` (ms) when given.
+    /// The user's calls, newest first (ties by id, descending), after `before` when given.
     async fn list(
         &self,
         tenant: &str,
         user_id: &str,
         limit: usize,
-        before: Option<i64>,
+        before: Option<&Cursor>,
     ) -> Result<Vec<CallRecord>, StoreError>;
 }
 
 // === impl MemoryCallHistory ===
 
-/// Embedded mode: the newest `max` calls of each tenant.
+/// Calls kept in memory over all tenants together, oldest dropped first.
+pub const MAX_MEMORY_HISTORY_TOTAL: usize = 100_000;
+
+/// Embedded mode: the newest `max` calls of each tenant, and the newest `total` over all
+/// tenants (so many tenants cannot grow it without bound).
 pub struct MemoryCallHistory {
     max: usize,
-    calls: Mutex<HashMap<String, VecDeque<CallRecord>>>,
+    total: usize,
+    calls: Mutex<MemHistory>,
+}
+
+#[derive(Default)]
+struct MemHistory {
+    by_tenant: HashMap<String, VecDeque<CallRecord>>,
+    /// Every kept record's (tenant, id), oldest first; entries whose record already went
+    /// (per-tenant bound) are skipped when popped.
+    order: VecDeque<(String, String)>,
+    len: usize,
 }
 
 impl MemoryCallHistory {
     pub fn new(max: usize) -> Self {
+        Self::with_total(max, MAX_MEMORY_HISTORY_TOTAL)
+    }
+
+    pub fn with_total(max: usize, total: usize) -> Self {
         Self {
             max,
+            total: total.max(1),
             calls: Mutex::default(),
         }
     }
@@ -140,14 +176,41 @@ impl MemoryCallHistory {
 #[async_trait]
 impl CallHistory for MemoryCallHistory {
     async fn record(&self, rec: &CallRecord) -> Result<(), StoreError> {
-        let mut all = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let q = all.entry(rec.tenant.clone()).or_default();
+        let mut guard = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let m = &mut *guard;
+        let q = m.by_tenant.entry(rec.tenant.clone()).or_default();
         if q.iter().any(|r| r.id == rec.id) {
             return Ok(());
         }
         q.push_back(rec.clone());
+        m.len += 1;
         while q.len() > self.max {
             q.pop_front();
+            m.len -= 1;
+        }
+        m.order.push_back((rec.tenant.clone(), rec.id.clone()));
+        while m.len > self.total {
+            let Some((t, id)) = m.order.pop_front() else {
+                break;
+            };
+            if let Some(q) = m.by_tenant.get_mut(&t)
+                && q.front().is_some_and(|r| r.id == id)
+            {
+                q.pop_front();
+                m.len -= 1;
+                if q.is_empty() {
+                    m.by_tenant.remove(&t);
+                }
+            }
+        }
+        // Entries of records the per-tenant bound dropped are stale; keep the index small.
+        if m.order.len() > 2 * self.total.max(m.len) {
+            let live: std::collections::HashSet<(String, String)> = m
+                .by_tenant
+                .iter()
+                .flat_map(|(t, q)| q.iter().map(move |r| (t.clone(), r.id.clone())))
+                .collect();
+            m.order.retain(|k| live.contains(k));
         }
         Ok(())
     }
@@ -157,15 +220,16 @@ impl CallHistory for MemoryCallHistory {
         tenant: &str,
         user_id: &str,
         limit: usize,
-        before: Option<i64>,
+        before: Option<&Cursor>,
     ) -> Result<Vec<CallRecord>, StoreError> {
         let all = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<CallRecord> = all
+            .by_tenant
             .get(tenant)
             .into_iter()
             .flatten()
             .filter(|r| r.participant_ids.iter().any(|u| u == user_id))
-            .filter(|r| before.is_none_or(|b| r.created_at < b))
+            .filter(|r| before.is_none_or(|b| b.admits(r.created_at, &r.id)))
             .cloned()
             .collect();
         out.sort_by(|a, b| {
@@ -239,11 +303,29 @@ impl CallHistory for MongoHistory {
         tenant: &str,
         user_id: &str,
         limit: usize,
-        before: Option<i64>,
+        before: Option<&Cursor>,
     ) -> Result<Vec<CallRecord>, StoreError> {
         let mut filter = doc! { "tenant": tenant, "participant_ids": user_id };
-        if let Some(b) = before {
-            filter.insert("created_at", doc! { "$lt": b });
+        match before {
+            Some(Cursor {
+                created_at,
+                id: Some(id),
+            }) => {
+                filter.insert(
+                    "$or",
+                    vec![
+                        doc! { "created_at": { "$lt": created_at } },
+                        doc! { "created_at": created_at, "_id": { "$lt": id } },
+                    ],
+                );
+            }
+            Some(Cursor {
+                created_at,
+                id: None,
+            }) => {
+                filter.insert("created_at", doc! { "$lt": created_at });
+            }
+            None => {}
         }
         let cursor = self
             .calls
@@ -253,5 +335,85 @@ impl CallHistory for MongoHistory {
             .await
             .map_err(mongo_err)?;
         cursor.try_collect().await.map_err(mongo_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::Call;
+
+    fn rec(tenant: &str, id: &str, created_at: i64) -> CallRecord {
+        let c = Call::direct(id.into(), "alice", "bob", Media::Audio, created_at).busy(created_at);
+        CallRecord::of(tenant, &c, Summary::default())
+    }
+
+    #[tokio::test]
+    async fn pages_do_not_skip_calls_created_in_the_same_millisecond() {
+        let h = MemoryCallHistory::new(100);
+        for id in ["c_a", "c_b", "c_c", "c_d", "c_e"] {
+            h.record(&rec("t", id, 100)).await.unwrap();
+        }
+        h.record(&rec("t", "c_z", 99)).await.unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = h.list("t", "alice", 2, cursor.as_ref()).await.unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(Cursor {
+                created_at: last.created_at,
+                id: Some(last.id.clone()),
+            });
+            seen.extend(page.iter().map(|r| r.id.clone()));
+        }
+        assert_eq!(seen, ["c_e", "c_d", "c_c", "c_b", "c_a", "c_z"]);
+        // The earlier form (created_at only) still means "created strictly before".
+        let old = Cursor {
+            created_at: 100,
+            id: None,
+        };
+        let page = h.list("t", "alice", 10, Some(&old)).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].id, "c_z");
+    }
+
+    #[tokio::test]
+    async fn memory_history_is_bounded_over_all_tenants_too() {
+        let h = MemoryCallHistory::with_total(2, 3);
+        for i in 0..10 {
+            h.record(&rec(&format!("t{i}"), &format!("c{i}"), i))
+                .await
+                .unwrap();
+        }
+        let kept: usize = {
+            let m = h.calls.lock().unwrap();
+            m.by_tenant.values().map(VecDeque::len).sum()
+        };
+        assert_eq!(kept, 3);
+        for i in 0..7 {
+            assert!(
+                h.list(&format!("t{i}"), "alice", 10, None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        for i in 7..10 {
+            assert_eq!(
+                h.list(&format!("t{i}"), "alice", 10, None)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        // Per tenant, still the newest `max`.
+        for i in 0..5 {
+            h.record(&rec("big", &format!("b{i}"), 100 + i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(h.list("big", "alice", 10, None).await.unwrap().len(), 2);
+        assert!(h.calls.lock().unwrap().order.len() <= 2 * 3 + 1);
     }
 }

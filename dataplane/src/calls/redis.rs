@@ -13,8 +13,16 @@
 //!   done, and if it dies first another node fires it after the lease (transitions are
 //!   idempotent, so a repeat changes nothing).
 //!
+//! - `sb:{T}:calls:outbox`: history records of ended calls not yet in the history
+//!   database (a list, oldest first), pushed by the commit that ends the call;
+//!   `sb:calls:outbox:tenants` names the tenants with a non-empty outbox. Every node
+//!   drains them and removes a record once the database took it.
+//!
 //! A commit is one script: compare the version, check every claim, then write the call,
-//! the claims and the releases together.
+//! the claims, the releases, the holders' refreshed TTLs and the outbox record together.
+//! Every key it touches is declared: the client reads each claimed user's holder first
+//! and passes that call's key; the script refuses (and the client retries) if a holder
+//! changed meanwhile.
 
 use async_trait::async_trait;
 use fred::clients::Client;
@@ -37,10 +45,6 @@ mod keys {
     pub fn call(tenant: &str, call_id: &str) -> String {
         format!("sb:{{{tenant}}}:call:{call_id}")
     }
-    /// Prefix of call keys, for the claim check in the commit script.
-    pub fn call_prefix(tenant: &str) -> String {
-        format!("sb:{{{tenant}}}:call:")
-    }
     pub fn user_call(tenant: &str, user_id: &str) -> String {
         format!("sb:{{{tenant}}}:user:{user_id}:call")
     }
@@ -51,6 +55,10 @@ mod keys {
         format!("sb:{{{tenant}}}:quality")
     }
     pub const TIMERS: &str = "sb:calls:timers";
+    pub fn outbox(tenant: &str) -> String {
+        format!("sb:{{{tenant}}}:calls:outbox")
+    }
+    pub const OUTBOX_TENANTS: &str = "sb:calls:outbox:tenants";
     /// A user's open /webrtc connections (`node/sid`).
     pub fn user_conns(tenant: &str, user_id: &str) -> String {
         format!("sb:{{{tenant}}}:user:{user_id}:webrtc")
@@ -73,38 +81,72 @@ mod keys {
 /// twice is harmless (removals are idempotent), so a sweeper that dies costs little.
 const SWEEP_LOCK_SECS: i64 = 10;
 
-/// KEYS: call hash, then one user key per claim or release.
-/// ARGV: expected version, call JSON, TTL ms, call id, call key prefix, then one op per
-/// user key: `c` (claim) or `r` (release).
-/// Returns {1, new version}, {0} when the version moved, {-1, user index, holder id} when
-/// a claimed user is held by another live call.
+/// KEYS: call hash, outbox, then `n` user keys (the `nc` claims first, then releases,
+/// then kept holders), then one holder call key per claim.
+/// ARGV: expected version, call JSON, TTL ms, call id, history record ('' for none),
+/// n, nc, one op per user key (`c` claim, `r` release, `k` keep: refresh the TTL), then
+/// per claim the holder the client read ('' for none).
+/// Returns {1, new version}, {0} when the version moved, {2} when a claimed user's
+/// holder changed since the client read it, {-1, claim index, holder id} when a claimed
+/// user is held by another live call.
 const COMMIT: &str = r#"
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then
   return {0}
 end
-for i = 2, #KEYS do
-  if ARGV[4 + i] == 'c' then
-    local cur = redis.call('GET', KEYS[i])
-    if cur and cur ~= ARGV[4] and redis.call('EXISTS', ARGV[5] .. cur) == 1 then
-      local doc = redis.call('HGET', ARGV[5] .. cur, 'doc')
-      if doc and not string.find(doc, '"state":"ended"', 1, true) then
-        return {-1, i - 2, cur}
+local n, nc = tonumber(ARGV[6]), tonumber(ARGV[7])
+for i = 1, nc do
+  local cur = redis.call('GET', KEYS[2 + i])
+  if (cur or '') ~= ARGV[7 + n + i] then
+    return {2}
+  end
+  if cur and cur ~= ARGV[4] then
+    local doc = redis.call('HGET', KEYS[2 + n + i], 'doc')
+    if doc then
+      local ok, c = pcall(cjson.decode, doc)
+      if ok and type(c) == 'table' and c.state ~= 'ended' then
+        return {-1, i - 1, cur}
       end
     end
   end
 end
-for i = 2, #KEYS do
-  if ARGV[4 + i] == 'c' then
-    redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[3])
-  elseif redis.call('GET', KEYS[i]) == ARGV[4] then
-    redis.call('DEL', KEYS[i])
+for i = 1, n do
+  local k, op = KEYS[2 + i], ARGV[7 + i]
+  if op == 'c' then
+    redis.call('SET', k, ARGV[4], 'PX', ARGV[3])
+  elseif redis.call('GET', k) == ARGV[4] then
+    if op == 'r' then
+      redis.call('DEL', k)
+    else
+      redis.call('PEXPIRE', k, ARGV[3])
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[5] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[5])
+end
 return {1, v + 1}
 "#;
+
+/// Tries of a commit whose claimed users' holders keep changing under it.
+const COMMIT_TRIES: usize = 8;
+
+/// KEYS: timers. ARGV: member, lease. Removes the timer if still leased until `lease`.
+const FINISH: &str = r"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+/// KEYS: the user's connections. ARGV: conn. Removes it; how many are left.
+const CONN_DOWN: &str = r"
+redis.call('SREM', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])
+";
 
 /// KEYS: timers. ARGV: now, lease until, max. Returns the due members, leased.
 const DUE: &str = r"
@@ -176,57 +218,120 @@ impl CallStore for RedisCalls {
         expected: u64,
         claims: &[String],
         releases: &[String],
+        record: Option<&str>,
     ) -> Result<Commit, StoreError> {
         let ttl = if call.state == CallState::Ended {
             ENDED_TTL_MS
         } else {
             LIVE_TTL_MS
         };
-        let mut ks = vec![keys::call(tenant, &call.id)];
-        let mut args = vec![
-            expected.to_string(),
-            serde_json::to_string(call)?,
-            ttl.to_string(),
-            call.id.clone(),
-            keys::call_prefix(tenant),
-        ];
-        let users: Vec<&String> = claims.iter().chain(releases).collect();
-        for u in claims {
-            ks.push(keys::user_call(tenant, u));
-            args.push("c".into());
+        // Holders kept by this call get their TTL refreshed with the call's.
+        let keeps: Vec<String> = call
+            .holders()
+            .into_iter()
+            .filter(|u| !claims.contains(u) && !releases.contains(u))
+            .collect();
+        let claim_keys: Vec<String> = claims.iter().map(|u| keys::user_call(tenant, u)).collect();
+        if record.is_some() {
+            // Before the commit, so a drainer finds the tenant even if this node dies
+            // right after it (and again after, in case a drainer emptied it meanwhile).
+            let _: i64 = self.client.sadd(keys::OUTBOX_TENANTS, tenant).await?;
         }
-        for u in releases {
-            ks.push(keys::user_call(tenant, u));
-            args.push("r".into());
-        }
-        let reply: Value = self.client.eval(COMMIT, ks, args).await?;
-        let Value::Array(parts) = reply else {
-            return Err(StoreError::Corrupt(format!(
-                "commit: unexpected reply {reply:?}"
-            )));
-        };
-        let mut it = parts.into_iter();
-        match it.next() {
-            Some(Value::Integer(1)) => {
-                let v = text(it.next().unwrap_or(Value::Null), "commit version")?;
-                Ok(Commit::Done(v.parse().unwrap_or(expected + 1)))
+        let doc = serde_json::to_string(call)?;
+        for _ in 0..COMMIT_TRIES {
+            let holders: Vec<Option<String>> = if claim_keys.is_empty() {
+                Vec::new()
+            } else {
+                self.client.mget(claim_keys.clone()).await?
+            };
+            let mut ks = vec![keys::call(tenant, &call.id), keys::outbox(tenant)];
+            ks.extend(claim_keys.iter().cloned());
+            ks.extend(releases.iter().map(|u| keys::user_call(tenant, u)));
+            ks.extend(keeps.iter().map(|u| keys::user_call(tenant, u)));
+            let n = ks.len() - 2;
+            let mut args = vec![
+                expected.to_string(),
+                doc.clone(),
+                ttl.to_string(),
+                call.id.clone(),
+                record.unwrap_or_default().to_owned(),
+                n.to_string(),
+                claims.len().to_string(),
+            ];
+            args.extend(claims.iter().map(|_| "c".to_owned()));
+            args.extend(releases.iter().map(|_| "r".to_owned()));
+            args.extend(keeps.iter().map(|_| "k".to_owned()));
+            for h in &holders {
+                // The holder's call key (or, for none, the call's own key: unread).
+                ks.push(match h {
+                    Some(c) => keys::call(tenant, c),
+                    None => keys::call(tenant, &call.id),
+                });
+                args.push(h.clone().unwrap_or_default());
             }
-            Some(Value::Integer(0)) => Ok(Commit::Stale),
-            Some(Value::Integer(-1)) => {
-                let idx = match it.next() {
-                    Some(Value::Integer(i)) => usize::try_from(i).unwrap_or(0),
-                    _ => 0,
-                };
-                let holder = text(it.next().unwrap_or(Value::Null), "commit holder")?;
-                Ok(Commit::Held {
-                    user: users.get(idx).map(|u| (*u).clone()).unwrap_or_default(),
-                    call_id: holder,
-                })
-            }
-            other => Err(StoreError::Corrupt(format!(
-                "commit: unexpected reply {other:?}"
-            ))),
+            let reply: Value = self.client.eval(COMMIT, ks, args).await?;
+            let Value::Array(parts) = reply else {
+                return Err(StoreError::Corrupt(format!(
+                    "commit: unexpected reply {reply:?}"
+                )));
+            };
+            let mut it = parts.into_iter();
+            return match it.next() {
+                Some(Value::Integer(1)) => {
+                    if record.is_some() {
+                        let _: i64 = self.client.sadd(keys::OUTBOX_TENANTS, tenant).await?;
+                    }
+                    let v = text(it.next().unwrap_or(Value::Null), "commit version")?;
+                    Ok(Commit::Done(v.parse().unwrap_or(expected + 1)))
+                }
+                Some(Value::Integer(0)) => Ok(Commit::Stale),
+                Some(Value::Integer(2)) => continue,
+                Some(Value::Integer(-1)) => {
+                    let idx = match it.next() {
+                        Some(Value::Integer(i)) => usize::try_from(i).unwrap_or(0),
+                        _ => 0,
+                    };
+                    let holder = text(it.next().unwrap_or(Value::Null), "commit holder")?;
+                    Ok(Commit::Held {
+                        user: claims.get(idx).cloned().unwrap_or_default(),
+                        call_id: holder,
+                    })
+                }
+                other => Err(StoreError::Corrupt(format!(
+                    "commit: unexpected reply {other:?}"
+                ))),
+            };
         }
+        Ok(Commit::Stale)
+    }
+
+    async fn outbox(&self, max: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let tenants: Vec<String> = self.client.smembers(keys::OUTBOX_TENANTS).await?;
+        let mut out = Vec::new();
+        for t in tenants {
+            if out.len() >= max {
+                break;
+            }
+            let key = keys::outbox(&t);
+            let take = i64::try_from(max - out.len()).unwrap_or(i64::MAX);
+            let recs: Vec<String> = self.client.lrange(&key, 0, take - 1).await?;
+            if recs.is_empty() {
+                // Drop the tenant from the index; put it back if a commit pushed since.
+                let _: i64 = self.client.srem(keys::OUTBOX_TENANTS, &t).await?;
+                let left: i64 = self.client.llen(&key).await?;
+                if left > 0 {
+                    let _: i64 = self.client.sadd(keys::OUTBOX_TENANTS, &t).await?;
+                }
+                continue;
+            }
+            out.extend(recs.into_iter().map(|r| (t.clone(), r)));
+        }
+        Ok(out)
+    }
+
+    async fn outbox_done(&self, tenant: &str, record: &str) -> Result<(), StoreError> {
+        let _: i64 = self.client.lrem(keys::outbox(tenant), 1, record).await?;
+        Ok(())
     }
 
     async fn user_call(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError> {
@@ -243,6 +348,23 @@ impl CallStore for RedisCalls {
                 false,
                 false,
                 (at_ms as f64, timer.member()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn leased(&self, timer: &Timer, lease_until: i64) -> Result<bool, StoreError> {
+        let score: Option<f64> = self.client.zscore(keys::TIMERS, timer.member()).await?;
+        Ok(score == Some(lease_until as f64))
+    }
+
+    async fn finish(&self, timer: &Timer, lease_until: i64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .eval(
+                FINISH,
+                vec![keys::TIMERS],
+                vec![timer.member(), lease_until.to_string()],
             )
             .await?;
         Ok(())
@@ -325,6 +447,11 @@ impl CallStore for RedisCalls {
         Ok(())
     }
 
+    async fn conn_count(&self, tenant: &str, user: &str) -> Result<usize, StoreError> {
+        let n: i64 = self.client.scard(keys::user_conns(tenant, user)).await?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     async fn conn_down(
         &self,
         tenant: &str,
@@ -332,28 +459,38 @@ impl CallStore for RedisCalls {
         conn: &str,
         node: &str,
     ) -> Result<usize, StoreError> {
-        let key = keys::user_conns(tenant, user);
-        let _: i64 = self.client.srem(&key, conn).await?;
+        let left: i64 = self
+            .client
+            .eval(
+                CONN_DOWN,
+                vec![keys::user_conns(tenant, user)],
+                vec![conn.to_owned()],
+            )
+            .await?;
         let _: i64 = self
             .client
             .srem(keys::node_conns(node), format!("{tenant}|{user}|{conn}"))
             .await?;
-        let left: i64 = self.client.scard(&key).await?;
         Ok(usize::try_from(left).unwrap_or(0))
     }
 
-    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<(), StoreError> {
-        let _: () = self
+    async fn heartbeat(&self, node: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let before: Option<String> = self
             .client
             .set(
                 keys::node_alive(node),
                 "1",
                 Some(Expiration::PX(ttl_ms.max(1))),
                 None,
-                false,
+                true,
             )
             .await?;
-        Ok(())
+        Ok(before.is_some())
+    }
+
+    async fn node_known(&self, node: &str) -> Result<bool, StoreError> {
+        let known: bool = self.client.sismember(keys::NODES, node).await?;
+        Ok(known)
     }
 
     async fn claim_dead_nodes(&self, me: &str) -> Result<Vec<String>, StoreError> {

@@ -1,4 +1,5 @@
-//! [`apply`] over every call state × event, for the actors that matter.
+//! [`apply`] over kind × call state × participant state × event, as one table; then the
+//! multi-step cases (timeouts due or not, the maximum, glare, busy) by hand.
 
 use super::*;
 
@@ -73,167 +74,289 @@ fn state_of(c: &Call, u: &str) -> PartState {
     c.participant(u).unwrap().state
 }
 
-// === direct, ringing ===
+// === the transition table ===
 
-#[test]
-fn direct_ringing_answer_by_callee_makes_it_active() {
-    let o = ok(&mk_direct(), answer("bob"), T0 + 5);
-    assert_eq!(o.call.state, CallState::Active);
-    assert_eq!(o.call.answered_at, Some(T0 + 5));
-    assert_eq!(state_of(&o.call, "bob"), PartState::Joined);
-    assert_eq!(o.notices, vec![Notice::Answered("bob".into())]);
-}
+/// Rules of the table: room for one more invite in every group fixture.
+const TABLE_RULES: Rules = Rules {
+    ringing_timeout_ms: 30_000,
+    max_participants: 5,
+};
 
-#[test]
-fn direct_ringing_caller_cannot_answer_or_reject() {
-    assert!(matches!(
-        refused(&mk_direct(), answer("alice")),
-        CallError::Conflict(_)
-    ));
-    assert!(matches!(
-        refused(&mk_direct(), reject("alice")),
-        CallError::Conflict(_)
-    ));
-}
-
-#[test]
-fn direct_ringing_reject_ends_as_rejected() {
-    let o = ok(&mk_direct(), reject("bob"), T0 + 5);
-    assert_eq!(o.call.state, CallState::Ended);
-    assert_eq!(o.call.end_reason, Some(EndReason::Rejected));
-    assert_eq!(state_of(&o.call, "bob"), PartState::Rejected);
-    assert_eq!(state_of(&o.call, "alice"), PartState::Left);
-    assert_eq!(
-        o.notices,
-        vec![
-            Notice::Rejected("bob".into()),
-            Notice::Ended(EndReason::Rejected)
-        ]
-    );
-}
-
-#[test]
-fn direct_ringing_hangup_by_either_side_ends_as_hangup() {
-    for u in ["alice", "bob"] {
-        let o = ok(&mk_direct(), hangup(u), T0 + 5);
-        assert_eq!(o.call.end_reason, Some(EndReason::Hangup), "{u}");
-        assert!(o.call.holders().is_empty());
-    }
-}
-
-#[test]
-fn direct_ringing_timeout_ends_as_timeout() {
-    let o = ok(&mk_direct(), timeout("bob"), LATER);
-    assert_eq!(o.call.end_reason, Some(EndReason::Timeout));
-    assert_eq!(o.call.ended_at, Some(LATER));
-    assert_eq!(o.notices, vec![Notice::Ended(EndReason::Timeout)]);
-}
-
-#[test]
-fn direct_ringing_disconnect_ends_as_disconnected() {
-    let o = ok(&mk_direct(), gone("alice"), T0 + 5);
-    assert_eq!(o.call.end_reason, Some(EndReason::Disconnected));
-}
-
-#[test]
-fn direct_calls_take_no_add_or_remove() {
-    for c in [mk_direct(), mk_active_direct()] {
-        assert!(matches!(
-            refused(&c, add("alice", "carol")),
-            CallError::BadRequest(_)
-        ));
-        assert!(matches!(
-            refused(&c, remove("alice", "bob")),
-            CallError::BadRequest(_)
-        ));
-    }
-}
-
-#[test]
-fn outsiders_are_refused_and_their_timers_do_nothing() {
-    for c in [
-        mk_direct(),
-        mk_active_direct(),
-        mk_group(),
-        mk_active_group(),
-    ] {
-        for ev in [
-            answer("eve"),
-            reject("eve"),
-            hangup("eve"),
-            add("eve", "x"),
-            remove("eve", "bob"),
-        ] {
-            assert_eq!(refused(&c, ev), CallError::NotParticipant);
+fn with_states(mut c: Call, states: &[(&str, PartState)]) -> Call {
+    for (u, st) in states {
+        let p = c.participant_mut(u).expect("fixture participant");
+        p.state = *st;
+        if matches!(st, PartState::Joined) {
+            p.joined_at = Some(T0 + 1);
         }
-        for ev in [timeout("eve"), gone("eve")] {
-            let o = ok(&c, ev, LATER);
-            assert_eq!(o.call, c);
-            assert!(o.notices.is_empty());
+        if matches!(st, PartState::Left | PartState::Rejected) {
+            p.left_at = Some(T0 + 2);
         }
     }
+    c
 }
 
-// === direct, active ===
+/// The fixtures: every reachable call state, with participants in every state.
+fn fixture(name: &str) -> Call {
+    let five: Vec<String> = ["bob", "carol", "dave", "erin"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let group = || Call::group("g".into(), "alice", &five, Media::Video, T0, &TABLE_RULES).unwrap();
+    let activate = |mut c: Call| {
+        c.state = CallState::Active;
+        c.answered_at = Some(T0 + 1);
+        c
+    };
+    match name {
+        "direct ringing" => mk_direct(),
+        "direct active" => mk_active_direct(),
+        "direct ended" => ok(&mk_direct(), hangup("alice"), T0 + 1).call,
+        // alice (initiator) joined, bob and carol ringing, dave left, erin rejected.
+        "group ringing" => with_states(
+            group(),
+            &[("dave", PartState::Left), ("erin", PartState::Rejected)],
+        ),
+        // alice (initiator) and bob joined, carol ringing, dave left, erin rejected.
+        "group active" => activate(with_states(
+            group(),
+            &[
+                ("bob", PartState::Joined),
+                ("dave", PartState::Left),
+                ("erin", PartState::Rejected),
+            ],
+        )),
+        // The initiator left; bob and carol joined, dave ringing.
+        "group active, initiator left" => activate(with_states(
+            group(),
+            &[
+                ("alice", PartState::Left),
+                ("bob", PartState::Joined),
+                ("carol", PartState::Joined),
+                ("erin", PartState::Rejected),
+            ],
+        )),
+        "group ended" => {
+            let mut c = activate(group());
+            end(&mut c, EndReason::AllLeft, T0 + 3);
+            c
+        }
+        other => panic!("no fixture {other}"),
+    }
+}
 
-#[test]
-fn direct_active_answer_and_reject_conflict() {
-    let c = mk_active_direct();
-    for ev in [answer("bob"), reject("bob"), answer("alice")] {
-        assert!(matches!(refused(&c, ev), CallError::Conflict(_)));
+/// Events, in the table's column order: the actor's answer, reject, hangup, ring
+/// timeout (due), disconnect, add of a newcomer, remove of another live participant,
+/// remove of themselves.
+const COLUMNS: [&str; 8] = [
+    "answer",
+    "reject",
+    "hangup",
+    "timeout",
+    "gone",
+    "add",
+    "remove other",
+    "remove self",
+];
+
+fn column_event(c: &Call, col: usize, actor: &str) -> (Event, String) {
+    let other = c
+        .participants
+        .iter()
+        .find(|p| p.user_id != actor && matches!(p.state, PartState::Ringing | PartState::Joined))
+        .map_or("bob".to_owned(), |p| p.user_id.clone());
+    let a = actor.to_owned();
+    match col {
+        0 => (answer(actor), a),
+        1 => (reject(actor), a),
+        2 => (hangup(actor), a),
+        3 => (timeout(actor), a),
+        4 => (gone(actor), a),
+        5 => (add(actor, "zed"), "zed".into()),
+        6 => (remove(actor, &other), other),
+        _ => (remove(actor, actor), a),
+    }
+}
+
+fn name_of<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One cell: `E:<error>`, `=` (a timer with nothing to do), or
+/// `<call state>/<subject's state>[/<end reason>]`, the subject being the actor or, for
+/// add and remove, the target.
+fn cell(c: &Call, col: usize, actor: &str) -> String {
+    let (ev, subject) = column_event(c, col, actor);
+    match apply(c, &ev, LATER, &TABLE_RULES) {
+        Err(e) => match e {
+            CallError::NotParticipant => "E:notp",
+            CallError::Ended => "E:ended",
+            CallError::Conflict(_) => "E:conflict",
+            CallError::Forbidden(_) => "E:forbidden",
+            CallError::BadRequest(_) => "E:bad",
+        }
+        .to_owned(),
+        Ok(o) if o.call == *c => {
+            assert!(o.notices.is_empty(), "unchanged but announced: {ev:?}");
+            "=".to_owned()
+        }
+        Ok(o) => {
+            // Invariants of every change: an end is announced once, with its reason;
+            // holders are live participants only.
+            let ends: Vec<_> = o
+                .notices
+                .iter()
+                .filter_map(|n| match n {
+                    Notice::Ended(r) => Some(*r),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                ends,
+                o.call.end_reason.into_iter().collect::<Vec<_>>(),
+                "{ev:?}"
+            );
+            assert_eq!(o.call.state == CallState::Ended, o.call.ended_at.is_some());
+            for h in o.call.holders() {
+                assert!(o.call.is_live_participant(&h), "{h} holds but left: {ev:?}");
+            }
+            let mut out = format!(
+                "{}/{}",
+                name_of(o.call.state),
+                o.call
+                    .participant(&subject)
+                    .map_or(String::new(), |p| name_of(p.state))
+            );
+            if let Some(r) = o.call.end_reason {
+                out.push('/');
+                out.push_str(r.as_str());
+            }
+            out
+        }
     }
 }
 
 #[test]
-fn direct_active_hangup_and_disconnect_end_it() {
-    let c = mk_active_direct();
-    let o = ok(&c, hangup("bob"), T0 + 60_000);
-    assert_eq!(o.call.end_reason, Some(EndReason::Hangup));
-    assert_eq!(
-        o.call.participant("bob").unwrap().left_at,
-        Some(T0 + 60_000)
-    );
-    assert_eq!(o.call.participant("bob").unwrap().joined_at, Some(T0 + 5));
-    let o = ok(&c, gone("alice"), T0 + 60_000);
-    assert_eq!(o.call.end_reason, Some(EndReason::Disconnected));
-}
-
-#[test]
-fn direct_active_ring_timeout_is_a_no_op() {
-    let c = mk_active_direct();
-    let o = ok(&c, timeout("bob"), LATER);
-    assert_eq!(o.call, c);
-    assert!(o.notices.is_empty());
-}
-
-// === ended (both kinds) ===
-
-#[test]
-fn ended_calls_refuse_requests_and_ignore_timers() {
-    let ended = [
-        ok(&mk_direct(), hangup("alice"), T0 + 1).call,
-        ok(
-            &ok(&mk_active_group(), reject("carol"), T0 + 8).call,
-            hangup("alice"),
-            T0 + 9,
-        )
-        .call,
+fn transition_table() {
+    const NOTP: [&str; 8] = [
+        "E:notp", "E:notp", "E:notp", "=", "=", "E:notp", "E:notp", "E:notp",
     ];
-    for c in &ended {
-        for ev in [
-            answer("bob"),
-            reject("bob"),
-            hangup("bob"),
-            add("alice", "dave"),
-            remove("alice", "bob"),
-        ] {
-            assert_eq!(refused(c, ev), CallError::Ended);
+    const ENDED: [&str; 8] = [
+        "E:ended", "E:ended", "E:ended", "=", "=", "E:ended", "E:ended", "E:ended",
+    ];
+    const GONE: [&str; 8] = [
+        "E:conflict",
+        "E:conflict",
+        "E:conflict",
+        "=",
+        "=",
+        "E:forbidden",
+        "E:forbidden",
+        "E:conflict",
+    ];
+    #[rustfmt::skip]
+    let table: &[(&str, &str, [&str; 8])] = &[
+        // fixture, actor (their state), then one cell per column of COLUMNS.
+        ("direct ringing", "alice", [
+            "E:conflict", "E:conflict", "ended/left/hangup", "=",
+            "ended/left/disconnected", "E:bad", "E:bad", "E:bad",
+        ]),
+        ("direct ringing", "bob", [
+            "active/joined", "ended/rejected/rejected", "ended/rejected/rejected",
+            "ended/left/timeout", "ended/left/disconnected", "E:bad", "E:bad", "E:bad",
+        ]),
+        ("direct ringing", "eve", NOTP),
+        ("direct active", "alice", [
+            "E:conflict", "E:conflict", "ended/left/hangup", "=",
+            "ended/left/disconnected", "E:bad", "E:bad", "E:bad",
+        ]),
+        ("direct active", "bob", [
+            "E:conflict", "E:conflict", "ended/left/hangup", "=",
+            "ended/left/disconnected", "E:bad", "E:bad", "E:bad",
+        ]),
+        ("direct active", "eve", NOTP),
+        ("direct ended", "alice", ENDED),
+        ("direct ended", "bob", ENDED),
+        ("direct ended", "eve", ENDED),
+        ("group ringing", "alice", [
+            "E:conflict", "E:conflict", "ended/left/all_left", "=",
+            "ended/left/all_left", "ringing/ringing", "ringing/left", "ended/left/all_left",
+        ]),
+        ("group ringing", "bob", [
+            "active/joined", "ringing/rejected", "ringing/rejected", "ringing/left",
+            "ringing/left", "E:forbidden", "E:forbidden", "ringing/left",
+        ]),
+        ("group ringing", "dave", GONE),
+        ("group ringing", "erin", GONE),
+        ("group ringing", "eve", NOTP),
+        ("group active", "alice", [
+            "E:conflict", "E:conflict", "active/left", "=", "active/left",
+            "active/ringing", "active/left", "active/left",
+        ]),
+        ("group active", "bob", [
+            "E:conflict", "E:conflict", "active/left", "=", "active/left",
+            "active/ringing", "E:forbidden", "active/left",
+        ]),
+        ("group active", "carol", [
+            "active/joined", "active/rejected", "active/rejected", "active/left",
+            "active/left", "E:forbidden", "E:forbidden", "active/left",
+        ]),
+        ("group active", "dave", GONE),
+        ("group active", "erin", GONE),
+        ("group active", "eve", NOTP),
+        // An initiator who left removes nobody.
+        ("group active, initiator left", "alice", GONE),
+        ("group active, initiator left", "dave", [
+            "active/joined", "active/rejected", "active/rejected", "active/left",
+            "active/left", "E:forbidden", "E:forbidden", "active/left",
+        ]),
+        ("group ended", "alice", ENDED),
+        ("group ended", "bob", ENDED),
+        ("group ended", "eve", ENDED),
+    ];
+    let mut wrong = Vec::new();
+    for (fx, actor, want) in table {
+        let c = fixture(fx);
+        for (col, want) in want.iter().enumerate() {
+            let got = cell(&c, col, actor);
+            if got != *want {
+                wrong.push(format!(
+                    "{fx}, {actor} ({}), {}: want {want}, got {got}",
+                    c.participant(actor)
+                        .map_or("outsider".into(), |p| name_of(p.state)),
+                    COLUMNS[col]
+                ));
+            }
         }
-        for ev in [timeout("bob"), gone("bob")] {
-            let o = ok(c, ev, LATER);
-            assert_eq!(&o.call, c);
-            assert!(o.notices.is_empty());
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // Every kind, call state and participant state appears in the table.
+    let mut seen = BTreeSet::new();
+    for (fx, actor, _) in table {
+        let c = fixture(fx);
+        let p = c
+            .participant(actor)
+            .map_or("outsider".into(), |p| name_of(p.state));
+        seen.insert((name_of(c.kind), name_of(c.state), p));
+    }
+    for kind in ["direct", "group"] {
+        for st in ["ringing", "active", "ended"] {
+            assert!(
+                seen.iter().any(|(k, s, _)| k == kind && s == st),
+                "{kind} {st}"
+            );
         }
+    }
+    for p in ["ringing", "joined", "left", "rejected", "outsider"] {
+        assert!(seen.iter().any(|(_, _, x)| x == p), "participant {p}");
     }
 }
 
@@ -259,64 +382,6 @@ fn group_creation_checks_participants() {
     ));
     let c = mk_group();
     assert_eq!(c.holders(), BTreeSet::from(["alice".to_owned()]));
-}
-
-#[test]
-fn group_answer_joins_and_activates() {
-    let o = ok(&mk_group(), answer("bob"), T0 + 5);
-    assert_eq!(o.call.state, CallState::Active);
-    assert_eq!(o.notices, vec![Notice::Joined("bob".into())]);
-    assert_eq!(o.call.holders().len(), 2);
-    let o = ok(&o.call, answer("carol"), T0 + 6);
-    assert_eq!(o.call.answered_at, Some(T0 + 5));
-    assert!(matches!(
-        refused(&o.call, answer("carol")),
-        CallError::Conflict(_)
-    ));
-}
-
-#[test]
-fn group_reject_leaves_the_rest_ringing_until_too_few_remain() {
-    let o = ok(&mk_group(), reject("bob"), T0 + 5);
-    assert_eq!(o.call.state, CallState::Ringing);
-    assert_eq!(o.notices, vec![Notice::Rejected("bob".into())]);
-    let o = ok(&o.call, reject("carol"), T0 + 6);
-    assert_eq!(o.call.end_reason, Some(EndReason::AllLeft));
-    assert!(matches!(
-        refused(&mk_active_group(), reject("bob")),
-        CallError::Conflict(_)
-    ));
-}
-
-#[test]
-fn group_hangup_ends_as_all_left_below_two() {
-    let c = ok(&mk_active_group(), reject("carol"), T0 + 6).call;
-    assert_eq!(c.state, CallState::Active);
-    let o = ok(&c, hangup("bob"), T0 + 7);
-    assert_eq!(o.call.end_reason, Some(EndReason::AllLeft));
-    assert_eq!(
-        o.notices,
-        vec![
-            Notice::Left("bob".into()),
-            Notice::Ended(EndReason::AllLeft)
-        ]
-    );
-}
-
-#[test]
-fn group_initiator_leaving_alone_with_ringers_ends_it() {
-    let o = ok(&mk_group(), hangup("alice"), T0 + 1);
-    assert_eq!(o.call.end_reason, Some(EndReason::AllLeft));
-}
-
-#[test]
-fn group_disconnect_is_a_leave() {
-    let c = ok(&mk_active_group(), answer("carol"), T0 + 6).call;
-    let o = ok(&c, gone("carol"), T0 + 9);
-    assert_eq!(o.call.state, CallState::Active);
-    assert_eq!(state_of(&o.call, "carol"), PartState::Left);
-    let again = ok(&o.call, gone("carol"), T0 + 10);
-    assert!(again.notices.is_empty());
 }
 
 #[test]
@@ -365,23 +430,6 @@ fn group_add_invites_and_respects_the_maximum() {
     assert_eq!(back.call.participant("dave").unwrap().invited_at, T0 + 9);
 }
 
-#[test]
-fn group_remove_by_initiator_or_self_only() {
-    let c = ok(&mk_active_group(), answer("carol"), T0 + 6).call;
-    assert!(matches!(
-        refused(&c, remove("bob", "carol")),
-        CallError::Forbidden(_)
-    ));
-    let o = ok(&c, remove("alice", "carol"), T0 + 7);
-    assert_eq!(o.notices, vec![Notice::Left("carol".into())]);
-    assert!(matches!(
-        refused(&o.call, remove("alice", "carol")),
-        CallError::Conflict(_)
-    ));
-    let o = ok(&c, remove("bob", "bob"), T0 + 7);
-    assert_eq!(state_of(&o.call, "bob"), PartState::Left);
-}
-
 // === glare, busy, holders, timers ===
 
 #[test]
@@ -423,4 +471,45 @@ fn serialized_call_matches_the_protocol() {
     assert!(v.get("ended_at").is_none());
     let v = serde_json::to_value(ok(&mk_direct(), reject("bob"), T0 + 1).call).unwrap();
     assert_eq!(v["end_reason"], "rejected");
+}
+
+// === memory bounds ===
+
+#[tokio::test]
+async fn memory_calls_refuse_new_calls_when_full_of_live_ones_and_keep_live_samples() {
+    let s = MemoryCalls::default();
+    let q = Sample {
+        latency_ms: 1.0,
+        packet_loss_percentage: 0.0,
+        jitter_ms: 1.0,
+        bitrate_kbps: 100.0,
+    };
+    for i in 0..MAX_MEMORY_CALLS {
+        let c = Call::direct(format!("c{i}"), "a", "b", Media::Audio, T0);
+        assert_eq!(
+            s.commit("t", &c, 0, &[], &[], None).await.unwrap(),
+            Commit::Done(1)
+        );
+        s.add_sample("t", &c.id, &q).await.unwrap();
+    }
+    let extra = Call::direct("extra".into(), "a", "b", Media::Audio, T0);
+    assert_eq!(
+        s.commit("t", &extra, 0, &[], &[], None).await.unwrap(),
+        Commit::Full,
+        "every call is live: refused, not dropped"
+    );
+    assert!(s.load("t", "c0").await.unwrap().is_some());
+    // One ends: its place (and its samples') can be taken; live calls keep theirs.
+    let ended = Call::direct("c0".into(), "a", "b", Media::Audio, T0).busy(T0 + 1);
+    assert_eq!(
+        s.commit("t", &ended, 1, &[], &[], None).await.unwrap(),
+        Commit::Done(2)
+    );
+    assert_eq!(
+        s.commit("t", &extra, 0, &[], &[], None).await.unwrap(),
+        Commit::Done(1)
+    );
+    s.add_sample("t", "extra", &q).await.unwrap();
+    assert_eq!(s.samples("t", Some("c1")).await.unwrap(), vec![q]);
+    assert_eq!(s.samples("t", Some("extra")).await.unwrap(), vec![q]);
 }

@@ -313,14 +313,19 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     bob.ok("call:hangup", json!({ "call_id": id })).await;
     alice.expect("call:ended").await;
 
+    // call:ended does not wait for the write: the record follows through the outbox.
     let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
     let db = client.database(&database);
     let calls = db.collection::<Document>("calls");
-    let rec = calls
-        .find_one(doc! { "_id": &id })
-        .await
-        .unwrap()
-        .expect("the call document");
+    let mut rec = None;
+    for _ in 0..50 {
+        rec = calls.find_one(doc! { "_id": &id }).await.unwrap();
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rec = rec.expect("the call document");
     assert_eq!(rec.get_str("tenant").unwrap(), tenant);
     assert_eq!(rec.get_str("end_reason").unwrap(), "hangup");
     assert_eq!(rec.get_str("kind").unwrap(), "direct");
@@ -388,6 +393,7 @@ const KEYS: &[&str] = &[
     "bitrate_kbps",
     "limit",
     "before",
+    "before_id",
 ];
 
 fn embedded_config() -> DataplaneConfig {
@@ -395,7 +401,13 @@ fn embedded_config() -> DataplaneConfig {
     cfg.calls.ringing_timeout = HumanDuration(Duration::from_secs(1));
     // The fuzzer sends fast; it is not testing the limiter.
     for b in [&mut cfg.limits.per_socket, &mut cfg.limits.per_user] {
-        for bucket in [&mut b.message, &mut b.typing, &mut b.read, &mut b.room] {
+        for bucket in [
+            &mut b.message,
+            &mut b.typing,
+            &mut b.read,
+            &mut b.room,
+            &mut b.signal,
+        ] {
             bucket.rate = 10_000.0;
             bucket.burst = 10_000;
         }
@@ -457,4 +469,222 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
         200
     );
     alice.ok("webrtc:get-ice-servers", json!({})).await;
+}
+
+/// Pages of `call:history` in MongoDB do not skip calls created in the same millisecond.
+#[tokio::test]
+async fn mongodb_history_pages_break_created_at_ties_by_id() {
+    use switchboard_dataplane::calls::history::{CallHistory, CallRecord, Cursor, MongoHistory};
+    use switchboard_dataplane::calls::quality::Summary;
+    use switchboard_dataplane::calls::{Call, Media};
+    let Some(mongo) = env("SWITCHBOARD_TEST_MONGODB_URI") else {
+        return;
+    };
+    let database = unique("sb_page").replace('-', "_");
+    let h = MongoHistory::connect(&mongo, &database).await.unwrap();
+    let tenant = unique("t");
+    for id in ["c_a", "c_b", "c_c", "c_d"] {
+        let c = Call::direct(id.into(), "alice", "bob", Media::Audio, 100).busy(100);
+        h.record(&CallRecord::of(&tenant, &c, Summary::default()))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = h.list(&tenant, "bob", 3, cursor.as_ref()).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(Cursor {
+            created_at: last.created_at,
+            id: Some(last.id.clone()),
+        });
+        seen.extend(page.iter().map(|r| r.id.clone()));
+    }
+    assert_eq!(seen, ["c_d", "c_c", "c_b", "c_a"]);
+    assert!(
+        h.list(&unique("t"), "bob", 10, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant sees none"
+    );
+    let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    client.database(&database).drop().await.unwrap();
+}
+
+/// Default limits: a mesh peer's signaling burst (an offer and 20 candidates for each of
+/// 7 others) all goes through, and reads still have their own budget afterwards.
+#[tokio::test]
+async fn a_mesh_peers_signaling_burst_fits_the_default_limits() {
+    let node = start(mk_config()).await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&node, &tenant, "alice").await;
+    let bob = webrtc_user(&node, &tenant, "bob").await;
+    let id = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "video" }),
+        )
+        .await["call"]["id"]
+        .clone();
+    bob.ok("call:answer", json!({ "call_id": id })).await;
+    for i in 0..7 {
+        alice
+            .ok(
+                "webrtc:offer",
+                json!({ "call_id": id, "to_user_id": "bob", "sdp": format!("v=0 {i}") }),
+            )
+            .await;
+        for j in 0..20 {
+            let c = json!({ "candidate": format!("candidate:{i} {j} udp 1 10.0.0.1 9 typ host") });
+            alice
+                .ok(
+                    "webrtc:ice-candidate",
+                    json!({ "call_id": id, "to_user_id": "bob", "candidate": c }),
+                )
+                .await;
+        }
+    }
+    for _ in 0..30 {
+        alice.ok("call:history", json!({})).await;
+    }
+}
+
+// === history outbox: MongoDB down, the ending node killed ===
+
+/// A TCP proxy in front of the MongoDB server that can be cut (open connections dropped,
+/// new ones refused) and restored.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (u, c) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !u.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(h);
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn an_ended_call_reaches_mongodb_after_an_outage_though_its_node_was_killed() {
+    let (Some(url), Some(mongo)) = (redis_url(), env("SWITCHBOARD_TEST_MONGODB_URI")) else {
+        return;
+    };
+    // mongodb://host:port/...: one plain host, which the proxy stands in for.
+    let rest = mongo.trim_start_matches("mongodb://");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains([',', '@']) || !mongo.starts_with("mongodb://") {
+        eprintln!("skipped: the proxy needs a single-host mongodb:// URI without credentials");
+        return;
+    }
+    let _one_at_a_time = SHARED_REDIS.lock().await;
+    let proxy = Proxy::start(authority.to_owned()).await;
+    let proxied = format!("mongodb://{}{tail}", proxy.addr);
+    let database = unique("sb_outbox").replace('-', "_");
+
+    let mut doomed = spawn_node(
+        &url,
+        &unique("doomed"),
+        &[
+            ("SWITCHBOARD_MONGODB_URI", proxied.as_str()),
+            ("SWITCHBOARD_MONGODB_DATABASE", database.as_str()),
+        ],
+    )
+    .await;
+    let mut cfg = redis_node_config(&url, Duration::from_secs(30));
+    cfg.calls.mongodb_uri = Some(proxied.clone());
+    cfg.calls.mongodb_database = database.clone();
+    let survivor = start(cfg).await;
+    let tenant = unique("t");
+    let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
+    let bob = webrtc_user(&survivor, &tenant, "bob").await;
+    let id = alice
+        .ok(
+            "call:initiate",
+            json!({ "callee_id": "bob", "media_type": "audio" }),
+        )
+        .await["call"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.expect("call:incoming").await;
+    bob.ok("call:answer", json!({ "call_id": id })).await;
+
+    proxy.cut();
+    let t0 = tokio::time::Instant::now();
+    alice.ok("call:hangup", json!({ "call_id": id })).await;
+    let ended = bob.expect("call:ended").await;
+    assert_eq!(ended["reason"], "hangup");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "call:ended waited for the database: {:?}",
+        t0.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.child.kill().unwrap(); // the node that ended the call never writes it
+    let _ = doomed.child.wait();
+
+    let direct = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    let calls = direct.database(&database).collection::<Document>("calls");
+    assert!(
+        calls.find_one(doc! { "_id": &id }).await.unwrap().is_none(),
+        "written while the database was cut off?"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    let t1 = tokio::time::Instant::now();
+    let mut rec = None;
+    while t1.elapsed() < Duration::from_secs(30) {
+        rec = calls.find_one(doc! { "_id": &id }).await.unwrap();
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rec = rec.expect("the surviving node drained the outbox");
+    assert_eq!(rec.get_str("end_reason").unwrap(), "hangup");
+    assert_eq!(rec.get_str("tenant").unwrap(), tenant);
+    assert_eq!(calls.count_documents(doc! { "_id": &id }).await.unwrap(), 1);
+    eprintln!(
+        "history record written {:?} after the database came back (ending node SIGKILLed)",
+        t1.elapsed()
+    );
+    assert_eq!(
+        bob.ok("call:history", json!({})).await["calls"][0]["id"],
+        json!(id)
+    );
+    direct.database(&database).drop().await.unwrap();
 }

@@ -127,7 +127,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 pub fn switchboard_config() -> String {
     let bucket = "{rate: 1000000, burst: 1000000}";
     let classes = format!(
-        "    message: {bucket}\n    typing: {bucket}\n    read: {bucket}\n    room: {bucket}\n"
+        "    message: {bucket}\n    typing: {bucket}\n    read: {bucket}\n    room: {bucket}\n    signal: {bucket}\n"
     );
     format!(
         "# written by switchboard-bench: limits out of the way\nlimits:\n  per_socket:\n{classes}  per_user:\n{classes}  abuse_threshold: 1000000\n"
