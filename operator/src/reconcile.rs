@@ -26,7 +26,7 @@ use serde_json::json;
 use switchboard_crds::cluster::{RealtimeCluster, RealtimeClusterStatus, RedisMode, TurnStatus};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::apply::{Applied, apply, delete_owned};
+use crate::apply::{Applied, apply, controlled_by, delete_owned};
 use crate::checks::spec_problems;
 use crate::children::meta::{FIELD_MANAGER, Names};
 use crate::children::turn::{TurnChange, TurnSecretState, next_state};
@@ -137,6 +137,7 @@ fn prunable(names: &Names) -> Vec<(ApiResource, String)> {
         ar(ApiResource::erase::<Deployment>(&()), names.worker()),
         ar(ApiResource::erase::<StatefulSet>(&()), names.redis()),
         ar(ApiResource::erase::<Service>(&()), names.redis()),
+        ar(ApiResource::erase::<Service>(&()), names.redis_headless()),
         ar(ApiResource::erase::<Secret>(&()), names.turn_secret()),
         ar(monitor::resource(), names.instance.clone()),
     ]
@@ -152,6 +153,11 @@ fn random_secret() -> String {
 #[tracing::instrument(skip_all, fields(cluster = %rc.name_any(), namespace = rc.namespace().unwrap_or_default()))]
 pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    if rc.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children; re-creating them
+        // now would only race it.
+        return Ok(Action::await_change());
+    }
     let names = Names::of(&rc)?;
     let ns = names.namespace.clone();
     let client = &ctx.client;
@@ -159,6 +165,8 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     let mut recheck = RESYNC;
 
     // Secrets the spec references: their absence is reported, not fatal.
+    // Read by name (`get`): the operator neither lists nor watches Secrets. A rotation
+    // of one reaches the pods (through the secrets hash) at the next reconcile.
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut secrets = BTreeMap::new();
     for (_, r) in config::referenced_secrets(&rc) {
@@ -166,8 +174,17 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             secrets.insert(r.name.clone(), secrets_api.get_opt(&r.name).await?);
         }
     }
+    let secret_data: config::SecretData = config::referenced_secrets(&rc)
+        .into_iter()
+        .filter_map(|(_, r)| {
+            let s = secrets.get(&r.name)?.as_ref()?;
+            let v = s.data.as_ref()?.get(&r.key)?;
+            Some(((r.name.clone(), r.key.clone()), v.0.clone()))
+        })
+        .collect();
 
     // The TURN secret: generated once, rotated on schedule.
+    let mut turn_change = None;
     let turn_state = match &rc.spec.turn {
         Some(spec) => {
             let existing = secrets_api
@@ -177,32 +194,16 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
                 .and_then(TurnSecretState::from_secret);
             let d = next_state(existing, spec, now, random_secret);
             recheck = recheck.min(d.recheck_in);
-            match d.change {
-                TurnChange::Rotated => {
-                    ctx.event(
-                        &rc,
-                        EventType::Normal,
-                        "TurnSecretRotated",
-                        format!(
-                            "rotated Secret {}; the previous secret stays valid until {}",
-                            names.turn_secret(),
-                            d.state.previous_valid_until.clone().unwrap_or_default()
-                        ),
-                    )
-                    .await
-                }
-                TurnChange::PreviousExpired => info!(
-                    cluster = %names.instance,
-                    "previous TURN secret expired"
-                ),
-                TurnChange::Created | TurnChange::Unchanged => {}
+            if d.change == TurnChange::PreviousExpired {
+                info!(cluster = %names.instance, "previous TURN secret expired");
             }
+            turn_change = Some((d.change, d.state.previous_valid_until.clone()));
             Some(d.state)
         }
         None => None,
     };
 
-    let problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
+    let mut problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
 
     let wants_monitor = rc
         .spec
@@ -215,17 +216,56 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             .await?
             .is_some();
 
+    if wants_monitor && !service_monitor_crd {
+        problems.push(format!(
+            "spec.monitoring.serviceMonitor: the ServiceMonitor CRD ({}) is not installed; install the Prometheus Operator or turn this off",
+            monitor::CRD_NAME
+        ));
+    }
+
     let observed = Observed {
         turn: turn_state.clone(),
         service_monitor_crd,
+        secret_data,
     };
     let desired = children::desired(&rc, &observed)?;
+    let owner_uid = rc.uid().unwrap_or_default();
+
+    // Autoscaling just switched on: hand `replicas` to another field manager first, so
+    // the apply that stops setting it does not reset the Deployment to one replica.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    if let Some(live) = deployments.get_opt(&names.socket()).await?
+        && controlled_by(&live.metadata, &owner_uid)
+        && let Some(patch) = socket::replicas_handoff(&rc, &live)
+    {
+        deployments
+            .patch(
+                &names.socket(),
+                &PatchParams::apply(socket::HANDOFF_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        ctx.metrics.write("Deployment", "update");
+    }
 
     let mut created = Vec::new();
     let mut updated = Vec::new();
+    let mut conflicts = Vec::new();
     let mut apply_errors = Vec::new();
+    let mut turn_secret_applied = false;
     for d in &desired {
-        match apply(client, &ns, d).await {
+        let result = apply(client, &ns, d, &owner_uid).await;
+        if d.resource.kind == "Secret" && d.name == names.turn_secret() {
+            turn_secret_applied = matches!(
+                result,
+                Ok(Applied::Created | Applied::Updated | Applied::Unchanged)
+            );
+        }
+        match result {
+            Ok(Applied::NameConflict) => {
+                warn!(child = %d.label(), "an object of this name exists and is not ours; left alone");
+                conflicts.push(d.label());
+            }
             Ok(Applied::Unchanged) => {}
             Ok(Applied::Created) => {
                 ctx.metrics.write(&d.resource.kind, "create");
@@ -241,7 +281,22 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             }
         }
     }
-    let owner_uid = rc.uid().unwrap_or_default();
+    // Announce a rotation only once the new secret is stored.
+    if let Some((TurnChange::Rotated, until)) = &turn_change
+        && turn_secret_applied
+    {
+        ctx.event(
+            &rc,
+            EventType::Normal,
+            "TurnSecretRotated",
+            format!(
+                "rotated Secret {}; the previous secret stays valid until {}",
+                names.turn_secret(),
+                until.clone().unwrap_or_default()
+            ),
+        )
+        .await;
+    }
     let mut deleted = Vec::new();
     for (resource, name) in prunable(&names) {
         let wanted = desired
@@ -272,7 +327,6 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     }
 
     // Status from the children's status.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let socket = deployments
         .get_opt(&names.socket())
         .await?
@@ -317,6 +371,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
         config_hash: config::render(&rc, &names)?.hash,
         spec_problems: problems,
         apply_errors: apply_errors.clone(),
+        name_conflicts: conflicts,
     };
     let previous = rc.status.as_ref();
     let status = decide(&facts, previous, now);
@@ -402,7 +457,6 @@ pub async fn run_controller(
         watcher::Config::default(),
     )
     .owns(api::<ConfigMap>(&client, namespace), owned())
-    .owns(api::<Secret>(&client, namespace), owned())
     .owns(api::<ServiceAccount>(&client, namespace), owned())
     .owns(api::<Deployment>(&client, namespace), owned())
     .owns(api::<StatefulSet>(&client, namespace), owned())

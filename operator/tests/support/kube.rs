@@ -13,9 +13,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
-use switchboard_crds::cluster::RealtimeCluster;
 use switchboard_operator::metrics::Metrics;
 use switchboard_operator::reconcile::{Context, run_controller};
 pub use switchboard_smoke::kube::{client, delete_namespace, eventually, fresh_namespace};
@@ -29,7 +28,7 @@ pub fn repo() -> PathBuf {
 /// Install (or update) the RealtimeCluster CRD and wait until it is served.
 pub async fn install_crd(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = RealtimeCluster::crd();
+    let crd = switchboard_crds::crd();
     let name = crd.metadata.name.clone().context("CRD without a name")?;
     crds.patch(
         &name,
