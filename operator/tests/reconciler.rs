@@ -418,6 +418,16 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
             "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {urls: [\"turn:x\"], credentialTTL: soon}\n",
             "spec.turn.credentialTTL",
         ),
+        // Matches the old `^[0-9]+(ms|s|m|h|d)$` but overflows u64: stored, it would have
+        // broken the operator's list of every cluster.
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {urls: [\"turn:x\"], credentialTTL: 99999999999999999999s}\n",
+            "spec.turn.credentialTTL",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {managed: {storage: lots}}\n",
+            "spec.redis.managed.storage",
+        ),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let manifest = format!(
@@ -428,6 +438,34 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
         assert!(!out.status.success(), "case {i} was accepted:\n{manifest}");
         assert!(stderr.contains(message), "case {i}: {stderr}");
     }
+    // A name too long for its children's names (`<name>-socket-headless` > 63).
+    let long = "n".repeat(41);
+    let manifest = format!(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: {long}\nspec:\n  auth: {{jwt: {{secretRef: {{name: a, key: b}}}}}}\n"
+    );
+    let out = kubectl(&["-n", &ns, "apply", "-f", "-"], Some(&manifest))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 41-character name was accepted");
+    assert!(
+        stderr.contains("metadata.name: must be a DNS label"),
+        "{stderr}"
+    );
+    // The Redis volume size cannot change once the StatefulSet exists.
+    let sized = "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: sized\nspec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {managed: {storage: 1Gi}}\n";
+    apply_manifest(&ns, sized)?;
+    let out = kubectl(
+        &["-n", &ns, "apply", "-f", "-"],
+        Some(&sized.replace("1Gi", "2Gi")),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a storage change was accepted");
+    assert!(
+        stderr.contains("spec.redis.managed.storage is immutable"),
+        "{stderr}"
+    );
+    Api::<RealtimeCluster>::namespaced(client.clone(), &ns)
+        .delete("sized", &DeleteParams::default())
+        .await?;
     // `kubectl explain` documents the fields from the Rust doc comments.
     let out = kubectl(
         &["explain", "realtimecluster.spec.turn.rotationInterval"],
@@ -438,10 +476,15 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
         text.contains("How often the operator replaces the shared secret"),
         "{text}"
     );
-    let left = Api::<RealtimeCluster>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
-    assert!(left.items.is_empty());
+    let clusters = Api::<RealtimeCluster>::namespaced(client.clone(), &ns);
+    eventually("only refused clusters", Duration::from_secs(30), || async {
+        Ok(clusters
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty())
+    })
+    .await?;
     delete_namespace(&client, &ns).await;
     Ok(())
 }
@@ -488,6 +531,13 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
     ] {
         create_secret(&client, &ns, name, key, value).await?;
     }
+    let tokens: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "chat-tokens"},
+        "stringData": {"admin": "an-admin-token", "service": "a-service-token"}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&kube::api::PostParams::default(), &tokens)
+        .await?;
     // The full sample: external Redis, TURN with coturn, workers, HPA, Ingress.
     apply_manifest(&ns, &sample("full.yaml"))?;
     let counter = RequestCounter::default();
@@ -779,8 +829,185 @@ async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> 
         "{}",
         degraded.message
     );
-    // Creating the Secret heals it.
+    // A Secret whose value is wrong: the message says where it is and what it must be,
+    // and the value itself appears in no status and no Event.
+    let leaky = "too-short-leaky-marker";
+    create_secret(&client, &ns, "chat-jwt", "secret", leaky).await?;
+    let touch = |n: &str| json!({"metadata": {"annotations": {"touch": n}}});
+    clusters
+        .patch("chat", &PatchParams::default(), &Patch::Merge(touch("1")))
+        .await?;
+    eventually("the bad value reported", Duration::from_secs(60), || async {
+        let status = clusters.get("chat").await?.status.unwrap_or_default();
+        Ok(status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.message.contains(
+                    "spec.auth.jwt.secretRef: value in Secret \"chat-jwt\" key \"secret\" must be at least 32 bytes",
+                )
+        }))
+    })
+    .await?;
+    let status = serde_json::to_string(&clusters.get("chat").await?.status)?;
+    assert!(!status.contains(leaky), "{status}");
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning")),
+        "no Warning event"
+    );
+    let events = serde_json::to_string(&events.items)?;
+    assert!(!events.contains(leaky), "{events}");
+
+    // Fixing the Secret heals it.
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .delete("chat-jwt", &DeleteParams::default())
+        .await?;
     create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    clusters
+        .patch("chat", &PatchParams::default(), &Patch::Merge(touch("2")))
+        .await?;
+    wait_ready(&clusters, "chat").await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// A Service already named like a child, made by someone else: the operator leaves it
+/// alone (no takeover, so the garbage collector never deletes it with the cluster) and
+/// reports the conflict by name.
+#[tokio::test]
+async fn a_foreign_object_with_a_childs_name_is_left_alone() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-conflict").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let foreign: Service = serde_json::from_value(json!({
+        "metadata": {"name": "chat-socket", "labels": {"owner": "someone-else"}},
+        "spec": {"ports": [{"port": 8080}], "selector": {"app": "theirs"}}
+    }))?;
+    services
+        .create(&kube::api::PostParams::default(), &foreign)
+        .await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    eventually("NameConflict", Duration::from_secs(60), || async {
+        let status = clusters.get("chat").await?.status.unwrap_or_default();
+        Ok(status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.reason == "NameConflict"
+                && c.message.contains("Service/chat-socket")
+        }))
+    })
+    .await?;
+    let live = services.get("chat-socket").await?;
+    assert!(
+        live.metadata.owner_references.is_none(),
+        "taken over: {live:?}"
+    );
+    assert_eq!(live.spec.unwrap().ports.unwrap()[0].port, 8080);
+    // The other children were made as usual.
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("chat-socket")
+            .await?
+            .is_some()
+    );
+    // Deleting the cluster leaves the foreign Service.
+    clusters.delete("chat", &DeleteParams::background()).await?;
+    eventually(
+        "the cluster's children to go",
+        Duration::from_secs(90),
+        || async {
+            Ok(Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt("chat-socket")
+                .await?
+                .is_none())
+        },
+    )
+    .await?;
+    assert!(services.get_opt("chat-socket").await?.is_some());
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// Turning autoscaling on keeps the current replica count (the HPA takes it from there)
+/// instead of the API server resetting it to 1; a rotated Secret rolls the pods.
+#[tokio::test]
+async fn autoscaling_keeps_the_replicas_and_secret_rotation_rolls_the_pods() -> Result<()> {
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-hpa").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"socket": {"replicas": 4}}})),
+        )
+        .await?;
+    eventually("4 replicas", Duration::from_secs(60), || async {
+        Ok(deployments
+            .get_opt("chat-socket")
+            .await?
+            .and_then(|d| d.spec.replicas)
+            == Some(4))
+    })
+    .await?;
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"socket": {"autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 8}}}})),
+        )
+        .await?;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    eventually("the HPA", Duration::from_secs(60), || async {
+        Ok(hpas.get_opt("chat-socket").await?.is_some())
+    })
+    .await?;
+    eventually("replicas handed over", Duration::from_secs(60), || async {
+        let d = deployments.get("chat-socket").await?;
+        let ours = d.metadata.managed_fields.iter().flatten().any(|m| {
+            m.manager.as_deref() == Some("switchboard-operator")
+                && m.fields_v1
+                    .as_ref()
+                    .and_then(|f| f.0.get("f:spec"))
+                    .is_some_and(|s| s.get("f:replicas").is_some())
+        });
+        Ok(!ours)
+    })
+    .await?;
+    // A moment for any reset to show, then the count is what it was.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(deployments.get("chat-socket").await?.spec.replicas, Some(4));
+
+    // Rotating the JWT Secret changes the pod template (at the next reconcile).
+    let secrets_hash = |d: Deployment| {
+        d.spec.template.metadata.unwrap().annotations.unwrap()
+            [switchboard_operator::children::meta::SECRETS_HASH_ANNOTATION]
+            .clone()
+    };
+    let before = secrets_hash(deployments.get("chat-socket").await?);
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "chat-jwt",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"stringData": {"secret": "another-hmac-secret-of-32-bytes-or-more"}}),
+            ),
+        )
+        .await?;
     clusters
         .patch(
             "chat",
@@ -788,7 +1015,10 @@ async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> 
             &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
         )
         .await?;
-    wait_ready(&clusters, "chat").await?;
+    eventually("the pods to roll", Duration::from_secs(60), || async {
+        Ok(secrets_hash(deployments.get("chat-socket").await?) != before)
+    })
+    .await?;
     delete_namespace(&client, &ns).await;
     Ok(())
 }
