@@ -104,6 +104,15 @@ pub enum BuildError {
     Config(String),
 }
 
+impl BuildError {
+    pub fn from_json(source: serde_json::Error) -> Self {
+        Self::Serialize {
+            what: "RealtimeCluster",
+            source,
+        }
+    }
+}
+
 /// Every child for `rc`, in apply order (config and secrets before the pods that use them).
 pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>, BuildError> {
     let names = Names::of(rc)?;

@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -425,10 +425,74 @@ async fn write_status(
     Ok(())
 }
 
-fn error_policy(rc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+/// The key of `obj` in the failure map.
+fn key_of(obj: &DynamicObject) -> ObjectRef<RealtimeCluster> {
+    let r = ObjectRef::new(&obj.name_any());
+    match obj.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
+/// The controller watches clusters untyped, so that one object the Rust types cannot read
+/// (written before a schema tightened, or against an older CRD) only degrades itself
+/// instead of failing the watch of every cluster. Readable ones go to [`reconcile`].
+async fn reconcile_object(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let value = serde_json::to_value(obj.as_ref()).map_err(BuildError::from_json)?;
+    match serde_json::from_value::<RealtimeCluster>(value) {
+        Ok(rc) => reconcile(Arc::new(rc), ctx).await,
+        Err(e) => {
+            warn!(cluster = %obj.name_any(), error = %e, "cannot read the RealtimeCluster");
+            unreadable(&ctx.client, &obj, &e.to_string()).await?;
+            ctx.metrics.write("RealtimeCluster/status", "update");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Mark a cluster the operator cannot read as Degraded (reason `UnreadableSpec`).
+async fn unreadable(client: &Client, obj: &DynamicObject, why: &str) -> Result<(), kube::Error> {
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_default(), &ar);
+    let now = Timestamp::now().to_string();
+    let message = format!("the operator cannot read this RealtimeCluster: {why}");
+    let already = obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["reason"] == "UnreadableSpec" && c["message"] == message.as_str());
+    if already {
+        return Ok(());
+    }
+    let condition = |type_: &str, status: &str| {
+        json!({"type": type_, "status": status, "reason": "UnreadableSpec",
+               "message": message, "lastTransitionTime": now,
+               "observedGeneration": obj.metadata.generation})
+    };
+    let patch = json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "status": {
+            "observedGeneration": obj.metadata.generation,
+            "phase": "Degraded",
+            "conditions": [condition("Ready", "False"), condition("Progressing", "False"),
+                           condition("Degraded", "True")],
+        }
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(error.metric_label());
-    let wait = ctx.backoff(ObjectRef::from_obj(rc.as_ref()));
-    warn!(cluster = %rc.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    let wait = ctx.backoff(key_of(&obj));
+    warn!(cluster = %obj.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -452,26 +516,28 @@ pub async fn run_controller(
     }
     let owned =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
-    Controller::new(
-        api::<RealtimeCluster>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(api::<ConfigMap>(&client, namespace), owned())
-    .owns(api::<ServiceAccount>(&client, namespace), owned())
-    .owns(api::<Deployment>(&client, namespace), owned())
-    .owns(api::<StatefulSet>(&client, namespace), owned())
-    .owns(api::<Service>(&client, namespace), owned())
-    .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
-    .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
-    .owns(api::<Ingress>(&client, namespace), owned())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        match res {
-            Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile error"),
-        }
-    })
-    .instrument(info_span!("controller"))
-    .await;
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let clusters: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    Controller::new_with(clusters, watcher::Config::default(), ar)
+        .owns(api::<ConfigMap>(&client, namespace), owned())
+        .owns(api::<ServiceAccount>(&client, namespace), owned())
+        .owns(api::<Deployment>(&client, namespace), owned())
+        .owns(api::<StatefulSet>(&client, namespace), owned())
+        .owns(api::<Service>(&client, namespace), owned())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
+        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
+        .owns(api::<Ingress>(&client, namespace), owned())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_object, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .instrument(info_span!("controller"))
+        .await;
 }
