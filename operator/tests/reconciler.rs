@@ -125,6 +125,16 @@ async fn pod_env(
 /// `switchboard config check` (the real binary, built in this target directory) on the
 /// ConfigMap the operator rendered, with the environment a pod gets.
 async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String> {
+    config_check_of(client, ns, cluster, &format!("{cluster}-socket")).await
+}
+
+/// The same for the pods of the Deployment `workload` (socket nodes or workers).
+async fn config_check_of(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    workload: &str,
+) -> Result<String> {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-operator"))
         .with_file_name("switchboard");
     ensure!(
@@ -139,7 +149,7 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
     let dir = std::env::temp_dir().join(unique_name("sb-config-check"));
     std::fs::create_dir_all(&dir)?;
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(&format!("{cluster}-socket"))
+        .get(workload)
         .await?;
     // Secret volumes as the kubelet mounts them, under `dir` instead of `/`.
     let pod = deployment.spec.template.spec.clone().unwrap();
@@ -165,7 +175,16 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
     }
     let file = dir.join("switchboard.yaml");
     std::fs::write(&file, &text)?;
-    let env = pod_env(client, ns, &deployment).await?;
+    let mut env = pod_env(client, ns, &deployment).await?;
+    // File paths in the environment (the workers' push keys) point into `dir` too.
+    for mount in pod.containers[0].volume_mounts.iter().flatten() {
+        let target = dir.join(mount.mount_path.trim_start_matches('/'));
+        for (_, v) in &mut env {
+            if v.starts_with(&format!("{}/", mount.mount_path)) {
+                *v = v.replace(&mount.mount_path, &target.display().to_string());
+            }
+        }
+    }
     let out = std::process::Command::new(&bin)
         .args(["config", "check"])
         .arg(&file)
@@ -628,8 +647,10 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
             "reconcile read nothing"
         );
     }
-    // The config the nodes get here passes the data plane's check too.
+    // The config the nodes get here passes the data plane's check too, and so does what
+    // the workers get (the same file, their own environment and push keys).
     config_check(&client, &ns, "chat-full").await?;
+    config_check_of(&client, &ns, "chat-full", "chat-full-worker").await?;
     delete_namespace(&client, &ns).await;
     Ok(())
 }
