@@ -113,10 +113,22 @@ pub async fn apply(
     Ok(match &live {
         None => Applied::Created,
         // Another manager's list items (an extra env var, a sidecar) make `contains` see a
-        // difference that the apply does not change: no new resourceVersion, no update.
-        Some(l) if l.resource_version() == after.resource_version() => Applied::Unchanged,
+        // difference that the apply does not change: not an update.
+        Some(l) if !changed(&l.metadata, &after.metadata) => Applied::Unchanged,
         Some(_) => Applied::Updated,
     })
+}
+
+/// Whether an apply changed the object. Kinds with a `generation` change it on every spec
+/// change, and status writes by their controllers do not, so those compare it (plus
+/// labels and annotations); others compare the resourceVersion.
+pub fn changed(before: &kube::api::ObjectMeta, after: &kube::api::ObjectMeta) -> bool {
+    match (before.generation, after.generation) {
+        (Some(b), Some(a)) => {
+            b != a || before.labels != after.labels || before.annotations != after.annotations
+        }
+        _ => before.resource_version != after.resource_version,
+    }
 }
 
 /// Delete `name` of kind `resource` if it exists and `owner_uid` controls it (never
@@ -179,6 +191,21 @@ mod tests {
             &json!({"image": "redis:7"}),
             &json!({"image": "redis:7.4"})
         ));
+    }
+
+    #[test]
+    fn a_status_write_in_between_is_not_an_update() {
+        let meta = |generation: Option<i64>, rv: &str| kube::api::ObjectMeta {
+            generation,
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        };
+        // A Deployment whose controller wrote its status meanwhile: same generation.
+        assert!(!changed(&meta(Some(3), "10"), &meta(Some(3), "11")));
+        assert!(changed(&meta(Some(3), "10"), &meta(Some(4), "12")));
+        // A ConfigMap has no generation: the resourceVersion tells.
+        assert!(!changed(&meta(None, "10"), &meta(None, "10")));
+        assert!(changed(&meta(None, "10"), &meta(None, "11")));
     }
 
     #[test]

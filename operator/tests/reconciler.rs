@@ -647,6 +647,46 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
             "reconcile read nothing"
         );
     }
+    // Another manager adds an env var (a sidecar injector, say): the operator's apply
+    // changes nothing, so it counts no update and publishes no Event.
+    let sidecar = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "chat-full-socket"},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "socket", "env": [{"name": "INJECTED", "value": "1"}]}
+        ]}}}
+    });
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "chat-full-socket",
+            &PatchParams::apply("sidecar-injector"),
+            &Patch::Apply(&sidecar),
+        )
+        .await?;
+    let metrics = Metrics::default();
+    let quiet = Context::new(client.clone(), metrics.clone(), Some("test".into()));
+    reconcile(Arc::new(clusters.get("chat-full").await?), quiet).await?;
+    let text = metrics.encode();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("kind=\"Deployment\"") && l.contains("action=\"update\"")),
+        "another manager's env var counted as an update:\n{text}"
+    );
+    let env = deployments
+        .get("chat-full-socket")
+        .await?
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env.iter().any(|e| e.name == "INJECTED"));
+
     // The config the nodes get here passes the data plane's check too, and so does what
     // the workers get (the same file, their own environment and push keys).
     config_check(&client, &ns, "chat-full").await?;
