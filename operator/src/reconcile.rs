@@ -541,3 +541,23 @@ pub async fn run_controller(
         .instrument(info_span!("controller"))
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::fixtures::mk_cluster;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// A cluster being deleted gets no children re-created: the reconcile returns before
+    /// any request (this client reaches nothing, so any request would fail it).
+    #[tokio::test]
+    async fn a_cluster_being_deleted_is_left_to_the_garbage_collector() {
+        let url: http::Uri = "http://127.0.0.1:1".parse().unwrap();
+        let client = Client::try_from(kube::Config::new(url)).unwrap();
+        let ctx = Context::new(client, Metrics::default(), None);
+        let mut rc = mk_cluster();
+        rc.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let action = reconcile(Arc::new(rc), ctx).await.expect("no request made");
+        assert_eq!(action, Action::await_change());
+    }
+}
