@@ -843,6 +843,11 @@ async fn two_electors_never_both_lead() -> Result<()> {
     };
     // The leader stops renewing: the other takes over only after the Lease expires.
     let stopped = tokio::time::Instant::now();
+    // A replica that has just started has seen the record for no time at all: it waits a
+    // whole lease duration on its own clock, however old the record's renewTime looks.
+    let newcomer = Elector::new(client.clone(), &ns, "op", "c", lease);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!newcomer.try_lead().await?, "a newcomer took a live Lease");
     loop {
         if loser.try_lead().await? {
             break;
