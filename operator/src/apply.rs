@@ -2,7 +2,7 @@
 //! every field the operator sets (so a reconcile with nothing changed writes nothing).
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::Value;
 
 use crate::children::Desired;
