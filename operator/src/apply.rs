@@ -1,8 +1,8 @@
 //! Server-side apply of desired children, skipped when the live object already holds
 //! every field the operator sets (so a reconcile with nothing changed writes nothing).
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use crate::children::Desired;
