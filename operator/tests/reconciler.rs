@@ -799,14 +799,18 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
         },
     )
     .await?;
+    // The Event follows the writes of that reconcile (it is published once the new
+    // secret is stored, after the other children).
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let rotated_event = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .any(|e| e.reason.as_deref() == Some("TurnSecretRotated"));
-    assert!(rotated_event);
+    eventually("the rotation Event", Duration::from_secs(30), || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .any(|e| e.reason.as_deref() == Some("TurnSecretRotated")))
+    })
+    .await?;
 
     // Once the TTL is over, the previous secret goes.
     secrets
@@ -1179,6 +1183,55 @@ async fn an_unreadable_cluster_does_not_stop_the_others() -> Result<()> {
             .any(|c| c["type"] == "Degraded" && c["reason"] == "UnreadableSpec"))
     })
     .await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// A ServiceMonitor asked for without the Prometheus Operator's CRD: Degraded, saying so.
+#[tokio::test]
+async fn a_service_monitor_without_its_crd_degrades_the_cluster() -> Result<()> {
+    let _schema = SCHEMA.write().await;
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    let monitor_crd = "servicemonitors.monitoring.coreos.com";
+    crds.delete(monitor_crd, &DeleteParams::default()).await?;
+    eventually(
+        "the ServiceMonitor CRD to go",
+        Duration::from_secs(60),
+        || async { Ok(crds.get_opt(monitor_crd).await?.is_none()) },
+    )
+    .await?;
+    let ns = fresh_namespace(&client, "op-nomonitor").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(
+        &ns,
+        &format!(
+            "{}  monitoring: {{serviceMonitor: true}}\n",
+            sample("minimal.yaml")
+        ),
+    )?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    let result = eventually(
+        "Degraded naming the CRD",
+        Duration::from_secs(60),
+        || async {
+            let status = clusters.get("chat").await?.status.unwrap_or_default();
+            Ok(status.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && c.message.contains("spec.monitoring.serviceMonitor")
+                    && c.message.contains(monitor_crd)
+            }))
+        },
+    )
+    .await;
+    install_service_monitor_crd(&client).await?;
+    result?;
     delete_namespace(&client, &ns).await;
     Ok(())
 }
