@@ -1165,7 +1165,11 @@ async fn an_unreadable_cluster_does_not_stop_the_others() -> Result<()> {
     .await;
     install_crd(&client).await?;
     stored?;
+    // A CRD update rebuilds the resource's storage; a watch opened on the old one can stay
+    // quiet until it is drained. Wait until a fresh watch delivers, so that this test and
+    // those after it (they wait for the write lock) watch the new storage.
     apply_manifest(&ns, &sample("minimal.yaml"))?;
+    watches_deliver(&client, &ns, "chat").await?;
     let _op = RunningOperator::start(&client, &ns);
     let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
     wait_ready(&clusters, "chat").await?;
@@ -1233,5 +1237,50 @@ async fn a_service_monitor_without_its_crd_degrades_the_cluster() -> Result<()> 
     install_service_monitor_crd(&client).await?;
     result?;
     delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// Until a watch opened now on RealtimeClusters in `ns` sees an edit of `name`.
+async fn watches_deliver(client: &Client, ns: &str, name: &str) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::core::ApiResource::erase::<RealtimeCluster>(&()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for i in 0.. {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "watches on RealtimeClusters stay quiet"
+        );
+        let rv = raw
+            .list_metadata(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let stream = raw.watch(&WatchParams::default().timeout(10), &rv).await?;
+        let mut stream = stream.boxed();
+        raw.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"probe": i.to_string()}}})),
+        )
+        .await?;
+        let seen = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(ev) = stream.try_next().await? {
+                if matches!(ev, WatchEvent::Modified(_)) {
+                    return Ok::<_, kube::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        if matches!(seen, Ok(Ok(true))) {
+            return Ok(());
+        }
+    }
     Ok(())
 }
