@@ -254,12 +254,20 @@ impl ServiceType {
 
 // === Auth ===
 
-/// Client authentication.
+/// Client authentication, and the bearer tokens of the HTTP APIs.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
     /// JWT verification.
     pub jwt: JwtSpec,
+    /// Secret key holding the admin API's bearer token (`SWITCHBOARD_ADMIN_TOKEN` on the
+    /// socket nodes); unset: the admin API is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the service API's bearer token (`SWITCHBOARD_SERVICE_TOKEN` on
+    /// the socket nodes: backends send notifications with it); unset: the service API is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_token_secret_ref: Option<SecretKeyRef>,
 }
 
 /// How JWTs are verified: an HMAC secret or a public key, each from a Secret.
@@ -375,12 +383,21 @@ pub enum RedisMode {
 /// The Redis the operator runs (one replica, AOF persistence).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)",
+     "message": "spec.redis.managed.storage is immutable (a StatefulSet's volume claims cannot change); create a new cluster to change it"}
+]))]
 pub struct ManagedRedisSpec {
     /// Redis image (Redis 7 or later).
     #[schemars(length(min = 1))]
     pub image: String,
     /// Size of a PersistentVolumeClaim for the data (for example `1Gi`); unset: an emptyDir.
+    /// Immutable once set (or left unset).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"),
+        length(max = 32)
+    )]
     pub storage: Option<String>,
     /// StorageClass of that claim; unset: the cluster's default.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -428,7 +445,9 @@ pub struct TurnSpec {
     #[serde(rename = "stunURLs")]
     #[schemars(length(max = 16), inner(length(min = 1, max = 512)))]
     pub stun_urls: Vec<String>,
-    /// A coturn Deployment run by the operator with the same shared secret.
+    /// A coturn Deployment run by the operator with the same shared secret. In-cluster
+    /// only: no relay port range and no external IP are configured, so clients outside
+    /// the cluster network need a TURN server of their own in `urls`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub managed: Option<ManagedTurnSpec>,
     /// Lifetime of the TURN credentials nodes hand out.
@@ -451,7 +470,7 @@ impl Default for TurnSpec {
     }
 }
 
-/// The coturn Deployment.
+/// The coturn Deployment (reachable inside the cluster network only; see `managed`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ManagedTurnSpec {

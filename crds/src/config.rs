@@ -738,7 +738,8 @@ impl DataplaneConfig {
         {
             errors.push(err(
                 "redis.url",
-                format!("{url:?} must start with redis:// or rediss://"),
+                // Never the value: it comes from a Secret and holds a password.
+                "must start with redis:// or rediss://",
             ));
         }
         self.validate_jwt(&mut errors);

@@ -86,8 +86,12 @@ impl schemars::JsonSchema for HumanDuration {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^[0-9]+(ms|s|m|h|d)$",
-            "description": "A duration: a whole number followed by ms, s, m, h or d (e.g. 30s, 5m, 24h)."
+            // At most nine digits, so every value the schema admits also parses (u64, no
+            // overflow even in days): a value the API server stores but the operator could
+            // not read would break the watch for every cluster.
+            "pattern": "^[0-9]{1,9}(ms|s|m|h|d)$",
+            "maxLength": 11,
+            "description": "A duration: a whole number (at most 9 digits) followed by ms, s, m, h or d (e.g. 30s, 5m, 24h)."
         })
     }
 }
@@ -115,6 +119,17 @@ mod tests {
             HumanDuration::parse("250ms").unwrap().0,
             Duration::from_millis(250)
         );
+    }
+
+    /// The largest value the CRD pattern admits parses: the schema refuses everything
+    /// the Rust type refuses.
+    #[test]
+    fn the_largest_value_the_schema_admits_parses() {
+        for unit in ["ms", "s", "m", "h", "d"] {
+            let s = format!("999999999{unit}");
+            assert!(s.len() <= 11);
+            assert!(HumanDuration::parse(&s).is_ok(), "{s}");
+        }
     }
 
     #[test]

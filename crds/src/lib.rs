@@ -15,7 +15,38 @@ pub mod cluster;
 pub mod config;
 pub mod duration;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::CustomResourceExt;
+
+/// Longest RealtimeCluster name: the longest child name, `<name>-socket-headless`
+/// (or `<name>-redis-headless`), must stay a 63-character DNS label.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// The `RealtimeCluster` CustomResourceDefinition, with the root rule on `metadata.name`
+/// (the derive only reaches `spec` and `status`).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = cluster::RealtimeCluster::crd();
+    for v in &mut crd.spec.versions {
+        if let Some(root) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            root.x_kubernetes_validations = Some(vec![ValidationRule {
+                rule: format!(
+                    "size(self.metadata.name) <= {MAX_NAME_LEN} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+                ),
+                message: Some(format!(
+                    "metadata.name: must be a DNS label (lowercase letters, digits, '-') of at most {MAX_NAME_LEN} characters, so that child names such as <name>-socket-headless fit in 63"
+                )),
+                ..Default::default()
+            }]);
+        }
+    }
+    crd
+}
 
 /// Header of the generated CRD files.
 const CRD_HEADER: &str =
@@ -24,8 +55,8 @@ const CRD_HEADER: &str =
 /// The `RealtimeCluster` CustomResourceDefinition as YAML, exactly as committed in
 /// `crds/realtimeclusters.yaml` and `charts/switchboard/crds/realtimeclusters.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let crd = serde_json::to_value(cluster::RealtimeCluster::crd())
-        .map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    let crd =
+        serde_json::to_value(crd()).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
     Ok(format!(
         "{CRD_HEADER}{}",
         serde_yaml::to_string(&sorted(crd))?

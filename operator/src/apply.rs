@@ -1,8 +1,8 @@
 //! Server-side apply of desired children, skipped when the live object already holds
 //! every field the operator sets (so a reconcile with nothing changed writes nothing).
 
+use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde_json::Value;
 
 use crate::children::Desired;
@@ -70,30 +70,65 @@ pub enum Applied {
     Unchanged,
     Created,
     Updated,
+    /// An object of that name exists and this cluster does not control it: left alone
+    /// (a forced apply would take it over, and the garbage collector would later delete it
+    /// with the cluster).
+    NameConflict,
+}
+
+/// True when `live` is controlled by the owner with `owner_uid`.
+pub fn controlled_by(live: &kube::api::ObjectMeta, owner_uid: &str) -> bool {
+    live.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner_uid && o.controller == Some(true))
 }
 
 fn api(client: &Client, ns: &str, d: &Desired) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &d.resource)
 }
 
-/// Apply `d` unless the live object already matches it.
-pub async fn apply(client: &Client, ns: &str, d: &Desired) -> Result<Applied, kube::Error> {
+/// Apply `d` unless the live object already matches it, or belongs to someone else.
+pub async fn apply(
+    client: &Client,
+    ns: &str,
+    d: &Desired,
+    owner_uid: &str,
+) -> Result<Applied, kube::Error> {
     let api = api(client, ns, d);
     let live = api.get_opt(&d.name).await?;
     if let Some(live) = &live {
-        let live = serde_json::to_value(live).map_err(kube::Error::SerdeError)?;
-        if contains(&live, &d.object) {
+        if !controlled_by(&live.metadata, owner_uid) {
+            return Ok(Applied::NameConflict);
+        }
+        let value = serde_json::to_value(live).map_err(kube::Error::SerdeError)?;
+        if contains(&value, &d.object) {
             return Ok(Applied::Unchanged);
         }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&d.name, &params, &Patch::Apply(&d.object))
+    let after = api
+        .patch(&d.name, &params, &Patch::Apply(&d.object))
         .await?;
-    Ok(if live.is_some() {
-        Applied::Updated
-    } else {
-        Applied::Created
+    Ok(match &live {
+        None => Applied::Created,
+        // Another manager's list items (an extra env var, a sidecar) make `contains` see a
+        // difference that the apply does not change: not an update.
+        Some(l) if !changed(&l.metadata, &after.metadata) => Applied::Unchanged,
+        Some(_) => Applied::Updated,
     })
+}
+
+/// Whether an apply changed the object. Kinds with a `generation` change it on every spec
+/// change, and status writes by their controllers do not, so those compare it (plus
+/// labels and annotations); others compare the resourceVersion.
+pub fn changed(before: &kube::api::ObjectMeta, after: &kube::api::ObjectMeta) -> bool {
+    match (before.generation, after.generation) {
+        (Some(b), Some(a)) => {
+            b != a || before.labels != after.labels || before.annotations != after.annotations
+        }
+        _ => before.resource_version != after.resource_version,
+    }
 }
 
 /// Delete `name` of kind `resource` if it exists and `owner_uid` controls it (never
@@ -115,11 +150,7 @@ pub async fn delete_owned(
     let Some(live) = live else {
         return Ok(false);
     };
-    let owned = live
-        .owner_references()
-        .iter()
-        .any(|o| o.uid == owner_uid && o.controller == Some(true));
-    if !owned {
+    if !controlled_by(&live.metadata, owner_uid) {
         return Ok(false);
     }
     api.delete(name, &DeleteParams::background()).await?;
@@ -160,6 +191,39 @@ mod tests {
             &json!({"image": "redis:7"}),
             &json!({"image": "redis:7.4"})
         ));
+    }
+
+    #[test]
+    fn a_status_write_in_between_is_not_an_update() {
+        let meta = |generation: Option<i64>, rv: &str| kube::api::ObjectMeta {
+            generation,
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        };
+        // A Deployment whose controller wrote its status meanwhile: same generation.
+        assert!(!changed(&meta(Some(3), "10"), &meta(Some(3), "11")));
+        assert!(changed(&meta(Some(3), "10"), &meta(Some(4), "12")));
+        // A ConfigMap has no generation: the resourceVersion tells.
+        assert!(!changed(&meta(None, "10"), &meta(None, "10")));
+        assert!(changed(&meta(None, "10"), &meta(None, "11")));
+    }
+
+    #[test]
+    fn only_the_controlling_owner_counts() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = |uid: &str, controller| OwnerReference {
+            uid: uid.into(),
+            controller: Some(controller),
+            ..Default::default()
+        };
+        let meta = |refs| kube::api::ObjectMeta {
+            owner_references: Some(refs),
+            ..Default::default()
+        };
+        assert!(controlled_by(&meta(vec![owner("u1", true)]), "u1"));
+        assert!(!controlled_by(&meta(vec![owner("u1", false)]), "u1"));
+        assert!(!controlled_by(&meta(vec![owner("u2", true)]), "u1"));
+        assert!(!controlled_by(&kube::api::ObjectMeta::default(), "u1"));
     }
 
     #[test]

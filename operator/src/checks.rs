@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use switchboard_crds::cluster::RealtimeCluster;
 
+use switchboard_crds::config::ENV_KEYS;
+
 use crate::children::config::{
-    APNS_FILE, FCM_FILE, JWT_KEY_FILE, TURN_PREVIOUS_KEY, TURN_SECRET_KEY, dataplane_config,
+    APNS_FILE, FCM_FILE, JWT_KEY_FILE, Role, TURN_PREVIOUS_KEY, TURN_SECRET_KEY, dataplane_config,
     pod_wiring, referenced_secrets,
 };
 use crate::children::meta::Names;
@@ -29,6 +31,8 @@ const MOUNTED_FILES: &[(&str, &str)] = &[
 fn spec_field(key: &str) -> &'static str {
     match key {
         "jwt.secret" => "spec.auth.jwt.secretRef",
+        "admin_token" => "spec.auth.adminTokenSecretRef",
+        "service_token" => "spec.auth.serviceTokenSecretRef",
         "redis.url" => "spec.redis.external.urlSecretRef",
         "calls.mongodb_uri" => "spec.callHistory.mongodb.uriSecretRef",
         "calls.mongodb_database" => "spec.callHistory.mongodb.database",
@@ -91,40 +95,64 @@ pub fn spec_problems(
         ));
     }
 
-    // What a pod loads: the file, then its environment.
-    let mut config = dataplane_config(rc, names);
-    let wiring = pod_wiring(rc, names, turn.is_some());
+    // What each kind of pod loads: the file, then its environment.
+    let mut roles = vec![Role::Socket];
+    if rc.spec.notifications.is_some() {
+        roles.push(Role::Worker);
+    }
     let turn_secret = names.turn_secret();
-    let lookup = |var: &str| {
-        let e = wiring.env.iter().find(|e| e.name == var)?;
-        if let Some(v) = &e.value {
-            return Some(v.clone());
-        }
-        let from = e.value_from.as_ref()?;
-        if from.field_ref.is_some() {
-            return Some("node-0".into());
-        }
-        let r = from.secret_key_ref.as_ref()?;
-        if r.name == turn_secret {
-            let t = turn?;
-            return match r.key.as_str() {
-                TURN_SECRET_KEY => Some(t.current.clone()),
-                TURN_PREVIOUS_KEY => t.previous.clone(),
-                _ => None,
+    for role in roles {
+        let mut config = dataplane_config(rc, names);
+        let wiring = pod_wiring(rc, names, role, turn.is_some());
+        let lookup = |var: &str| {
+            let e = wiring.env.iter().find(|e| e.name == var)?;
+            if let Some(v) = &e.value {
+                return Some(v.clone());
+            }
+            let from = e.value_from.as_ref()?;
+            if from.field_ref.is_some() {
+                return Some("node-0".into());
+            }
+            let r = from.secret_key_ref.as_ref()?;
+            if r.name == turn_secret {
+                let t = turn?;
+                return match r.key.as_str() {
+                    TURN_SECRET_KEY => Some(t.current.clone()),
+                    TURN_PREVIOUS_KEY => t.previous.clone(),
+                    _ => None,
+                };
+            }
+            secret_value(secrets.get(&r.name)?.as_ref()?, &r.key)
+        };
+        // The user's Secret a config key was fed from, if any.
+        let fed_from = |key: &str| {
+            let var = ENV_KEYS.iter().find(|(_, k)| *k == key)?.0;
+            let e = wiring.env.iter().find(|e| e.name == var)?;
+            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            (r.name != turn_secret).then(|| (r.name.clone(), r.key.clone()))
+        };
+        let env_errors = config
+            .apply_env(lookup)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
+        for e in env_errors.into_iter().chain(errors) {
+            if MOUNTED_FILES.iter().any(|(k, _)| *k == e.key) {
+                continue;
+            }
+            // Never the value: it is a secret. Say where it is and what it must be.
+            let message = match fed_from(&e.key) {
+                Some((name, key)) => format!(
+                    "{}: value in Secret {name:?} key {key:?} {}",
+                    spec_field(&e.key),
+                    e.message
+                ),
+                None => format!("{}: {e}", spec_field(&e.key)),
             };
-        }
-        secret_value(secrets.get(&r.name)?.as_ref()?, &r.key)
-    };
-    let env_errors = config
-        .apply_env(lookup)
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
-    let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
-    for e in env_errors.into_iter().chain(errors) {
-        let mounted = MOUNTED_FILES.iter().any(|(k, _)| *k == e.key);
-        if !mounted {
-            out.push(format!("{}: {e}", spec_field(&e.key)));
+            if !out.contains(&message) {
+                out.push(message);
+            }
         }
     }
     out
@@ -171,6 +199,8 @@ mod tests {
                 ("mongo", secret("uri", "mongodb://m:27017")),
                 ("fcm", secret("sa.json", "{}")),
                 ("apns", secret("key.p8", "pem")),
+                ("admin", secret("token", "admin-token")),
+                ("service", secret("token", "service-token")),
             ],
         );
         assert!(p.is_empty(), "{p:?}");
@@ -190,7 +220,7 @@ mod tests {
         assert_eq!(
             p,
             [
-                "spec.auth.jwt.secretRef: jwt.secret (SWITCHBOARD_JWT_SECRET): must be at least 32 bytes"
+                "spec.auth.jwt.secretRef: value in Secret \"jwt\" key \"secret\" must be at least 32 bytes"
             ]
         );
     }
@@ -200,6 +230,8 @@ mod tests {
         let mut rc = mk_full_cluster();
         rc.spec.notifications = None;
         rc.spec.call_history = None;
+        rc.spec.auth.admin_token_secret_ref = None;
+        rc.spec.auth.service_token_secret_ref = None;
         let p = problems(
             &rc,
             &[
@@ -207,11 +239,51 @@ mod tests {
                 ("redis", secret("url", "http://not-redis")),
             ],
         );
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(
-            p[0].starts_with("spec.redis.external.urlSecretRef: redis.url (SWITCHBOARD_REDIS_URL)"),
-            "{p:?}"
+        assert_eq!(
+            p,
+            [
+                "spec.redis.external.urlSecretRef: value in Secret \"redis\" key \"url\" must start with redis:// or rediss://"
+            ]
         );
+    }
+
+    /// Status conditions and Warning events carry these messages: no value read from a
+    /// Secret may appear in them, whatever is wrong with it.
+    #[test]
+    fn no_secret_value_reaches_a_message() {
+        let rc = mk_full_cluster();
+        let mut rc_email = rc.clone();
+        if let Some(n) = rc_email.spec.notifications.as_mut() {
+            n.email = Some(switchboard_crds::cluster::EmailSpec {
+                smtp_url_secret_ref: switchboard_crds::cluster::SecretKeyRef {
+                    name: "smtp".into(),
+                    key: "url".into(),
+                },
+                from: "noreply@example.com".into(),
+            });
+        }
+        let leak = "hunter2-password";
+        let p = problems(
+            &rc_email,
+            &[
+                ("jwt", secret("secret", leak)),
+                (
+                    "redis",
+                    secret("url", &format!("http://user:{leak}@r:6379")),
+                ),
+                ("mongo", secret("uri", &format!("postgres://u:{leak}@m"))),
+                ("smtp", secret("url", &format!("ftp://u:{leak}@mail"))),
+                ("admin", secret("token", leak)),
+                ("service", secret("token", leak)),
+                ("fcm", secret("sa.json", leak)),
+                ("apns", secret("key.p8", leak)),
+            ],
+        );
+        assert!(p.len() >= 4, "{p:?}");
+        for m in &p {
+            assert!(!m.contains(leak), "{m}");
+            assert!(m.contains("value in Secret"), "{m}");
+        }
     }
 
     #[test]

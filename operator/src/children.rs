@@ -5,7 +5,7 @@
 //! ```text
 //!   RealtimeCluster ─┬─ config    ConfigMap  <name>-config          (DataplaneConfig YAML)
 //!                    ├─ socket    Deployment/Service/headless/PDB/HPA  <name>-socket
-//!                    ├─ redis     StatefulSet/Service                <name>-redis (managed)
+//!                    ├─ redis     StatefulSet/Service/headless       <name>-redis (managed)
 //!                    ├─ turn      Secret <name>-turn, Deployment/Service <name>-coturn
 //!                    ├─ workers   Deployment                         <name>-worker
 //!                    ├─ ingress   Ingress                            <name>
@@ -86,6 +86,8 @@ pub struct Observed {
     pub turn: Option<turn::TurnSecretState>,
     /// Whether the ServiceMonitor CRD (monitoring.coreos.com) is installed.
     pub service_monitor_crd: bool,
+    /// The bytes of the Secret keys the spec references (hashed onto pod templates).
+    pub secret_data: config::SecretData,
 }
 
 /// Why desired state could not be computed.
@@ -100,6 +102,15 @@ pub enum BuildError {
     },
     #[error("rendering the data plane configuration: {0}")]
     Config(String),
+}
+
+impl BuildError {
+    pub fn from_json(source: serde_json::Error) -> Self {
+        Self::Serialize {
+            what: "RealtimeCluster",
+            source,
+        }
+    }
 }
 
 /// Every child for `rc`, in apply order (config and secrets before the pods that use them).
@@ -123,10 +134,12 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
     if spec.redis.mode == RedisMode::Managed {
         push("StatefulSet", Desired::of(&redis::stateful_set(rc, &names)))?;
         push("Service", Desired::of(&redis::service(&names)))?;
+        push("Service", Desired::of(&redis::headless_service(&names)))?;
     }
     let pod = socket::PodInputs {
         config_hash: &rendered.hash,
         turn_rotated_at: observed.turn.as_ref().map(|t| t.rotated_at.as_str()),
+        secrets: &observed.secret_data,
     };
     push(
         "Deployment",
@@ -180,6 +193,7 @@ pub(crate) mod fixtures {
                         }),
                         ..Default::default()
                     },
+                    ..Default::default()
                 },
                 ..Default::default()
             },
@@ -198,6 +212,8 @@ pub(crate) mod fixtures {
             key: key.into(),
         };
         rc.spec.socket.autoscaling = Some(AutoscalingSpec::default());
+        rc.spec.auth.admin_token_secret_ref = Some(secret("admin", "token"));
+        rc.spec.auth.service_token_secret_ref = Some(secret("service", "token"));
         rc.spec.redis = RedisSpec {
             mode: RedisMode::External,
             managed: None,
@@ -270,6 +286,7 @@ mod tests {
                 "ConfigMap/chat-config",
                 "StatefulSet/chat-redis",
                 "Service/chat-redis",
+                "Service/chat-redis-headless",
                 "Deployment/chat-socket",
                 "Service/chat-socket",
                 "Service/chat-socket-headless",
@@ -297,6 +314,7 @@ mod tests {
                 "2026-01-01T00:00:00Z".into(),
             )),
             service_monitor_crd: true,
+            ..Default::default()
         };
         let d = desired(&rc, &observed).unwrap();
         let k = kinds(&d);

@@ -150,11 +150,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let acquire = async {
         // Ready as soon as the API server answers, leader or not.
         loop {
+            let sent = tokio::time::Instant::now();
             match elector.try_lead().await {
                 Ok(lead) => {
                     ready.store(true, Ordering::Relaxed);
                     if lead {
-                        return;
+                        return sent;
                     }
                 }
                 Err(e) => warn!(error = %e, "leader election: API error"),
@@ -162,14 +163,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(elector.renew_every()).await;
         }
     };
-    tokio::select! {
+    let led_since = tokio::select! {
         _ = &mut signal => {
             let _ = stop_tx.send(true);
             let _ = http.await;
             return Ok(());
         }
-        _ = acquire => {}
-    }
+        sent = acquire => sent,
+    };
     info!(identity = %identity, lease = %args.lease_name, "leading");
     health.metrics.leader.set(1);
     let ctx = Context::new(client, health.metrics.clone(), Some(identity));
@@ -178,25 +179,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.watch_namespace.as_deref(),
         stopped(stop_rx.clone()),
     );
-    tokio::pin!(controller);
+    let mut controller = Box::pin(controller);
     let (lost, controller_done) = tokio::select! {
         _ = &mut signal => (false, false),
-        _ = elector.hold() => (true, false),
+        _ = elector.hold(led_since) => (true, false),
         _ = &mut controller => (false, true),
     };
-    let _ = stop_tx.send(true);
-    if !controller_done {
-        // Let in-flight reconciles finish before giving up the Lease.
-        controller.await;
-    }
-    health.metrics.leader.set(0);
     if lost {
+        // Not the leader any more: stop every reconcile now, mid-write if need be
+        // (the next leader starts over from what is stored), instead of letting them finish.
+        drop(controller);
+        health.metrics.leader.set(0);
+        let _ = stop_tx.send(true);
         let _ = http.await;
         anyhow::bail!(
             "lost the leader Lease {}; exiting so no two replicas write",
             args.lease_name
         );
     }
+    let _ = stop_tx.send(true);
+    if !controller_done {
+        // Shutting down while leading: let in-flight reconciles finish before giving up
+        // the Lease.
+        controller.await;
+    }
+    health.metrics.leader.set(0);
     if let Err(e) = elector.release().await {
         warn!(error = %e, "releasing the Lease failed; another replica takes over when it expires");
     }

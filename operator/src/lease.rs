@@ -2,13 +2,15 @@
 //! both write. Every write carries the resourceVersion it read: of two replicas racing
 //! for the same Lease, the API server accepts one and answers 409 to the other.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error};
+use tokio::time::Instant;
 
 /// What a replica should do with the Lease it read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,8 +23,12 @@ pub enum LeaseAction {
     Wait { holder: String },
 }
 
-/// Decide from the Lease's spec (pure).
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseAction {
+/// Decide from the Lease's spec (pure). `unchanged_for` is how long this replica has seen
+/// the same record, on its own monotonic clock: as in client-go, a holder counts as gone
+/// only after its record stayed unchanged for a whole lease duration here. The holder's
+/// `renewTime` is never compared with our wall clock, so clock skew between replicas
+/// cannot make one take a live Lease.
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> LeaseAction {
     let Some(spec) = spec else {
         return LeaseAction::Acquire;
     };
@@ -33,17 +39,20 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseAction
     if holder == me {
         return LeaseAction::Renew;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let expired = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .is_none_or(|t| t.0.checked_add(duration).is_ok_and(|end| end < now));
-    if expired {
+    let secs = spec.lease_duration_seconds.unwrap_or(15).max(1);
+    let duration = Duration::from_secs(u64::try_from(secs).unwrap_or(15));
+    if unchanged_for >= duration {
         LeaseAction::Acquire
     } else {
         LeaseAction::Wait { holder }
     }
+}
+
+/// The Lease record as this replica last saw it, and since when (monotonic clock).
+#[derive(Clone, Debug)]
+struct Seen {
+    record: Option<LeaseSpec>,
+    since: Instant,
 }
 
 /// One replica's view of the election.
@@ -53,6 +62,8 @@ pub struct Elector {
     name: String,
     identity: String,
     duration: Duration,
+    /// The record last read and when it last changed; shared by clones.
+    seen: Arc<Mutex<Option<Seen>>>,
 }
 
 fn conflict(e: &Error) -> bool {
@@ -72,7 +83,33 @@ impl Elector {
             name: name.into(),
             identity: identity.into(),
             duration,
+            seen: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Record `record` as read now; how long it has been unchanged.
+    fn observe(&self, record: Option<&LeaseSpec>) -> Duration {
+        let now = Instant::now();
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.as_ref() {
+            Some(s) if s.record.as_ref() == record => now.duration_since(s.since),
+            _ => {
+                *seen = Some(Seen {
+                    record: record.cloned(),
+                    since: now,
+                });
+                Duration::ZERO
+            }
+        }
+    }
+
+    /// A leader stops writing this long after the last renewal it sent that succeeded:
+    /// two thirds of the lease, well before another replica may take it over.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
     }
 
     pub fn identity(&self) -> &str {
@@ -116,12 +153,16 @@ impl Elector {
                 spec: Some(self.spec(now, None, true)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(created) => {
+                    self.observe(created.spec.as_ref());
+                    Ok(true)
+                }
                 Err(e) if conflict(&e) => Ok(false),
                 Err(e) => Err(e),
             };
         };
-        let action = decide(lease.spec.as_ref(), &self.identity, now);
+        let unchanged_for = self.observe(lease.spec.as_ref());
+        let action = decide(lease.spec.as_ref(), &self.identity, unchanged_for);
         let acquiring = match action {
             LeaseAction::Wait { .. } => return Ok(false),
             LeaseAction::Acquire => true,
@@ -134,7 +175,10 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(written) => {
+                self.observe(written.spec.as_ref());
+                Ok(true)
+            }
             Err(e) if conflict(&e) => Ok(false),
             Err(e) => Err(e),
         }
@@ -175,21 +219,29 @@ impl Elector {
         }
     }
 
-    /// Renew until a renewal is refused, or until renewals have failed for two thirds of
-    /// the lease duration; then return, so the caller stops writing before another
-    /// replica can take the expired Lease.
-    pub async fn hold(&self) {
-        let mut last_ok = tokio::time::Instant::now();
+    /// Renew until a renewal is refused, or until no renewal has succeeded for
+    /// [`Self::renew_deadline`] since `led_since` (when the request that won the Lease was
+    /// sent); then return, so the caller stops writing before another replica can take
+    /// the Lease. Each renewal is cut off at that deadline: a hung request cannot keep a
+    /// replica believing it leads. Times are those at which requests were *sent*, the
+    /// safe side of the margin.
+    pub async fn hold(&self, led_since: Instant) {
+        let mut last_ok = led_since;
         loop {
             tokio::time::sleep(self.renew_every()).await;
-            match self.try_lead().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election: renewal failed");
-                    if last_ok.elapsed() >= self.duration * 2 / 3 {
-                        return;
-                    }
+            let sent = Instant::now();
+            let left = (last_ok + self.renew_deadline()).saturating_duration_since(sent);
+            if left.is_zero() {
+                tracing::warn!("leader election: no renewal within the deadline");
+                return;
+            }
+            match tokio::time::timeout(left, self.try_lead()).await {
+                Ok(Ok(true)) => last_ok = sent,
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) => tracing::warn!(error = %e, "leader election: renewal failed"),
+                Err(_) => {
+                    tracing::warn!("leader election: renewal timed out at the deadline");
+                    return;
                 }
             }
         }
@@ -211,17 +263,58 @@ mod tests {
 
     #[test]
     fn free_held_and_expired_leases() {
-        let now: Timestamp = "2026-01-01T00:00:10Z".parse().unwrap();
-        assert_eq!(decide(None, "a", now), LeaseAction::Acquire);
+        let secs = Duration::from_secs;
+        assert_eq!(decide(None, "a", secs(0)), LeaseAction::Acquire);
         let held = spec("b", "2026-01-01T00:00:00Z", 15);
         assert_eq!(
-            decide(Some(&held), "a", now),
+            decide(Some(&held), "a", secs(10)),
             LeaseAction::Wait { holder: "b".into() }
         );
-        assert_eq!(decide(Some(&held), "b", now), LeaseAction::Renew);
-        let stale = spec("b", "2026-01-01T00:00:00Z", 5);
-        assert_eq!(decide(Some(&stale), "a", now), LeaseAction::Acquire);
+        assert_eq!(decide(Some(&held), "b", secs(0)), LeaseAction::Renew);
+        // Unchanged for a whole lease duration on our clock: gone.
+        assert_eq!(decide(Some(&held), "a", secs(15)), LeaseAction::Acquire);
         let released = LeaseSpec::default();
-        assert_eq!(decide(Some(&released), "a", now), LeaseAction::Acquire);
+        assert_eq!(decide(Some(&released), "a", secs(0)), LeaseAction::Acquire);
+    }
+
+    /// The holder's renewTime is not compared with our clock: a record stamped long ago
+    /// (a holder whose clock is behind) is still live while it keeps changing.
+    #[test]
+    fn a_skewed_renew_time_does_not_expire_a_live_lease() {
+        let ancient = spec("b", "2000-01-01T00:00:00Z", 15);
+        assert_eq!(
+            decide(Some(&ancient), "a", Duration::from_secs(1)),
+            LeaseAction::Wait { holder: "b".into() }
+        );
+    }
+
+    /// An API server that accepts connections and never answers: the leader must give up
+    /// at the renew deadline, not hang in the request.
+    #[tokio::test]
+    async fn a_hung_renewal_ends_leadership_at_the_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _black_hole = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                held.push(sock);
+            }
+        });
+        let url: http::Uri = format!("http://{addr}").parse().unwrap();
+        let mut config = kube::Config::new(url);
+        config.read_timeout = None;
+        config.write_timeout = None;
+        let client = Client::try_from(config).unwrap();
+        let lease = Duration::from_secs(3);
+        let e = Elector::new(client, "default", "op", "a", lease);
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), e.hold(started))
+            .await
+            .expect("hold() returned");
+        let took = started.elapsed();
+        assert!(
+            took <= e.renew_deadline() + Duration::from_millis(500),
+            "a hung renewal kept the leadership for {took:?}"
+        );
     }
 }

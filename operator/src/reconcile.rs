@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -26,7 +26,7 @@ use serde_json::json;
 use switchboard_crds::cluster::{RealtimeCluster, RealtimeClusterStatus, RedisMode, TurnStatus};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::apply::{Applied, apply, delete_owned};
+use crate::apply::{Applied, apply, controlled_by, delete_owned};
 use crate::checks::spec_problems;
 use crate::children::meta::{FIELD_MANAGER, Names};
 use crate::children::turn::{TurnChange, TurnSecretState, next_state};
@@ -137,6 +137,7 @@ fn prunable(names: &Names) -> Vec<(ApiResource, String)> {
         ar(ApiResource::erase::<Deployment>(&()), names.worker()),
         ar(ApiResource::erase::<StatefulSet>(&()), names.redis()),
         ar(ApiResource::erase::<Service>(&()), names.redis()),
+        ar(ApiResource::erase::<Service>(&()), names.redis_headless()),
         ar(ApiResource::erase::<Secret>(&()), names.turn_secret()),
         ar(monitor::resource(), names.instance.clone()),
     ]
@@ -152,6 +153,11 @@ fn random_secret() -> String {
 #[tracing::instrument(skip_all, fields(cluster = %rc.name_any(), namespace = rc.namespace().unwrap_or_default()))]
 pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
+    if rc.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children; re-creating them
+        // now would only race it.
+        return Ok(Action::await_change());
+    }
     let names = Names::of(&rc)?;
     let ns = names.namespace.clone();
     let client = &ctx.client;
@@ -159,6 +165,8 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     let mut recheck = RESYNC;
 
     // Secrets the spec references: their absence is reported, not fatal.
+    // Read by name (`get`): the operator neither lists nor watches Secrets. A rotation
+    // of one reaches the pods (through the secrets hash) at the next reconcile.
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut secrets = BTreeMap::new();
     for (_, r) in config::referenced_secrets(&rc) {
@@ -166,8 +174,17 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             secrets.insert(r.name.clone(), secrets_api.get_opt(&r.name).await?);
         }
     }
+    let secret_data: config::SecretData = config::referenced_secrets(&rc)
+        .into_iter()
+        .filter_map(|(_, r)| {
+            let s = secrets.get(&r.name)?.as_ref()?;
+            let v = s.data.as_ref()?.get(&r.key)?;
+            Some(((r.name.clone(), r.key.clone()), v.0.clone()))
+        })
+        .collect();
 
     // The TURN secret: generated once, rotated on schedule.
+    let mut turn_change = None;
     let turn_state = match &rc.spec.turn {
         Some(spec) => {
             let existing = secrets_api
@@ -177,32 +194,16 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
                 .and_then(TurnSecretState::from_secret);
             let d = next_state(existing, spec, now, random_secret);
             recheck = recheck.min(d.recheck_in);
-            match d.change {
-                TurnChange::Rotated => {
-                    ctx.event(
-                        &rc,
-                        EventType::Normal,
-                        "TurnSecretRotated",
-                        format!(
-                            "rotated Secret {}; the previous secret stays valid until {}",
-                            names.turn_secret(),
-                            d.state.previous_valid_until.clone().unwrap_or_default()
-                        ),
-                    )
-                    .await
-                }
-                TurnChange::PreviousExpired => info!(
-                    cluster = %names.instance,
-                    "previous TURN secret expired"
-                ),
-                TurnChange::Created | TurnChange::Unchanged => {}
+            if d.change == TurnChange::PreviousExpired {
+                info!(cluster = %names.instance, "previous TURN secret expired");
             }
+            turn_change = Some((d.change, d.state.previous_valid_until.clone()));
             Some(d.state)
         }
         None => None,
     };
 
-    let problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
+    let mut problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
 
     let wants_monitor = rc
         .spec
@@ -215,17 +216,56 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             .await?
             .is_some();
 
+    if wants_monitor && !service_monitor_crd {
+        problems.push(format!(
+            "spec.monitoring.serviceMonitor: the ServiceMonitor CRD ({}) is not installed; install the Prometheus Operator or turn this off",
+            monitor::CRD_NAME
+        ));
+    }
+
     let observed = Observed {
         turn: turn_state.clone(),
         service_monitor_crd,
+        secret_data,
     };
     let desired = children::desired(&rc, &observed)?;
+    let owner_uid = rc.uid().unwrap_or_default();
+
+    // Autoscaling just switched on: hand `replicas` to another field manager first, so
+    // the apply that stops setting it does not reset the Deployment to one replica.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    if let Some(live) = deployments.get_opt(&names.socket()).await?
+        && controlled_by(&live.metadata, &owner_uid)
+        && let Some(patch) = socket::replicas_handoff(&rc, &live)
+    {
+        deployments
+            .patch(
+                &names.socket(),
+                &PatchParams::apply(socket::HANDOFF_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        ctx.metrics.write("Deployment", "update");
+    }
 
     let mut created = Vec::new();
     let mut updated = Vec::new();
+    let mut conflicts = Vec::new();
     let mut apply_errors = Vec::new();
+    let mut turn_secret_applied = false;
     for d in &desired {
-        match apply(client, &ns, d).await {
+        let result = apply(client, &ns, d, &owner_uid).await;
+        if d.resource.kind == "Secret" && d.name == names.turn_secret() {
+            turn_secret_applied = matches!(
+                result,
+                Ok(Applied::Created | Applied::Updated | Applied::Unchanged)
+            );
+        }
+        match result {
+            Ok(Applied::NameConflict) => {
+                warn!(child = %d.label(), "an object of this name exists and is not ours; left alone");
+                conflicts.push(d.label());
+            }
             Ok(Applied::Unchanged) => {}
             Ok(Applied::Created) => {
                 ctx.metrics.write(&d.resource.kind, "create");
@@ -241,7 +281,22 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             }
         }
     }
-    let owner_uid = rc.uid().unwrap_or_default();
+    // Announce a rotation only once the new secret is stored.
+    if let Some((TurnChange::Rotated, until)) = &turn_change
+        && turn_secret_applied
+    {
+        ctx.event(
+            &rc,
+            EventType::Normal,
+            "TurnSecretRotated",
+            format!(
+                "rotated Secret {}; the previous secret stays valid until {}",
+                names.turn_secret(),
+                until.clone().unwrap_or_default()
+            ),
+        )
+        .await;
+    }
     let mut deleted = Vec::new();
     for (resource, name) in prunable(&names) {
         let wanted = desired
@@ -272,7 +327,6 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     }
 
     // Status from the children's status.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let socket = deployments
         .get_opt(&names.socket())
         .await?
@@ -317,6 +371,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
         config_hash: config::render(&rc, &names)?.hash,
         spec_problems: problems,
         apply_errors: apply_errors.clone(),
+        name_conflicts: conflicts,
     };
     let previous = rc.status.as_ref();
     let status = decide(&facts, previous, now);
@@ -370,10 +425,74 @@ async fn write_status(
     Ok(())
 }
 
-fn error_policy(rc: Arc<RealtimeCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+/// The key of `obj` in the failure map.
+fn key_of(obj: &DynamicObject) -> ObjectRef<RealtimeCluster> {
+    let r = ObjectRef::new(&obj.name_any());
+    match obj.namespace() {
+        Some(ns) => r.within(&ns),
+        None => r,
+    }
+}
+
+/// The controller watches clusters untyped, so that one object the Rust types cannot read
+/// (written before a schema tightened, or against an older CRD) only degrades itself
+/// instead of failing the watch of every cluster. Readable ones go to [`reconcile`].
+async fn reconcile_object(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let value = serde_json::to_value(obj.as_ref()).map_err(BuildError::from_json)?;
+    match serde_json::from_value::<RealtimeCluster>(value) {
+        Ok(rc) => reconcile(Arc::new(rc), ctx).await,
+        Err(e) => {
+            warn!(cluster = %obj.name_any(), error = %e, "cannot read the RealtimeCluster");
+            unreadable(&ctx.client, &obj, &e.to_string()).await?;
+            ctx.metrics.write("RealtimeCluster/status", "update");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Mark a cluster the operator cannot read as Degraded (reason `UnreadableSpec`).
+async fn unreadable(client: &Client, obj: &DynamicObject, why: &str) -> Result<(), kube::Error> {
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &obj.namespace().unwrap_or_default(), &ar);
+    let now = Timestamp::now().to_string();
+    let message = format!("the operator cannot read this RealtimeCluster: {why}");
+    let already = obj.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["reason"] == "UnreadableSpec" && c["message"] == message.as_str());
+    if already {
+        return Ok(());
+    }
+    let condition = |type_: &str, status: &str| {
+        json!({"type": type_, "status": status, "reason": "UnreadableSpec",
+               "message": message, "lastTransitionTime": now,
+               "observedGeneration": obj.metadata.generation})
+    };
+    let patch = json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "status": {
+            "observedGeneration": obj.metadata.generation,
+            "phase": "Degraded",
+            "conditions": [condition("Ready", "False"), condition("Progressing", "False"),
+                           condition("Degraded", "True")],
+        }
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(error.metric_label());
-    let wait = ctx.backoff(ObjectRef::from_obj(rc.as_ref()));
-    warn!(cluster = %rc.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
+    let wait = ctx.backoff(key_of(&obj));
+    warn!(cluster = %obj.name_any(), error = %error, retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
@@ -397,27 +516,48 @@ pub async fn run_controller(
     }
     let owned =
         || watcher::Config::default().labels("app.kubernetes.io/managed-by=switchboard-operator");
-    Controller::new(
-        api::<RealtimeCluster>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(api::<ConfigMap>(&client, namespace), owned())
-    .owns(api::<Secret>(&client, namespace), owned())
-    .owns(api::<ServiceAccount>(&client, namespace), owned())
-    .owns(api::<Deployment>(&client, namespace), owned())
-    .owns(api::<StatefulSet>(&client, namespace), owned())
-    .owns(api::<Service>(&client, namespace), owned())
-    .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
-    .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
-    .owns(api::<Ingress>(&client, namespace), owned())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        match res {
-            Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile error"),
-        }
-    })
-    .instrument(info_span!("controller"))
-    .await;
+    let ar = ApiResource::erase::<RealtimeCluster>(&());
+    let clusters: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    Controller::new_with(clusters, watcher::Config::default(), ar)
+        .owns(api::<ConfigMap>(&client, namespace), owned())
+        .owns(api::<ServiceAccount>(&client, namespace), owned())
+        .owns(api::<Deployment>(&client, namespace), owned())
+        .owns(api::<StatefulSet>(&client, namespace), owned())
+        .owns(api::<Service>(&client, namespace), owned())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
+        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
+        .owns(api::<Ingress>(&client, namespace), owned())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_object, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .instrument(info_span!("controller"))
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::fixtures::mk_cluster;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    /// A cluster being deleted gets no children re-created: the reconcile returns before
+    /// any request (this client reaches nothing, so any request would fail it).
+    #[tokio::test]
+    async fn a_cluster_being_deleted_is_left_to_the_garbage_collector() {
+        let url: http::Uri = "http://127.0.0.1:1".parse().unwrap();
+        let client = Client::try_from(kube::Config::new(url)).unwrap();
+        let ctx = Context::new(client, Metrics::default(), None);
+        let mut rc = mk_cluster();
+        rc.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+        let action = reconcile(Arc::new(rc), ctx).await.expect("no request made");
+        assert_eq!(action, Action::await_change());
+    }
 }

@@ -96,6 +96,9 @@ pub struct Facts {
     pub spec_problems: Vec<String>,
     /// Children the API server refused, with its message.
     pub apply_errors: Vec<String>,
+    /// Children the operator left alone because an object of that name exists and this
+    /// cluster does not control it (`Kind/name`).
+    pub name_conflicts: Vec<String>,
 }
 
 fn observed(o: Option<Observation>, prefix: &str) -> Option<ComponentStatus> {
@@ -159,16 +162,22 @@ pub fn decide(
             not_ready.push(format!("{name} {}", c.summary));
         }
     }
+    let conflicts = facts.name_conflicts.iter().map(|c| {
+        format!("{c} exists and is not controlled by this RealtimeCluster; rename or delete it")
+    });
     let problems: Vec<_> = facts
         .spec_problems
         .iter()
-        .chain(&facts.apply_errors)
         .cloned()
+        .chain(conflicts)
+        .chain(facts.apply_errors.iter().cloned())
         .collect();
     let degraded = !problems.is_empty();
     let ready = not_ready.is_empty() && !degraded;
     let degraded_reason = if !facts.spec_problems.is_empty() {
         "InvalidSpec"
+    } else if !facts.name_conflicts.is_empty() {
+        "NameConflict"
     } else if !facts.apply_errors.is_empty() {
         "ApplyFailed"
     } else {
@@ -320,6 +329,22 @@ mod tests {
             cond(&s, "Ready")
                 .message
                 .contains("spec.auth.jwt.secretRef")
+        );
+    }
+
+    #[test]
+    fn a_foreign_object_of_a_childs_name_is_a_name_conflict() {
+        let mut f = mk_facts();
+        f.name_conflicts = vec!["Service/chat-socket".into()];
+        let s = decide(&f, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(s.phase.as_deref(), Some("Degraded"));
+        assert_eq!(cond(&s, "Degraded").reason, "NameConflict");
+        assert!(
+            cond(&s, "Degraded")
+                .message
+                .contains("Service/chat-socket exists and is not controlled"),
+            "{:?}",
+            cond(&s, "Degraded")
         );
     }
 

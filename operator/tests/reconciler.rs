@@ -36,6 +36,10 @@ use switchboard_operator::reconcile::{Context, reconcile};
 
 const JWT: &str = "an-hmac-secret-of-at-least-32-bytes!";
 
+/// Every test that uses the CRD holds it shared; the one that loosens the schema for a
+/// moment holds it alone (a CRD change also restarts the other tests' watches).
+static SCHEMA: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The API server's client, the CRD installed; `None` (test skipped) without tests/env.
 async fn setup() -> Option<Client> {
     endpoint("KUBECONFIG")?;
@@ -125,6 +129,16 @@ async fn pod_env(
 /// `switchboard config check` (the real binary, built in this target directory) on the
 /// ConfigMap the operator rendered, with the environment a pod gets.
 async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String> {
+    config_check_of(client, ns, cluster, &format!("{cluster}-socket")).await
+}
+
+/// The same for the pods of the Deployment `workload` (socket nodes or workers).
+async fn config_check_of(
+    client: &Client,
+    ns: &str,
+    cluster: &str,
+    workload: &str,
+) -> Result<String> {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_switchboard-operator"))
         .with_file_name("switchboard");
     ensure!(
@@ -139,7 +153,7 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
     let dir = std::env::temp_dir().join(unique_name("sb-config-check"));
     std::fs::create_dir_all(&dir)?;
     let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get(&format!("{cluster}-socket"))
+        .get(workload)
         .await?;
     // Secret volumes as the kubelet mounts them, under `dir` instead of `/`.
     let pod = deployment.spec.template.spec.clone().unwrap();
@@ -165,7 +179,16 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
     }
     let file = dir.join("switchboard.yaml");
     std::fs::write(&file, &text)?;
-    let env = pod_env(client, ns, &deployment).await?;
+    let mut env = pod_env(client, ns, &deployment).await?;
+    // File paths in the environment (the workers' push keys) point into `dir` too.
+    for mount in pod.containers[0].volume_mounts.iter().flatten() {
+        let target = dir.join(mount.mount_path.trim_start_matches('/'));
+        for (_, v) in &mut env {
+            if v.starts_with(&format!("{}/", mount.mount_path)) {
+                *v = v.replace(&mount.mount_path, &target.display().to_string());
+            }
+        }
+    }
     let out = std::process::Command::new(&bin)
         .args(["config", "check"])
         .arg(&file)
@@ -183,6 +206,7 @@ async fn config_check(client: &Client, ns: &str, cluster: &str) -> Result<String
 
 #[tokio::test]
 async fn sample_cluster_lifecycle() -> Result<()> {
+    let _schema = SCHEMA.read().await;
     let Some(client) = setup().await else {
         return Ok(());
     };
@@ -385,6 +409,7 @@ async fn sample_cluster_lifecycle() -> Result<()> {
 
 #[tokio::test]
 async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
+    let _schema = SCHEMA.read().await;
     let Some(client) = setup().await else {
         return Ok(());
     };
@@ -418,6 +443,16 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
             "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {urls: [\"turn:x\"], credentialTTL: soon}\n",
             "spec.turn.credentialTTL",
         ),
+        // Matches the old `^[0-9]+(ms|s|m|h|d)$` but overflows u64: stored, it would have
+        // broken the operator's list of every cluster.
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {urls: [\"turn:x\"], credentialTTL: 99999999999999999999s}\n",
+            "spec.turn.credentialTTL",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {managed: {storage: lots}}\n",
+            "spec.redis.managed.storage",
+        ),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let manifest = format!(
@@ -428,6 +463,34 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
         assert!(!out.status.success(), "case {i} was accepted:\n{manifest}");
         assert!(stderr.contains(message), "case {i}: {stderr}");
     }
+    // A name too long for its children's names (`<name>-socket-headless` > 63).
+    let long = "n".repeat(41);
+    let manifest = format!(
+        "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: {long}\nspec:\n  auth: {{jwt: {{secretRef: {{name: a, key: b}}}}}}\n"
+    );
+    let out = kubectl(&["-n", &ns, "apply", "-f", "-"], Some(&manifest))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 41-character name was accepted");
+    assert!(
+        stderr.contains("metadata.name: must be a DNS label"),
+        "{stderr}"
+    );
+    // The Redis volume size cannot change once the StatefulSet exists.
+    let sized = "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: sized\nspec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {managed: {storage: 1Gi}}\n";
+    apply_manifest(&ns, sized)?;
+    let out = kubectl(
+        &["-n", &ns, "apply", "-f", "-"],
+        Some(&sized.replace("1Gi", "2Gi")),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a storage change was accepted");
+    assert!(
+        stderr.contains("spec.redis.managed.storage is immutable"),
+        "{stderr}"
+    );
+    Api::<RealtimeCluster>::namespaced(client.clone(), &ns)
+        .delete("sized", &DeleteParams::default())
+        .await?;
     // `kubectl explain` documents the fields from the Rust doc comments.
     let out = kubectl(
         &["explain", "realtimecluster.spec.turn.rotationInterval"],
@@ -438,10 +501,15 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
         text.contains("How often the operator replaces the shared secret"),
         "{text}"
     );
-    let left = Api::<RealtimeCluster>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
-    assert!(left.items.is_empty());
+    let clusters = Api::<RealtimeCluster>::namespaced(client.clone(), &ns);
+    eventually("only refused clusters", Duration::from_secs(30), || async {
+        Ok(clusters
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty())
+    })
+    .await?;
     delete_namespace(&client, &ns).await;
     Ok(())
 }
@@ -475,6 +543,7 @@ async fn counting_client(counter: &RequestCounter) -> Result<Client> {
 
 #[tokio::test]
 async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
+    let _schema = SCHEMA.read().await;
     let Some(client) = setup().await else {
         return Ok(());
     };
@@ -488,6 +557,13 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
     ] {
         create_secret(&client, &ns, name, key, value).await?;
     }
+    let tokens: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "chat-tokens"},
+        "stringData": {"admin": "an-admin-token", "service": "a-service-token"}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&kube::api::PostParams::default(), &tokens)
+        .await?;
     // The full sample: external Redis, TURN with coturn, workers, HPA, Ingress.
     apply_manifest(&ns, &sample("full.yaml"))?;
     let counter = RequestCounter::default();
@@ -578,14 +654,57 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
             "reconcile read nothing"
         );
     }
-    // The config the nodes get here passes the data plane's check too.
+    // Another manager adds an env var (a sidecar injector, say): the operator's apply
+    // changes nothing, so it counts no update and publishes no Event.
+    let sidecar = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "chat-full-socket"},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "socket", "env": [{"name": "INJECTED", "value": "1"}]}
+        ]}}}
+    });
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    deployments
+        .patch(
+            "chat-full-socket",
+            &PatchParams::apply("sidecar-injector"),
+            &Patch::Apply(&sidecar),
+        )
+        .await?;
+    let metrics = Metrics::default();
+    let quiet = Context::new(client.clone(), metrics.clone(), Some("test".into()));
+    reconcile(Arc::new(clusters.get("chat-full").await?), quiet).await?;
+    let text = metrics.encode();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("kind=\"Deployment\"") && l.contains("action=\"update\"")),
+        "another manager's env var counted as an update:\n{text}"
+    );
+    let env = deployments
+        .get("chat-full-socket")
+        .await?
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env.iter().any(|e| e.name == "INJECTED"));
+
+    // The config the nodes get here passes the data plane's check too, and so does what
+    // the workers get (the same file, their own environment and push keys).
     config_check(&client, &ns, "chat-full").await?;
+    config_check_of(&client, &ns, "chat-full", "chat-full-worker").await?;
     delete_namespace(&client, &ns).await;
     Ok(())
 }
 
 #[tokio::test]
 async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
+    let _schema = SCHEMA.read().await;
     let Some(client) = setup().await else {
         return Ok(());
     };
@@ -610,8 +729,20 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
     assert_eq!(first.len(), 64);
     assert_eq!(read(&s0, "previous"), None);
 
-    // Pretend the interval has passed: the operator rotates and keeps the old secret.
+    // Pretend the interval has passed: the operator rotates and keeps the old secret. It
+    // does not watch Secrets (it would need list/watch on all of them); in real life the
+    // requeue timer brings it back at the rotation time, here an edit of the cluster does.
     let ann = |k: &str, v: &str| json!({"metadata": {"annotations": {k: v}}});
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    let touch = |n: &str| {
+        let clusters = clusters.clone();
+        let patch = ann("touch", n);
+        async move {
+            clusters
+                .patch("chat", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+        }
+    };
     secrets
         .patch(
             "chat-turn",
@@ -619,6 +750,7 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
             &Patch::Merge(ann(TURN_ROTATED_ANNOTATION, "2020-01-01T00:00:00Z")),
         )
         .await?;
+    touch("1").await?;
     eventually("the rotation", Duration::from_secs(60), || async {
         let s = secrets.get("chat-turn").await?;
         Ok(read(&s, "previous").as_deref() == Some(first.as_str()))
@@ -667,14 +799,18 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
         },
     )
     .await?;
+    // The Event follows the writes of that reconcile (it is published once the new
+    // secret is stored, after the other children).
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let rotated_event = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .any(|e| e.reason.as_deref() == Some("TurnSecretRotated"));
-    assert!(rotated_event);
+    eventually("the rotation Event", Duration::from_secs(30), || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .any(|e| e.reason.as_deref() == Some("TurnSecretRotated")))
+    })
+    .await?;
 
     // Once the TTL is over, the previous secret goes.
     secrets
@@ -684,6 +820,7 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
             &Patch::Merge(ann(PREVIOUS_UNTIL_ANNOTATION, "2020-01-01T00:00:00Z")),
         )
         .await?;
+    touch("2").await?;
     eventually(
         "the previous secret to be dropped",
         Duration::from_secs(60),
@@ -700,6 +837,7 @@ async fn turn_rotation_keeps_the_previous_secret_for_one_ttl() -> Result<()> {
 
 #[tokio::test]
 async fn two_electors_never_both_lead() -> Result<()> {
+    let _schema = SCHEMA.read().await;
     let Some(client) = setup().await else {
         return Ok(());
     };
@@ -732,6 +870,11 @@ async fn two_electors_never_both_lead() -> Result<()> {
     };
     // The leader stops renewing: the other takes over only after the Lease expires.
     let stopped = tokio::time::Instant::now();
+    // A replica that has just started has seen the record for no time at all: it waits a
+    // whole lease duration on its own clock, however old the record's renewTime looks.
+    let newcomer = Elector::new(client.clone(), &ns, "op", "c", lease);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!newcomer.try_lead().await?, "a newcomer took a live Lease");
     loop {
         if loser.try_lead().await? {
             break;
@@ -754,6 +897,7 @@ async fn two_electors_never_both_lead() -> Result<()> {
 
 #[tokio::test]
 async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> {
+    let _schema = SCHEMA.read().await;
     let Some(client) = setup().await else {
         return Ok(());
     };
@@ -779,8 +923,187 @@ async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> 
         "{}",
         degraded.message
     );
-    // Creating the Secret heals it.
+    // A Secret whose value is wrong: the message says where it is and what it must be,
+    // and the value itself appears in no status and no Event.
+    let leaky = "too-short-leaky-marker";
+    create_secret(&client, &ns, "chat-jwt", "secret", leaky).await?;
+    let touch = |n: &str| json!({"metadata": {"annotations": {"touch": n}}});
+    clusters
+        .patch("chat", &PatchParams::default(), &Patch::Merge(touch("1")))
+        .await?;
+    eventually("the bad value reported", Duration::from_secs(60), || async {
+        let status = clusters.get("chat").await?.status.unwrap_or_default();
+        Ok(status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.message.contains(
+                    "spec.auth.jwt.secretRef: value in Secret \"chat-jwt\" key \"secret\" must be at least 32 bytes",
+                )
+        }))
+    })
+    .await?;
+    let status = serde_json::to_string(&clusters.get("chat").await?.status)?;
+    assert!(!status.contains(leaky), "{status}");
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning")),
+        "no Warning event"
+    );
+    let events = serde_json::to_string(&events.items)?;
+    assert!(!events.contains(leaky), "{events}");
+
+    // Fixing the Secret heals it.
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .delete("chat-jwt", &DeleteParams::default())
+        .await?;
     create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    clusters
+        .patch("chat", &PatchParams::default(), &Patch::Merge(touch("2")))
+        .await?;
+    wait_ready(&clusters, "chat").await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// A Service already named like a child, made by someone else: the operator leaves it
+/// alone (no takeover, so the garbage collector never deletes it with the cluster) and
+/// reports the conflict by name.
+#[tokio::test]
+async fn a_foreign_object_with_a_childs_name_is_left_alone() -> Result<()> {
+    let _schema = SCHEMA.read().await;
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-conflict").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let foreign: Service = serde_json::from_value(json!({
+        "metadata": {"name": "chat-socket", "labels": {"owner": "someone-else"}},
+        "spec": {"ports": [{"port": 8080}], "selector": {"app": "theirs"}}
+    }))?;
+    services
+        .create(&kube::api::PostParams::default(), &foreign)
+        .await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    eventually("NameConflict", Duration::from_secs(60), || async {
+        let status = clusters.get("chat").await?.status.unwrap_or_default();
+        Ok(status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.reason == "NameConflict"
+                && c.message.contains("Service/chat-socket")
+        }))
+    })
+    .await?;
+    let live = services.get("chat-socket").await?;
+    assert!(
+        live.metadata.owner_references.is_none(),
+        "taken over: {live:?}"
+    );
+    assert_eq!(live.spec.unwrap().ports.unwrap()[0].port, 8080);
+    // The other children were made as usual.
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("chat-socket")
+            .await?
+            .is_some()
+    );
+    // Deleting the cluster leaves the foreign Service.
+    clusters.delete("chat", &DeleteParams::background()).await?;
+    eventually(
+        "the cluster's children to go",
+        Duration::from_secs(90),
+        || async {
+            Ok(Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt("chat-socket")
+                .await?
+                .is_none())
+        },
+    )
+    .await?;
+    assert!(services.get_opt("chat-socket").await?.is_some());
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// Turning autoscaling on keeps the current replica count (the HPA takes it from there)
+/// instead of the API server resetting it to 1; a rotated Secret rolls the pods.
+#[tokio::test]
+async fn autoscaling_keeps_the_replicas_and_secret_rotation_rolls_the_pods() -> Result<()> {
+    let _schema = SCHEMA.read().await;
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-hpa").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"socket": {"replicas": 4}}})),
+        )
+        .await?;
+    eventually("4 replicas", Duration::from_secs(60), || async {
+        Ok(deployments
+            .get_opt("chat-socket")
+            .await?
+            .and_then(|d| d.spec.replicas)
+            == Some(4))
+    })
+    .await?;
+    clusters
+        .patch(
+            "chat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"socket": {"autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 8}}}})),
+        )
+        .await?;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+    eventually("the HPA", Duration::from_secs(60), || async {
+        Ok(hpas.get_opt("chat-socket").await?.is_some())
+    })
+    .await?;
+    eventually("replicas handed over", Duration::from_secs(60), || async {
+        let d = deployments.get("chat-socket").await?;
+        let ours = d.metadata.managed_fields.iter().flatten().any(|m| {
+            m.manager.as_deref() == Some("switchboard-operator")
+                && m.fields_v1
+                    .as_ref()
+                    .and_then(|f| f.0.get("f:spec"))
+                    .is_some_and(|s| s.get("f:replicas").is_some())
+        });
+        Ok(!ours)
+    })
+    .await?;
+    // A moment for any reset to show, then the count is what it was.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(deployments.get("chat-socket").await?.spec.replicas, Some(4));
+
+    // Rotating the JWT Secret changes the pod template (at the next reconcile).
+    let secrets_hash = |d: Deployment| {
+        d.spec.template.metadata.unwrap().annotations.unwrap()
+            [switchboard_operator::children::meta::SECRETS_HASH_ANNOTATION]
+            .clone()
+    };
+    let before = secrets_hash(deployments.get("chat-socket").await?);
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "chat-jwt",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"stringData": {"secret": "another-hmac-secret-of-32-bytes-or-more"}}),
+            ),
+        )
+        .await?;
     clusters
         .patch(
             "chat",
@@ -788,7 +1111,176 @@ async fn a_missing_secret_degrades_the_cluster_naming_the_field() -> Result<()> 
             &Patch::Merge(json!({"metadata": {"annotations": {"touch": "1"}}})),
         )
         .await?;
-    wait_ready(&clusters, "chat").await?;
+    eventually("the pods to roll", Duration::from_secs(60), || async {
+        Ok(secrets_hash(deployments.get("chat-socket").await?) != before)
+    })
+    .await?;
     delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// One cluster the operator cannot read (stored under an older, looser schema) must not
+/// stop it from reconciling the others: that one is marked Degraded, the rest go Ready.
+#[tokio::test]
+async fn an_unreadable_cluster_does_not_stop_the_others() -> Result<()> {
+    let _schema = SCHEMA.write().await;
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let ns = fresh_namespace(&client, "op-unreadable").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    // The schema as it was before durations were bounded.
+    let mut loose = serde_json::to_value(switchboard_crds::crd())?;
+    fn loosen(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("pattern").and_then(|p| p.as_str()) == Some("^[0-9]{1,9}(ms|s|m|h|d)$") {
+                    m.insert("pattern".into(), json!("^[0-9]+(ms|s|m|h|d)$"));
+                    m.remove("maxLength");
+                }
+                m.values_mut().for_each(loosen);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(loosen),
+            _ => {}
+        }
+    }
+    loosen(&mut loose);
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let bad = "apiVersion: switchboard.dev/v1alpha1\nkind: RealtimeCluster\nmetadata:\n  name: bad\nspec:\n  auth: {jwt: {secretRef: {name: chat-jwt, key: secret}}}\n  turn: {urls: [\"turn:x\"], credentialTTL: 99999999999999999999s}\n";
+    let stored = async {
+        crds.patch(
+            "realtimeclusters.switchboard.dev",
+            &PatchParams::apply("switchboard-tests").force(),
+            &Patch::Apply(&loose),
+        )
+        .await?;
+        eventually("the loose schema", Duration::from_secs(30), || async {
+            Ok(kubectl(&["-n", &ns, "apply", "-f", "-"], Some(bad))?
+                .status
+                .success())
+        })
+        .await
+    }
+    .await;
+    install_crd(&client).await?;
+    stored?;
+    // A CRD update rebuilds the resource's storage; a watch opened on the old one can stay
+    // quiet until it is drained. Wait until a fresh watch delivers, so that this test and
+    // those after it (they wait for the write lock) watch the new storage.
+    apply_manifest(&ns, &sample("minimal.yaml"))?;
+    watches_deliver(&client, &ns, "chat").await?;
+    let _op = RunningOperator::start(&client, &ns);
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    wait_ready(&clusters, "chat").await?;
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::core::ApiResource::erase::<RealtimeCluster>(&()),
+    );
+    eventually("bad marked unreadable", Duration::from_secs(60), || async {
+        let o = raw.get("bad").await?;
+        Ok(o.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Degraded" && c["reason"] == "UnreadableSpec"))
+    })
+    .await?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// A ServiceMonitor asked for without the Prometheus Operator's CRD: Degraded, saying so.
+#[tokio::test]
+async fn a_service_monitor_without_its_crd_degrades_the_cluster() -> Result<()> {
+    let _schema = SCHEMA.write().await;
+    let Some(client) = setup().await else {
+        return Ok(());
+    };
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    let monitor_crd = "servicemonitors.monitoring.coreos.com";
+    crds.delete(monitor_crd, &DeleteParams::default()).await?;
+    eventually(
+        "the ServiceMonitor CRD to go",
+        Duration::from_secs(60),
+        || async { Ok(crds.get_opt(monitor_crd).await?.is_none()) },
+    )
+    .await?;
+    let ns = fresh_namespace(&client, "op-nomonitor").await?;
+    create_secret(&client, &ns, "chat-jwt", "secret", JWT).await?;
+    let _op = RunningOperator::start(&client, &ns);
+    apply_manifest(
+        &ns,
+        &format!(
+            "{}  monitoring: {{serviceMonitor: true}}\n",
+            sample("minimal.yaml")
+        ),
+    )?;
+    let clusters: Api<RealtimeCluster> = Api::namespaced(client.clone(), &ns);
+    let result = eventually(
+        "Degraded naming the CRD",
+        Duration::from_secs(60),
+        || async {
+            let status = clusters.get("chat").await?.status.unwrap_or_default();
+            Ok(status.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && c.message.contains("spec.monitoring.serviceMonitor")
+                    && c.message.contains(monitor_crd)
+            }))
+        },
+    )
+    .await;
+    install_service_monitor_crd(&client).await?;
+    result?;
+    delete_namespace(&client, &ns).await;
+    Ok(())
+}
+
+/// Until a watch opened now on RealtimeClusters in `ns` sees an edit of `name`.
+async fn watches_deliver(client: &Client, ns: &str, name: &str) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::api::{WatchEvent, WatchParams};
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::core::ApiResource::erase::<RealtimeCluster>(&()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for i in 0.. {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "watches on RealtimeClusters stay quiet"
+        );
+        let rv = raw
+            .list_metadata(&ListParams::default())
+            .await?
+            .metadata
+            .resource_version
+            .unwrap_or_default();
+        let stream = raw.watch(&WatchParams::default().timeout(10), &rv).await?;
+        let mut stream = stream.boxed();
+        raw.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"probe": i.to_string()}}})),
+        )
+        .await?;
+        let seen = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(ev) = stream.try_next().await? {
+                if matches!(ev, WatchEvent::Modified(_)) {
+                    return Ok::<_, kube::Error>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await;
+        if matches!(seen, Ok(Ok(true))) {
+            return Ok(());
+        }
+    }
     Ok(())
 }

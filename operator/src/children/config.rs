@@ -87,17 +87,9 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
         if let Some(dlq) = &n.kafka.dlq_topic {
             k.dlq_topic = dlq.clone();
         }
-        if n.fcm.is_some() {
-            c.notifications.fcm.service_account_file = Some(FCM_FILE.into());
-        }
-        if let Some(a) = &n.apns {
-            let apns = &mut c.notifications.apns;
-            apns.key_file = Some(APNS_FILE.into());
-            apns.key_id = Some(a.key_id.clone());
-            apns.team_id = Some(a.team_id.clone());
-            apns.topic = Some(a.topic.clone());
-            apns.environment = a.environment.as_str().into();
-        }
+        // FCM and APNs settings reach the workers only, through their environment
+        // ([`pod_wiring`]): the file is shared with the socket nodes, which must neither
+        // get the signing keys nor refuse to start without them.
         if let Some(e) = &n.email {
             c.notifications.email.from = Some(e.from.clone());
         }
@@ -152,6 +144,20 @@ pub fn content_hash(text: &str) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Which Switchboard pod a wiring is for: each gets only the secrets it uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `switchboard serve`: JWT, Redis, TURN, MongoDB, admin and service tokens.
+    Socket,
+    /// `switchboard worker`: Redis, FCM, APNs, SMTP; plus the JWT public key and the TURN
+    /// secret, because the shared file names them and the worker validates it whole.
+    Worker,
+}
+
+/// The bytes of every Secret key the spec references, by (Secret, key); absent keys are
+/// missing. Hashed onto pod templates so that rotating a Secret rolls the pods using it.
+pub type SecretData = BTreeMap<(String, String), Vec<u8>>;
+
 /// Environment variables, volumes and mounts that give a pod its config and secrets.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodWiring {
@@ -185,6 +191,30 @@ pub(crate) fn env_secret(name: &str, secret: &str, key: &str, optional: bool) ->
 }
 
 impl PodWiring {
+    /// Every (Secret, key) this pod reads, from env and from volumes, sorted.
+    pub fn secret_keys(&self) -> Vec<(String, String)> {
+        let env = self
+            .env
+            .iter()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .map(|r| (r.name.clone(), r.key.clone()));
+        let files = self
+            .volumes
+            .iter()
+            .filter_map(|v| v.secret.as_ref())
+            .flat_map(|s| {
+                let name = s.secret_name.clone().unwrap_or_default();
+                s.items
+                    .iter()
+                    .flatten()
+                    .map(move |i| (name.clone(), i.key.clone()))
+            });
+        let mut keys: Vec<_> = env.chain(files).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     fn secret_env(&mut self, var: &str, r: &SecretKeyRef) {
         self.env.push(env_secret(var, &r.name, &r.key, false));
     }
@@ -214,8 +244,32 @@ impl PodWiring {
     }
 }
 
-/// How pods of `rc` get the config file and every secret the spec references.
-pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, with_turn: bool) -> PodWiring {
+/// Hash of the bytes behind `keys` (first 16 hex digits of a SHA-256), skipping the
+/// Secret `skip`: a change in any of them gives a new hash.
+pub fn secrets_hash(keys: &[(String, String)], data: &SecretData, skip: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    for (name, key) in keys.iter().filter(|(n, _)| Some(n.as_str()) != skip) {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        h.update([0]);
+        match data.get(&(name.clone(), key.clone())) {
+            Some(v) => {
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(v);
+            }
+            None => h.update(b"-"),
+        }
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How pods of `rc` in `role` get the config file and the secrets that role uses.
+pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, role: Role, with_turn: bool) -> PodWiring {
     let spec = &rc.spec;
     let mut w = PodWiring::default();
     w.env.push(env_value(
@@ -247,8 +301,9 @@ pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, with_turn: bool) -> PodWi
         read_only: Some(true),
         ..Default::default()
     });
+    let socket = role == Role::Socket;
     let jwt = &spec.auth.jwt;
-    if let Some(r) = &jwt.secret_ref {
+    if let Some(r) = jwt.secret_ref.as_ref().filter(|_| socket) {
         w.secret_env("SWITCHBOARD_JWT_SECRET", r);
     }
     if let Some(r) = &jwt.public_key_ref {
@@ -278,15 +333,34 @@ pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, with_turn: bool) -> PodWi
             true,
         ));
     }
-    if let Some(h) = &spec.call_history {
-        w.secret_env("SWITCHBOARD_MONGODB_URI", &h.mongodb.uri_secret_ref);
+    if socket {
+        if let Some(h) = &spec.call_history {
+            w.secret_env("SWITCHBOARD_MONGODB_URI", &h.mongodb.uri_secret_ref);
+        }
+        if let Some(r) = &spec.auth.admin_token_secret_ref {
+            w.secret_env("SWITCHBOARD_ADMIN_TOKEN", r);
+        }
+        if let Some(r) = &spec.auth.service_token_secret_ref {
+            w.secret_env("SWITCHBOARD_SERVICE_TOKEN", r);
+        }
     }
-    if let Some(n) = &spec.notifications {
+    if let Some(n) = spec.notifications.as_ref().filter(|_| !socket) {
         if let Some(f) = &n.fcm {
             w.secret_file("fcm", &f.service_account_secret_ref, FCM_FILE);
+            w.env
+                .push(env_value("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE", FCM_FILE));
         }
         if let Some(a) = &n.apns {
             w.secret_file("apns", &a.key_secret_ref, APNS_FILE);
+            for (var, value) in [
+                ("SWITCHBOARD_APNS_KEY_FILE", APNS_FILE),
+                ("SWITCHBOARD_APNS_KEY_ID", a.key_id.as_str()),
+                ("SWITCHBOARD_APNS_TEAM_ID", a.team_id.as_str()),
+                ("SWITCHBOARD_APNS_TOPIC", a.topic.as_str()),
+                ("SWITCHBOARD_APNS_ENVIRONMENT", a.environment.as_str()),
+            ] {
+                w.env.push(env_value(var, value));
+            }
         }
         if let Some(e) = &n.email {
             w.secret_env("SWITCHBOARD_SMTP_URL", &e.smtp_url_secret_ref);
@@ -310,6 +384,18 @@ pub fn referenced_secrets(rc: &RealtimeCluster) -> Vec<(&'static str, &SecretKey
         jwt.public_key_ref
             .iter()
             .map(|r| ("spec.auth.jwt.publicKeyRef", r)),
+    );
+    out.extend(
+        spec.auth
+            .admin_token_secret_ref
+            .iter()
+            .map(|r| ("spec.auth.adminTokenSecretRef", r)),
+    );
+    out.extend(
+        spec.auth
+            .service_token_secret_ref
+            .iter()
+            .map(|r| ("spec.auth.serviceTokenSecretRef", r)),
     );
     if spec.redis.mode == RedisMode::External {
         out.extend(
@@ -375,12 +461,9 @@ mod tests {
         assert_eq!(back.webrtc.turn_ttl.to_string(), "1h");
         assert_eq!(back.notifications.kafka.brokers, ["kafka:9092"]);
         assert_eq!(back.notifications.kafka.dlq_topic, "notify.dlq");
-        assert_eq!(back.notifications.apns.key_file.as_deref(), Some(APNS_FILE));
-        assert_eq!(back.notifications.apns.environment, "sandbox");
-        assert_eq!(
-            back.notifications.fcm.service_account_file.as_deref(),
-            Some(FCM_FILE)
-        );
+        // Push settings reach only the workers, through their environment.
+        assert_eq!(back.notifications.apns.key_file, None);
+        assert_eq!(back.notifications.fcm.service_account_file, None);
         assert_eq!(back.calls.mongodb_database, "calls");
     }
 
@@ -413,7 +496,7 @@ mod tests {
     #[test]
     fn secrets_reach_pods_as_env_and_files() {
         let rc = mk_full_cluster();
-        let w = pod_wiring(&rc, &names(&rc), true);
+        let w = pod_wiring(&rc, &names(&rc), Role::Socket, true);
         let secret_of = |var: &str| {
             w.env
                 .iter()
@@ -438,6 +521,24 @@ mod tests {
             secret_of("SWITCHBOARD_MONGODB_URI"),
             Some(("mongo".into(), "uri".into()))
         );
+        assert_eq!(
+            secret_of("SWITCHBOARD_ADMIN_TOKEN"),
+            Some(("admin".into(), "token".into()))
+        );
+        assert_eq!(
+            secret_of("SWITCHBOARD_SERVICE_TOKEN"),
+            Some(("service".into(), "token".into()))
+        );
+        // Socket nodes get no push signing keys.
+        let mounts: Vec<_> = w.mounts.iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(mounts, ["/etc/switchboard/config"]);
+        assert_eq!(referenced_secrets(&rc).len(), 7);
+
+        // Workers get the push keys and the Redis URL, not the HMAC key, MongoDB or tokens.
+        let w = pod_wiring(&rc, &names(&rc), Role::Worker, true);
+        let keys = w.secret_keys();
+        let secrets: Vec<_> = keys.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(secrets, ["apns", "chat-turn", "chat-turn", "fcm", "redis"]);
         let mounts: Vec<_> = w.mounts.iter().map(|m| m.mount_path.as_str()).collect();
         assert_eq!(
             mounts,
@@ -447,6 +548,37 @@ mod tests {
                 "/etc/switchboard/apns"
             ]
         );
-        assert_eq!(referenced_secrets(&rc).len(), 5);
+        let value = |var: &str| w.env.iter().find(|e| e.name == var)?.value.clone();
+        assert_eq!(
+            value("SWITCHBOARD_APNS_KEY_FILE").as_deref(),
+            Some(APNS_FILE)
+        );
+        assert_eq!(
+            value("SWITCHBOARD_APNS_ENVIRONMENT").as_deref(),
+            Some("sandbox")
+        );
+        assert_eq!(
+            value("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE").as_deref(),
+            Some(FCM_FILE)
+        );
+    }
+
+    #[test]
+    fn secrets_hash_follows_the_bytes_of_the_keys_a_pod_reads() {
+        let rc = mk_full_cluster();
+        let keys = pod_wiring(&rc, &names(&rc), Role::Socket, true).secret_keys();
+        let mut data: SecretData = keys
+            .iter()
+            .map(|k| (k.clone(), b"value-1".to_vec()))
+            .collect();
+        let a = secrets_hash(&keys, &data, Some("chat-turn"));
+        assert_eq!(a, secrets_hash(&keys, &data, Some("chat-turn")));
+        data.insert(("jwt".into(), "secret".into()), b"value-2".to_vec());
+        let b = secrets_hash(&keys, &data, Some("chat-turn"));
+        assert_ne!(a, b, "a rotated JWT secret must roll the nodes");
+        // A key the pod does not read changes nothing; the skipped Secret neither.
+        data.insert(("fcm".into(), "sa.json".into()), b"other".to_vec());
+        data.insert(("chat-turn".into(), "secret".into()), b"other".to_vec());
+        assert_eq!(b, secrets_hash(&keys, &data, Some("chat-turn")));
     }
 }

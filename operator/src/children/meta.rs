@@ -15,6 +15,8 @@ pub const FIELD_MANAGER: &str = "switchboard-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "switchboard.dev/config-hash";
 /// Pod-template annotation carrying when the TURN secret was last rotated.
 pub const TURN_ROTATED_ANNOTATION: &str = "switchboard.dev/turn-rotated-at";
+/// Pod-template annotation carrying the hash of the Secret keys the pod reads.
+pub const SECRETS_HASH_ANNOTATION: &str = "switchboard.dev/secrets-hash";
 /// Annotation on every child: hash of what the operator last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "switchboard.dev/applied-hash";
 /// Container port of socket nodes (Socket.IO, health and metrics).
@@ -64,6 +66,10 @@ impl Names {
     }
     pub fn redis(&self) -> String {
         format!("{}-redis", self.instance)
+    }
+    /// The StatefulSet's governing Service (stable pod DNS).
+    pub fn redis_headless(&self) -> String {
+        format!("{}-redis-headless", self.instance)
     }
     pub fn turn_secret(&self) -> String {
         format!("{}-turn", self.instance)
@@ -115,6 +121,44 @@ impl Names {
             owner_references: Some(vec![self.owner.clone()]),
             ..Default::default()
         }
+    }
+}
+
+/// A container that runs as `uid` (not root), with no capabilities, no privilege
+/// escalation and, when `read_only`, a read-only root filesystem.
+pub fn container_security(
+    uid: i64,
+    read_only: bool,
+) -> k8s_openapi::api::core::v1::SecurityContext {
+    use k8s_openapi::api::core::v1::{Capabilities, SecurityContext};
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(read_only),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod that runs as `uid` with the runtime's default seccomp profile; volumes are
+/// group-owned by `uid` (`fsGroup`), so a non-root process can write its data.
+pub fn pod_security(uid: i64) -> k8s_openapi::api::core::v1::PodSecurityContext {
+    use k8s_openapi::api::core::v1::{PodSecurityContext, SeccompProfile};
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

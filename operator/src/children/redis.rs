@@ -14,9 +14,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use switchboard_crds::cluster::{ManagedRedisSpec, RealtimeCluster};
 
 use super::config::REDIS_PORT;
-use super::meta::Names;
+use super::meta::{Names, container_security, pod_security};
 
 pub const COMPONENT: &str = "redis";
+/// The official Redis image's `redis` user.
+pub const REDIS_UID: i64 = 999;
 
 fn managed(rc: &RealtimeCluster) -> ManagedRedisSpec {
     rc.spec.redis.managed.clone().unwrap_or_default()
@@ -59,6 +61,8 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
         })),
         liveness_probe: Some(probe(10)),
         readiness_probe: Some(probe(5)),
+        // Redis writes only /data (a volume, group-owned through fsGroup).
+        security_context: Some(container_security(REDIS_UID, true)),
         ..Default::default()
     };
     let (volumes, claims) = match &m.storage {
@@ -97,7 +101,7 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
         metadata: names.meta(names.redis(), COMPONENT),
         spec: StatefulSetSpec {
             replicas: Some(1),
-            service_name: Some(names.redis()),
+            service_name: Some(names.redis_headless()),
             selector: names.selector(COMPONENT),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -108,6 +112,7 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
                     containers: vec![container],
                     volumes,
                     automount_service_account_token: Some(false),
+                    security_context: Some(pod_security(REDIS_UID)),
                     ..Default::default()
                 }),
             },
@@ -118,18 +123,38 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
     }
 }
 
+fn redis_port() -> ServicePort {
+    ServicePort {
+        name: Some("redis".into()),
+        port: REDIS_PORT,
+        target_port: Some(IntOrString::String("redis".into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+/// The address clients use (`redis://<name>-redis.<ns>.svc:6379`).
 pub fn service(names: &Names) -> Service {
     Service {
         metadata: names.meta(names.redis(), COMPONENT),
         spec: Some(ServiceSpec {
             selector: Some(names.selector_labels(COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".into()),
-                port: REDIS_PORT,
-                target_port: Some(IntOrString::String("redis".into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            ports: Some(vec![redis_port()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet's governing Service (`serviceName`): one DNS record per pod.
+pub fn headless_service(names: &Names) -> Service {
+    Service {
+        metadata: names.meta(names.redis_headless(), COMPONENT),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(names.selector_labels(COMPONENT)),
+            ports: Some(vec![redis_port()]),
+            publish_not_ready_addresses: Some(true),
             ..Default::default()
         }),
         ..Default::default()
@@ -161,6 +186,18 @@ mod tests {
         let claim = &s.volume_claim_templates.unwrap()[0];
         let req = claim.spec.as_ref().unwrap().resources.as_ref().unwrap();
         assert_eq!(req.requests.as_ref().unwrap()["storage"].0, "2Gi");
-        assert_eq!(s.service_name.as_deref(), Some("chat-redis"));
+        assert_eq!(s.service_name.as_deref(), Some("chat-redis-headless"));
+        let headless = headless_service(&names);
+        assert_eq!(
+            headless.metadata.name.as_deref(),
+            Some("chat-redis-headless")
+        );
+        assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        let pod = s.template.spec.unwrap();
+        let sec = pod.security_context.unwrap();
+        assert_eq!((sec.run_as_user, sec.fs_group), (Some(999), Some(999)));
+        let c = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(c.run_as_non_root, Some(true));
+        assert_eq!(c.capabilities.unwrap().drop.unwrap(), ["ALL"]);
     }
 }

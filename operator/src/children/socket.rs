@@ -22,8 +22,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use switchboard_crds::cluster::RealtimeCluster;
 
-use super::config::pod_wiring;
-use super::meta::{CONFIG_HASH_ANNOTATION, Names, SOCKET_PORT, TURN_ROTATED_ANNOTATION};
+use super::config::{Role, SecretData, pod_wiring, secrets_hash};
+use super::meta::{
+    CONFIG_HASH_ANNOTATION, Names, SECRETS_HASH_ANNOTATION, SOCKET_PORT, TURN_ROTATED_ANNOTATION,
+    container_security, pod_security,
+};
 
 pub const COMPONENT: &str = "socket";
 /// Label that tells the headless Service apart (the ServiceMonitor selects it).
@@ -34,7 +37,14 @@ pub const HEADLESS_LABEL: (&str, &str) = ("switchboard.dev/service", "headless")
 pub struct PodInputs<'a> {
     pub config_hash: &'a str,
     pub turn_rotated_at: Option<&'a str>,
+    /// The bytes of the referenced Secret keys; the pod template carries a hash of those
+    /// it reads, so rotating one rolls the pods.
+    pub secrets: &'a SecretData,
 }
+
+/// User the Switchboard containers run as (the distroless `nonroot` user). Switchboard
+/// writes no files, so its root filesystem is read-only.
+pub const SWITCHBOARD_UID: i64 = 65532;
 
 /// Requests used when the spec sets none: enough for a small node, and a CPU request so
 /// the autoscaler has something to measure against.
@@ -71,15 +81,28 @@ pub fn pod_template(
     rc: &RealtimeCluster,
     names: &Names,
     component: &str,
-    args: &[&str],
+    role: Role,
     resources: Option<&ResourceRequirements>,
     inputs: &PodInputs<'_>,
 ) -> PodTemplateSpec {
-    let wiring = pod_wiring(rc, names, inputs.turn_rotated_at.is_some());
-    let mut annotations = BTreeMap::from([(
-        CONFIG_HASH_ANNOTATION.to_owned(),
-        inputs.config_hash.to_owned(),
-    )]);
+    let wiring = pod_wiring(rc, names, role, inputs.turn_rotated_at.is_some());
+    let args = match role {
+        Role::Socket => "serve",
+        Role::Worker => "worker",
+    };
+    // The TURN secret rolls the pods through its rotation time instead: its `previous`
+    // key expiring must not restart every node.
+    let turn = names.turn_secret();
+    let mut annotations = BTreeMap::from([
+        (
+            CONFIG_HASH_ANNOTATION.to_owned(),
+            inputs.config_hash.to_owned(),
+        ),
+        (
+            SECRETS_HASH_ANNOTATION.to_owned(),
+            secrets_hash(&wiring.secret_keys(), inputs.secrets, Some(&turn)),
+        ),
+    ]);
     if let Some(at) = inputs.turn_rotated_at {
         annotations.insert(TURN_ROTATED_ANNOTATION.into(), at.to_owned());
     }
@@ -88,7 +111,7 @@ pub fn pod_template(
         name: component.into(),
         image: Some(image.reference()),
         image_pull_policy: Some(image.pull_policy.as_str().into()),
-        args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
+        args: Some(vec![args.to_owned()]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: SOCKET_PORT,
@@ -100,6 +123,7 @@ pub fn pod_template(
         resources: Some(resources.cloned().unwrap_or_else(default_resources)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        security_context: Some(container_security(SWITCHBOARD_UID, true)),
         ..Default::default()
     };
     PodTemplateSpec {
@@ -111,6 +135,7 @@ pub fn pod_template(
         spec: Some(PodSpec {
             service_account_name: Some(names.service_account()),
             automount_service_account_token: Some(false),
+            security_context: Some(pod_security(SWITCHBOARD_UID)),
             containers: vec![container],
             volumes: Some(wiring.volumes),
             topology_spread_constraints: Some(vec![TopologySpreadConstraint {
@@ -135,6 +160,37 @@ fn autoscaled(rc: &RealtimeCluster) -> bool {
         .is_some_and(|a| a.enabled)
 }
 
+/// Field manager that keeps `spec.replicas` of the socket Deployment when autoscaling is
+/// switched on, so the operator can stop setting it without the API server resetting it.
+pub const HANDOFF_MANAGER: &str = "switchboard-operator-replicas-handoff";
+
+/// When autoscaling is on but the operator still owns `spec.replicas` of the live socket
+/// Deployment: an apply, under [`HANDOFF_MANAGER`], of the live count. The operator's next
+/// apply leaves `replicas` out; since another manager then owns it, the API server keeps
+/// the value (instead of resetting it to 1) and the HPA takes over from there.
+pub fn replicas_handoff(rc: &RealtimeCluster, live: &Deployment) -> Option<serde_json::Value> {
+    if !autoscaled(rc) {
+        return None;
+    }
+    let replicas = live.spec.replicas?;
+    let owned = live.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(super::meta::FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .is_some_and(|spec| spec.get("f:replicas").is_some())
+    });
+    owned.then(|| {
+        serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": live.metadata.name, "namespace": live.metadata.namespace},
+            "spec": {"replicas": replicas},
+        })
+    })
+}
+
 pub fn deployment(rc: &RealtimeCluster, names: &Names, inputs: &PodInputs<'_>) -> Deployment {
     let socket = &rc.spec.socket;
     Deployment {
@@ -146,7 +202,7 @@ pub fn deployment(rc: &RealtimeCluster, names: &Names, inputs: &PodInputs<'_>) -
                 rc,
                 names,
                 COMPONENT,
-                &["serve"],
+                Role::Socket,
                 socket.resources.as_ref(),
                 inputs,
             ),
@@ -309,9 +365,11 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
+    static NO_SECRETS: SecretData = SecretData::new();
     const INPUTS: PodInputs<'static> = PodInputs {
         config_hash: "abcd",
         turn_rotated_at: None,
+        secrets: &NO_SECRETS,
     };
 
     #[test]
@@ -335,6 +393,36 @@ mod tests {
         assert!(c.resources.as_ref().unwrap().requests.is_some());
         assert_eq!(pod.topology_spread_constraints.unwrap().len(), 1);
         assert_eq!(c.image.as_deref(), Some(rc.spec.image.reference().as_str()));
+        let sec = c.security_context.clone().unwrap();
+        assert_eq!(sec.run_as_non_root, Some(true));
+        assert_eq!(sec.read_only_root_filesystem, Some(true));
+        assert_eq!(sec.allow_privilege_escalation, Some(false));
+        assert_eq!(sec.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        let pod_sec = pod.security_context.unwrap();
+        assert_eq!(pod_sec.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn a_rotated_secret_changes_the_pod_template() {
+        let rc = mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let hash = |value: &[u8]| {
+            let data = SecretData::from([(("jwt".into(), "secret".into()), value.to_vec())]);
+            let inputs = PodInputs {
+                secrets: &data,
+                ..INPUTS
+            };
+            deployment(&rc, &names, &inputs)
+                .spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[SECRETS_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(hash(b"one"), hash(b"one"));
+        assert_ne!(hash(b"one"), hash(b"two"));
     }
 
     #[test]
@@ -345,6 +433,30 @@ mod tests {
         let h = hpa(&rc, &names).unwrap().spec;
         assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 10));
         assert!(hpa(&mk_cluster(), &names).is_none());
+    }
+
+    #[test]
+    fn turning_autoscaling_on_hands_the_live_replicas_over() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        let mut rc = mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let mut live = deployment(&rc, &names, &INPUTS);
+        live.spec.replicas = Some(5);
+        live.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some(crate::children::meta::FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:replicas": {}}}))),
+            ..Default::default()
+        }]);
+        // Autoscaling off: the operator keeps the count.
+        assert_eq!(replicas_handoff(&rc, &live), None);
+        rc.spec.socket.autoscaling = Some(Default::default());
+        let patch = replicas_handoff(&rc, &live).unwrap();
+        assert_eq!(patch["spec"]["replicas"], 5);
+        assert_eq!(patch["metadata"]["name"], "chat-socket");
+        // Once handed over (another manager owns it), nothing more to do.
+        live.metadata.managed_fields.as_mut().unwrap()[0].manager = Some(HANDOFF_MANAGER.into());
+        assert_eq!(replicas_handoff(&rc, &live), None);
     }
 
     #[test]

@@ -21,7 +21,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use switchboard_crds::cluster::{ManagedTurnSpec, RealtimeCluster, TurnSpec};
 
 use super::config::{TURN_PREVIOUS_KEY, TURN_SECRET_KEY, env_secret};
-use super::meta::{Names, TURN_ROTATED_ANNOTATION};
+use super::meta::{
+    Names, SECRETS_HASH_ANNOTATION, TURN_ROTATED_ANNOTATION, container_security, pod_security,
+};
+
+/// User coturn runs as (the image's `nobody`, by number so `runAsNonRoot` can check it).
+pub const COTURN_UID: i64 = 65534;
 
 pub const COMPONENT: &str = "turn";
 /// Secret annotation: until when `previous` is kept.
@@ -59,12 +64,25 @@ impl TurnSecretState {
                 .filter(|v| !v.is_empty())
         };
         let ann = s.metadata.annotations.clone().unwrap_or_default();
+        // Without its annotations (edited by hand, restored from a backup) the secret is
+        // still the one clients hold credentials for: keep it, with an unreadable rotation
+        // time, so the next decision rotates and keeps it as `previous` for one TTL.
         Some(Self {
             current: text(TURN_SECRET_KEY)?,
             previous: text(TURN_PREVIOUS_KEY),
-            rotated_at: ann.get(TURN_ROTATED_ANNOTATION)?.clone(),
+            rotated_at: ann
+                .get(TURN_ROTATED_ANNOTATION)
+                .cloned()
+                .unwrap_or_default(),
             previous_valid_until: ann.get(PREVIOUS_UNTIL_ANNOTATION).cloned(),
         })
+    }
+
+    /// Hash of the secrets themselves, on coturn's pod template: coturn reads them once,
+    /// at start, so dropping `previous` must restart it too.
+    pub fn data_hash(&self) -> String {
+        let previous = self.previous.as_deref().unwrap_or("");
+        super::config::content_hash(&format!("{}\0{previous}", self.current))
     }
 }
 
@@ -228,6 +246,8 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
             ..Default::default()
         }),
         resources: m.resources.clone(),
+        // coturn writes a pid file and may write logs under /var: a writable root.
+        security_context: Some(container_security(COTURN_UID, false)),
         ..Default::default()
     };
     Deployment {
@@ -238,15 +258,16 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(names.labels(COMPONENT)),
-                    annotations: Some(BTreeMap::from([(
-                        TURN_ROTATED_ANNOTATION.to_owned(),
-                        s.rotated_at.clone(),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (TURN_ROTATED_ANNOTATION.to_owned(), s.rotated_at.clone()),
+                        (SECRETS_HASH_ANNOTATION.to_owned(), s.data_hash()),
+                    ])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     automount_service_account_token: Some(false),
+                    security_context: Some(pod_security(COTURN_UID)),
                     ..Default::default()
                 }),
             },
@@ -256,7 +277,8 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
     }
 }
 
-/// A LoadBalancer Service for coturn (TURN must be reachable by clients).
+/// A ClusterIP Service for coturn. The managed coturn is in-cluster only: no relay port
+/// range and no external IP are set up, so it serves clients on the cluster network.
 pub fn coturn_service(names: &Names) -> Service {
     let port = |name: &str, protocol: &str| ServicePort {
         name: Some(name.into()),
@@ -268,7 +290,7 @@ pub fn coturn_service(names: &Names) -> Service {
     Service {
         metadata: names.meta(names.coturn(), COMPONENT),
         spec: Some(ServiceSpec {
-            type_: Some("LoadBalancer".into()),
+            type_: Some("ClusterIP".into()),
             selector: Some(names.selector_labels(COMPONENT)),
             ports: Some(vec![port("turn-udp", "UDP"), port("turn-tcp", "TCP")]),
             ..Default::default()
@@ -358,6 +380,47 @@ mod tests {
         assert_eq!(TurnSecretState::from_secret(&secret(&names, &s)), Some(s));
         let garbled = Secret::default();
         assert_eq!(TurnSecretState::from_secret(&garbled), None);
+    }
+
+    #[test]
+    fn a_secret_without_annotations_keeps_its_value_as_previous() {
+        let rc = crate::children::fixtures::mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let mut bare = secret(
+            &names,
+            &TurnSecretState::fresh("held-by-clients".into(), "x".into()),
+        );
+        bare.metadata.annotations = None;
+        let state = TurnSecretState::from_secret(&bare).unwrap();
+        let d = next_state(Some(state), &spec(), at("2026-01-01T00:00:00Z"), || {
+            "new".into()
+        });
+        assert_eq!(d.change, TurnChange::Rotated);
+        assert_eq!(d.state.current, "new");
+        assert_eq!(d.state.previous.as_deref(), Some("held-by-clients"));
+    }
+
+    #[test]
+    fn dropping_the_previous_secret_restarts_coturn() {
+        let rc = crate::children::fixtures::mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let hash = |s: &TurnSecretState| {
+            coturn_deployment(&names, &ManagedTurnSpec::default(), s)
+                .spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[SECRETS_HASH_ANNOTATION]
+                .clone()
+        };
+        let with = TurnSecretState {
+            previous: Some("p".into()),
+            previous_valid_until: Some("2026-01-01T01:00:00Z".into()),
+            ..TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into())
+        };
+        let without = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
+        assert_ne!(hash(&with), hash(&without));
     }
 
     #[test]
