@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
 use fred::interfaces::ClientLike;
-use fred::prelude::{Builder, Config};
+use fred::prelude::{Builder, Client, Config};
 use fred::types::RespVersion;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -37,11 +37,50 @@ const WS_READ_BUFFER: usize = 1024;
 pub(crate) const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn redis_config(url: &str) -> anyhow::Result<Config> {
-    let mut cfg = Config::from_url(url)
-        .map_err(|e| anyhow::anyhow!("redis.url (SWITCHBOARD_REDIS_URL): {e}"))?;
+    let mut cfg = Config::from_url(url).map_err(|e| {
+        anyhow::anyhow!(
+            "redis.url (SWITCHBOARD_REDIS_URL): {}",
+            redacted(&e.to_string(), url)
+        )
+    })?;
     // fred does not read the protocol from the URL; socketioxide-redis needs RESP3.
     cfg.version = RespVersion::RESP3;
     Ok(cfg)
+}
+
+/// Connect to `url` (RESP3) within [`REDIS_CONNECT_TIMEOUT`]; errors name the key and
+/// never show the URL's password.
+pub(crate) async fn connect_redis(url: &str) -> anyhow::Result<(Config, Client)> {
+    let cfg = redis_config(url)?;
+    let client = Builder::from_config(cfg.clone())
+        .build()
+        .context("redis.url (SWITCHBOARD_REDIS_URL)")?;
+    let shown = redacted(url, url);
+    tokio::time::timeout(REDIS_CONNECT_TIMEOUT, client.init())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "redis.url (SWITCHBOARD_REDIS_URL): no answer from {shown} within {REDIS_CONNECT_TIMEOUT:?}"
+            )
+        })?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "redis.url (SWITCHBOARD_REDIS_URL): cannot connect to {shown}: {}",
+                redacted(&e.to_string(), url)
+            )
+        })?;
+    Ok((cfg, client))
+}
+
+/// `text` with the user info of `url` (`user:password@`) replaced by `***@`.
+pub(crate) fn redacted(text: &str, url: &str) -> String {
+    let authority = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest.split('/').next().unwrap_or(rest));
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if !userinfo.is_empty() => text.replace(userinfo, "***"),
+        _ => text.to_owned(),
+    }
 }
 
 /// The node id: configured, else the host name, else a random one.
@@ -95,14 +134,7 @@ pub async fn serve(
             (app, router)
         }
         Some(url) => {
-            let cfg = redis_config(&url)?;
-            let client = Builder::from_config(cfg.clone())
-                .build()
-                .context("redis.url (SWITCHBOARD_REDIS_URL)")?;
-            tokio::time::timeout(REDIS_CONNECT_TIMEOUT, client.init())
-                .await
-                .map_err(|_| anyhow::anyhow!("redis.url (SWITCHBOARD_REDIS_URL): no answer from {url} within {REDIS_CONNECT_TIMEOUT:?}"))?
-                .with_context(|| format!("redis.url (SWITCHBOARD_REDIS_URL): cannot connect to {url}"))?;
+            let (cfg, client) = connect_redis(&url).await?;
             let sub = Builder::from_config(cfg.clone())
                 .build_subscriber_client()
                 .context("redis subscriber")?;
@@ -226,6 +258,18 @@ mod tests {
     fn within(buf: &Bytes, part: &[u8]) -> bool {
         let range = buf.as_ptr_range();
         range.contains(&part.as_ptr())
+    }
+
+    #[test]
+    fn redis_passwords_never_reach_messages() {
+        let url = "redis://app:s3cret@10.0.0.1:6379/0";
+        assert_eq!(
+            redacted(&format!("cannot connect to {url}"), url),
+            "cannot connect to redis://***@10.0.0.1:6379/0"
+        );
+        let bare = "redis://:s3cret@h:1";
+        assert!(!redacted(bare, bare).contains("s3cret"));
+        assert_eq!(redacted("redis://h:1", "redis://h:1"), "redis://h:1");
     }
 
     #[tokio::test]

@@ -152,14 +152,7 @@ pub async fn run(
         );
     }
     let brokers = k.brokers.join(",");
-    let cfg = crate::server::redis_config(&url)?;
-    let client = Builder::from_config(cfg.clone())
-        .build()
-        .context("redis.url")?;
-    tokio::time::timeout(crate::server::REDIS_CONNECT_TIMEOUT, client.init())
-        .await
-        .map_err(|_| anyhow::anyhow!("redis.url (SWITCHBOARD_REDIS_URL): no answer from {url}"))?
-        .with_context(|| format!("redis.url (SWITCHBOARD_REDIS_URL): cannot connect to {url}"))?;
+    let (cfg, client) = crate::server::connect_redis(&url).await?;
     let sub = Builder::from_config(cfg)
         .build_subscriber_client()
         .context("redis subscriber")?;
