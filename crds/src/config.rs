@@ -930,6 +930,15 @@ impl DataplaneConfig {
                 ));
             }
         }
+        // The worker and the socket nodes share de-duplication, claims, devices and the
+        // inbox through Redis; a Kafka setup without it would deliver from stores no one
+        // else sees.
+        if !k.brokers.is_empty() && self.redis.url.is_none() {
+            errors.push(err(
+                "notifications.kafka.brokers",
+                "set together with redis.url (SWITCHBOARD_REDIS_URL): Kafka delivery needs the shared Redis",
+            ));
+        }
         let topic_ok = |t: &str| {
             (1..=249).contains(&t.len())
                 && t.chars()
@@ -1200,6 +1209,12 @@ mod tests {
         ok.set("webrtc.turn_ttl", "1h").unwrap();
         ok.set("notifications.kafka.brokers", "127.0.0.1:9092")
             .unwrap();
+        let e = ok.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("notifications.kafka.brokers") && e.contains("redis.url"),
+            "Kafka without Redis: {e}"
+        );
+        ok.set("redis.url", "redis://127.0.0.1:6379").unwrap();
         ok.validate().expect("valid");
     }
 
