@@ -183,21 +183,45 @@ async fn process(
     Ok(())
 }
 
-/// Produce `{reason, topic, partition, offset, payload}` to the dead-letter topic, with
+/// The dead-letter record: the original bytes as `payload` when they are UTF-8, else as
+/// `payload_base64` (never altered).
+pub fn dlq_value(
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    payload: &[u8],
+) -> serde_json::Value {
+    let mut v = json!({
+        "reason": reason,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    });
+    match std::str::from_utf8(payload) {
+        Ok(s) => v["payload"] = json!(s),
+        Err(_) => {
+            use base64::Engine;
+            v["payload_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(payload));
+        }
+    }
+    v
+}
+
+/// Produce `{reason, topic, partition, offset, payload | payload_base64}` to the dead-letter topic, with
 /// the reason in a header too; retried until the broker takes it.
 async fn dead_letter(
     msg: &rdkafka::message::BorrowedMessage<'_>,
     reason: &str,
     dlq: &Producer,
 ) -> anyhow::Result<()> {
-    let payload = msg.payload().unwrap_or_default();
-    let value = json!({
-        "reason": reason,
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-        "payload": String::from_utf8_lossy(payload),
-    });
+    let value = dlq_value(
+        reason,
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        msg.payload().unwrap_or_default(),
+    );
     let key = msg
         .key()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -215,5 +239,29 @@ async fn dead_letter(
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_dead_letter_keeps_the_original_bytes() {
+        let v = dlq_value("r", "t", 1, 7, b"{\"id\": 1}");
+        assert_eq!(v["payload"], "{\"id\": 1}");
+        let raw = [0xff, 0x00, 0xfe];
+        let v = dlq_value("r", "t", 1, 7, &raw);
+        assert!(v.get("payload").is_none());
+        use base64::Engine;
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(v["payload_base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, raw);
+        assert_eq!(
+            (v["offset"].as_i64(), v["reason"].as_str()),
+            (Some(7), Some("r"))
+        );
     }
 }

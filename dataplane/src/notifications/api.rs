@@ -81,7 +81,7 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    n.created_at = Some(n.created_at.unwrap_or_else(now_ms));
+    n.created_at = Some(n.created_at_clamped(now_ms()));
     let Some(intake) = app.intake() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -172,7 +172,7 @@ impl Dispatcher {
         owner: &str,
     ) -> Result<Summary, DispatchError> {
         let at = now_ms();
-        let created_at = n.created_at.unwrap_or(at);
+        let created_at = n.created_at_clamped(at);
         // Futures collected first: a closure inside the stream would make this future
         // not `Send` for every lifetime (it runs in spawned tasks).
         let users: Vec<_> = n
