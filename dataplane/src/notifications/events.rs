@@ -152,11 +152,14 @@ async fn unregister_device<A: Adapter>(cx: Cx<A>, req: TokenRef) -> Result<Value
 
 async fn set_preferences<A: Adapter>(cx: Cx<A>, req: Update) -> Result<Value, AckError> {
     let (t, u) = (&cx.id.tenant, &cx.id.user_id);
-    let store = &cx.app.stores.preferences;
-    let p = req
-        .apply(store.get(t, u).await?)
+    // Read, merge and write as one: two concurrent updates never lose each other's fields.
+    let p = cx
+        .app
+        .stores
+        .preferences
+        .update(t, u, &|cur| req.clone().apply(cur))
+        .await?
         .map_err(AckError::bad_request)?;
-    store.put(t, u, &p).await?;
     Ok(json!({ "preferences": p }))
 }
 

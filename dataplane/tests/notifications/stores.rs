@@ -296,6 +296,37 @@ async fn check_preferences(s: Arc<dyn PreferenceStore>) {
     s.put(&t, "u", &p).await.unwrap();
     assert_eq!(s.get(&t, "u").await.unwrap(), p);
     assert_eq!(s.get(&other, "u").await.unwrap(), Preferences::default());
+    // Concurrent updates of different fields: none is lost.
+    let u = fresh("u");
+    let ups: Vec<_> = (0..4)
+        .map(|i| {
+            let (s, t, u) = (s.clone(), t.clone(), u.clone());
+            tokio::spawn(async move {
+                s.update(&t, &u, &move |mut p: Preferences| {
+                    match i {
+                        0 => p.types.call = false,
+                        1 => p.types.message = false,
+                        2 => p.types.mention = false,
+                        _ => p.types.system = false,
+                    }
+                    Ok(p)
+                })
+                .await
+                .unwrap()
+                .unwrap()
+            })
+        })
+        .collect();
+    for h in ups {
+        h.await.unwrap();
+    }
+    let got = s.get(&t, &u).await.unwrap().types;
+    assert!(!got.call && !got.message && !got.mention && !got.system, "{got:?}");
+    let refused = s
+        .update(&t, &u, &|_| Err("no".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(refused, Err("no".to_owned()));
 }
 
 #[tokio::test]
