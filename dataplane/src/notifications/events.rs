@@ -121,6 +121,15 @@ struct MarkRead {
 
 async fn register_device<A: Adapter>(cx: Cx<A>, req: Registration) -> Result<Value, AckError> {
     let device = req.into_device(now_ms()).map_err(AckError::bad_request)?;
+    let apns = &cx.app.config.notifications.apns;
+    if device.platform == crate::devices::Platform::Apns
+        && let (Some(app), Some(topic)) = (&device.app_id, &apns.topic)
+        && !(apns.allowed_topics.contains(app) || (apns.allowed_topics.is_empty() && app == topic))
+    {
+        return Err(AckError::bad_request(format!(
+            "app_id {app:?} is not an allowed APNs topic"
+        )));
+    }
     let (t, u) = (&cx.id.tenant, &cx.id.user_id);
     match cx
         .app

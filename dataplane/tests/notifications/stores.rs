@@ -321,11 +321,11 @@ async fn check_preferences(s: Arc<dyn PreferenceStore>) {
         h.await.unwrap();
     }
     let got = s.get(&t, &u).await.unwrap().types;
-    assert!(!got.call && !got.message && !got.mention && !got.system, "{got:?}");
-    let refused = s
-        .update(&t, &u, &|_| Err("no".to_owned()))
-        .await
-        .unwrap();
+    assert!(
+        !got.call && !got.message && !got.mention && !got.system,
+        "{got:?}"
+    );
+    let refused = s.update(&t, &u, &|_| Err("no".to_owned())).await.unwrap();
     assert_eq!(refused, Err("no".to_owned()));
 }
 
