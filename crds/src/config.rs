@@ -78,6 +78,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_APNS_TEAM_ID", "notifications.apns.team_id"),
     ("SWITCHBOARD_APNS_TOPIC", "notifications.apns.topic"),
     (
+        "SWITCHBOARD_APNS_ALLOWED_TOPICS",
+        "notifications.apns.allowed_topics",
+    ),
+    (
         "SWITCHBOARD_APNS_ENVIRONMENT",
         "notifications.apns.environment",
     ),
@@ -499,6 +503,9 @@ pub struct ApnsConfig {
     pub team_id: Option<String>,
     /// The app's bundle id (`apns-topic`).
     pub topic: Option<String>,
+    /// Topics (bundle ids) a device may name as its `app_id`; empty: `topic` only. The key
+    /// signs for every app of the team, so a client must not pick any of them.
+    pub allowed_topics: Vec<String>,
     /// `production` or `sandbox`; a device's own environment wins.
     pub environment: String,
     /// Attempts per message for retryable errors (429, 5xx).
@@ -512,6 +519,7 @@ impl Default for ApnsConfig {
             key_id: None,
             team_id: None,
             topic: None,
+            allowed_topics: Vec::new(),
             environment: "production".into(),
             max_attempts: 5,
         }
@@ -684,6 +692,9 @@ impl DataplaneConfig {
             "notifications.apns.key_id" => self.notifications.apns.key_id = opt(value),
             "notifications.apns.team_id" => self.notifications.apns.team_id = opt(value),
             "notifications.apns.topic" => self.notifications.apns.topic = opt(value),
+            "notifications.apns.allowed_topics" => {
+                self.notifications.apns.allowed_topics = list(value)
+            }
             "notifications.apns.environment" => {
                 self.notifications.apns.environment = value.to_owned()
             }
@@ -944,6 +955,15 @@ impl DataplaneConfig {
                 ));
             }
         }
+        // The worker and the socket nodes share de-duplication, claims, devices and the
+        // inbox through Redis; a Kafka setup without it would deliver from stores no one
+        // else sees.
+        if !k.brokers.is_empty() && self.redis.url.is_none() {
+            errors.push(err(
+                "notifications.kafka.brokers",
+                "set together with redis.url (SWITCHBOARD_REDIS_URL): Kafka delivery needs the shared Redis",
+            ));
+        }
         let topic_ok = |t: &str| {
             (1..=249).contains(&t.len())
                 && t.chars()
@@ -1006,6 +1026,19 @@ impl DataplaneConfig {
                 "notifications.apns.key_file",
                 format!("{path:?} is not a readable file"),
             ));
+        }
+        for t in &a.allowed_topics {
+            if t.is_empty()
+                || t.len() > 255
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                errors.push(err(
+                    "notifications.apns.allowed_topics",
+                    format!("{t:?} must be 1 to 255 characters of A-Z, a-z, 0-9, '-', '_', '.'"),
+                ));
+            }
         }
         if !APNS_ENVIRONMENTS.contains(&a.environment.as_str()) {
             errors.push(err(
@@ -1224,6 +1257,8 @@ mod tests {
         c.set("notifications.kafka.brokers", "127.0.0.1:9092,nohost")
             .unwrap();
         c.set("notifications.apns.key_id", "ABC").unwrap();
+        c.set("notifications.apns.allowed_topics", "com.ex.app, bad/topic")
+            .unwrap();
         c.set("notifications.email.smtp_url", "smtp://127.0.0.1:25")
             .unwrap();
         let e = c.validate().unwrap_err().to_string();
@@ -1233,6 +1268,7 @@ mod tests {
             "calls.max_participants (SWITCHBOARD_MAX_CALL_PARTICIPANTS)",
             "notifications.kafka.brokers (SWITCHBOARD_KAFKA_BROKERS): \"nohost\"",
             "notifications.apns.team_id (SWITCHBOARD_APNS_TEAM_ID): required",
+            "notifications.apns.allowed_topics (SWITCHBOARD_APNS_ALLOWED_TOPICS): \"bad/topic\"",
             "notifications.email.from (SWITCHBOARD_EMAIL_FROM): required",
         ] {
             assert!(e.contains(needle), "missing {needle:?} in {e}");
@@ -1245,6 +1281,12 @@ mod tests {
         ok.set("webrtc.turn_ttl", "1h").unwrap();
         ok.set("notifications.kafka.brokers", "127.0.0.1:9092")
             .unwrap();
+        let e = ok.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("notifications.kafka.brokers") && e.contains("redis.url"),
+            "Kafka without Redis: {e}"
+        );
+        ok.set("redis.url", "redis://127.0.0.1:6379").unwrap();
         ok.validate().expect("valid");
     }
 

@@ -1,6 +1,9 @@
 //! The device registry: push tokens (FCM or APNs) per user, with the app they belong to
-//! and, for APNs, the environment. A token belongs to one user of a tenant at a time:
-//! registering it for another user moves it.
+//! and, for APNs, the environment. A token belongs to one user of one tenant at a time:
+//! registering it for another user, in this tenant or another, moves it. A global index
+//! (platform + token → tenant, user) records the holder; the sender skips a token that
+//! index gives to another tenant, so a phone that moved tenants never gets the old
+//! tenant's pushes.
 
 pub mod redis;
 
@@ -117,7 +120,8 @@ pub enum Registered {
 
 #[async_trait]
 pub trait DeviceStore: Send + Sync {
-    /// Register (or refresh) a device; the token leaves any other user of the tenant.
+    /// Register (or refresh) a device; the token leaves any other user, of this tenant
+    /// or another.
     async fn register(
         &self,
         tenant: &str,
@@ -145,6 +149,12 @@ pub trait DeviceStore: Send + Sync {
     /// The user's known e-mail address (from a token's `email` claim), if any.
     async fn email(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError>;
     async fn set_email(&self, tenant: &str, user_id: &str, email: &str) -> Result<(), StoreError>;
+    /// The tenant the global index says holds this token, if any.
+    async fn token_tenant(
+        &self,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// Should a prune remove a device registered at `registered_at`?
@@ -158,7 +168,17 @@ pub fn prunable(registered_at: i64, unless_after: Option<i64>) -> bool {
 pub struct MemoryDevices {
     /// (tenant, user) → devices.
     devices: Mutex<HashMap<(String, String), Vec<Device>>>,
+    /// (platform, token) → (tenant, user): the global index.
+    index: Mutex<HashMap<(Platform, String), (String, String)>>,
     emails: Mutex<HashMap<(String, String), String>>,
+}
+
+impl MemoryDevices {
+    /// Drop the index entry of a token when it names this tenant and user.
+    fn unindex(&self, tenant: &str, user_id: &str, token: &str) {
+        let mut idx = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        idx.retain(|(_, t), (it, iu)| !(t == token && it == tenant && iu == user_id));
+    }
 }
 
 #[async_trait]
@@ -176,14 +196,16 @@ impl DeviceStore for MemoryDevices {
         if held >= max {
             return Ok(Registered::TooMany);
         }
-        for ((t, _), v) in all.iter_mut() {
-            if t == tenant {
-                v.retain(|x| x.token != d.token);
-            }
+        for v in all.values_mut() {
+            v.retain(|x| x.token != d.token);
         }
         all.entry((tenant.into(), user_id.into()))
             .or_default()
             .push(d.clone());
+        self.index.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            (d.platform, d.token.clone()),
+            (tenant.into(), user_id.into()),
+        );
         Ok(Registered::Ok)
     }
 
@@ -199,7 +221,12 @@ impl DeviceStore for MemoryDevices {
         };
         let before = v.len();
         v.retain(|x| x.token != token);
-        Ok(v.len() != before)
+        let removed = v.len() != before;
+        drop(all);
+        if removed {
+            self.unindex(tenant, user_id, token);
+        }
+        Ok(removed)
     }
 
     async fn list(&self, tenant: &str, user_id: &str) -> Result<Vec<Device>, StoreError> {
@@ -223,7 +250,12 @@ impl DeviceStore for MemoryDevices {
         };
         let before = v.len();
         v.retain(|x| !(x.token == token && prunable(x.registered_at, unless_after)));
-        Ok(v.len() != before)
+        let removed = v.len() != before;
+        drop(all);
+        if removed {
+            self.unindex(tenant, user_id, token);
+        }
+        Ok(removed)
     }
 
     async fn email(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError> {
@@ -235,6 +267,17 @@ impl DeviceStore for MemoryDevices {
         let mut e = self.emails.lock().unwrap_or_else(|e| e.into_inner());
         e.insert((tenant.into(), user_id.into()), email.into());
         Ok(())
+    }
+
+    async fn token_tenant(
+        &self,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let idx = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(idx
+            .get(&(platform, token.to_owned()))
+            .map(|(t, _)| t.clone()))
     }
 }
 

@@ -4,8 +4,9 @@
 //!   the `notifications` topic, keyed by its id (so every copy of an id lands on one
 //!   partition, consumed by one worker at a time).
 //! - [`run_worker`]: `switchboard worker` consumes that topic in a consumer group with
-//!   auto-commit off: a message's offset is committed only after it was processed (or
-//!   dead-lettered), so a crash replays it, and [`Dispatcher`] skips what was finished.
+//!   auto-commit and automatic offset storing off: a message's offset is stored and
+//!   committed only after it was processed (or dead-lettered), so a crash or a shutdown
+//!   in the middle replays it, and [`Dispatcher`] skips what was finished.
 //!   Malformed messages go to the dead-letter topic with the reason.
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use serde_json::json;
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::notifications::Notification;
-use crate::notifications::dispatch::Dispatcher;
+use crate::notifications::dispatch::{DispatchError, Dispatcher};
 
 /// How long a produce may wait for the broker's acknowledgement.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +101,10 @@ pub async fn run_worker(
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", &cfg.group)
         .set("enable.auto.commit", "false")
+        // librdkafka stores a message's offset when it hands it over by default; the final
+        // commit at shutdown would then commit the message in progress. Only processed
+        // messages are stored (below).
+        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .create()
@@ -129,11 +134,17 @@ pub async fn run_worker(
             _ = &mut shutdown => break,
             r = process(&msg, &dispatcher, hub.as_ref(), &dlq) => r?,
         }
-        if let Err(e) = consumer.commit_message(&msg, CommitMode::Async) {
+        if let Err(e) = consumer.store_offset_from_message(&msg) {
+            tracing::warn!(error = %e, "offset store failed (the message may be replayed; replays are de-duplicated)");
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed (the message may be replayed; replays are de-duplicated)");
         }
     }
-    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+    // Commits the stored offsets: processed messages only.
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final offset commit");
+    }
     Ok(())
 }
 
@@ -152,7 +163,13 @@ async fn process(
         Ok(n) => loop {
             match dispatcher.dispatch(&n, hub).await {
                 Ok(_) => return Ok(()),
-                Err(StoreError::Corrupt(e)) => break format!("stored data is corrupt: {e}"),
+                Err(DispatchError::Store(StoreError::Corrupt(e))) => {
+                    break format!("stored data is corrupt: {e}");
+                }
+                Err(DispatchError::Busy) => {
+                    tracing::debug!(id = %n.id, "another run holds it, retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, id = %n.id, "dispatch failed, retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -166,21 +183,45 @@ async fn process(
     Ok(())
 }
 
-/// Produce `{reason, topic, partition, offset, payload}` to the dead-letter topic, with
+/// The dead-letter record: the original bytes as `payload` when they are UTF-8, else as
+/// `payload_base64` (never altered).
+pub fn dlq_value(
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    payload: &[u8],
+) -> serde_json::Value {
+    let mut v = json!({
+        "reason": reason,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    });
+    match std::str::from_utf8(payload) {
+        Ok(s) => v["payload"] = json!(s),
+        Err(_) => {
+            use base64::Engine;
+            v["payload_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(payload));
+        }
+    }
+    v
+}
+
+/// Produce `{reason, topic, partition, offset, payload | payload_base64}` to the dead-letter topic, with
 /// the reason in a header too; retried until the broker takes it.
 async fn dead_letter(
     msg: &rdkafka::message::BorrowedMessage<'_>,
     reason: &str,
     dlq: &Producer,
 ) -> anyhow::Result<()> {
-    let payload = msg.payload().unwrap_or_default();
-    let value = json!({
-        "reason": reason,
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-        "payload": String::from_utf8_lossy(payload),
-    });
+    let value = dlq_value(
+        reason,
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        msg.payload().unwrap_or_default(),
+    );
     let key = msg
         .key()
         .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -198,5 +239,29 @@ async fn dead_letter(
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_dead_letter_keeps_the_original_bytes() {
+        let v = dlq_value("r", "t", 1, 7, b"{\"id\": 1}");
+        assert_eq!(v["payload"], "{\"id\": 1}");
+        let raw = [0xff, 0x00, 0xfe];
+        let v = dlq_value("r", "t", 1, 7, &raw);
+        assert!(v.get("payload").is_none());
+        use base64::Engine;
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(v["payload_base64"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, raw);
+        assert_eq!(
+            (v["offset"].as_i64(), v["reason"].as_str()),
+            (Some(7), Some("r"))
+        );
     }
 }

@@ -42,6 +42,20 @@ pub const MAX_BODY_BYTES: usize = 4096;
 pub const MAX_DATA_BYTES: usize = 4096;
 /// Most ids in one `notification:mark-read`.
 pub const MAX_MARK_READ: usize = 500;
+/// `data` keys FCM refuses (or that the sender sets itself): refused at intake so one
+/// notification cannot fail on every Android device.
+pub const RESERVED_DATA_KEYS: &[&str] = &[
+    "from",
+    "notification",
+    "message_type",
+    "collapse_key",
+    "notification_id",
+    "type",
+];
+/// `data` key prefixes FCM reserves.
+pub const RESERVED_DATA_PREFIXES: &[&str] = &["google.", "gcm."];
+/// Oldest accepted `created_at`, relative to acceptance.
+pub const MAX_CREATED_AGE_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Largest and default `notification:list` page.
 pub const MAX_LIST: usize = 100;
 pub const DEFAULT_LIST: usize = 50;
@@ -99,12 +113,28 @@ impl Notification {
         if self.body.len() > MAX_BODY_BYTES {
             return Err(format!("body is longer than {MAX_BODY_BYTES} bytes"));
         }
+        if let Some(k) = self.data.keys().find(|k| {
+            RESERVED_DATA_KEYS.contains(&k.as_str())
+                || RESERVED_DATA_PREFIXES.iter().any(|p| k.starts_with(p))
+        }) {
+            return Err(format!(
+                "data key {k:?} is reserved (FCM: from, notification, message_type, collapse_key, google.*, gcm.*; Switchboard: notification_id, type)"
+            ));
+        }
         if serde_json::to_vec(&self.data).map_or(usize::MAX, |v| v.len()) > MAX_DATA_BYTES {
             return Err(format!(
                 "data is larger than {MAX_DATA_BYTES} bytes of JSON"
             ));
         }
         Ok(())
+    }
+
+    /// The producer's `created_at` kept within [now − [`MAX_CREATED_AGE_MS`], now] (a
+    /// future one would pin the entry at the top of every inbox); now when absent.
+    pub fn created_at_clamped(&self, now: i64) -> i64 {
+        self.created_at
+            .unwrap_or(now)
+            .clamp(now.saturating_sub(MAX_CREATED_AGE_MS), now)
     }
 
     /// The in-app entry, as the `notification` event and `notification:list` carry it.
@@ -242,6 +272,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn created_at_is_clamped_to_the_past_month() {
+        let mut n = Notification::parse(mk_json().to_string().as_bytes()).unwrap();
+        let now = 100 * MAX_CREATED_AGE_MS;
+        assert_eq!(n.created_at_clamped(now), now);
+        n.created_at = Some(now + 1_000_000);
+        assert_eq!(n.created_at_clamped(now), now, "future");
+        n.created_at = Some(0);
+        assert_eq!(n.created_at_clamped(now), now - MAX_CREATED_AGE_MS);
+        n.created_at = Some(now - 5);
+        assert_eq!(n.created_at_clamped(now), now - 5);
+    }
+
     fn mk_json() -> Value {
         json!({"id": "n1", "tenant": "acme", "user_ids": ["alice"], "type": "message",
                "priority": "high", "title": "Hi", "body": "there", "data": {"room": "r1"}})
@@ -274,6 +317,12 @@ mod tests {
             }
             let e = Notification::parse(v.to_string().as_bytes()).unwrap_err();
             assert!(e.contains(want), "{what}: {e}");
+        }
+        for k in ["from", "google.x", "gcm.y", "notification_id", "type"] {
+            let mut v = mk_json();
+            v["data"] = json!({ k: "x" });
+            let e = Notification::parse(v.to_string().as_bytes()).unwrap_err();
+            assert!(e.contains("reserved"), "{k}: {e}");
         }
         let mut big = mk_json();
         big["data"] = json!({"k": "x".repeat(MAX_DATA_BYTES)});

@@ -321,6 +321,14 @@ pub trait PreferenceStore: Send + Sync {
     /// The stored preferences, or the defaults.
     async fn get(&self, tenant: &str, user_id: &str) -> Result<Preferences, StoreError>;
     async fn put(&self, tenant: &str, user_id: &str, p: &Preferences) -> Result<(), StoreError>;
+    /// Read, change with `f` and write atomically (a concurrent update is never lost);
+    /// `Ok(Err(why))` when `f` refused, nothing written.
+    async fn update(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        f: &(dyn Fn(Preferences) -> Result<Preferences, String> + Send + Sync),
+    ) -> Result<Result<Preferences, String>, StoreError>;
 }
 
 // === impl MemoryPreferences ===
@@ -343,6 +351,20 @@ impl PreferenceStore for MemoryPreferences {
         let mut m = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
         m.insert((tenant.into(), user_id.into()), p.clone());
         Ok(())
+    }
+
+    async fn update(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        f: &(dyn Fn(Preferences) -> Result<Preferences, String> + Send + Sync),
+    ) -> Result<Result<Preferences, String>, StoreError> {
+        let mut m = self.prefs.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.to_owned(), user_id.to_owned());
+        let cur = m.get(&key).cloned().unwrap_or_default();
+        Ok(f(cur).inspect(|p| {
+            m.insert(key, p.clone());
+        }))
     }
 }
 

@@ -22,6 +22,8 @@ use crate::notifications::Notification;
 pub const BASE_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between two attempts, whatever Retry-After asks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// One provider attempt's time limit (past it: retried like a network error).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one provider call said.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,7 +103,13 @@ pub async fn deliver(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match p.attempt(n, d).await {
+        let answer = tokio::time::timeout(ATTEMPT_TIMEOUT, p.attempt(n, d))
+            .await
+            .unwrap_or_else(|_| Attempt::Retry {
+                reason: format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+                after: None,
+            });
+        match answer {
             Attempt::Sent(id) => return (Outcome::Sent(id), attempt),
             Attempt::Prune {
                 reason,
@@ -141,6 +149,18 @@ pub struct Push {
 }
 
 impl Push {
+    /// How long a claim on a device of `platform` must last so that a live run is never
+    /// overtaken: every attempt at its time limit plus the longest back-off between them.
+    pub fn lease(&self, platform: Platform) -> Duration {
+        let max = match platform {
+            Platform::Fcm => &self.fcm,
+            Platform::Apns => &self.apns,
+        }
+        .as_ref()
+        .map_or(1, |(_, m)| (*m).max(1));
+        (ATTEMPT_TIMEOUT + MAX_BACKOFF).saturating_mul(max)
+    }
+
     /// Deliver to one device with the provider of its platform.
     pub async fn send(&self, n: &Notification, d: &Device) -> (Outcome, u32) {
         let p = match d.platform {

@@ -49,7 +49,12 @@ pub fn push(config: &DataplaneConfig) -> Result<Push, String> {
         };
         let transport = Arc::new(A2::new(key, key_id, team_id)?);
         let sandbox = n.apns.environment == "sandbox";
-        let apns: Arc<dyn Provider> = Arc::new(Apns::new(transport, topic.clone(), sandbox));
+        let apns: Arc<dyn Provider> = Arc::new(Apns::new(
+            transport,
+            topic.clone(),
+            sandbox,
+            &n.apns.allowed_topics,
+        ));
         push.apns = Some((apns, n.apns.max_attempts));
     }
     Ok(push)

@@ -3,12 +3,19 @@
 //! - `sb:{T}:user:{U}:devices`: hash, token → [`Device`] as JSON.
 //! - `sb:{T}:device-owners`: hash, token → user id (a token belongs to one user).
 //! - `sb:{T}:user:{U}:email`: the user's e-mail address.
+//! - `sb:device:{H}`: the global index, `H` = hex SHA-256 of `platform:token`, value
+//!   `{tenant, user}` JSON. The one key without a tenant: it is what finds a token's
+//!   holder across tenants. Written after the tenant's own keys, then the previous
+//!   holder in another tenant loses the token (cross-slot, so not one script: a failure
+//!   in between leaves the index naming the old tenant and the sender skipping the token
+//!   in the new one until the client registers again — never a push across tenants).
 
 use async_trait::async_trait;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface};
+use serde::{Deserialize, Serialize};
 
-use super::{Device, DeviceStore, Registered};
+use super::{Device, DeviceStore, Platform, Registered};
 use crate::error::StoreError;
 
 mod keys {
@@ -30,7 +37,27 @@ mod keys {
     pub fn email(tenant: &str, user_id: &str) -> String {
         format!("{}{USER_PREFIX}{user_id}:email", tenant_prefix(tenant))
     }
+    /// The global token index (no tenant: see the module docs).
+    pub fn index(platform: super::Platform, token: &str) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(format!("{}:{token}", platform.as_str()));
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sb:device:{{{hex}}}")
+    }
 }
+
+/// A global index entry.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+struct Holder {
+    tenant: String,
+    user: String,
+}
+
+/// KEYS: index. ARGV: holder JSON. Deletes the entry when it is that holder's.
+const UNINDEX: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
 
 /// KEYS: user's devices, owners. ARGV: token, device JSON, max, user id, the previous
 /// owner's devices key = ARGV[5] .. owner .. ARGV[6] (same tenant hash tag, same slot).
@@ -97,6 +124,22 @@ impl RedisDevices {
             .await?;
         Ok(n == 1)
     }
+
+    /// After a removal: drop the index entry if it still names this holder. The
+    /// platform is not known here (tokens are per platform in practice), so both go.
+    async fn unindex(&self, tenant: &str, user_id: &str, token: &str) -> Result<(), StoreError> {
+        let me = serde_json::to_string(&Holder {
+            tenant: tenant.into(),
+            user: user_id.into(),
+        })?;
+        for p in [Platform::Fcm, Platform::Apns] {
+            let _: i64 = self
+                .client
+                .eval(UNINDEX, vec![keys::index(p, token)], vec![me.clone()])
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -124,11 +167,31 @@ impl DeviceStore for RedisDevices {
                 ],
             )
             .await?;
-        Ok(if n == 1 {
-            Registered::Ok
-        } else {
-            Registered::TooMany
-        })
+        if n != 1 {
+            return Ok(Registered::TooMany);
+        }
+        let me = Holder {
+            tenant: tenant.into(),
+            user: user_id.into(),
+        };
+        let prev: Option<String> = self
+            .client
+            .set(
+                keys::index(d.platform, &d.token),
+                serde_json::to_string(&me)?,
+                None,
+                None,
+                true,
+            )
+            .await?;
+        if let Some(prev) = prev.and_then(|p| serde_json::from_str::<Holder>(&p).ok())
+            && prev.tenant != tenant
+        {
+            // The token moved tenants: the old holder loses it.
+            self.remove(&prev.tenant, &prev.user, &d.token, None)
+                .await?;
+        }
+        Ok(Registered::Ok)
     }
 
     async fn unregister(
@@ -137,7 +200,11 @@ impl DeviceStore for RedisDevices {
         user_id: &str,
         token: &str,
     ) -> Result<bool, StoreError> {
-        self.remove(tenant, user_id, token, None).await
+        let removed = self.remove(tenant, user_id, token, None).await?;
+        if removed {
+            self.unindex(tenant, user_id, token).await?;
+        }
+        Ok(removed)
     }
 
     async fn list(&self, tenant: &str, user_id: &str) -> Result<Vec<Device>, StoreError> {
@@ -157,8 +224,13 @@ impl DeviceStore for RedisDevices {
         token: &str,
         unless_after: Option<i64>,
     ) -> Result<bool, StoreError> {
-        self.remove(tenant, user_id, token, unless_after.or(Some(i64::MAX)))
-            .await
+        let removed = self
+            .remove(tenant, user_id, token, unless_after.or(Some(i64::MAX)))
+            .await?;
+        if removed {
+            self.unindex(tenant, user_id, token).await?;
+        }
+        Ok(removed)
     }
 
     async fn email(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError> {
@@ -171,6 +243,16 @@ impl DeviceStore for RedisDevices {
             .set(keys::email(tenant, user_id), email, None, None, false)
             .await?;
         Ok(())
+    }
+
+    async fn token_tenant(
+        &self,
+        platform: Platform,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let v: Option<String> = self.client.get(keys::index(platform, token)).await?;
+        Ok(v.and_then(|v| serde_json::from_str::<Holder>(&v).ok())
+            .map(|h| h.tenant))
     }
 }
 

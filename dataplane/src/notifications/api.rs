@@ -1,7 +1,8 @@
 //! The service API for notifications (bearer `service_token`):
 //!
-//! - `POST /api/v1/notifications`: validate, record `queued`, then produce to Kafka, or
-//!   (no Kafka configured: embedded mode) deliver from this node.
+//! - `POST /api/v1/notifications`: validate, produce to Kafka then record `queued`, or (no
+//!   Kafka configured: embedded mode) record `queued` and deliver from this node, retrying
+//!   while the stores fail and recording `failed` when it gives up.
 //! - `GET /api/v1/tenants/{tenant}/notifications/{id}`: progress and each target's state.
 //! - `PUT /api/v1/tenants/{tenant}/users/{user}/email`: the address the e-mail channel uses.
 
@@ -15,9 +16,10 @@ use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::Notification;
-use super::dispatch::Dispatcher;
+use super::dispatch::{DispatchError, Dispatcher};
 use crate::app::{App, now_ms};
 use crate::email::valid_address;
 use crate::http::{bearer_gate, error};
@@ -27,6 +29,11 @@ use crate::metrics::Metrics;
 
 /// Direct deliveries running at once in embedded mode; past it the API answers 503.
 pub const MAX_DIRECT_IN_FLIGHT: usize = 256;
+/// Embedded mode: failed runs of one notification (a store error) before it is recorded
+/// `failed`, and the pause before a run is repeated (after such a failure, or while
+/// another run holds the id).
+pub const DIRECT_RUNS: u32 = 10;
+pub const DIRECT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Where accepted notifications go.
 pub enum Intake {
@@ -74,7 +81,7 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    n.created_at = Some(n.created_at.unwrap_or_else(now_ms));
+    n.created_at = Some(n.created_at_clamped(now_ms()));
     let Some(intake) = app.intake() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -82,23 +89,23 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
             "notifications are not set up on this node",
         );
     };
-    if let Err(e) = app.stores.delivery.accept(&n.tenant, &n.id).await {
-        tracing::warn!(error = %e, "delivery store unavailable");
-        return error(
+    let unavailable = |what: &str| {
+        error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "storage is unavailable, retry later",
-        );
-    }
+            format!("{what} is unavailable, retry later"),
+        )
+    };
     match intake.as_ref() {
         Intake::Kafka(p) => {
             if let Err(e) = p.notification(&n).await {
                 tracing::warn!(error = %e, "notification not produced");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the queue is unavailable, retry later",
-                );
+                return unavailable("the queue");
+            }
+            // Recorded after the produce: nothing is `queued` that was not. A worker that
+            // got there first has written more; `accept` never overwrites it.
+            if let Err(e) = app.stores.delivery.accept(&n.tenant, &n.id).await {
+                tracing::warn!(error = %e, id = %n.id, "produced, but `queued` not recorded");
             }
         }
         Intake::Direct {
@@ -112,13 +119,19 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
                     "too many notifications in flight, retry later",
                 );
             };
+            if let Err(e) = app.stores.delivery.accept(&n.tenant, &n.id).await {
+                tracing::warn!(error = %e, "delivery store unavailable");
+                return unavailable("storage");
+            }
             let (d, hub) = (dispatcher.as_ref().clone(), app.hub().cloned());
-            tokio::spawn(async move {
-                if let Err(e) = d.dispatch(&n, hub.as_ref()).await {
-                    tracing::warn!(error = %e, id = %n.id, "direct delivery failed");
+            let span = tracing::info_span!("direct_delivery", tenant = %n.tenant, id = %n.id);
+            tokio::spawn(
+                async move {
+                    deliver_direct(&d, &n, hub.as_ref()).await;
+                    drop(permit);
                 }
-                drop(permit);
-            });
+                .instrument(span),
+            );
         }
     }
     Metrics::kind(&app.metrics.notifications, "accepted");
@@ -127,6 +140,33 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
         axum::Json(json!({ "ok": true, "data": { "status": "queued" } })),
     )
         .into_response()
+}
+
+/// Embedded mode: run until delivered, retrying store failures and runs that find the id
+/// held by another; after [`DIRECT_RUNS`] runs the notification is recorded `failed`.
+async fn deliver_direct(d: &Dispatcher, n: &Notification, hub: Option<&Arc<dyn crate::hub::Hub>>) {
+    let mut failures = 0;
+    while failures < DIRECT_RUNS {
+        match d.dispatch(n, hub).await {
+            Ok(_) => return,
+            // Another run holds it (a retried POST): wait for it; it ends (its lock
+            // lapses if its node died), and then this run finds the targets finished.
+            Err(DispatchError::Busy) => {}
+            Err(DispatchError::Store(e)) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "direct delivery incomplete, retrying");
+                if let crate::error::StoreError::Corrupt(_) = e {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(DIRECT_RETRY_PAUSE).await;
+    }
+    if let Err(e) = d.delivery.fail(&n.tenant, &n.id).await {
+        tracing::error!(error = %e, "direct delivery failed and `failed` could not be recorded");
+    } else {
+        tracing::error!("direct delivery failed: recorded `failed`");
+    }
 }
 
 async fn status(

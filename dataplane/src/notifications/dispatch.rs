@@ -1,14 +1,16 @@
-//! Deliver one notification: de-duplicate by id, decide channels per user from their
-//! preferences, then in-app, push and e-mail, recording every target's state.
-//! Run by the Kafka worker, and by the socket node itself in embedded mode.
+//! Deliver one notification: de-duplicate by id, take its run lock, decide channels per
+//! user from their preferences, then in-app, push and e-mail, recording every target's
+//! state. Run by the Kafka worker, and by the socket node itself in embedded mode.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
+use tracing::Instrument;
 
-use super::delivery::{Claim, DeliveryStore, Progress, Record, State};
+use super::delivery::{Claim, DeliveryStore, Progress, RUN_LOCK_TTL, Record, State};
 use super::{InboxStore, NOTIFICATIONS, Notification};
 use crate::app::now_ms;
 use crate::devices::{Device, DeviceStore};
@@ -17,7 +19,7 @@ use crate::error::StoreError;
 use crate::hub::{Hub, user_room};
 use crate::metrics::Metrics;
 use crate::preferences::{PreferenceStore, decide};
-use crate::push::{Outcome, Push};
+use crate::push::{ATTEMPT_TIMEOUT, Outcome, Push};
 
 /// Recipients handled at once.
 pub const USER_CONCURRENCY: usize = 16;
@@ -35,6 +37,17 @@ pub struct Dispatcher {
     pub mailer: Option<Mailer>,
     pub max_in_app: usize,
     pub metrics: Metrics,
+}
+
+/// Why a dispatch stopped; the caller retries the whole notification later (finished
+/// targets are skipped then).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another live run holds the notification (or one of its targets).
+    #[error("another run of this notification is in progress")]
+    Busy,
 }
 
 /// What one dispatch did (logged, and returned to tests).
@@ -57,31 +70,117 @@ enum Done {
     Skipped,
 }
 
+/// A held run lock: renewed while it lives; released when dropped (also when the run
+/// is cancelled mid-way, e.g. by a worker's shutdown, so the next run need not wait for
+/// it to lapse).
+struct RunLock {
+    renew: tokio::task::AbortHandle,
+    store: Arc<dyn DeliveryStore>,
+    tenant: String,
+    id: String,
+    owner: String,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let (store, t, i, o) = (
+            self.store.clone(),
+            std::mem::take(&mut self.tenant),
+            std::mem::take(&mut self.id),
+            std::mem::take(&mut self.owner),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.unlock(&t, &i, &o).await {
+                    tracing::warn!(error = %e, tenant = %t, id = %i, "run lock not released (it lapses)");
+                }
+            });
+        }
+    }
+}
+
 impl Dispatcher {
-    /// Deliver `n` (validated). A store error stops the dispatch and is returned: the
-    /// caller retries the whole notification later, and finished targets are skipped.
+    /// Deliver `n` (validated). A store error or another live run of the same id stops
+    /// the dispatch and is returned: the caller retries the whole notification later.
     pub async fn dispatch(
         &self,
         n: &Notification,
         hub: Option<&Arc<dyn Hub>>,
-    ) -> Result<Summary, StoreError> {
-        if let Some((Progress::Done, _)) = self.delivery.status(&n.tenant, &n.id).await? {
-            Metrics::kind(&self.metrics.notifications, "duplicate");
-            return Ok(Summary {
-                duplicate: true,
-                ..Summary::default()
-            });
+    ) -> Result<Summary, DispatchError> {
+        let (t, id) = (&n.tenant, &n.id);
+        if self.delivery.progress(t, id).await? == Some(Progress::Done) {
+            return Ok(self.duplicate());
         }
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        if !self.delivery.lock(t, id, &owner, RUN_LOCK_TTL).await? {
+            return Err(DispatchError::Busy);
+        }
+        let _lock = self.hold_lock(t, id, &owner);
+        // Another run may have finished between the check above and the lock.
+        if self.delivery.progress(t, id).await? == Some(Progress::Done) {
+            return Ok(self.duplicate());
+        }
+        self.run(n, hub, &owner).await
+    }
+
+    fn duplicate(&self) -> Summary {
+        Metrics::kind(&self.metrics.notifications, "duplicate");
+        Summary {
+            duplicate: true,
+            ..Summary::default()
+        }
+    }
+
+    fn hold_lock(&self, tenant: &str, id: &str, owner: &str) -> RunLock {
+        let (store, t, i, o) = (
+            self.delivery.clone(),
+            tenant.to_owned(),
+            id.to_owned(),
+            owner.to_owned(),
+        );
+        let span = tracing::info_span!("run_lock", tenant = %t, id = %i);
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(RUN_LOCK_TTL / 3).await;
+                    match store.renew(&t, &i, &o, RUN_LOCK_TTL).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("run lock lost; claims still guard each target");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "run lock not renewed"),
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        RunLock {
+            renew: task.abort_handle(),
+            store: self.delivery.clone(),
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+        }
+    }
+
+    async fn run(
+        &self,
+        n: &Notification,
+        hub: Option<&Arc<dyn Hub>>,
+        owner: &str,
+    ) -> Result<Summary, DispatchError> {
         let at = now_ms();
-        let created_at = n.created_at.unwrap_or(at);
+        let created_at = n.created_at_clamped(at);
         // Futures collected first: a closure inside the stream would make this future
         // not `Send` for every lifetime (it runs in spawned tasks).
         let users: Vec<_> = n
             .user_ids
             .iter()
-            .map(|u| self.for_user(n, u, at, created_at, hub))
+            .map(|u| self.for_user(n, u, at, created_at, hub, owner))
             .collect();
-        let results: Vec<Result<(bool, Vec<Done>), StoreError>> = futures::stream::iter(users)
+        let results: Vec<Result<(bool, Vec<Done>), DispatchError>> = futures::stream::iter(users)
             .buffer_unordered(USER_CONCURRENCY)
             .collect()
             .await;
@@ -111,7 +210,8 @@ impl Dispatcher {
         at: i64,
         created_at: i64,
         hub: Option<&Arc<dyn Hub>>,
-    ) -> Result<(bool, Vec<Done>), StoreError> {
+        owner: &str,
+    ) -> Result<(bool, Vec<Done>), DispatchError> {
         let t = &n.tenant;
         let prefs = self.preferences.get(t, user).await?;
         let ch = decide(n.kind, n.priority, &prefs, at);
@@ -135,8 +235,11 @@ impl Dispatcher {
         }
         if ch.push {
             let devices = self.devices.list(t, user).await?;
-            let sends: Vec<_> = devices.iter().map(|d| self.push_one(n, user, d)).collect();
-            let done: Vec<Result<Done, StoreError>> = futures::stream::iter(sends)
+            let sends: Vec<_> = devices
+                .iter()
+                .map(|d| self.push_one(n, user, d, owner))
+                .collect();
+            let done: Vec<Result<Done, DispatchError>> = futures::stream::iter(sends)
                 .buffer_unordered(DEVICE_CONCURRENCY)
                 .collect()
                 .await;
@@ -148,7 +251,7 @@ impl Dispatcher {
             && let Some(mailer) = &self.mailer
             && let Some(addr) = self.devices.email(t, user).await?
         {
-            out.push(self.email_one(n, user, mailer, &addr).await?);
+            out.push(self.email_one(n, user, mailer, &addr, owner).await?);
         }
         Ok((added, out))
     }
@@ -169,16 +272,65 @@ impl Dispatcher {
             reason,
             attempts,
             updated_at: now_ms(),
+            owner: None,
+            lease_until: None,
         }
     }
 
-    async fn push_one(&self, n: &Notification, user: &str, d: &Device) -> Result<Done, StoreError> {
+    /// Claim a target for this run for `lease`; Ok(false) when it is finished already.
+    async fn claim(
+        &self,
+        n: &Notification,
+        user: &str,
+        channel: &str,
+        target: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, DispatchError> {
+        let now = now_ms();
+        let claim = Record {
+            owner: Some(owner.to_owned()),
+            lease_until: Some(
+                now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)),
+            ),
+            ..Self::record(user, channel, target, State::Claimed, None, 0)
+        };
+        match self.delivery.claim(&n.tenant, &n.id, &claim, now).await? {
+            Claim::Finished(_) => Ok(false),
+            Claim::Busy => Err(DispatchError::Busy),
+            Claim::Fresh | Claim::Reclaimed => Ok(true),
+        }
+    }
+
+    async fn push_one(
+        &self,
+        n: &Notification,
+        user: &str,
+        d: &Device,
+        owner: &str,
+    ) -> Result<Done, DispatchError> {
         let channel = d.platform.as_str();
-        let claim = Self::record(user, channel, &d.token, State::Claimed, None, 0);
-        if let Claim::Finished(_) = self.delivery.claim(&n.tenant, &n.id, &claim).await? {
+        if !self
+            .claim(
+                n,
+                user,
+                channel,
+                &d.token,
+                owner,
+                self.push.lease(d.platform),
+            )
+            .await?
+        {
             return Ok(Done::Skipped);
         }
-        let (outcome, attempts) = self.push.send(n, d).await;
+        // A token registered since in another tenant is that tenant's now.
+        let (outcome, attempts) = match self.devices.token_tenant(d.platform, &d.token).await? {
+            Some(other) if other != n.tenant => (
+                Outcome::Failed("token is registered in another tenant now".into()),
+                0,
+            ),
+            _ => self.push.send(n, d).await,
+        };
         self.metrics.delivery(channel, outcome.label());
         let (state, reason, done) = match outcome {
             Outcome::Sent(_) => (State::Sent, None, Done::Sent),
@@ -219,12 +371,18 @@ impl Dispatcher {
         user: &str,
         mailer: &Mailer,
         addr: &str,
-    ) -> Result<Done, StoreError> {
-        let claim = Self::record(user, "email", addr, State::Claimed, None, 0);
-        if let Claim::Finished(_) = self.delivery.claim(&n.tenant, &n.id, &claim).await? {
+        owner: &str,
+    ) -> Result<Done, DispatchError> {
+        if !self
+            .claim(n, user, "email", addr, owner, ATTEMPT_TIMEOUT)
+            .await?
+        {
             return Ok(Done::Skipped);
         }
-        let (state, reason, done, label) = match mailer.send(n, addr).await {
+        let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, mailer.send(n, addr))
+            .await
+            .unwrap_or_else(|_| Err(format!("smtp: no answer within {ATTEMPT_TIMEOUT:?}")));
+        let (state, reason, done, label) = match sent {
             Ok(()) => (State::Sent, None, Done::Sent, "sent"),
             Err(e) => (State::Failed, Some(e), Done::Failed, "failed"),
         };
@@ -305,6 +463,76 @@ mod tests {
             registered_at: at,
         };
         d.devices.register("t", "u", &dev, 20).await.unwrap();
+    }
+
+    /// Holds every attempt until released, counting them.
+    struct Gate(tokio::sync::Semaphore, Mutex<usize>, tokio::sync::Notify);
+
+    #[async_trait]
+    impl Provider for Gate {
+        fn name(&self) -> &'static str {
+            "gate"
+        }
+        async fn attempt(&self, _: &Notification, _: &Device) -> Attempt {
+            *self.1.lock().unwrap() += 1;
+            self.2.notify_one();
+            let _p = self.0.acquire().await.unwrap();
+            Attempt::Sent(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn two_concurrent_runs_of_one_id_push_once() {
+        let (mut d, _) = mk_dispatcher(Attempt::Sent(None));
+        let gate = Arc::new(Gate(
+            tokio::sync::Semaphore::new(0),
+            Mutex::default(),
+            tokio::sync::Notify::new(),
+        ));
+        d.push.fcm = Some((gate.clone(), 1));
+        register(&d, "a", 1).await;
+        let n = mk_n("n3");
+        let first = tokio::spawn({
+            let (d, n) = (d.clone(), n.clone());
+            async move { d.dispatch(&n, None).await.unwrap() }
+        });
+        gate.2.notified().await;
+        // The same id again (a retried POST, a rebalance) while the first is mid-send.
+        assert!(matches!(
+            d.dispatch(&n, None).await,
+            Err(DispatchError::Busy)
+        ));
+        gate.0.add_permits(10);
+        assert_eq!(first.await.unwrap().sent, 1);
+        assert!(d.dispatch(&n, None).await.unwrap().duplicate);
+        assert_eq!(*gate.1.lock().unwrap(), 1, "pushed once");
+    }
+
+    #[tokio::test]
+    async fn a_token_now_registered_in_another_tenant_is_not_pushed() {
+        let (d, p) = mk_dispatcher(Attempt::Sent(None));
+        register(&d, "moved", 1).await;
+        let list = d.devices.list("t", "u").await.unwrap();
+        // The phone registers in tenant "b"; "t"'s copy is still being delivered to.
+        d.devices
+            .register("b", "someone", &list[0], 20)
+            .await
+            .unwrap();
+        let s = d.run(&mk_n("n4"), None, "me").await.unwrap();
+        // `run` delivers to the devices it listed; here it lists none, so deliver to
+        // the stale copy directly.
+        assert_eq!(s.sent, 0);
+        let done = d.push_one(&mk_n("n5"), "u", &list[0], "me").await.unwrap();
+        assert!(matches!(done, Done::Failed));
+        assert!(p.1.lock().unwrap().is_empty(), "pushed across tenants");
+        let (_, recs) = d.delivery.status("t", "n5").await.unwrap().unwrap();
+        assert!(
+            recs[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("another tenant")
+        );
     }
 
     #[tokio::test]

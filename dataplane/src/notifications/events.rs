@@ -121,6 +121,15 @@ struct MarkRead {
 
 async fn register_device<A: Adapter>(cx: Cx<A>, req: Registration) -> Result<Value, AckError> {
     let device = req.into_device(now_ms()).map_err(AckError::bad_request)?;
+    let apns = &cx.app.config.notifications.apns;
+    if device.platform == crate::devices::Platform::Apns
+        && let (Some(app), Some(topic)) = (&device.app_id, &apns.topic)
+        && !(apns.allowed_topics.contains(app) || (apns.allowed_topics.is_empty() && app == topic))
+    {
+        return Err(AckError::bad_request(format!(
+            "app_id {app:?} is not an allowed APNs topic"
+        )));
+    }
     let (t, u) = (&cx.id.tenant, &cx.id.user_id);
     match cx
         .app
@@ -152,11 +161,14 @@ async fn unregister_device<A: Adapter>(cx: Cx<A>, req: TokenRef) -> Result<Value
 
 async fn set_preferences<A: Adapter>(cx: Cx<A>, req: Update) -> Result<Value, AckError> {
     let (t, u) = (&cx.id.tenant, &cx.id.user_id);
-    let store = &cx.app.stores.preferences;
-    let p = req
-        .apply(store.get(t, u).await?)
+    // Read, merge and write as one: two concurrent updates never lose each other's fields.
+    let p = cx
+        .app
+        .stores
+        .preferences
+        .update(t, u, &|cur| req.clone().apply(cur))
+        .await?
         .map_err(AckError::bad_request)?;
-    store.put(t, u, &p).await?;
     Ok(json!({ "preferences": p }))
 }
 

@@ -4,12 +4,17 @@
 //! - `sb:{T}:user:{U}:inbox:items`: hash, id → [`Entry`] JSON (with `read: false`).
 //! - `sb:{T}:user:{U}:inbox:read`: set of the ids read.
 //! - `sb:{T}:notif:{ID}:delivery`: hash, `user|channel|target` → [`Record`] JSON, and
-//!   `_progress` → `queued` | `done`; expires [`DELIVERY_TTL_SECS`] after the last write.
+//!   `_progress` → `queued` | `done` | `failed`; expires [`DELIVERY_TTL_SECS`] after the last write.
+//! - `sb:{T}:notif:{ID}:run`: the run lock, the owning run's id (`SET NX PX`).
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, LuaInterface, SetsInterface, SortedSetsInterface};
-use fred::types::Value;
+use std::time::Duration;
+
+use fred::interfaces::{
+    HashesInterface, KeysInterface, LuaInterface, SetsInterface, SortedSetsInterface,
+};
+use fred::types::{Expiration, SetOptions, Value};
 
 use super::delivery::{Claim, DELIVERY_TTL_SECS, DeliveryStore, Progress, Record, State};
 use super::{Entry, InboxStore};
@@ -27,6 +32,9 @@ mod keys {
     }
     pub fn delivery(tenant: &str, id: &str) -> String {
         format!("sb:{{{tenant}}}:notif:{id}:delivery")
+    }
+    pub fn run_lock(tenant: &str, id: &str) -> String {
+        format!("sb:{{{tenant}}}:notif:{id}:run")
     }
 }
 
@@ -61,14 +69,24 @@ end
 return n
 ";
 
-/// KEYS: delivery. ARGV: target key, claimed record JSON, ttl.
-/// Returns {0} fresh, {1} reclaimed, {2, state} finished.
+/// KEYS: delivery, run lock. ARGV: target key, claimed record JSON, ttl, owner, now (ms).
+/// Returns {0} fresh, {1} reclaimed, {2, state} finished, {3} busy: claimed by another
+/// owner whose lease is alive and who still holds the run lock.
 const CLAIM: &str = r"
 local j = redis.call('HGET', KEYS[1], ARGV[1])
 if j then
   local ok, d = pcall(cjson.decode, j)
-  if ok and (d['state'] == 'sent' or d['state'] == 'failed' or d['state'] == 'pruned') then
-    return {2, d['state']}
+  if ok and type(d) == 'table' then
+    local s = d['state']
+    if s == 'sent' or s == 'failed' or s == 'pruned' then
+      return {2, s}
+    end
+    local owner, lease = d['owner'], tonumber(d['lease_until'])
+    if s == 'claimed' and type(owner) == 'string' and owner ~= ARGV[4]
+      and lease and lease > tonumber(ARGV[5])
+      and redis.call('GET', KEYS[2]) == owner then
+      return {3}
+    end
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -76,6 +94,32 @@ redis.call('HSETNX', KEYS[1], '_progress', 'queued')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 if j then return {1} end
 return {0}
+";
+
+/// KEYS: run lock. ARGV: owner, ttl ms. 1 when renewed (still the owner's).
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return 1
+end
+return 0
+";
+
+/// KEYS: run lock. ARGV: owner.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
+/// KEYS: delivery. ARGV: ttl. Progress `failed` unless `done`.
+const FAIL: &str = r"
+if redis.call('HGET', KEYS[1], '_progress') ~= 'done' then
+  redis.call('HSET', KEYS[1], '_progress', 'failed')
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
+return 1
 ";
 
 /// KEYS: delivery. ARGV: field, value, ttl, only-if-absent ('1' or '0').
@@ -96,6 +140,43 @@ pub struct RedisInbox {
 impl RedisInbox {
     pub fn new(client: Client) -> Self {
         Self { client }
+    }
+
+    /// The stored JSON (None when missing) and the read flag of each id, in order.
+    async fn page(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        ids: &[String],
+    ) -> Result<Vec<(Option<String>, bool)>, StoreError> {
+        let items: Value = self
+            .client
+            .hmget(keys::items(tenant, user_id), ids.to_vec())
+            .await?;
+        let read: Value = self
+            .client
+            .smismember(keys::read(tenant, user_id), ids.to_vec())
+            .await?;
+        let as_vec = |v: Value, what: &str| match v {
+            Value::Array(v) => Ok(v),
+            // fred may hand a one-field reply back unwrapped.
+            other if ids.len() == 1 => Ok(vec![other]),
+            other => Err(StoreError::Corrupt(format!(
+                "inbox {what}: unexpected reply {other:?}"
+            ))),
+        };
+        let items = as_vec(items, "items")?;
+        let read = as_vec(read, "read flags")?;
+        Ok(items
+            .into_iter()
+            .zip(read)
+            .map(|(i, r)| {
+                (
+                    i.as_string(),
+                    r.as_i64() == Some(1) || r.as_bool() == Some(true),
+                )
+            })
+            .collect())
     }
 }
 
@@ -128,6 +209,8 @@ impl InboxStore for RedisInbox {
         Ok(n == 1)
     }
 
+    /// Reads only the page `limit` needs: `ZREVRANGE 0 limit-1` (and, for `unread_only`,
+    /// further pages of that size until enough unread ones are found).
     async fn list(
         &self,
         tenant: &str,
@@ -135,46 +218,41 @@ impl InboxStore for RedisInbox {
         unread_only: bool,
         limit: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let ids: Vec<String> = self
-            .client
-            .zrevrange(keys::inbox(tenant, user_id), 0, -1, false)
-            .await?;
-        if ids.is_empty() {
-            return Ok(vec![]);
-        }
-        let items: Value = self
-            .client
-            .hmget(keys::items(tenant, user_id), ids.clone())
-            .await?;
-        let items = match items {
-            Value::Array(v) => v,
-            // fred may hand a one-field reply back unwrapped.
-            other if ids.len() == 1 => vec![other],
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "inbox items: unexpected reply {other:?}"
-                )));
-            }
-        };
-        let read: std::collections::HashSet<String> =
-            self.client.smembers(keys::read(tenant, user_id)).await?;
         let mut out = Vec::new();
-        for (id, item) in ids.iter().zip(items) {
-            let Some(json) = item.as_string() else {
-                continue;
-            };
-            let is_read = read.contains(id);
-            if unread_only && is_read {
-                continue;
+        let page = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let mut start = 0i64;
+        loop {
+            let ids: Vec<String> = self
+                .client
+                .zrevrange(
+                    keys::inbox(tenant, user_id),
+                    start,
+                    start.saturating_add(page - 1),
+                    false,
+                )
+                .await?;
+            if ids.is_empty() {
+                return Ok(out);
             }
-            let mut e: Entry = serde_json::from_str(&json)?;
-            e.read = is_read;
-            out.push(e);
-            if out.len() == limit {
-                break;
+            let got = ids.len();
+            let items = self.page(tenant, user_id, &ids).await?;
+            for (item, is_read) in items {
+                if unread_only && is_read {
+                    continue;
+                }
+                let Some(json) = item else { continue };
+                let mut e: Entry = serde_json::from_str(&json)?;
+                e.read = is_read;
+                out.push(e);
+                if out.len() == limit {
+                    return Ok(out);
+                }
             }
+            if !unread_only || i64::try_from(got).unwrap_or(0) < page {
+                return Ok(out);
+            }
+            start = start.saturating_add(page);
         }
-        Ok(out)
     }
 
     async fn mark_read(
@@ -232,6 +310,14 @@ impl RedisDelivery {
     }
 }
 
+fn progress_of(s: &str) -> Progress {
+    match s {
+        "done" => Progress::Done,
+        "failed" => Progress::Failed,
+        _ => Progress::Queued,
+    }
+}
+
 fn state_of(s: &str) -> Result<State, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(StoreError::from)
 }
@@ -243,7 +329,13 @@ impl DeliveryStore for RedisDelivery {
             .await
     }
 
-    async fn claim(&self, tenant: &str, id: &str, r: &Record) -> Result<Claim, StoreError> {
+    async fn claim(
+        &self,
+        tenant: &str,
+        id: &str,
+        r: &Record,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
         let claimed = Record {
             state: State::Claimed,
             ..r.clone()
@@ -252,11 +344,13 @@ impl DeliveryStore for RedisDelivery {
             .client
             .eval(
                 CLAIM,
-                vec![keys::delivery(tenant, id)],
+                vec![keys::delivery(tenant, id), keys::run_lock(tenant, id)],
                 vec![
                     r.key(),
                     serde_json::to_string(&claimed)?,
                     DELIVERY_TTL_SECS.to_string(),
+                    r.owner.clone().unwrap_or_default(),
+                    now.to_string(),
                 ],
             )
             .await?;
@@ -274,6 +368,7 @@ impl DeliveryStore for RedisDelivery {
             [Value::Integer(2), s] => Ok(Claim::Finished(state_of(
                 &s.as_string().unwrap_or_default(),
             )?)),
+            [Value::Integer(3)] => Ok(Claim::Busy),
             other => Err(StoreError::Corrupt(format!(
                 "claim: unexpected reply {other:?}"
             ))),
@@ -290,6 +385,77 @@ impl DeliveryStore for RedisDelivery {
             .await
     }
 
+    async fn fail(&self, tenant: &str, id: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .eval(
+                FAIL,
+                vec![keys::delivery(tenant, id)],
+                vec![DELIVERY_TTL_SECS.to_string()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn progress(&self, tenant: &str, id: &str) -> Result<Option<Progress>, StoreError> {
+        let p: Option<String> = self
+            .client
+            .hget(keys::delivery(tenant, id), PROGRESS)
+            .await?;
+        Ok(p.map(|p| progress_of(&p)))
+    }
+
+    async fn lock(
+        &self,
+        tenant: &str,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let px = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let set: Option<String> = self
+            .client
+            .set(
+                keys::run_lock(tenant, id),
+                owner,
+                Some(Expiration::PX(px)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    async fn renew(
+        &self,
+        tenant: &str,
+        id: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .client
+            .eval(
+                RENEW,
+                vec![keys::run_lock(tenant, id)],
+                vec![owner.to_owned(), ttl.as_millis().to_string()],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn unlock(&self, tenant: &str, id: &str, owner: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .client
+            .eval(
+                UNLOCK,
+                vec![keys::run_lock(tenant, id)],
+                vec![owner.to_owned()],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn status(
         &self,
         tenant: &str,
@@ -300,10 +466,7 @@ impl DeliveryStore for RedisDelivery {
         if all.is_empty() {
             return Ok(None);
         }
-        let progress = match all.get(PROGRESS).map(String::as_str) {
-            Some("done") => Progress::Done,
-            _ => Progress::Queued,
-        };
+        let progress = progress_of(all.get(PROGRESS).map_or("", String::as_str));
         let mut recs = all
             .iter()
             .filter(|(k, _)| k.as_str() != PROGRESS)

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{KeysInterface, LuaInterface};
 
 use super::{PreferenceStore, Preferences};
 use crate::error::StoreError;
@@ -14,6 +14,20 @@ mod keys {
         format!("sb:{{{tenant}}}:user:{user_id}:notify-prefs")
     }
 }
+
+/// Rounds of read-change-write before an update gives up (each lost only to a concurrent
+/// write of the same user's preferences).
+pub const MAX_UPDATE_ROUNDS: usize = 8;
+
+/// KEYS: prefs. ARGV: expected JSON ('' = absent), new JSON. 1 written, 0 changed since.
+const REPLACE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
 
 pub struct RedisPreferences {
     client: Client,
@@ -42,6 +56,41 @@ impl PreferenceStore for RedisPreferences {
             .set(keys::prefs(tenant, user_id), json, None, None, false)
             .await?;
         Ok(())
+    }
+
+    /// Compare-and-set on the stored JSON, retried while another write got in between.
+    async fn update(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        f: &(dyn Fn(Preferences) -> Result<Preferences, String> + Send + Sync),
+    ) -> Result<Result<Preferences, String>, StoreError> {
+        let key = keys::prefs(tenant, user_id);
+        for _ in 0..MAX_UPDATE_ROUNDS {
+            let raw: Option<String> = self.client.get(&key).await?;
+            let cur = match &raw {
+                None => Preferences::default(),
+                Some(json) => serde_json::from_str(json)?,
+            };
+            let new = match f(cur) {
+                Ok(p) => p,
+                Err(why) => return Ok(Err(why)),
+            };
+            let written: i64 = self
+                .client
+                .eval(
+                    REPLACE,
+                    vec![key.clone()],
+                    vec![raw.unwrap_or_default(), serde_json::to_string(&new)?],
+                )
+                .await?;
+            if written == 1 {
+                return Ok(Ok(new));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "preferences of {user_id} changed {MAX_UPDATE_ROUNDS} times during one update"
+        )))
     }
 }
 

@@ -131,15 +131,34 @@ pub struct Apns {
     transport: Arc<dyn Transport>,
     topic: String,
     sandbox: bool,
+    /// Topics a device's `app_id` may name (`notifications.apns.allowed_topics`, or the
+    /// configured topic alone): the key signs for every app of the team.
+    allowed: Vec<String>,
 }
 
 impl Apns {
-    pub fn new(transport: Arc<dyn Transport>, topic: String, sandbox: bool) -> Self {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        topic: String,
+        sandbox: bool,
+        allowed_topics: &[String],
+    ) -> Self {
+        let allowed = if allowed_topics.is_empty() {
+            vec![topic.clone()]
+        } else {
+            allowed_topics.to_vec()
+        };
         Self {
             transport,
             topic,
             sandbox,
+            allowed,
         }
+    }
+
+    /// Is this device's topic one the configuration allows?
+    pub fn allows(&self, d: &Device) -> bool {
+        d.app_id.as_ref().is_none_or(|a| self.allowed.contains(a))
     }
 }
 
@@ -150,6 +169,12 @@ impl Provider for Apns {
     }
 
     async fn attempt(&self, n: &Notification, d: &Device) -> Attempt {
+        if !self.allows(d) {
+            return Attempt::Permanent(format!(
+                "app_id {:?} is not in notifications.apns.allowed_topics",
+                d.app_id.as_deref().unwrap_or_default()
+            ));
+        }
         let created = n.created_at.unwrap_or_else(crate::app::now_ms);
         match self
             .transport
@@ -423,7 +448,7 @@ mod tests {
             ]),
             seen: Mutex::default(),
         });
-        let apns = Apns::new(t.clone(), "com.ex.app".into(), false);
+        let apns = Apns::new(t.clone(), "com.ex.app".into(), false, &[]);
         let (o, n) = deliver(
             &apns,
             &mk_n("high"),
@@ -441,5 +466,38 @@ mod tests {
             }
         );
         assert_eq!(t.seen.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_topic_outside_the_allowlist_is_never_sent() {
+        let t = Arc::new(Scripted {
+            replies: Mutex::new(vec![Ok(reply(200, None, None))]),
+            seen: Mutex::default(),
+        });
+        let apns = Apns::new(t.clone(), "com.ex.app".into(), false, &[]);
+        let mut d = mk_d(None);
+        d.app_id = Some("com.other.team-app".into());
+        let a = apns.attempt(&mk_n("high"), &d).await;
+        assert!(
+            matches!(a, Attempt::Permanent(ref r) if r.contains("allowed_topics")),
+            "{a:?}"
+        );
+        assert!(
+            t.seen.lock().unwrap().is_empty(),
+            "sent to a topic not allowed"
+        );
+        d.app_id = Some("com.ex.app".into());
+        assert!(matches!(
+            apns.attempt(&mk_n("high"), &d).await,
+            Attempt::Sent(_)
+        ));
+        let listed = Apns::new(
+            t.clone(),
+            "com.ex.app".into(),
+            false,
+            &["com.ex.app".into(), "com.ex.app.beta".into()],
+        );
+        d.app_id = Some("com.ex.app.beta".into());
+        assert!(listed.allows(&d));
     }
 }

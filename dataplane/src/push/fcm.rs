@@ -4,12 +4,15 @@
 //! [`MAX_IN_FLIGHT`] at a time.
 //!
 //! Answers, as FCM documents them (`error.details[].errorCode`, else `error.status`):
-//! `UNREGISTERED` (404) and `SENDER_ID_MISMATCH` (403) prune the token;
-//! `INVALID_ARGUMENT` (400) and `THIRD_PARTY_AUTH_ERROR` (401) are permanent;
+//! only `UNREGISTERED` (404) prunes the token — a bare 404 or `NOT_FOUND` (a wrong base
+//! URL or project) must never wipe tokens, and `SENDER_ID_MISMATCH` (403: the token
+//! belongs to another sender) is a configuration fault, so both are permanent;
+//! `INVALID_ARGUMENT` (400) and `THIRD_PARTY_AUTH_ERROR` are permanent; a 401 (our
+//! access token was refused) fetches a new OAuth token once and retries;
 //! `QUOTA_EXCEEDED` (429), `UNAVAILABLE` (503) and `INTERNAL` (500) are retried with
 //! back-off, honouring `Retry-After`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +33,11 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Fcm {
     http: reqwest::Client,
-    auth: Arc<dyn gcp_auth::TokenProvider>,
+    /// Caches its access token until it expires; replaced by a fresh one (empty cache)
+    /// when FCM refuses the token (401).
+    auth: Mutex<Arc<gcp_auth::CustomServiceAccount>>,
+    /// The service-account JSON, to build that fresh provider.
+    account: String,
     send_url: String,
     permits: Semaphore,
 }
@@ -66,7 +73,8 @@ impl Fcm {
         }
         Ok(Self {
             http: http.build().map_err(|e| format!("fcm http client: {e}"))?,
-            auth: Arc::new(sa),
+            auth: Mutex::new(Arc::new(sa)),
+            account: text,
             send_url: format!("{base}/v1/projects/{project}/messages:send"),
             permits: Semaphore::new(MAX_IN_FLIGHT),
         })
@@ -134,20 +142,14 @@ pub fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Atte
         format!("{code} ({status}): {message}")
     };
     match code.as_str() {
-        "UNREGISTERED" | "SENDER_ID_MISMATCH" => Attempt::Prune {
+        // Only this code says the token is dead; a 404 without it is a wrong URL.
+        "UNREGISTERED" => Attempt::Prune {
             reason,
             unless_after: None,
         },
-        "INVALID_ARGUMENT" | "THIRD_PARTY_AUTH_ERROR" | "UNAUTHENTICATED" | "PERMISSION_DENIED" => {
-            Attempt::Permanent(reason)
-        }
         "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL" => Attempt::Retry {
             reason,
             after: retry_after,
-        },
-        _ if status == 404 => Attempt::Prune {
-            reason,
-            unless_after: None,
         },
         _ if status == 429 || status >= 500 => Attempt::Retry {
             reason,
@@ -167,13 +169,51 @@ impl Provider for Fcm {
         let Ok(_permit) = self.permits.acquire().await else {
             return Attempt::Permanent("fcm sender closed".into());
         };
-        let token = match self.auth.token(&[SCOPE]).await {
+        match self.send(n, d).await {
+            // Our access token was refused (revoked, or the clock skewed): fetch a new
+            // one, once, and try again.
+            Sent::Unauthorized(_) => {
+                self.refresh_auth();
+                match self.send(n, d).await {
+                    Sent::Unauthorized(reason) => Attempt::Permanent(format!(
+                        "{reason} (a fresh OAuth token was refused too)"
+                    )),
+                    Sent::Answer(a) => a,
+                }
+            }
+            Sent::Answer(a) => a,
+        }
+    }
+}
+
+/// One request's result: a classified answer, or a 401 (handled by the caller).
+enum Sent {
+    Answer(Attempt),
+    Unauthorized(String),
+}
+
+impl Fcm {
+    fn current_auth(&self) -> Arc<gcp_auth::CustomServiceAccount> {
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the token provider by a new one, whose cache is empty.
+    fn refresh_auth(&self) {
+        match gcp_auth::CustomServiceAccount::from_json(&self.account) {
+            Ok(sa) => *self.auth.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(sa),
+            Err(e) => tracing::warn!(error = %e, "fcm: service account not reloaded"),
+        }
+    }
+
+    async fn send(&self, n: &Notification, d: &Device) -> Sent {
+        use gcp_auth::TokenProvider;
+        let token = match self.current_auth().token(&[SCOPE]).await {
             Ok(t) => t,
             Err(e) => {
-                return Attempt::Retry {
+                return Sent::Answer(Attempt::Retry {
                     reason: format!("oauth token: {e}"),
                     after: None,
-                };
+                });
             }
         };
         let resp = self
@@ -183,26 +223,31 @@ impl Provider for Fcm {
             .json(&message(n, d))
             .send()
             .await;
-        match resp {
-            Err(e) => Attempt::Retry {
-                reason: format!("fcm request: {e}"),
-                after: None,
-            },
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let after = retry_after(
-                    r.headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|h| h.to_str().ok()),
-                );
-                match r.bytes().await {
-                    Ok(body) => classify(status, &body, after),
-                    Err(e) => Attempt::Retry {
-                        reason: format!("fcm response: {e}"),
-                        after,
-                    },
-                }
+        let r = match resp {
+            Err(e) => {
+                return Sent::Answer(Attempt::Retry {
+                    reason: format!("fcm request: {e}"),
+                    after: None,
+                });
             }
+            Ok(r) => r,
+        };
+        let status = r.status().as_u16();
+        let after = retry_after(
+            r.headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|h| h.to_str().ok()),
+        );
+        match r.bytes().await {
+            Ok(body) if status == 401 => Sent::Unauthorized(match classify(status, &body, after) {
+                Attempt::Permanent(reason) => reason,
+                other => format!("{other:?}"),
+            }),
+            Ok(body) => Sent::Answer(classify(status, &body, after)),
+            Err(e) => Sent::Answer(Attempt::Retry {
+                reason: format!("fcm response: {e}"),
+                after,
+            }),
         }
     }
 }
@@ -263,7 +308,20 @@ mod tests {
                 &err_body("PERMISSION_DENIED", Some("SENDER_ID_MISMATCH")),
                 None
             ),
-            Attempt::Prune { .. }
+            Attempt::Permanent(r) if r.starts_with("SENDER_ID_MISMATCH")
+        ));
+        // A wrong base URL or project: 404 without UNREGISTERED never prunes.
+        assert!(matches!(
+            classify(404, &err_body("NOT_FOUND", None), None),
+            Attempt::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(404, b"<html>not found</html>", None),
+            Attempt::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(404, &err_body("NOT_FOUND", Some("UNSPECIFIED_ERROR")), None),
+            Attempt::Permanent(_)
         ));
         assert!(matches!(
             classify(401, &err_body("UNAUTHENTICATED", None), None),

@@ -120,3 +120,14 @@ pub fn kafka() -> Option<String> {
         }
     }
 }
+
+/// Quiet hours from an hour before to an hour after now on `tz`'s wall clock, so the
+/// window holds "now" at any minute of the day (across midnight too: start > end).
+pub fn quiet_hours_now(tz: &str) -> Value {
+    let now = jiff::Timestamp::now().in_tz(tz).expect("time zone");
+    let at = |d: jiff::Span| {
+        let t = now.checked_add(d).unwrap();
+        format!("{:02}:{:02}", t.hour(), t.minute())
+    };
+    json!({"start": at(jiff::Span::new().hours(-1)), "end": at(jiff::Span::new().hours(1)), "timezone": tz})
+}

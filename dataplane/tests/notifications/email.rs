@@ -139,7 +139,7 @@ async fn email_goes_out_when_the_preferences_select_it_and_an_address_is_known()
     // Quiet hours silence e-mail too; urgent passes.
     erin.ok(
         "notification:set-preferences",
-        json!({"quiet_hours": {"start": "00:00", "end": "23:59", "timezone": "Pacific/Auckland"}}),
+        json!({"quiet_hours": crate::common::quiet_hours_now("Pacific/Auckland")}),
     )
     .await;
     let quiet = fresh("n");

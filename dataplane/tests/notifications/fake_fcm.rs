@@ -6,7 +6,10 @@
 //!
 //! Answers by token prefix: `ok-` 200; `unregistered-` 404 UNREGISTERED; `invalid-` 400
 //! INVALID_ARGUMENT; `quota-` 429 QUOTA_EXCEEDED with `Retry-After: 1` once, then 200;
-//! `unavailable-` 503 UNAVAILABLE once, then 200; `internal-` 500 INTERNAL always.
+//! `unavailable-` 503 UNAVAILABLE once, then 200; `internal-` 500 INTERNAL always;
+//! `notfound-` a bare 404 NOT_FOUND (no errorCode, as a wrong URL gets); `mismatch-`
+//! 403 SENDER_ID_MISMATCH; `slow-` 200 after 100 ms (to see sends overlap). Access
+//! tokens in `revoked` get 401 UNAUTHENTICATED.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +42,13 @@ pub struct Seen {
     pub not_h2: usize,
     /// (notification id, Android tray tag) of every send.
     pub tags: Vec<(String, String)>,
+    /// Access tokens the fake now refuses (401), as if revoked.
+    pub revoked: Vec<String>,
+    /// Refuse every access token (401).
+    pub refuse_all_tokens: bool,
+    /// Sends being answered right now, and the most at once.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
 }
 
 #[derive(Clone)]
@@ -86,6 +96,13 @@ impl FakeFcm {
             }
         }
         m
+    }
+
+    /// Refuse every access token issued so far (401), as after a revocation.
+    pub fn revoke_tokens(&self) {
+        let mut s = self.seen.lock().unwrap();
+        let issued = s.issued.clone();
+        s.revoked.extend(issued);
     }
 
     pub fn statuses_for(&self, token: &str) -> Vec<u16> {
@@ -243,7 +260,11 @@ async fn send(
         .and_then(|h| h.strip_prefix("Bearer "))
         .unwrap_or("")
         .to_owned();
-    if !f.seen.lock().unwrap().issued.contains(&bearer) {
+    let known = {
+        let s = f.seen.lock().unwrap();
+        s.issued.contains(&bearer) && !s.revoked.contains(&bearer) && !s.refuse_all_tokens
+    };
+    if !known {
         f.seen
             .lock()
             .unwrap()
@@ -269,8 +290,15 @@ async fn send(
         .as_str()
         .unwrap_or("")
         .to_owned();
+    let tag = m["android"]["notification"]["tag"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     let n = {
         let mut s = f.seen.lock().unwrap();
+        s.tags.push((id.clone(), tag));
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
         let n = s.per_token.entry(token.clone()).or_default();
         *n += 1;
         *n
@@ -279,6 +307,21 @@ async fn send(
         (
             404,
             google_error(StatusCode::NOT_FOUND, "NOT_FOUND", "UNREGISTERED"),
+        )
+    } else if token.starts_with("notfound-") {
+        let body = json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}});
+        (
+            404,
+            (StatusCode::NOT_FOUND, axum::Json(body)).into_response(),
+        )
+    } else if token.starts_with("mismatch-") {
+        (
+            403,
+            google_error(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "SENDER_ID_MISMATCH",
+            ),
         )
     } else if token.starts_with("invalid-") {
         (
@@ -312,6 +355,9 @@ async fn send(
             ),
         )
     } else {
+        if token.starts_with("slow-") {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let _gate = f.hold.read().await;
         let name = format!(
             "projects/{PROJECT}/messages/{}",
@@ -319,7 +365,9 @@ async fn send(
         );
         (200, axum::Json(json!({"name": name})).into_response())
     };
-    f.seen.lock().unwrap().sends.push((id, token, status));
+    let mut s = f.seen.lock().unwrap();
+    s.in_flight -= 1;
+    s.sends.push((id, token, status));
     resp
 }
 

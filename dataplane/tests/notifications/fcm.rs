@@ -10,7 +10,7 @@ use switchboard_dataplane::push::fcm::Fcm;
 use switchboard_dataplane::push::{Outcome, deliver};
 
 use crate::common::{
-    SERVICE, fresh, mk_config, notif_user, notification, post, states, wait_status,
+    SERVICE, fresh, mk_config, notif_user, notification, post, quiet_hours_now, states, wait_status,
 };
 use crate::fake_fcm::start_with_account;
 use crate::support::start;
@@ -91,14 +91,60 @@ async fn each_documented_fcm_answer_leads_to_the_right_outcome() {
     assert_eq!(fake.statuses_for("internal-1"), [500, 500, 500]);
     assert_eq!(fake.statuses_for("quota-1"), [429, 200]);
 
-    let seen = fake.seen.lock().unwrap();
+    // A bare 404 (a wrong URL or project) and SENDER_ID_MISMATCH never prune a token.
+    let (o, n) = deliver(&fcm, &mk_n("n-404"), &mk_device("notfound-1"), 3, base).await;
     assert!(
-        seen.refused.is_empty(),
-        "the fake refused: {:?}",
-        seen.refused
+        matches!(o, Outcome::Failed(ref r) if r.contains("NOT_FOUND")),
+        "{o:?}"
     );
-    assert_eq!(seen.issued.len(), 1, "one OAuth token, reused while valid");
-    assert_eq!(seen.not_h2, 0, "every send over HTTP/2");
+    assert_eq!(n, 1);
+    let (o, _) = deliver(&fcm, &mk_n("n-mm"), &mk_device("mismatch-1"), 3, base).await;
+    assert!(
+        matches!(o, Outcome::Failed(ref r) if r.starts_with("SENDER_ID_MISMATCH")),
+        "{o:?}"
+    );
+
+    {
+        let seen = fake.seen.lock().unwrap();
+        assert!(
+            seen.refused.is_empty(),
+            "the fake refused: {:?}",
+            seen.refused
+        );
+        assert_eq!(seen.issued.len(), 1, "one OAuth token, reused while valid");
+        assert_eq!(seen.not_h2, 0, "every send over HTTP/2");
+    }
+
+    // FCM refuses the cached access token (401): one fresh token, and the send goes out
+    // in the same attempt.
+    fake.revoke_tokens();
+    let (o, n) = deliver(&fcm, &mk_n("n-401"), &mk_device("ok-2"), 3, base).await;
+    assert!(matches!(o, Outcome::Sent(_)), "{o:?}");
+    assert_eq!(n, 1);
+    assert_eq!(
+        fake.seen.lock().unwrap().issued.len(),
+        2,
+        "the token was refreshed"
+    );
+    assert_eq!(fake.accepted().get("n-401"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_refused_fresh_token_is_a_permanent_failure_not_a_loop() {
+    let (fake, sa) = start_with_account().await;
+    let fcm = Fcm::new(sa.to_str().unwrap(), &fake.base_url()).unwrap();
+    let base = Duration::from_millis(20);
+    let (o, _) = deliver(&fcm, &mk_n("n-a"), &mk_device("ok-a"), 3, base).await;
+    assert!(matches!(o, Outcome::Sent(_)));
+    // Every token, the fresh one included, is refused from now on.
+    fake.seen.lock().unwrap().refuse_all_tokens = true;
+    let (o, n) = deliver(&fcm, &mk_n("n-b"), &mk_device("ok-b"), 3, base).await;
+    assert!(
+        matches!(o, Outcome::Failed(ref r) if r.contains("fresh OAuth token")),
+        "{o:?}"
+    );
+    assert_eq!(n, 1, "not retried");
+    assert_eq!(fake.seen.lock().unwrap().issued.len(), 2, "refreshed once");
 }
 
 #[tokio::test]
@@ -113,7 +159,7 @@ async fn concurrent_sends_share_the_connection() {
                 deliver(
                     fcm.as_ref(),
                     &mk_n(&format!("c{i}")),
-                    &mk_device(&format!("ok-{i}")),
+                    &mk_device(&format!("slow-{i}")),
                     1,
                     Duration::ZERO,
                 )
@@ -126,7 +172,15 @@ async fn concurrent_sends_share_the_connection() {
     }
     eprintln!("200 concurrent FCM sends in {:?}", t0.elapsed());
     assert_eq!(fake.accepted().len(), 200);
-    assert_eq!(fake.seen.lock().unwrap().not_h2, 0);
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen.not_h2, 0);
+    // Each send takes 100 ms at the fake; 200 of them overlapped.
+    assert!(
+        seen.max_in_flight > 1,
+        "sends never overlapped (at most {} in flight)",
+        seen.max_in_flight
+    );
+    eprintln!("at most {} sends in flight at once", seen.max_in_flight);
 }
 
 #[tokio::test]
@@ -205,7 +259,7 @@ async fn a_node_pushes_records_status_and_prunes_dead_tokens() {
     alice
         .ok(
             "notification:set-preferences",
-            json!({"quiet_hours": {"start": "00:00", "end": "23:59", "timezone": "UTC"}}),
+            json!({"quiet_hours": quiet_hours_now("UTC")}),
         )
         .await;
     let id3 = fresh("n");

@@ -39,6 +39,23 @@ fn the_worker_names_what_it_is_missing() {
 }
 
 #[test]
+fn kafka_without_redis_is_refused_by_serve_and_worker() {
+    for cmd in [&["serve", "--listen", "127.0.0.1:0"][..], &["worker"][..]] {
+        let out = bin()
+            .args(cmd)
+            .env("SWITCHBOARD_KAFKA_BROKERS", "127.0.0.1:9092")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("notifications.kafka.brokers") && err.contains("redis.url"),
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_service_account_or_apns_key_stops_the_node_naming_the_key() {
     let not_json = tmp("sa.json", b"{ nope");
     let out = bin()

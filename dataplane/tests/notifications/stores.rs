@@ -1,6 +1,7 @@
 //! The notification stores on memory and on Redis: one check per trait, run on both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fred::interfaces::ClientLike;
 use fred::prelude::{Builder, Config};
@@ -61,6 +62,16 @@ fn mk_record(user: &str, token: &str, state: State) -> Record {
         reason: None,
         attempts: 1,
         updated_at: 1,
+        owner: None,
+        lease_until: None,
+    }
+}
+
+fn mk_claim(owner: &str, lease_until: i64) -> Record {
+    Record {
+        owner: Some(owner.into()),
+        lease_until: Some(lease_until),
+        ..mk_record("u", "tok2", State::Claimed)
     }
 }
 
@@ -103,6 +114,25 @@ async fn check_inbox(s: Arc<dyn InboxStore>) {
     );
     assert!(s.list(&other, "u", false, 10).await.unwrap().is_empty());
     assert_eq!(s.mark_read(&other, "u", &["n4".into()]).await.unwrap(), 0);
+    // unread_only pages past read entries: newest two read, limit 1.
+    let u2 = fresh("u");
+    for i in 0..5 {
+        s.add(&t, &u2, &mk_entry(&format!("m{i}"), 100 + i), 10)
+            .await
+            .unwrap();
+    }
+    s.mark_read(&t, &u2, &["m4".into(), "m3".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(s.list(&t, &u2, true, 1).await.unwrap()),
+        [("m2".into(), false)]
+    );
+    assert_eq!(
+        ids(s.list(&t, &u2, true, 2).await.unwrap()),
+        [("m2".into(), false), ("m1".into(), false)]
+    );
+    assert_eq!(s.list(&t, &u2, true, 100).await.unwrap().len(), 3);
 }
 
 async fn check_devices(s: Arc<dyn DeviceStore>) {
@@ -132,30 +162,47 @@ async fn check_devices(s: Arc<dyn DeviceStore>) {
         Registered::Ok,
         "refresh"
     );
-    // The token moves to another user of the tenant, never across tenants.
+    // The token moves to another tenant: the old tenant loses it, and the global index
+    // names the new one.
     assert_eq!(
         s.register(&other, "b", &mk_device("tok1", 40), 2)
             .await
             .unwrap(),
         Registered::Ok
     );
-    assert_eq!(s.list(&t, "a").await.unwrap().len(), 2);
+    let toks = |v: Vec<Device>| v.into_iter().map(|d| d.token).collect::<Vec<_>>();
+    assert_eq!(toks(s.list(&t, "a").await.unwrap()), ["tok2"]);
+    assert_eq!(
+        s.token_tenant(Platform::Fcm, "tok1").await.unwrap(),
+        Some(other.clone())
+    );
+    assert_eq!(s.token_tenant(Platform::Apns, "tok1").await.unwrap(), None);
+    // And back, to another user of the first tenant.
     assert_eq!(
         s.register(&t, "b", &mk_device("tok1", 50), 2)
             .await
             .unwrap(),
         Registered::Ok
     );
-    let toks = |v: Vec<Device>| v.into_iter().map(|d| d.token).collect::<Vec<_>>();
     assert_eq!(toks(s.list(&t, "a").await.unwrap()), ["tok2"]);
     assert_eq!(toks(s.list(&t, "b").await.unwrap()), ["tok1"]);
-    assert_eq!(toks(s.list(&other, "b").await.unwrap()), ["tok1"]);
+    assert!(s.list(&other, "b").await.unwrap().is_empty());
+    assert_eq!(
+        s.token_tenant(Platform::Fcm, "tok1").await.unwrap(),
+        Some(t.clone())
+    );
     // A prune spares a device registered after the provider's timestamp.
     assert!(!s.prune(&t, "b", "tok1", Some(49)).await.unwrap());
     assert!(s.prune(&t, "b", "tok1", Some(50)).await.unwrap());
+    assert_eq!(s.token_tenant(Platform::Fcm, "tok1").await.unwrap(), None);
     assert!(s.prune(&t, "a", "tok2", None).await.unwrap());
     assert!(!s.unregister(&t, "a", "tok2").await.unwrap());
+    assert!(!s.unregister(&other, "b", "tok1").await.unwrap());
+    s.register(&other, "b", &mk_device("tok1", 60), 2)
+        .await
+        .unwrap();
     assert!(s.unregister(&other, "b", "tok1").await.unwrap());
+    assert_eq!(s.token_tenant(Platform::Fcm, "tok1").await.unwrap(), None);
     assert_eq!(s.email(&t, "a").await.unwrap(), None);
     s.set_email(&t, "a", "a@x.test").await.unwrap();
     assert_eq!(s.email(&t, "a").await.unwrap().as_deref(), Some("a@x.test"));
@@ -171,9 +218,9 @@ async fn check_delivery(s: Arc<dyn DeliveryStore>) {
         Some((Progress::Queued, vec![]))
     );
     let r = mk_record("u", "tok", State::Claimed);
-    assert_eq!(s.claim(&t, "n1", &r).await.unwrap(), Claim::Fresh);
+    assert_eq!(s.claim(&t, "n1", &r, 0).await.unwrap(), Claim::Fresh);
     assert_eq!(
-        s.claim(&t, "n1", &r).await.unwrap(),
+        s.claim(&t, "n1", &r, 0).await.unwrap(),
         Claim::Reclaimed,
         "a claim never finished"
     );
@@ -181,15 +228,64 @@ async fn check_delivery(s: Arc<dyn DeliveryStore>) {
         .await
         .unwrap();
     assert_eq!(
-        s.claim(&t, "n1", &r).await.unwrap(),
+        s.claim(&t, "n1", &r, 0).await.unwrap(),
         Claim::Finished(State::Sent)
     );
+    assert_eq!(s.progress(&t, "n1").await.unwrap(), Some(Progress::Queued));
     s.done(&t, "n1").await.unwrap();
     s.accept(&t, "n1").await.unwrap();
     let (p, recs) = s.status(&t, "n1").await.unwrap().unwrap();
     assert_eq!(p, Progress::Done, "accept never resets progress");
     assert_eq!(recs, [mk_record("u", "tok", State::Sent)]);
     assert_eq!(s.status(&other, "n1").await.unwrap(), None);
+    assert_eq!(s.progress(&other, "n1").await.unwrap(), None);
+    s.fail(&t, "n1").await.unwrap();
+    assert_eq!(
+        s.progress(&t, "n1").await.unwrap(),
+        Some(Progress::Done),
+        "done stays done"
+    );
+    s.fail(&t, "n2").await.unwrap();
+    assert_eq!(s.progress(&t, "n2").await.unwrap(), Some(Progress::Failed));
+
+    // Run lock and leases: a live owner's claim is busy; a dead owner's is taken over.
+    let ttl = Duration::from_secs(30);
+    assert!(s.lock(&t, "n3", "a", ttl).await.unwrap());
+    assert!(!s.lock(&t, "n3", "b", ttl).await.unwrap());
+    assert!(s.lock(&other, "n3", "b", ttl).await.unwrap(), "per tenant");
+    assert_eq!(
+        s.claim(&t, "n3", &mk_claim("a", 1_000), 0).await.unwrap(),
+        Claim::Fresh
+    );
+    assert_eq!(
+        s.claim(&t, "n3", &mk_claim("b", 1_000), 5).await.unwrap(),
+        Claim::Busy
+    );
+    assert_eq!(
+        s.claim(&t, "n3", &mk_claim("a", 1_000), 5).await.unwrap(),
+        Claim::Reclaimed,
+        "its own claim"
+    );
+    assert!(!s.renew(&t, "n3", "b", ttl).await.unwrap());
+    assert!(s.renew(&t, "n3", "a", ttl).await.unwrap());
+    s.unlock(&t, "n3", "b").await.unwrap();
+    assert!(
+        !s.lock(&t, "n3", "b", ttl).await.unwrap(),
+        "b cannot release a's lock"
+    );
+    s.unlock(&t, "n3", "a").await.unwrap();
+    assert_eq!(
+        s.claim(&t, "n3", &mk_claim("b", 1_000), 5).await.unwrap(),
+        Claim::Reclaimed,
+        "a's run is over"
+    );
+    assert!(
+        s.lock(&t, "n3", "b", Duration::from_millis(100))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(s.lock(&t, "n3", "c", ttl).await.unwrap(), "a lock lapses");
 }
 
 async fn check_preferences(s: Arc<dyn PreferenceStore>) {
@@ -200,6 +296,37 @@ async fn check_preferences(s: Arc<dyn PreferenceStore>) {
     s.put(&t, "u", &p).await.unwrap();
     assert_eq!(s.get(&t, "u").await.unwrap(), p);
     assert_eq!(s.get(&other, "u").await.unwrap(), Preferences::default());
+    // Concurrent updates of different fields: none is lost.
+    let u = fresh("u");
+    let ups: Vec<_> = (0..4)
+        .map(|i| {
+            let (s, t, u) = (s.clone(), t.clone(), u.clone());
+            tokio::spawn(async move {
+                s.update(&t, &u, &move |mut p: Preferences| {
+                    match i {
+                        0 => p.types.call = false,
+                        1 => p.types.message = false,
+                        2 => p.types.mention = false,
+                        _ => p.types.system = false,
+                    }
+                    Ok(p)
+                })
+                .await
+                .unwrap()
+                .unwrap()
+            })
+        })
+        .collect();
+    for h in ups {
+        h.await.unwrap();
+    }
+    let got = s.get(&t, &u).await.unwrap().types;
+    assert!(
+        !got.call && !got.message && !got.mention && !got.system,
+        "{got:?}"
+    );
+    let refused = s.update(&t, &u, &|_| Err("no".to_owned())).await.unwrap();
+    assert_eq!(refused, Err("no".to_owned()));
 }
 
 #[tokio::test]

@@ -67,7 +67,10 @@ fn spawn_worker(redis: &str, brokers: &str, t: &Topics, fake: &FakeFcm, sa: &Pat
         .env("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE", sa)
         .env("SWITCHBOARD_FCM_BASE_URL", fake.base_url())
         .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("SB_WORKER_LOG").unwrap_or("warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -124,14 +127,14 @@ async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
     alice_a
         .ok(
             "notification:register-device",
-            json!({"platform": "fcm", "token": "ok-alice"}),
+            json!({"platform": "fcm", "token": format!("ok-{acme}-alice")}),
         )
         .await;
     let evil_alice = notif_user(&a, &evil, "alice").await;
     evil_alice
         .ok(
             "notification:register-device",
-            json!({"platform": "fcm", "token": "ok-evil-alice"}),
+            json!({"platform": "fcm", "token": format!("ok-{evil}-alice")}),
         )
         .await;
     let mut w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
@@ -201,7 +204,10 @@ async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
         "crossed tenants"
     );
     assert!(
-        !fake.statuses_for("ok-evil-alice").iter().any(|_| true),
+        !fake
+            .statuses_for(&format!("ok-{evil}-alice"))
+            .iter()
+            .any(|_| true),
         "pushed to another tenant's device"
     );
 
@@ -261,7 +267,7 @@ async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send
         let c = notif_user(&node, &tenant, &format!("u{i}")).await;
         c.ok(
             "notification:register-device",
-            json!({"platform": "fcm", "token": format!("ok-{i}")}),
+            json!({"platform": "fcm", "token": format!("ok-{tenant}-{i}")}),
         )
         .await;
     }
@@ -326,6 +332,77 @@ async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send
     }
 }
 
+#[tokio::test]
+async fn a_worker_stopped_by_sigterm_mid_batch_leaves_nothing_undelivered() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    let tenant = fresh("t");
+    const N: usize = 30;
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.clone());
+    let node = start(cfg).await;
+    for i in 0..N {
+        let c = notif_user(&node, &tenant, &format!("u{i}")).await;
+        c.ok(
+            "notification:register-device",
+            json!({"platform": "fcm", "token": format!("ok-{tenant}-{i}")}),
+        )
+        .await;
+    }
+    let p = producer(&brokers);
+    let ids: Vec<String> = (0..N).map(|i| format!("n{i}-{}", fresh(""))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        produce(
+            &p,
+            &t.topic,
+            id,
+            notification(&tenant, id, &[&format!("u{i}")])
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    }
+    let mut w1 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(60, "the first pushes", || fake.accepted().len() >= N / 3).await;
+    // Hold the next send in flight, then stop the worker cleanly (SIGTERM): its final
+    // offset commit must not cover the message it was processing.
+    let gate = fake.hold.write().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = w1.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while w1.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(gate);
+    assert!(
+        fake.accepted().len() < N,
+        "the batch finished first; raise N"
+    );
+    let _w2 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(90, "every notification pushed", || {
+        fake.accepted().len() == N
+    })
+    .await;
+    for id in &ids {
+        let d = wait_status(&node, &tenant, id, |d| d["progress"] == "done").await;
+        assert_eq!(d["deliveries"][0]["state"], "sent", "{id}: {d}");
+    }
+}
+
 /// Throughput of one worker (not part of the suite: `cargo test --test notifications
 /// -- --ignored worker_throughput --nocapture` with Kafka and Redis up).
 #[tokio::test]
@@ -344,7 +421,7 @@ async fn worker_throughput() {
     let c = notif_user(&node, &tenant, "u").await;
     c.ok(
         "notification:register-device",
-        json!({"platform": "fcm", "token": "ok-u"}),
+        json!({"platform": "fcm", "token": format!("ok-{tenant}-u")}),
     )
     .await;
     let p = producer(&brokers);
