@@ -116,8 +116,7 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
-    // Both ring and aws-lc-rs are in the dependency tree, so rustls cannot pick one itself.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or $KUBECONFIG)")?;

@@ -304,6 +304,7 @@ mod tests {
         let mut config = kube::Config::new(url);
         config.read_timeout = None;
         config.write_timeout = None;
+        crate::install_crypto_provider();
         let client = Client::try_from(config).unwrap();
         let lease = Duration::from_secs(3);
         let e = Elector::new(client, "default", "op", "a", lease);

@@ -24,3 +24,10 @@ pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
+
+/// Pick rustls' process-wide crypto provider (ring). Both ring and aws-lc-rs are in the
+/// workspace's dependency tree, so rustls cannot choose one itself and every kube client
+/// would panic on its first TLS config without this. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -553,6 +553,7 @@ mod tests {
     #[tokio::test]
     async fn a_cluster_being_deleted_is_left_to_the_garbage_collector() {
         let url: http::Uri = "http://127.0.0.1:1".parse().unwrap();
+        crate::install_crypto_provider();
         let client = Client::try_from(kube::Config::new(url)).unwrap();
         let ctx = Context::new(client, Metrics::default(), None);
         let mut rc = mk_cluster();

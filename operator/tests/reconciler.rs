@@ -523,7 +523,7 @@ struct RequestCounter {
 }
 
 async fn counting_client(counter: &RequestCounter) -> Result<Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    switchboard_operator::install_crypto_provider();
     let config = Config::from_kubeconfig(&KubeConfigOptions::default()).await?;
     let c = counter.clone();
     let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
