@@ -69,6 +69,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "notifications.kafka.dlq_topic",
     ),
     (
+        "SWITCHBOARD_KAFKA_MAX_IN_FLIGHT",
+        "notifications.kafka.max_in_flight",
+    ),
+    (
         "SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE",
         "notifications.fcm.service_account_file",
     ),
@@ -457,6 +461,10 @@ pub struct KafkaConfig {
     pub group: String,
     /// Where malformed messages go, with the reason.
     pub dlq_topic: String,
+    /// Messages one `switchboard worker` processes at once, so a slow provider or a long
+    /// Retry-After does not stall every partition it owns; offsets are committed only up
+    /// to the first unfinished message of each partition. 1 to 1024.
+    pub max_in_flight: usize,
 }
 
 impl Default for KafkaConfig {
@@ -466,6 +474,7 @@ impl Default for KafkaConfig {
             topic: "notifications".into(),
             group: "switchboard-workers".into(),
             dlq_topic: "notifications-dlq".into(),
+            max_in_flight: 32,
         }
     }
 }
@@ -680,6 +689,9 @@ impl DataplaneConfig {
             "notifications.kafka.group" => self.notifications.kafka.group = value.to_owned(),
             "notifications.kafka.dlq_topic" => {
                 self.notifications.kafka.dlq_topic = value.to_owned()
+            }
+            "notifications.kafka.max_in_flight" => {
+                self.notifications.kafka.max_in_flight = num(key, value)?
             }
             "notifications.fcm.service_account_file" => {
                 self.notifications.fcm.service_account_file = opt(value)
@@ -981,6 +993,12 @@ impl DataplaneConfig {
                 ));
             }
         }
+        if !(1..=1024).contains(&k.max_in_flight) {
+            errors.push(err(
+                "notifications.kafka.max_in_flight",
+                "must be between 1 and 1024",
+            ));
+        }
         if k.topic == k.dlq_topic {
             errors.push(err(
                 "notifications.kafka.dlq_topic",
@@ -1261,6 +1279,7 @@ mod tests {
             .unwrap();
         c.set("notifications.email.smtp_url", "smtp://127.0.0.1:25")
             .unwrap();
+        c.set("notifications.kafka.max_in_flight", "0").unwrap();
         let e = c.validate().unwrap_err().to_string();
         for needle in [
             "webrtc.turn_urls (SWITCHBOARD_TURN_URLS): \"http://x\"",
@@ -1270,6 +1289,7 @@ mod tests {
             "notifications.apns.team_id (SWITCHBOARD_APNS_TEAM_ID): required",
             "notifications.apns.allowed_topics (SWITCHBOARD_APNS_ALLOWED_TOPICS): \"bad/topic\"",
             "notifications.email.from (SWITCHBOARD_EMAIL_FROM): required",
+            "notifications.kafka.max_in_flight (SWITCHBOARD_KAFKA_MAX_IN_FLIGHT): must be between 1 and 1024",
         ] {
             assert!(e.contains(needle), "missing {needle:?} in {e}");
         }

@@ -8,14 +8,26 @@
 //!   committed only after it was processed (or dead-lettered), so a crash or a shutdown
 //!   in the middle replays it, and [`Dispatcher`] skips what was finished.
 //!   Malformed messages go to the dead-letter topic with the reason.
+//!   Up to `max_in_flight` messages are processed at once (one slow provider or long
+//!   Retry-After no longer stalls every partition); [`offsets::OffsetTracker`] stores a
+//!   partition's offset only up to its contiguous prefix of finished messages.
+//!
+//! ```text
+//!  recv ─▶ tracker.start ─▶ in flight (≤ max_in_flight) ─▶ done ─▶ tracker.finish
+//!                                                                  └▶ store + commit prefix
+//! ```
+
+pub mod offsets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
@@ -23,6 +35,7 @@ use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::notifications::Notification;
 use crate::notifications::dispatch::{DispatchError, Dispatcher};
+use offsets::{OffsetTracker, Partition};
 
 /// How long a produce may wait for the broker's acknowledgement.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,10 +100,14 @@ pub struct WorkerConfig {
     pub topic: String,
     pub group: String,
     pub dlq_topic: String,
+    /// Messages processed at once (`notifications.kafka.max_in_flight`).
+    pub max_in_flight: usize,
 }
 
-/// Consume until `shutdown`; each message is processed (or dead-lettered) before its
-/// offset is committed.
+/// Consume until `shutdown`, processing up to `cfg.max_in_flight` messages at once. A
+/// partition's offset is stored and committed only up to the first message that is not
+/// finished; a shutdown cancels what is in flight, whose offsets stay uncommitted (the
+/// next worker replays them and [`Dispatcher`] skips what was finished).
 pub async fn run_worker(
     cfg: WorkerConfig,
     dispatcher: Dispatcher,
@@ -115,32 +132,55 @@ pub async fn run_worker(
     let dlq = Producer::new(&cfg.brokers, &cfg.dlq_topic).map_err(anyhow::Error::msg)?;
     tracing::info!(topic = %cfg.topic, group = %cfg.group, "worker consuming");
     tokio::pin!(shutdown);
+    let max_in_flight = cfg.max_in_flight.max(1);
+    let mut tracker = OffsetTracker::default();
+    // Polled by this task only: the futures borrow the dispatcher and the producer, and
+    // dropping the set (shutdown) cancels them.
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        let msg = tokio::select! {
-            _ = &mut shutdown => break,
-            m = consumer.recv() => m,
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "kafka consume error");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-        };
-        // A shutdown in the middle leaves the offset uncommitted: the message is replayed
-        // by the next worker, and what was finished is skipped.
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
-            r = process(&msg, &dispatcher, hub.as_ref(), &dlq) => r?,
-        }
-        if let Err(e) = consumer.store_offset_from_message(&msg) {
-            tracing::warn!(error = %e, "offset store failed (the message may be replayed; replays are de-duplicated)");
-        }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-            tracing::warn!(error = %e, "offset commit failed (the message may be replayed; replays are de-duplicated)");
+            Some((partition, offset, r)) = in_flight.next(), if !in_flight.is_empty() => {
+                r?;
+                let Some(upto) = tracker.finish(&partition, offset) else {
+                    continue;
+                };
+                let (topic, p): &Partition = &partition;
+                if let Err(e) = consumer.store_offset(topic, *p, upto) {
+                    tracing::warn!(error = %e, partition = p, "offset store failed (messages may be replayed; replays are de-duplicated)");
+                }
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+                    tracing::warn!(error = %e, "offset commit failed (messages may be replayed; replays are de-duplicated)");
+                }
+            }
+            m = consumer.recv(), if in_flight.len() < max_in_flight => {
+                let msg = match m {
+                    Ok(m) => m.detach(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consume error");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                };
+                let partition: Partition = (msg.topic().to_owned(), msg.partition());
+                let offset = msg.offset();
+                tracker.start(&partition, offset);
+                let (dispatcher, hub, dlq) = (&dispatcher, hub.as_ref(), &dlq);
+                in_flight.push(async move {
+                    let r = process(&msg, dispatcher, hub, dlq).await;
+                    (partition, offset, r)
+                });
+            }
         }
     }
+    if !in_flight.is_empty() {
+        tracing::info!(
+            in_flight = tracker.in_flight(),
+            "shutdown: cancelling messages in flight (their offsets stay uncommitted)"
+        );
+    }
+    drop(in_flight);
     // Commits the stored offsets: processed messages only.
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit");
@@ -152,7 +192,7 @@ pub async fn run_worker(
 /// touches in the stores is corrupt, so one message cannot block its partition). Retries
 /// Redis and dead-letter failures until they succeed (the caller's shutdown interrupts).
 async fn process(
-    msg: &rdkafka::message::BorrowedMessage<'_>,
+    msg: &OwnedMessage,
     dispatcher: &Dispatcher,
     hub: Option<&Arc<dyn Hub>>,
     dlq: &Producer,
@@ -210,11 +250,7 @@ pub fn dlq_value(
 
 /// Produce `{reason, topic, partition, offset, payload | payload_base64}` to the dead-letter topic, with
 /// the reason in a header too; retried until the broker takes it.
-async fn dead_letter(
-    msg: &rdkafka::message::BorrowedMessage<'_>,
-    reason: &str,
-    dlq: &Producer,
-) -> anyhow::Result<()> {
+async fn dead_letter(msg: &OwnedMessage, reason: &str, dlq: &Producer) -> anyhow::Result<()> {
     let value = dlq_value(
         reason,
         msg.topic(),

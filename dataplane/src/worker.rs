@@ -190,6 +190,7 @@ pub async fn run(
         topic: k.topic.clone(),
         group: k.group.clone(),
         dlq_topic: k.dlq_topic.clone(),
+        max_in_flight: k.max_in_flight,
     };
     crate::kafka::run_worker(wc, dispatcher, Some(hub), shutdown).await
 }

@@ -8,7 +8,8 @@
 //! INVALID_ARGUMENT; `quota-` 429 QUOTA_EXCEEDED with `Retry-After: 1` once, then 200;
 //! `unavailable-` 503 UNAVAILABLE once, then 200; `internal-` 500 INTERNAL always;
 //! `notfound-` a bare 404 NOT_FOUND (no errorCode, as a wrong URL gets); `mismatch-`
-//! 403 SENDER_ID_MISMATCH; `slow-` 200 after 100 ms (to see sends overlap). Access
+//! 403 SENDER_ID_MISMATCH; `slow-` 200 after 100 ms (to see sends overlap); `stall-`
+//! 200 once the `stall` gate opens (a provider stuck on one message). Access
 //! tokens in `revoked` get 401 UNAUTHENTICATED.
 
 use std::collections::HashMap;
@@ -57,6 +58,8 @@ pub struct FakeFcm {
     pub seen: Arc<Mutex<Seen>>,
     /// When set, successful sends wait for this gate (the crash test holds sends in flight).
     pub hold: Arc<tokio::sync::RwLock<()>>,
+    /// Sends to `stall-` tokens wait for this gate (write-lock it to stall them).
+    pub stall: Arc<tokio::sync::RwLock<()>>,
     public_pem: Arc<Vec<u8>>,
 }
 
@@ -67,6 +70,7 @@ impl FakeFcm {
             addr: listener.local_addr().unwrap(),
             seen: Arc::default(),
             hold: Arc::default(),
+            stall: Arc::default(),
             public_pem: Arc::new(public_pem),
         };
         let app = Router::new()
@@ -357,6 +361,9 @@ async fn send(
     } else {
         if token.starts_with("slow-") {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if token.starts_with("stall-") {
+            let _stalled = f.stall.read().await;
         }
         let _gate = f.hold.read().await;
         let name = format!(

@@ -9,16 +9,17 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 use crate::common::{
     SERVICE, fresh, kafka, mk_config, notif_user, notification, post, wait_status,
 };
 use crate::fake_fcm::{FakeFcm, start_with_account};
-use crate::support::{redis_url, start};
+use crate::support::{Node, redis_url, start};
 
 struct Topics {
     topic: String,
@@ -57,8 +58,21 @@ impl Drop for Worker {
 }
 
 fn spawn_worker(redis: &str, brokers: &str, t: &Topics, fake: &FakeFcm, sa: &Path) -> Worker {
+    spawn_worker_with(redis, brokers, t, fake, sa, &[])
+}
+
+/// A worker with extra environment (e.g. `SWITCHBOARD_KAFKA_MAX_IN_FLIGHT`).
+fn spawn_worker_with(
+    redis: &str,
+    brokers: &str,
+    t: &Topics,
+    fake: &FakeFcm,
+    sa: &Path,
+    env: &[(&str, &str)],
+) -> Worker {
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("worker")
+        .envs(env.iter().copied())
         .env("SWITCHBOARD_REDIS_URL", redis)
         .env("SWITCHBOARD_KAFKA_BROKERS", brokers)
         .env("SWITCHBOARD_KAFKA_TOPIC", &t.topic)
@@ -87,13 +101,103 @@ fn producer(brokers: &str) -> FutureProducer {
 }
 
 async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) {
-    p.send(
-        FutureRecord::to(topic).key(key).payload(value),
-        Duration::from_secs(30),
-    )
+    produce_at(p, topic, key, value).await;
+}
+
+/// Produce and return the (partition, offset) the broker gave the message.
+async fn produce_at(p: &FutureProducer, topic: &str, key: &str, value: &[u8]) -> (i32, i64) {
+    let d = p
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    (d.partition, d.offset)
+}
+
+/// The worker group's committed offset on `partition` (None: nothing committed yet).
+async fn committed(brokers: &str, t: &Topics, partition: i32) -> Option<i64> {
+    let (brokers, group, topic) = (brokers.to_owned(), t.group.clone(), t.topic.clone());
+    // Blocking librdkafka call: off the test's runtime, which also runs the fake FCM.
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, partition);
+        let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        match got.find_partition(&topic, partition).unwrap().offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    })
     .await
-    .map_err(|(e, _)| e)
-    .unwrap();
+    .unwrap()
+}
+
+/// A batch for the worker: `n` users of a fresh tenant, user `i` with one FCM device
+/// `{token(i)}-{tenant}-{i}` registered through a node, and one notification per user
+/// produced in order (one partition in tests/env).
+struct Batch {
+    tenant: String,
+    node: Node,
+    ids: Vec<String>,
+    /// (partition, offset) of each notification.
+    at: Vec<(i32, i64)>,
+}
+
+async fn mk_batch(
+    redis: &str,
+    brokers: &str,
+    t: &Topics,
+    n: usize,
+    token: impl Fn(usize) -> &'static str,
+) -> Batch {
+    let tenant = fresh("t");
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.to_owned());
+    let node = start(cfg).await;
+    for i in 0..n {
+        let c = notif_user(&node, &tenant, &format!("u{i}")).await;
+        c.ok(
+            "notification:register-device",
+            json!({"platform": "fcm", "token": format!("{}-{tenant}-{i}", token(i))}),
+        )
+        .await;
+    }
+    let p = producer(brokers);
+    let ids: Vec<String> = (0..n).map(|i| format!("n{i}-{}", fresh(""))).collect();
+    let mut at = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = notification(&tenant, id, &[&format!("u{i}")]).to_string();
+        at.push(produce_at(&p, &t.topic, id, v.as_bytes()).await);
+    }
+    Batch {
+        tenant,
+        node,
+        ids,
+        at,
+    }
+}
+
+/// Wait until the worker group's committed offset on `partition` is `want`.
+async fn until_committed(brokers: &str, t: &Topics, partition: i32, want: i64, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = committed(brokers, t, partition).await;
+        if c == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "committed {c:?}, expected {want}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Wait until `f` holds, polling every 50 ms, at most `secs` seconds.
@@ -257,34 +361,19 @@ async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send
     };
     let (fake, sa) = start_with_account().await;
     let t = mk_topics();
-    let tenant = fresh("t");
     const N: usize = 60;
-    // Each user has one device, registered straight in Redis through a node.
-    let mut cfg = mk_config();
-    cfg.redis.url = Some(redis.clone());
-    let node = start(cfg).await;
-    for i in 0..N {
-        let c = notif_user(&node, &tenant, &format!("u{i}")).await;
-        c.ok(
-            "notification:register-device",
-            json!({"platform": "fcm", "token": format!("ok-{tenant}-{i}")}),
-        )
-        .await;
-    }
-    let p = producer(&brokers);
-    let ids: Vec<String> = (0..N).map(|i| format!("n{i}-{}", fresh(""))).collect();
-    for (i, id) in ids.iter().enumerate() {
-        produce(
-            &p,
-            &t.topic,
-            id,
-            notification(&tenant, id, &[&format!("u{i}")])
-                .to_string()
-                .as_bytes(),
-        )
-        .await;
-    }
-    let w1 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    let Batch { ids, .. } = mk_batch(&redis, &brokers, &t, N, |_| "ok").await;
+    // At most IN_FLIGHT messages are processed at once, so at most that many sends can be
+    // in flight at the kill (and be repeated by the next worker).
+    const IN_FLIGHT: usize = 4;
+    let w1 = spawn_worker_with(
+        &redis,
+        &brokers,
+        &t,
+        &fake,
+        &sa,
+        &[("SWITCHBOARD_KAFKA_MAX_IN_FLIGHT", &IN_FLIGHT.to_string())],
+    );
     until(60, "the first pushes", || fake.accepted().len() >= N / 3).await;
     // Hold every further send in flight, let finished ones settle, then SIGKILL.
     let gate = fake.hold.write().await;
@@ -313,8 +402,8 @@ async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send
         before_kill.len()
     );
     assert!(
-        twice.len() <= 1,
-        "more duplicates than sends in flight at the kill: {twice:?}"
+        twice.len() <= IN_FLIGHT,
+        "more duplicates than messages in flight at the kill: {twice:?}"
     );
     assert!(twice.iter().all(|(id, _)| !before_kill.contains(*id)));
     // Such a repeat carries the notification's id as its tray tag / collapse id, so the
@@ -333,44 +422,91 @@ async fn a_worker_killed_mid_batch_delivers_everything_and_repeats_only_the_send
 }
 
 #[tokio::test]
+async fn a_stalled_push_holds_back_neither_later_notifications_nor_more_than_its_own_offset() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    const N: usize = 12;
+    // u0's device answers only when the test lets it (a provider stuck on one message).
+    let stall = fake.stall.write().await;
+    let Batch { ids, at, .. } =
+        mk_batch(
+            &redis,
+            &brokers,
+            &t,
+            N,
+            |i| {
+                if i == 0 { "stall" } else { "ok" }
+            },
+        )
+        .await;
+    // One partition: the stalled message comes first, the others after it.
+    let (part, first) = at[0];
+    assert!(at.iter().all(|(p, o)| *p == part && *o >= first));
+    let last = at.iter().map(|(_, o)| *o).max().unwrap();
+    let _w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
+    until(
+        60,
+        "the later notifications, while the first is stalled",
+        || fake.accepted().len() == N - 1,
+    )
+    .await;
+    assert!(!fake.accepted().contains_key(&ids[0]));
+    // Later messages are done, the first is not: nothing past it may be committed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = committed(&brokers, &t, part).await;
+    assert!(
+        c.is_none_or(|c| c <= first),
+        "committed {c:?} past the unfinished offset {first}"
+    );
+    drop(stall);
+    until(30, "the stalled notification", || {
+        fake.accepted().len() == N
+    })
+    .await;
+    until_committed(&brokers, &t, part, last + 1, "all are done").await;
+    assert!(fake.accepted().values().all(|n| *n == 1));
+}
+
+#[tokio::test]
 async fn a_worker_stopped_by_sigterm_mid_batch_leaves_nothing_undelivered() {
     let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
         return;
     };
     let (fake, sa) = start_with_account().await;
     let t = mk_topics();
-    let tenant = fresh("t");
     const N: usize = 30;
-    let mut cfg = mk_config();
-    cfg.redis.url = Some(redis.clone());
-    let node = start(cfg).await;
-    for i in 0..N {
-        let c = notif_user(&node, &tenant, &format!("u{i}")).await;
-        c.ok(
-            "notification:register-device",
-            json!({"platform": "fcm", "token": format!("ok-{tenant}-{i}")}),
-        )
-        .await;
-    }
-    let p = producer(&brokers);
-    let ids: Vec<String> = (0..N).map(|i| format!("n{i}-{}", fresh(""))).collect();
-    for (i, id) in ids.iter().enumerate() {
-        produce(
-            &p,
-            &t.topic,
-            id,
-            notification(&tenant, id, &[&format!("u{i}")])
-                .to_string()
-                .as_bytes(),
-        )
-        .await;
-    }
+    // This one's push stalls; the messages after it finish around it.
+    const STALLED: usize = N / 3;
+    let stall = fake.stall.write().await;
+    let Batch {
+        tenant,
+        node,
+        ids,
+        at,
+    } = mk_batch(&redis, &brokers, &t, N, |i| {
+        if i == STALLED { "stall" } else { "ok" }
+    })
+    .await;
+    let (part, stalled_at) = at[STALLED];
     let mut w1 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
-    until(60, "the first pushes", || fake.accepted().len() >= N / 3).await;
-    // Hold the next send in flight, then stop the worker cleanly (SIGTERM): its final
-    // offset commit must not cover the message it was processing.
-    let gate = fake.hold.write().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until(60, "every push but the stalled one", || {
+        fake.accepted().len() == N - 1
+    })
+    .await;
+    // Everything before the stalled message is committed, nothing after it.
+    until_committed(
+        &brokers,
+        &t,
+        part,
+        stalled_at,
+        "the prefix before the stall",
+    )
+    .await;
+    // Stop the worker cleanly (SIGTERM) with the stalled message in flight: its final
+    // offset commit must not cover it, although every later message is done.
     let pid = w1.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -387,19 +523,24 @@ async fn a_worker_stopped_by_sigterm_mid_batch_leaves_nothing_undelivered() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(gate);
-    assert!(
-        fake.accepted().len() < N,
-        "the batch finished first; raise N"
+    let c = committed(&brokers, &t, part).await;
+    assert_eq!(
+        c,
+        Some(stalled_at),
+        "the final commit must stop at the unfinished message"
     );
+    assert!(!fake.accepted().contains_key(&ids[STALLED]));
+    drop(stall);
     let _w2 = spawn_worker(&redis, &brokers, &t, &fake, &sa);
-    until(90, "every notification pushed", || {
-        fake.accepted().len() == N
-    })
-    .await;
     for id in &ids {
         let d = wait_status(&node, &tenant, id, |d| d["progress"] == "done").await;
         assert_eq!(d["deliveries"][0]["state"], "sent", "{id}: {d}");
+    }
+    let accepted = fake.accepted();
+    for (i, id) in ids.iter().enumerate() {
+        if i != STALLED {
+            assert_eq!(accepted[id], 1, "{id} was pushed again after the restart");
+        }
     }
 }
 
@@ -408,24 +549,36 @@ async fn a_worker_stopped_by_sigterm_mid_batch_leaves_nothing_undelivered() {
 #[tokio::test]
 #[ignore]
 async fn worker_throughput() {
+    throughput("ok", 2000, None).await;
+}
+
+/// The same with a provider that takes 100 ms per send, at the default in-flight limit
+/// and at 1 (one message at a time, as the worker did before the limit existed).
+#[tokio::test]
+#[ignore]
+async fn worker_throughput_slow_provider() {
+    throughput("slow", 300, None).await;
+    throughput("slow", 50, Some(1)).await;
+}
+
+async fn throughput(token: &str, n: usize, max_in_flight: Option<usize>) {
     let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
         return;
     };
     let (fake, sa) = start_with_account().await;
     let t = mk_topics();
     let tenant = fresh("t");
-    const N: usize = 2000;
     let mut cfg = mk_config();
     cfg.redis.url = Some(redis.clone());
     let node = start(cfg).await;
     let c = notif_user(&node, &tenant, "u").await;
     c.ok(
         "notification:register-device",
-        json!({"platform": "fcm", "token": format!("ok-{tenant}-u")}),
+        json!({"platform": "fcm", "token": format!("{token}-{tenant}-u")}),
     )
     .await;
     let p = producer(&brokers);
-    for i in 0..N {
+    for i in 0..n {
         let id = format!("n{i}");
         produce(
             &p,
@@ -435,12 +588,18 @@ async fn worker_throughput() {
         )
         .await;
     }
+    let limit = max_in_flight.map(|m| m.to_string());
+    let env: Vec<(&str, &str)> = limit
+        .iter()
+        .map(|l| ("SWITCHBOARD_KAFKA_MAX_IN_FLIGHT", l.as_str()))
+        .collect();
     let t0 = std::time::Instant::now();
-    let _w = spawn_worker(&redis, &brokers, &t, &fake, &sa);
-    until(300, "all pushed", || fake.accepted().len() == N).await;
+    let _w = spawn_worker_with(&redis, &brokers, &t, &fake, &sa, &env);
+    until(300, "all pushed", || fake.accepted().len() == n).await;
     let took = t0.elapsed();
     eprintln!(
-        "{N} notifications (1 user, 1 FCM device, in-app + push) through one worker in {took:?} incl. group join: {:.0}/s",
-        N as f64 / took.as_secs_f64()
+        "{n} notifications (1 user, 1 FCM device `{token}-`, in-app + push, max_in_flight {}) through one worker in {took:?} incl. group join: {:.0}/s",
+        limit.as_deref().unwrap_or("default"),
+        n as f64 / took.as_secs_f64()
     );
 }
