@@ -40,6 +40,16 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// `from` calls `callee`; the ack's `call`.
+async fn initiate(from: &Client, callee: &str, media_type: &str) -> Value {
+    from.ok(
+        "call:initiate",
+        json!({ "callee_id": callee, "media_type": media_type }),
+    )
+    .await["call"]
+        .clone()
+}
+
 async fn webrtc_user(node: &Node, tenant: &str, sub: &str) -> Client {
     let t = token(&claims(tenant, sub));
     Client::connect_ns(node, "/webrtc", Some(json!({ "token": t })), None)
@@ -193,13 +203,7 @@ async fn ringing_times_out_after_the_callers_node_was_killed() {
     let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
     let bob = webrtc_user(&survivor, &tenant, "bob").await;
 
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "audio" }),
-        )
-        .await["call"]
-        .clone();
+    let call = initiate(&alice, "bob", "audio").await;
     let started = tokio::time::Instant::now();
     let incoming = bob.expect("call:incoming").await;
     assert_eq!(incoming["call"]["id"], call["id"]);
@@ -250,13 +254,7 @@ async fn a_participant_on_a_killed_node_ends_the_call_as_disconnected() {
     let tenant = unique("t");
     let alice = webrtc_user(&survivor, &tenant, "alice").await;
     let bob = webrtc_user(&doomed.node, &tenant, "bob").await;
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "audio" }),
-        )
-        .await["call"]
-        .clone();
+    let call = initiate(&alice, "bob", "audio").await;
     bob.expect("call:incoming").await;
     bob.ok("call:answer", json!({ "call_id": call["id"] }))
         .await;
@@ -296,13 +294,7 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
     let tenant = unique("t");
     let alice = webrtc_user(&a, &tenant, "alice").await;
     let bob = webrtc_user(&b, &tenant, "bob").await;
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "video" }),
-        )
-        .await["call"]
-        .clone();
+    let call = initiate(&alice, "bob", "video").await;
     let id = call["id"].as_str().unwrap().to_owned();
     bob.expect("call:incoming").await;
     bob.ok("call:answer", json!({ "call_id": id })).await;
@@ -421,13 +413,7 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
     let tenant = unique("t");
     let alice = webrtc_user(&node, &tenant, "alice").await;
     let bob = webrtc_user(&node, &tenant, "bob").await;
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "audio" }),
-        )
-        .await["call"]
-        .clone();
+    let call = initiate(&alice, "bob", "audio").await;
     let id = call["id"].as_str().unwrap().to_owned();
     assert_eq!(bob.expect("call:incoming").await["call"]["id"], json!(id));
     let ended = bob
@@ -436,13 +422,7 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
         .expect("timeout");
     assert_eq!(ended["reason"], "timeout");
 
-    let call = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "video" }),
-        )
-        .await["call"]
-        .clone();
+    let call = initiate(&alice, "bob", "video").await;
     let id2 = call["id"].as_str().unwrap().to_owned();
     bob.ok("call:answer", json!({ "call_id": id2 })).await;
     bob.ok("call:hangup", json!({ "call_id": id2 })).await;
@@ -456,13 +436,7 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
     assert_eq!(ids, vec![id2.as_str(), id.as_str()]);
 
     // A live call so that random payloads meet a real call id too.
-    let live = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "audio" }),
-        )
-        .await["call"]["id"]
-        .clone();
+    let live = initiate(&alice, "bob", "audio").await["id"].clone();
     fuzz(&alice, EVENTS, arb_payload(KEYS, live), 400).await;
     assert_eq!(
         reqwest::get(node.url("/healthz")).await.unwrap().status(),
@@ -520,13 +494,7 @@ async fn a_mesh_peers_signaling_burst_fits_the_default_limits() {
     let tenant = unique("t");
     let alice = webrtc_user(&node, &tenant, "alice").await;
     let bob = webrtc_user(&node, &tenant, "bob").await;
-    let id = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "video" }),
-        )
-        .await["call"]["id"]
-        .clone();
+    let id = initiate(&alice, "bob", "video").await["id"].clone();
     bob.ok("call:answer", json!({ "call_id": id })).await;
     for i in 0..7 {
         alice
@@ -631,12 +599,7 @@ async fn an_ended_call_reaches_mongodb_after_an_outage_though_its_node_was_kille
     let tenant = unique("t");
     let alice = webrtc_user(&doomed.node, &tenant, "alice").await;
     let bob = webrtc_user(&survivor, &tenant, "bob").await;
-    let id = alice
-        .ok(
-            "call:initiate",
-            json!({ "callee_id": "bob", "media_type": "audio" }),
-        )
-        .await["call"]["id"]
+    let id = initiate(&alice, "bob", "audio").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
