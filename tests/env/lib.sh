@@ -121,16 +121,24 @@ sb_apt() {
     return $rc
 }
 
-# sb_go_build NAME OUT MODULE_DIR PKG [LDFLAGS]: `go build` PKG inside MODULE_DIR into OUT
-# unless OUT already exists. Go's caches live under $SB_CACHE/go so CI reuses them.
+# sb_go_build NAME OUT MODULE_DIR PKG [LDFLAGS] [TAGS]: `go build` PKG inside MODULE_DIR into
+# OUT unless OUT already exists. Go's caches live under $SB_CACHE/go so CI reuses them.
+# CGO_ENABLED=1 in the caller's environment builds with cgo (runc needs libseccomp).
 sb_go_build() {
-    local name="$1" out="$2" dir="$3" pkg="$4" ldflags="${5:-}"
+    local name="$1" out="$2" dir="$3" pkg="$4" ldflags="${5:-}" tags="${6:-}"
     [ -x "$out" ] && return 0
     mkdir -p "$(dirname "$out")"
     (
         cd "$dir" &&
         GOPATH="$SB_CACHE/go" GOMODCACHE="$SB_CACHE/go/pkg/mod" GOCACHE="$SB_CACHE/go/build-cache" \
         GOFLAGS=-mod=mod CGO_ENABLED="${CGO_ENABLED:-0}" \
-        go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg"
+        go build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$out.tmp" "$pkg"
     ) >>"$SB_LOGS/$name.log" 2>&1 && mv "$out.tmp" "$out"
+}
+
+# sb_go_mod_dir MODULE_DIR MODULE: where the Go module cache holds MODULE at the version
+# MODULE_DIR's go.mod requires (downloading it if needed).
+sb_go_mod_dir() {
+    (cd "$1" && GOPATH="$SB_CACHE/go" GOMODCACHE="$SB_CACHE/go/pkg/mod" GOFLAGS=-mod=mod \
+        go list -m -f '{{.Dir}}' "$2")
 }

@@ -62,9 +62,18 @@ sb_kube_pki() {
     chmod 700 "$SB_KUBE_PKI"
     sb_kube_ca ca switchboard-test-ca &&
     sb_kube_ca front-proxy-ca switchboard-test-front-proxy-ca &&
+    local bridge_san=""
+    [ -n "$(sb_bridge_ip)" ] && bridge_san=",IP:$SB_BRIDGE_IP"
     sb_kube_cert ca apiserver kube-apiserver "" \
         "extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" &&
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1$bridge_san,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" &&
+    sb_kube_cert ca apiserver-kubelet-client kube-apiserver-kubelet-client system:masters &&
+    sb_kube_cert ca node "system:node:$SB_NODE_NAME" system:nodes &&
+    sb_kube_cert ca kubelet-serving "system:node:$SB_NODE_NAME" system:nodes \
+        "extendedKeyUsage=serverAuth
+subjectAltName=IP:$SB_BRIDGE_IP,DNS:$SB_NODE_NAME" &&
+    sb_kube_cert ca kube-proxy system:kube-proxy &&
+    sb_kube_cert ca coredns system:coredns &&
     sb_kube_cert ca admin admin system:masters &&
     sb_kube_cert ca controller-manager system:kube-controller-manager &&
     sb_kube_cert ca scheduler system:kube-scheduler &&
@@ -100,16 +109,18 @@ EOF
     chmod 600 "$file"
 }
 
-# sb_kube_wait_healthz NAME PORT PATH [SECONDS]: wait until https://127.0.0.1:PORT/PATH says ok
+# sb_kube_wait_healthz NAME [ADDR:]PORT PATH [SECONDS]: wait until https://ADDR:PORT/PATH (ADDR
+# defaults to 127.0.0.1) says ok
 # while the component's process lives. The API server's certificate is checked against the
 # test CA; the controller-manager and scheduler serve self-signed ones (-k).
 sb_kube_wait_healthz() {
-    local name="$1" port="$2" path="$3" limit="${4:-120}" i tls=(--cacert "$SB_KUBE_PKI/ca.crt")
+    local name="$1" hostport="$2" path="$3" limit="${4:-120}" i tls=(--cacert "$SB_KUBE_PKI/ca.crt")
+    case "$hostport" in *:*) ;; *) hostport="127.0.0.1:$hostport" ;; esac
     [ "$name" = kube_apiserver ] || tls=(-k)
     for i in $(seq 1 $((limit * 5))); do
         sb_alive "$name" || { sb_log "$name exited"; return 1; }
         if [ "$(curl -sS --max-time 2 "${tls[@]}" --cert "$SB_KUBE_PKI/admin.crt" \
-                --key "$SB_KUBE_PKI/admin.key" "https://127.0.0.1:$port/$path" 2>/dev/null)" = ok ]; then
+                --key "$SB_KUBE_PKI/admin.key" "https://$hostport/$path" 2>/dev/null)" = ok ]; then
             return 0
         fi
         sleep 0.2
@@ -132,14 +143,24 @@ kube_apiserver_start() {
     sb_kube_pki || { sb_log "could not generate the test PKI"; return 1; }
     port="$(sb_free_port)"
     mkdir -p "$SB_KUBE_DIR/apiserver"
-    # --endpoint-reconciler-type=none: the `kubernetes` Service keeps no endpoints, since an
-    # Endpoints object may not hold the loopback address it advertises (nothing in the fake
-    # pods would use it anyway). The front-proxy (requestheader) flags let the controller
-    # manager and scheduler authenticate requests to their own ports as kubeadm's do.
+    # With the pod bridge up (components/bridge.sh), the API server listens on the bridge
+    # address and advertises it: the `kubernetes` Service then has a real endpoint that
+    # pods reach through kube-proxy, and the host reaches it there too. Without the bridge
+    # it stays on loopback with no endpoint (an Endpoints object may not hold a loopback
+    # address). The front-proxy (requestheader) flags let the controller manager and
+    # scheduler authenticate requests to their own ports as kubeadm's do. The API server
+    # reaches kubelets by their InternalIP (never a host name the machine's resolver would
+    # be asked for), checks their serving certificate and shows its own client certificate.
+    local addr=127.0.0.1 reconciler=none
+    if [ -n "$(sb_bridge_ip)" ]; then addr="$SB_BRIDGE_IP"; reconciler=lease; fi
     sb_spawn kube_apiserver "$SB_KUBE_BIN/kube-apiserver" \
         --etcd-servers="$SWITCHBOARD_TEST_ETCD_URL" \
-        --bind-address=127.0.0.1 \
-        --advertise-address=127.0.0.1 \
+        --bind-address="$addr" \
+        --advertise-address="$addr" \
+        --kubelet-preferred-address-types=InternalIP \
+        --kubelet-certificate-authority="$SB_KUBE_PKI/ca.crt" \
+        --kubelet-client-certificate="$SB_KUBE_PKI/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$SB_KUBE_PKI/apiserver-kubelet-client.key" \
         --secure-port="$port" \
         --cert-dir="$SB_KUBE_DIR/apiserver" \
         --tls-cert-file="$SB_KUBE_PKI/apiserver.crt" \
@@ -157,12 +178,12 @@ kube_apiserver_start() {
         --service-account-key-file="$SB_KUBE_PKI/sa.pub" \
         --service-account-signing-key-file="$SB_KUBE_PKI/sa.key" \
         --service-cluster-ip-range=10.96.0.0/16 \
-        --endpoint-reconciler-type=none \
+        --endpoint-reconciler-type="$reconciler" \
         --allow-privileged=true \
         --profiling=false \
         --v=0
-    sb_export SWITCHBOARD_TEST_KUBE_API "https://127.0.0.1:$port"
-    sb_kube_wait_healthz kube_apiserver "$port" readyz 180 || return 1
+    sb_export SWITCHBOARD_TEST_KUBE_API "https://$addr:$port"
+    sb_kube_wait_healthz kube_apiserver "$addr:$port" readyz 180 || return 1
     sb_kube_kubeconfig "$SB_KUBE_DIR/kubeconfig" admin
     sb_export KUBECONFIG "$SB_KUBE_DIR/kubeconfig"
     sb_export SWITCHBOARD_TEST_KUBE_VERSION "$KUBERNETES_VERSION"
