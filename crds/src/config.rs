@@ -31,6 +31,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_JWT_AUDIENCE", "jwt.audience"),
     ("SWITCHBOARD_ADMIN_TOKEN", "admin_token"),
     ("SWITCHBOARD_SERVICE_TOKEN", "service_token"),
+    ("SWITCHBOARD_DRAIN_WINDOW", "server.drain_window"),
+    ("SWITCHBOARD_RECONNECT_GRACE", "server.reconnect_grace"),
     ("SWITCHBOARD_TYPING_TIMEOUT", "chat.typing_timeout"),
     ("SWITCHBOARD_IDLE_TIMEOUT", "presence.idle_timeout"),
     ("SWITCHBOARD_HEARTBEAT_TTL", "presence.heartbeat_ttl"),
@@ -112,6 +114,7 @@ pub struct DataplaneConfig {
     pub admin_token: Option<String>,
     /// Bearer token for `/api/v1/*`. Unset: the service API answers 404.
     pub service_token: Option<String>,
+    pub server: ServerConfig,
     pub chat: ChatConfig,
     pub presence: PresenceConfig,
     pub limits: LimitsConfig,
@@ -144,6 +147,36 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: HumanDuration,
+}
+
+/// Longest in-flight work (request handlers computing their acks, disconnect handlers,
+/// history writes) a draining node waits for after it closed its last connection, before
+/// it exits anyway. The operator adds it to the pods' termination grace period.
+pub const DRAIN_IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How a socket node leaves: on SIGTERM it fails readiness, refuses new Engine.IO
+/// handshakes (HTTP 503), tells every client `server:draining {within_ms}` and closes the
+/// connections at the transport level, spread over `drain_window`, so the clients
+/// reconnect to other nodes a few at a time.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The connections are closed one by one, evenly spread over this long (0s: all at
+    /// once). At most 10m.
+    pub drain_window: HumanDuration,
+    /// A client whose connection a drain closed may be reconnecting to another node for
+    /// this long: its presence devices stay (no offline flap) and a call it is in waits at
+    /// least this long for it (instead of `calls.disconnect_grace` alone). 1s to 10m.
+    pub reconnect_grace: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            drain_window: HumanDuration::from_secs(10),
+            reconnect_grace: HumanDuration::from_secs(30),
+        }
+    }
 }
 
 /// Rooms, messages and typing.
@@ -239,6 +272,7 @@ impl Default for DataplaneConfig {
             jwt: JwtConfig::default(),
             admin_token: None,
             service_token: None,
+            server: ServerConfig::default(),
             chat: ChatConfig::default(),
             presence: PresenceConfig::default(),
             limits: LimitsConfig::default(),
@@ -658,6 +692,8 @@ impl DataplaneConfig {
             "jwt.leeway" => self.jwt.leeway = dur(key, value)?,
             "admin_token" => self.admin_token = opt(value),
             "service_token" => self.service_token = opt(value),
+            "server.drain_window" => self.server.drain_window = dur(key, value)?,
+            "server.reconnect_grace" => self.server.reconnect_grace = dur(key, value)?,
             "chat.typing_timeout" => self.chat.typing_timeout = dur(key, value)?,
             "presence.idle_timeout" => self.presence.idle_timeout = dur(key, value)?,
             "presence.heartbeat_ttl" => self.presence.heartbeat_ttl = dur(key, value)?,
@@ -766,6 +802,15 @@ impl DataplaneConfig {
             ));
         }
         self.validate_jwt(&mut errors);
+        let s = &self.server;
+        if s.drain_window.0 > std::time::Duration::from_secs(600) {
+            errors.push(err("server.drain_window", "must be between 0s and 10m"));
+        }
+        let grace = s.reconnect_grace.0;
+        if grace < std::time::Duration::from_secs(1) || grace > std::time::Duration::from_secs(600)
+        {
+            errors.push(err("server.reconnect_grace", "must be between 1s and 10m"));
+        }
         let c = &self.chat;
         if c.typing_timeout.0.as_millis() < 500 || c.typing_timeout.0.as_secs() > 300 {
             errors.push(err("chat.typing_timeout", "must be between 500ms and 5m"));
@@ -1308,6 +1353,39 @@ mod tests {
         );
         ok.set("redis.url", "redis://127.0.0.1:6379").unwrap();
         ok.validate().expect("valid");
+    }
+
+    #[test]
+    fn drain_keys_have_defaults_env_and_bounds() {
+        let d = DataplaneConfig::default();
+        assert_eq!(d.server.drain_window, HumanDuration::from_secs(10));
+        let text = serde_yaml::to_string(&d).unwrap();
+        assert!(text.contains("server:\n  drain_window: 10s\n"), "{text}");
+        let mut c = mk_valid();
+        c.apply_env(|v| (v == "SWITCHBOARD_DRAIN_WINDOW").then(|| "2s".into()))
+            .unwrap();
+        assert_eq!(c.server.drain_window, HumanDuration::from_secs(2));
+        c.validate().expect("2s is fine");
+        c.set("server.drain_window", "0s").unwrap();
+        c.validate().expect("0s closes everything at once");
+        c.set("server.drain_window", "11m").unwrap();
+        c.set("server.reconnect_grace", "0s").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "server.drain_window (SWITCHBOARD_DRAIN_WINDOW): must be between 0s and 10m"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("server.reconnect_grace (SWITCHBOARD_RECONNECT_GRACE)"),
+            "{e}"
+        );
+        let e = c
+            .set("server.drain_window", "soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.drain_window"), "{e}");
     }
 
     #[test]

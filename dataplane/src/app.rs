@@ -90,6 +90,8 @@ pub struct Inner {
     pub presence: Tracker,
     /// The Redis client, when not embedded (readiness pings it).
     pub redis: Option<fred::clients::Client>,
+    /// Graceful drain: readiness, refused handshakes, handlers in flight.
+    pub drain: crate::drain::Drain,
     /// Set once the Socket.IO server exists (it needs the app as its state first).
     hub: OnceLock<Arc<dyn Hub>>,
     /// Where `POST /api/v1/notifications` sends (Kafka, or this node's dispatcher).
@@ -132,6 +134,7 @@ impl App {
             limits,
             presence,
             redis,
+            drain: crate::drain::Drain::default(),
             hub: OnceLock::new(),
             intake: OnceLock::new(),
             calls: OnceLock::new(),

@@ -126,6 +126,8 @@ where
     s.on(
         event,
         move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>, Extension(limits): Extension<SocketLimitsRef>| async move {
+            // The drain waits for this handler (its ack, its writes) before the node exits.
+            let _busy = app.drain.busy();
             let started = tokio::time::Instant::now();
             app.presence.activity(&id.tenant, &id.user_id);
             let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started);

@@ -50,6 +50,13 @@ pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) 
 }
 
 async fn readyz(State(app): State<App>) -> Response {
+    if app.drain.is_draining() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this node is shutting down",
+        );
+    }
     if let Some(redis) = &app.redis {
         let ping = tokio::time::timeout(Duration::from_secs(2), redis.ping::<String>(None)).await;
         if !matches!(ping, Ok(Ok(_))) {

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod chat;
 pub mod cli;
 pub mod devices;
+pub mod drain;
 pub mod email;
 pub mod error;
 pub mod handler;

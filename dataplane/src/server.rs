@@ -1,5 +1,6 @@
 //! Wiring: build the stores and the Socket.IO server for the configuration, then serve
-//! Socket.IO and HTTP on one listener until `shutdown` resolves.
+//! Socket.IO and HTTP on one listener until `shutdown` resolves, then drain
+//! ([`crate::drain`]) and exit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use tokio::net::TcpListener;
 use crate::app::{App, Stores};
 use crate::auth::Verifier;
 use crate::calls::service::{Calls, WEBRTC};
+use crate::drain::Sessions;
+use crate::drain::transport::{Link, TrackedListener};
 use crate::hub::CHAT;
 use crate::notifications::{NOTIFICATIONS, events as notify};
 use crate::presence::events;
@@ -32,6 +35,9 @@ use crate::{chat, http, webrtc};
 /// chat frames are far smaller, and a larger frame grows its own socket's buffer.
 /// engineioxide's default is 4 KiB (see BENCHMARKS.md for the measured difference).
 const WS_READ_BUFFER: usize = 1024;
+
+/// How long the HTTP server may take to finish its last requests once the drain is over.
+const HTTP_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long to wait for Redis at start-up before refusing to start.
 pub(crate) const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,7 +104,8 @@ pub fn node_id(config: &DataplaneConfig) -> String {
     })
 }
 
-/// Run a node on `listener` until `shutdown` completes. `config` must be validated.
+/// Run a node on `listener` until `shutdown` completes, then drain it (see
+/// [`crate::drain`]) and return. `config` must be validated.
 pub async fn serve(
     listener: TcpListener,
     config: DataplaneConfig,
@@ -114,7 +121,7 @@ pub async fn serve(
             .ws_max_frame_size(app.config.limits.max_payload_bytes as usize)
             .ws_read_buffer_size(WS_READ_BUFFER)
     };
-    let (app, router) = match config.redis.url.clone() {
+    let (app, router, sessions) = match config.redis.url.clone() {
         None => {
             let app = App::new(
                 config,
@@ -130,8 +137,7 @@ pub async fn serve(
             io.ns(PRESENCE, events::on_connect.with(events::admit));
             io.ns(NOTIFICATIONS, notify::on_connect.with(notify::admit));
             io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit));
-            let router = finish(&app, io, layer);
-            (app, router)
+            finish(&app, io, layer)
         }
         Some(url) => {
             let (cfg, client) = connect_redis(&url).await?;
@@ -175,43 +181,79 @@ pub async fn serve(
             io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
-            let router = finish(&app, io, layer);
-            (app, router)
+            finish(&app, io, layer)
         }
     };
     app.set_intake(crate::worker::intake(&app).map_err(anyhow::Error::msg)?);
     tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
-    // Small Socket.IO frames (an ack, then an update) must not wait for Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
+    // Every connection can be closed on its own: that is how the drain closes WebSocket
+    // transports (drain::transport).
+    let listener = TrackedListener::new(listener);
+    app.presence.sweep_earlier_life().await;
     if let Some(calls) = app.calls() {
         // Before accepting: a sweep running alongside could take a new connection down.
         calls.sweep_earlier_life(&app.node_id).await;
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serve")?;
-    app.presence.shutdown().await;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        router.clone().into_make_service_with_connect_info::<Link>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = http_stopped.await;
+    });
+    let mut server = tokio::spawn(tracing::Instrument::instrument(
+        server.into_future(),
+        tracing::info_span!("http"),
+    ));
+    tokio::select! {
+        r = &mut server => {
+            // The server stopped without being asked: an error.
+            r.context("serve")?.context("serve")?;
+            anyhow::bail!("serve: the server stopped");
+        }
+        () = shutdown => {}
+    }
+    // The HTTP server keeps serving while the node drains: readiness, the refused
+    // handshakes and the last polls of the closing sessions go through it.
+    crate::drain::run(&app, sessions.as_ref(), &router).await;
+    let _ = stop_http.send(());
+    match tokio::time::timeout(HTTP_CLOSE_WAIT, &mut server).await {
+        Ok(r) => r.context("serve")?.context("serve")?,
+        Err(_) => {
+            tracing::warn!("HTTP requests still open after the drain; closing them");
+            server.abort();
+        }
+    }
+    app.presence
+        .shutdown(app.config.server.reconnect_grace.0)
+        .await;
+    if let Some(calls) = app.calls() {
+        calls.stop();
+    }
     Ok(())
 }
 
+/// The node's HTTP service (Socket.IO behind the drain's gate, and the plain HTTP
+/// routes), and the Socket.IO server as the drain sees it.
 fn finish<A: Adapter>(
     app: &App,
     io: SocketIo<A>,
     layer: socketioxide::layer::SocketIoLayer<A>,
-) -> axum::Router {
-    app.set_hub(Arc::new(io));
+) -> (App, axum::Router, Arc<dyn Sessions>) {
+    app.set_hub(Arc::new(io.clone()));
     app.presence.spawn();
     if let Some(calls) = app.calls() {
         calls.spawn(app.clone());
     }
-    http::router(app.clone())
+    let router = http::router(app.clone())
         .layer(layer)
-        .layer(axum::middleware::map_request(detach_request_parts))
+        .layer(axum::middleware::from_fn_with_state(
+            app.drain.clone(),
+            crate::drain::transport::gate,
+        ))
+        .layer(axum::middleware::map_request(detach_request_parts));
+    (app.clone(), router, Arc::new(io))
 }
 
 /// Give the request its own copies of the URI and header values.

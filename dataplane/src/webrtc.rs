@@ -78,8 +78,14 @@ pub async fn admit<A: Adapter>(
             app.limits.detach(t, u);
             app.metrics.connection(WEBRTC, -1);
             let conn = handler::conn_id(&app, &s.id);
+            // A client the drain sent to another node keeps its call for at least
+            // `server.reconnect_grace` while it reconnects.
+            let grace = app
+                .drain
+                .closed_by_drain(s.id)
+                .then_some(app.config.server.reconnect_grace.0);
             if let Some(calls) = app.calls()
-                && let Err(e) = calls.disconnected(t, u, &conn, &app.node_id).await
+                && let Err(e) = calls.disconnected_within(t, u, &conn, &app.node_id, grace).await
             {
                 tracing::warn!(error = %e, tenant = %t, user = %u, "disconnect not recorded; a call may outlive it");
             }

@@ -61,6 +61,33 @@ fn config_check_names_every_bad_key_and_allowed_values() {
 }
 
 #[test]
+fn config_default_shows_the_drain_settings_and_the_env_overrides_them() {
+    let out = bin().args(["config", "default"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("server:\n  drain_window: 10s\n  reconnect_grace: 30s\n"),
+        "{text}"
+    );
+    let file = write(
+        "drain.yaml",
+        "jwt:\n  secret: 0123456789abcdef0123456789abcdef\n",
+    );
+    let out = bin()
+        .args(["config", "check"])
+        .arg(&file)
+        .env("SWITCHBOARD_DRAIN_WINDOW", "20m")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.drain_window (SWITCHBOARD_DRAIN_WINDOW): must be between 0s and 10m"),
+        "{err}"
+    );
+}
+
+#[test]
 fn token_is_signed_with_the_configured_secret() {
     let secret = "0123456789abcdef0123456789abcdef";
     let out = bin()

@@ -66,6 +66,9 @@ struct Shared {
     /// A background drain of the history outbox is running (at most one per node; a
     /// record it misses is taken by the next pass, within `OUTBOX_POLL`).
     draining: std::sync::atomic::AtomicBool,
+    /// The background loops of [`Calls::spawn`] (timers, outbox, liveness), stopped by
+    /// [`Calls::stop`].
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     rules: Rules,
     grace_ms: i64,
     thresholds: Thresholds,
@@ -149,6 +152,7 @@ impl Calls {
             history_path,
             local: std::sync::Mutex::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            tasks: std::sync::Mutex::default(),
             rules: Rules {
                 ringing_timeout_ms: ms(c.ringing_timeout.0),
                 max_participants: c.max_participants,
@@ -634,12 +638,27 @@ impl Calls {
         conn: &str,
         node: &str,
     ) -> Result<(), StoreError> {
+        self.disconnected_within(tenant, user, conn, node, None)
+            .await
+    }
+
+    /// [`Calls::disconnected`], with a grace of at least `at_least` (a connection a
+    /// drain closed: its client is reconnecting to another node).
+    pub async fn disconnected_within(
+        &self,
+        tenant: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+        at_least: Option<Duration>,
+    ) -> Result<(), StoreError> {
         self.local().remove(conn);
         if self.0.store.conn_down(tenant, user, conn, node).await? > 0 {
             return Ok(());
         }
         if let Some(call_id) = self.0.store.user_call(tenant, user).await? {
-            let at = now_ms() + self.0.grace_ms;
+            let grace = at_least.map_or(self.0.grace_ms, |d| self.0.grace_ms.max(ms(d)));
+            let at = now_ms() + grace;
             self.schedule(tenant, &call_id, TimerKind::Grace, user, at)
                 .await;
         }
@@ -671,7 +690,7 @@ impl Calls {
     pub fn spawn(&self, app: App) {
         let me = self.clone();
         let timers_app = app.clone();
-        tokio::spawn(
+        let timers = tokio::spawn(
             async move {
                 let mut interval = tokio::time::interval(TIMER_POLL);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -686,7 +705,7 @@ impl Calls {
         );
         if self.0.history_path == HistoryPath::Outbox {
             let me = self.clone();
-            tokio::spawn(
+            let outbox = tokio::spawn(
                 async move {
                     let mut interval = tokio::time::interval(OUTBOX_POLL);
                     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -701,9 +720,10 @@ impl Calls {
                 }
                 .instrument(tracing::info_span!("call_history_outbox")),
             );
+            self.tasks().push(outbox);
         }
         let me = self.clone();
-        tokio::spawn(
+        let liveness = tokio::spawn(
             async move {
                 let node = app.node_id.clone();
                 let ttl = app.config.presence.heartbeat_ttl.0;
@@ -717,6 +737,35 @@ impl Calls {
             }
             .instrument(tracing::info_span!("call_liveness")),
         );
+        self.tasks().extend([timers, liveness]);
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.0.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At shutdown: stop the background loops. Timers this node would have fired are
+    /// fired by the other nodes (they live in the store).
+    pub fn stop(&self) {
+        for t in self.tasks().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Resolves once no history write of this node is running; then writes what the
+    /// outbox still holds, so the calls this node ended are recorded before it exits
+    /// (another node would take them, later).
+    pub async fn settle(&self) {
+        use std::sync::atomic::Ordering;
+        if self.0.history_path != HistoryPath::Outbox {
+            return;
+        }
+        while self.0.draining.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self.drain_in_background().await {
+            tracing::warn!(error = %e, "call history outbox not drained at shutdown; another node will");
+        }
     }
 
     /// Take down the /webrtc connections this node id left behind in an earlier life.
@@ -996,6 +1045,32 @@ mod tests {
         calls.fire_due(&app).await.unwrap();
         let (now, _) = store.load("t", &call.id).await.unwrap().unwrap();
         assert_eq!(now.end_reason, Some(EndReason::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn a_participant_a_drain_closed_keeps_the_call_for_the_reconnect_grace() {
+        let (app, calls, store, _) = setup();
+        let call = active_call(&app, &calls).await;
+        let reconnect = Duration::from_secs(30);
+        calls.connected("t", "bob", "n1/a", "n1").await.unwrap();
+        calls
+            .disconnected_within("t", "bob", "n1/a", "n1", Some(reconnect))
+            .await
+            .unwrap();
+        // Not due after `calls.disconnect_grace` (10s), only after the reconnect grace.
+        let at = now_ms();
+        assert!(store.due(at + 11_000, 1, 10).await.unwrap().is_empty());
+        let due = store.due(at + 31_000, 1, 10).await.unwrap();
+        assert_eq!(due, vec![grace(&call.id, "bob")]);
+        // Back on another node: the grace is called off and the call goes on.
+        calls.connected("t", "bob", "n2/b", "n2").await.unwrap();
+        assert!(store.due(i64::MAX / 2, 1, 10).await.unwrap().is_empty());
+        let (now, _) = store.load("t", &call.id).await.unwrap().unwrap();
+        assert_eq!(now.state, CallState::Active);
+        // An ordinary disconnect keeps the configured grace.
+        calls.disconnected("t", "bob", "n2/b", "n2").await.unwrap();
+        let at = now_ms();
+        assert_eq!(store.due(at + 11_000, 1, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -51,6 +51,14 @@ impl Intake {
             permits: Arc::new(Semaphore::new(MAX_DIRECT_IN_FLIGHT)),
         }
     }
+
+    /// Resolves when no direct delivery runs (each holds a permit until it is done).
+    pub async fn idle(&self) {
+        if let Intake::Direct { permits, .. } = self {
+            let all = u32::try_from(MAX_DIRECT_IN_FLIGHT).unwrap_or(u32::MAX);
+            drop(permits.acquire_many(all).await);
+        }
+    }
 }
 
 pub fn routes() -> Router<App> {

@@ -45,7 +45,11 @@ pub async fn admit<A: Adapter>(
     app.metrics.connection(super::tracker::PRESENCE, 1);
     s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
         let conn = handler::conn_id(&app, &s.id);
-        if let Err(e) = app.presence.disconnect(&id.tenant, &id.user_id, &conn).await {
+        if app.drain.closed_by_drain(s.id) {
+            // The client is reconnecting to another node: its device stays until
+            // `server.reconnect_grace` after this node is gone, so it does not flap offline.
+            app.presence.release(&id.tenant, &id.user_id, &conn);
+        } else if let Err(e) = app.presence.disconnect(&id.tenant, &id.user_id, &conn).await {
             tracing::warn!(error = %e, "presence disconnect not stored; the node sweep will expire it");
         }
         app.limits.detach(&id.tenant, &id.user_id);

@@ -99,6 +99,12 @@ struct Inner {
     /// When activity of a user without local connections was last forwarded.
     forwarded: Mutex<HashMap<(String, String), Instant>>,
     hub: OnceLock<Arc<dyn Hub>>,
+    /// The background loops of [`Tracker::spawn`]; [`Tracker::shutdown`] stops them (the
+    /// heartbeat above all: a drained node's last heartbeat must be allowed to lapse).
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Some connection was released ([`Tracker::release`]): its device waits for the
+    /// node's last heartbeat to lapse.
+    released: std::sync::atomic::AtomicBool,
 }
 
 /// Which local connections change idleness at `now` (pure; tested with paused time).
@@ -136,6 +142,8 @@ impl Tracker {
             local: Mutex::default(),
             forwarded: Mutex::default(),
             hub: OnceLock::new(),
+            tasks: Mutex::default(),
+            released: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -210,19 +218,33 @@ impl Tracker {
     }
 
     pub async fn disconnect(&self, tenant: &str, user: &str, conn: &str) -> Result<(), StoreError> {
-        {
-            let mut local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (tenant.to_owned(), user.to_owned());
-            if let Some(cs) = local.get_mut(&key) {
-                cs.remove(conn);
-                if cs.is_empty() {
-                    local.remove(&key);
-                }
-            }
-        }
+        self.forget_local(tenant, user, conn);
         self.change(tenant, user, Change::Disconnect { conn: conn.into() })
             .await
             .map(|_| ())
+    }
+
+    /// A connection a drain closed: this node forgets it, but its device stays in the
+    /// store, so a user who reconnects to another node never shows offline meanwhile.
+    /// It goes with the rest of this node's devices when the node's last heartbeat lapses
+    /// ([`Tracker::shutdown`] sets it to `server.reconnect_grace`) and a surviving node
+    /// sweeps them; a user who did not come back goes offline then.
+    pub fn release(&self, tenant: &str, user: &str, conn: &str) {
+        self.0
+            .released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.forget_local(tenant, user, conn);
+    }
+
+    fn forget_local(&self, tenant: &str, user: &str, conn: &str) {
+        let mut local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (tenant.to_owned(), user.to_owned());
+        if let Some(cs) = local.get_mut(&key) {
+            cs.remove(conn);
+            if cs.is_empty() {
+                local.remove(&key);
+            }
+        }
     }
 
     /// Activity from any of the user's sockets on this node: wakes their idle connections
@@ -406,7 +428,7 @@ impl Tracker {
     pub fn spawn(&self) {
         let me = self.clone();
         let mut rx = self.0.bus.subscribe();
-        tokio::spawn(
+        let handle = tokio::spawn(
             async move {
                 loop {
                     match rx.recv().await {
@@ -425,8 +447,9 @@ impl Tracker {
             }
             .instrument(tracing::info_span!("presence_bus")),
         );
+        self.tasks().push(handle);
         let me = self.clone();
-        tokio::spawn(
+        let handle = tokio::spawn(
             async move {
                 let idle = me.0.cfg.idle_timeout.0;
                 let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -439,8 +462,9 @@ impl Tracker {
             }
             .instrument(tracing::info_span!("presence_idle")),
         );
+        self.tasks().push(handle);
         let me = self.clone();
-        tokio::spawn(
+        let handle = tokio::spawn(
             async move {
                 let ttl = me.0.cfg.heartbeat_ttl.0;
                 let mut interval = tokio::time::interval(ttl / 3);
@@ -456,6 +480,11 @@ impl Tracker {
             }
             .instrument(tracing::info_span!("presence_liveness")),
         );
+        self.tasks().push(handle);
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.0.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Mark local connections idle or active as their last activity says.
@@ -487,7 +516,7 @@ impl Tracker {
                 continue;
             }
             let conns = self.0.store.node_conns(&node).await?;
-            tracing::warn!(node = %node, connections = conns.len(), "node heartbeat expired; taking its users offline");
+            tracing::warn!(node = %node, connections = conns.len(), "node heartbeat expired (the node died, or drained and these clients did not come back); taking them offline");
             for (t, u, conn) in conns {
                 self.change(&t, &u, Change::Disconnect { conn }).await?;
             }
@@ -496,9 +525,34 @@ impl Tracker {
         Ok(())
     }
 
-    /// On graceful shutdown: take this node's connections out of presence now, rather
-    /// than leaving them to the dead-node sweep.
-    pub async fn shutdown(&self) {
+    /// Before the node accepts connections: remove the devices this node id left behind
+    /// in an earlier life (a drain leaves them to lapse; a node back under the same id
+    /// would keep them alive with its own heartbeat).
+    pub async fn sweep_earlier_life(&self) {
+        let swept = async {
+            for (t, u, conn) in self.0.store.node_conns(&self.0.node).await? {
+                self.change(&t, &u, Change::Disconnect { conn }).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        if let Err(e) = swept.await {
+            tracing::warn!(error = %e, "presence devices of this node's earlier life not swept");
+        }
+    }
+
+    /// On graceful shutdown: stop the background loops; take the connections that are
+    /// still open out of presence now; leave the devices of connections a drain closed
+    /// ([`Tracker::release`]) for `linger` (the node's last heartbeat), after which a
+    /// surviving node sweeps the ones whose users did not come back.
+    pub async fn shutdown(&self, linger: Duration) {
+        for t in self.tasks().drain(..) {
+            t.abort();
+        }
+        if self.0.released.load(std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = self.0.store.heartbeat(&self.0.node, linger).await
+        {
+            tracing::warn!(error = %e, "last presence heartbeat not written; drained devices expire with the previous one");
+        }
         let conns: Vec<(String, String, String)> = {
             let local = self.0.local.lock().unwrap_or_else(|e| e.into_inner());
             local

@@ -144,6 +144,10 @@ pub struct Client {
     post_lock: tokio::sync::Mutex<()>,
     pub closed: Arc<tokio::sync::Notify>,
     closed_flag: Arc<std::sync::atomic::AtomicBool>,
+    /// How the session ended, in the official client's words (`transport close`: the
+    /// Engine.IO close packet; `io server disconnect`: a Socket.IO namespace disconnect;
+    /// `transport error`: a poll failed), and when.
+    closed_how: Arc<Mutex<Option<(&'static str, tokio::time::Instant)>>>,
 }
 
 /// A refused namespace connection: the `connect_error` message.
@@ -244,6 +248,7 @@ impl Client {
             post_lock: tokio::sync::Mutex::new(()),
             closed: Arc::default(),
             closed_flag: Arc::default(),
+            closed_how: Arc::default(),
         };
         client.spawn_poller(tx, early);
         Ok(client)
@@ -258,6 +263,12 @@ impl Client {
             self.closed.clone(),
             self.closed_flag.clone(),
         );
+        let how = self.closed_how.clone();
+        let ended = move |reason: &'static str| {
+            how.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert((reason, tokio::time::Instant::now()));
+        };
         tokio::spawn(async move {
             let mut pending = early;
             loop {
@@ -265,6 +276,11 @@ impl Client {
                     if p == "2" {
                         let _ = http.post(&base).body("3").send().await;
                     } else if p == "1" || p.starts_with(&format!("41{ns}")) {
+                        ended(if p == "1" {
+                            "transport close"
+                        } else {
+                            "io server disconnect"
+                        });
                         flag.store(true, std::sync::atomic::Ordering::SeqCst);
                         closed.notify_waiters();
                         return;
@@ -314,6 +330,7 @@ impl Client {
                     _ => break,
                 }
             }
+            ended("transport error");
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
             closed.notify_waiters();
         });
@@ -345,6 +362,19 @@ impl Client {
             Ok(Ok(v)) => v,
             _ => panic!("no ack for {event} within 5s"),
         }
+    }
+
+    /// Emit a request event (with an ack id, so the server computes an ack) and do not
+    /// wait for the ack.
+    #[allow(dead_code)] // tests/drain.rs
+    pub async fn req_nowait(&self, event: &str, data: Value) {
+        let id = {
+            let mut n = self.next_ack.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        self.post(format!("42{},{id}{}", self.ns, json!([event, data])))
+            .await;
     }
 
     pub async fn ok(&self, event: &str, data: Value) -> Value {
@@ -381,6 +411,12 @@ impl Client {
         self.next(name, Duration::from_secs(3))
             .await
             .unwrap_or_else(|| panic!("no {name} event within 3s"))
+    }
+
+    /// How and when the session ended (see `closed_how`), once it has.
+    #[allow(dead_code)] // tests/drain.rs
+    pub fn closed_how(&self) -> Option<(&'static str, tokio::time::Instant)> {
+        *self.closed_how.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True once the server closed this client's session or namespace.
