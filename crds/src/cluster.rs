@@ -150,6 +150,10 @@ impl PullPolicy {
 /// The socket nodes.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.drainWindow) || (!self.drainWindow.endsWith('d') && duration(self.drainWindow) <= duration('10m'))",
+     "message": "spec.socket.drainWindow: must be between 0s and 10m"}
+]))]
 pub struct SocketSpec {
     /// Number of socket nodes when autoscaling is off.
     #[schemars(range(min = 1, max = 1000))]
@@ -162,6 +166,12 @@ pub struct SocketSpec {
     pub autoscaling: Option<AutoscalingSpec>,
     /// The Service in front of the nodes.
     pub service: ServiceSpec,
+    /// How long a stopping node takes to close its connections: it tells each client
+    /// `server:draining` and closes them one by one over this window, so clients move to
+    /// the other nodes a few at a time (`server.drain_window`; unset: 10s, at most 10m).
+    /// The pods' termination grace period is set to cover it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_window: Option<HumanDuration>,
 }
 
 impl Default for SocketSpec {
@@ -171,6 +181,7 @@ impl Default for SocketSpec {
             resources: None,
             autoscaling: None,
             service: ServiceSpec::default(),
+            drain_window: None,
         }
     }
 }

@@ -147,7 +147,7 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
     )?;
     push("Service", Desired::of(&socket::service(rc, &names)))?;
     push("Service", Desired::of(&socket::headless_service(&names)))?;
-    push("PodDisruptionBudget", Desired::of(&socket::pdb(&names)))?;
+    push("PodDisruptionBudget", Desired::of(&socket::pdb(rc, &names)))?;
     if let Some(hpa) = socket::hpa(rc, &names) {
         push("HorizontalPodAutoscaler", Desired::of(&hpa))?;
     }

@@ -94,6 +94,9 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
             c.notifications.email.from = Some(e.from.clone());
         }
     }
+    if let Some(w) = spec.socket.drain_window {
+        c.server.drain_window = w;
+    }
     if let Some(p) = &spec.presence {
         if let Some(d) = p.idle_timeout {
             c.presence.idle_timeout = d;

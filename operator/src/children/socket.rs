@@ -9,8 +9,9 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Service, ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Container, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, Service, ServicePort, ServiceSpec, SleepAction,
+    TopologySpreadConstraint,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -21,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use switchboard_crds::cluster::RealtimeCluster;
+use switchboard_crds::config::{DRAIN_IN_FLIGHT_WAIT, ServerConfig};
 
 use super::config::{Role, SecretData, pod_wiring, secrets_hash};
 use super::meta::{
@@ -75,8 +77,38 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// Seconds a socket pod sleeps in `preStop` before it gets SIGTERM: the time for its
+/// endpoint's removal to reach kube-proxy and ingress controllers, so the clients a drain
+/// sends away do not come straight back to this pod. (A `sleep` action, not an exec: the
+/// images have no shell and no `sleep` binary.)
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+/// Seconds left over after the drain and the in-flight wait, for the process to exit.
+pub const EXIT_MARGIN_SECONDS: i64 = 10;
+/// Termination grace period of pods that drain nothing (the workers).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// `terminationGracePeriodSeconds` of a socket pod: the `preStop` sleep, then the drain
+/// window, then the wait for in-flight work, plus a margin, so the kubelet's SIGKILL
+/// never cuts a drain short.
+pub fn socket_grace_seconds(drain_window: std::time::Duration) -> i64 {
+    let window = i64::try_from(drain_window.as_secs()).unwrap_or(i64::MAX / 2)
+        + i64::from(drain_window.subsec_nanos() > 0);
+    let in_flight = i64::try_from(DRAIN_IN_FLIGHT_WAIT.as_secs()).unwrap_or(0);
+    PRE_STOP_SLEEP_SECONDS + window + in_flight + EXIT_MARGIN_SECONDS
+}
+
+/// The drain window the socket nodes run with (the spec's, else the data plane default).
+pub fn drain_window(rc: &RealtimeCluster) -> std::time::Duration {
+    rc.spec
+        .socket
+        .drain_window
+        .unwrap_or_else(|| ServerConfig::default().drain_window)
+        .0
+}
+
 /// A Switchboard pod (`switchboard <args>`) of one component, wired to its config and
-/// secrets, spread across nodes.
+/// secrets, spread across nodes. Socket pods also get the drain's `preStop` sleep and a
+/// grace period that covers the drain window.
 pub fn pod_template(
     rc: &RealtimeCluster,
     names: &Names,
@@ -124,7 +156,20 @@ pub fn pod_template(
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         security_context: Some(container_security(SWITCHBOARD_UID, true)),
+        lifecycle: (role == Role::Socket).then(|| Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
+    };
+    let grace = match role {
+        Role::Socket => socket_grace_seconds(drain_window(rc)),
+        Role::Worker => DEFAULT_GRACE_SECONDS,
     };
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -145,7 +190,7 @@ pub fn pod_template(
                 label_selector: Some(names.selector(component)),
                 ..Default::default()
             }]),
-            termination_grace_period_seconds: Some(30),
+            termination_grace_period_seconds: Some(grace),
             ..Default::default()
         }),
     }
@@ -260,14 +305,33 @@ pub fn headless_service(names: &Names) -> Service {
     }
 }
 
-/// At most one node down at a time for voluntary disruptions.
-pub fn pdb(names: &Names) -> PodDisruptionBudget {
+/// Fewest socket nodes the cluster is meant to run: the autoscaler's minimum, else the
+/// fixed count.
+fn fewest_replicas(rc: &RealtimeCluster) -> i32 {
+    match rc.spec.socket.autoscaling.as_ref().filter(|a| a.enabled) {
+        Some(a) => a.min_replicas,
+        None => rc.spec.socket.replicas,
+    }
+}
+
+/// Voluntary disruptions (node drains) take one socket node at a time and always leave one
+/// serving: with two or more nodes, at most one unavailable (which keeps the others up);
+/// with a single node, that node must stay (`minAvailable: 1`: a node drain waits until
+/// the cluster runs a second one, instead of leaving no node for clients to reconnect
+/// to). Pods that are not ready may always be evicted, so a broken node never blocks one.
+pub fn pdb(rc: &RealtimeCluster, names: &Names) -> PodDisruptionBudget {
+    let (max_unavailable, min_available) = if fewest_replicas(rc) >= 2 {
+        (Some(IntOrString::Int(1)), None)
+    } else {
+        (None, Some(IntOrString::Int(1)))
+    };
     PodDisruptionBudget {
         metadata: names.meta(names.socket(), COMPONENT),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            max_unavailable,
+            min_available,
             selector: Some(names.selector(COMPONENT)),
-            ..Default::default()
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
         }),
         ..Default::default()
     }
@@ -364,6 +428,7 @@ pub fn endpoint(rc: &RealtimeCluster, names: &Names) -> String {
 mod tests {
     use super::super::fixtures::*;
     use super::*;
+    use switchboard_crds::duration::HumanDuration;
 
     static NO_SECRETS: SecretData = SecretData::new();
     const INPUTS: PodInputs<'static> = PodInputs {
@@ -400,6 +465,91 @@ mod tests {
         assert_eq!(sec.capabilities.unwrap().drop.unwrap(), ["ALL"]);
         let pod_sec = pod.security_context.unwrap();
         assert_eq!(pod_sec.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    }
+
+    #[test]
+    fn socket_pods_sleep_before_sigterm_and_get_a_grace_period_past_the_drain() {
+        let mut rc = mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let pod =
+            |rc: &RealtimeCluster| deployment(rc, &names, &INPUTS).spec.template.spec.unwrap();
+        let p = pod(&rc);
+        // Default window 10s: 5s preStop + 10s + 5s in-flight + 10s margin.
+        assert_eq!(p.termination_grace_period_seconds, Some(30));
+        let pre_stop = p.containers[0]
+            .lifecycle
+            .clone()
+            .and_then(|l| l.pre_stop)
+            .expect("a preStop hook");
+        assert!(
+            pre_stop.exec.is_none(),
+            "the image has no shell or sleep binary"
+        );
+        assert_eq!(
+            pre_stop.sleep.map(|s| s.seconds),
+            Some(PRE_STOP_SLEEP_SECONDS)
+        );
+        rc.spec.socket.drain_window = Some(HumanDuration::from_secs(120));
+        let p = pod(&rc);
+        let grace = p.termination_grace_period_seconds.unwrap();
+        assert!(
+            grace >= PRE_STOP_SLEEP_SECONDS + 120 + DRAIN_IN_FLIGHT_WAIT.as_secs() as i64,
+            "{grace}"
+        );
+        assert_eq!(grace, 140);
+        // A window with a fraction of a second rounds up.
+        assert_eq!(
+            socket_grace_seconds(std::time::Duration::from_millis(1500)),
+            socket_grace_seconds(std::time::Duration::from_secs(2))
+        );
+        // The rendered config carries the same window.
+        let c = super::super::config::dataplane_config(&rc, &names);
+        assert_eq!(c.server.drain_window, HumanDuration::from_secs(120));
+    }
+
+    #[test]
+    fn workers_neither_sleep_nor_wait_for_a_drain() {
+        let rc = mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let t = pod_template(&rc, &names, "worker", Role::Worker, None, &INPUTS);
+        let p = t.spec.unwrap();
+        assert_eq!(
+            p.termination_grace_period_seconds,
+            Some(DEFAULT_GRACE_SECONDS)
+        );
+        assert!(p.containers[0].lifecycle.is_none());
+    }
+
+    #[test]
+    fn the_pdb_always_leaves_a_node_serving() {
+        let mut rc = mk_cluster();
+        let names = Names::of(&rc).unwrap();
+        let spec = |rc: &RealtimeCluster| pdb(rc, &names).spec.unwrap();
+        // Two nodes (the default): one may go at a time, the other keeps serving.
+        let s = spec(&rc);
+        assert_eq!(s.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(s.min_available, None);
+        assert_eq!(
+            s.unhealthy_pod_eviction_policy.as_deref(),
+            Some("AlwaysAllow")
+        );
+        let sel = s.selector.unwrap().match_labels.unwrap();
+        assert_eq!(sel["app.kubernetes.io/component"], "socket");
+        // One node: it stays until there is another.
+        rc.spec.socket.replicas = 1;
+        let s = spec(&rc);
+        assert_eq!(
+            (s.max_unavailable, s.min_available),
+            (None, Some(IntOrString::Int(1)))
+        );
+        // Autoscaled: the minimum counts, not the (ignored) fixed count.
+        rc.spec.socket.autoscaling = Some(switchboard_crds::cluster::AutoscalingSpec {
+            min_replicas: 3,
+            ..Default::default()
+        });
+        assert_eq!(spec(&rc).max_unavailable, Some(IntOrString::Int(1)));
+        rc.spec.socket.autoscaling.as_mut().unwrap().min_replicas = 1;
+        assert_eq!(spec(&rc).min_available, Some(IntOrString::Int(1)));
     }
 
     #[test]
