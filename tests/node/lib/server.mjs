@@ -68,6 +68,8 @@ export function writeConfig(name, text) {
  *
  * options: name (for the log file), secret, adminToken, redisUrl (shared mode),
  * nodeId, args (extra CLI arguments such as `--set k=v`), env (extra variables).
+ * Nodes drain for 500 ms when stopped (SIGTERM), not the default 10 s, so `stop()`
+ * returns quickly; `--set server.drain_window=…` in `args` overrides it.
  * Returns { name, port, url, pid, secret, adminToken, logFile, output(), stop() }.
  */
 export async function startNode(options = {}) {
@@ -82,6 +84,7 @@ export async function startNode(options = {}) {
     SWITCHBOARD_JWT_SECRET: secret,
     SWITCHBOARD_ADMIN_TOKEN: adminToken,
     RUST_LOG: process.env.RUST_LOG ?? 'info',
+    SWITCHBOARD_DRAIN_WINDOW: '500ms',
     ...(options.redisUrl ? { SWITCHBOARD_REDIS_URL: options.redisUrl } : {}),
     ...(options.nodeId ? { SWITCHBOARD_NODE_ID: options.nodeId } : {}),
     ...(options.env ?? {}),
