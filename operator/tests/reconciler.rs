@@ -453,6 +453,16 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
             "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {managed: {storage: lots}}\n",
             "spec.redis.managed.storage",
         ),
+        // The data plane refuses a drain window past 10m; so does the schema, days
+        // included (CEL durations have no `d`).
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  socket: {drainWindow: 11m}\n",
+            "spec.socket.drainWindow: must be between 0s and 10m",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  socket: {drainWindow: 1d}\n",
+            "spec.socket.drainWindow: must be between 0s and 10m",
+        ),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let manifest = format!(
