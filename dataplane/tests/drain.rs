@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use support::*;
 
 /// Timing slack on a loaded 2-core machine.
-const SLACK: Duration = Duration::from_millis(600);
+const SLACK: Duration = Duration::from_millis(1000);
 
 /// A node whose end the test watches: `serve` returns when the drain is over.
 struct Draining {
@@ -207,7 +207,7 @@ async fn a_draining_node_refuses_newcomers_and_closes_everyone_over_the_window()
         other => panic!("a WebSocket handshake without sid must get 503, got {other:?}"),
     }
     assert!(
-        t0.elapsed() < window / 4,
+        t0.elapsed() < window / 2,
         "the refusals came at once, not after the drain"
     );
     // Plain HTTP still answers while the node drains.
