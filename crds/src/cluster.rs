@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -91,6 +91,25 @@ pub struct RealtimeClusterSpec {
     /// Prometheus Operator integration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+    /// Where every pod the operator creates runs (socket nodes, workers, Redis, coturn):
+    /// node labels they require and taints they tolerate, e.g. for a dedicated node pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
+}
+
+// === Placement ===
+
+/// Node selection for the operator's pods.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PlacementSpec {
+    /// Node labels every pod requires (the pods' `nodeSelector`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints every pod tolerates (the pods' `tolerations`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
 }
 
 // === Image ===
@@ -109,11 +128,24 @@ pub struct ImageSpec {
     pub pull_policy: PullPolicy,
 }
 
+/// Where the project's images are published (`images/build` builds them offline, and
+/// `images/Dockerfile` with Docker); every default image is there, tagged with the release
+/// version, which is also the chart's `appVersion`.
+pub const IMAGE_REGISTRY: &str = "ghcr.io/switchboard-dev";
+
+/// The release version: the default tag of every image.
+pub const IMAGE_TAG: &str = env!("CARGO_PKG_VERSION");
+
+/// `IMAGE_REGISTRY/name:IMAGE_TAG`, one of the project's own images.
+pub fn default_image(name: &str) -> String {
+    format!("{IMAGE_REGISTRY}/{name}:{IMAGE_TAG}")
+}
+
 impl Default for ImageSpec {
     fn default() -> Self {
         Self {
-            repository: "ghcr.io/switchboard-dev/switchboard".into(),
-            tag: env!("CARGO_PKG_VERSION").into(),
+            repository: format!("{IMAGE_REGISTRY}/switchboard"),
+            tag: IMAGE_TAG.into(),
             pull_policy: PullPolicy::IfNotPresent,
         }
     }
@@ -399,7 +431,9 @@ pub enum RedisMode {
      "message": "spec.redis.managed.storage is immutable (a StatefulSet's volume claims cannot change); create a new cluster to change it"}
 ]))]
 pub struct ManagedRedisSpec {
-    /// Redis image (Redis 7 or later).
+    /// Redis image (Redis 7 or later; it runs as a non-root user with a read-only root
+    /// file system and must have `redis-server` and `redis-cli` on its PATH). Default: the
+    /// project's image of Debian's Redis, built by `images/build`.
     #[schemars(length(min = 1))]
     pub image: String,
     /// Size of a PersistentVolumeClaim for the data (for example `1Gi`); unset: an emptyDir.
@@ -421,7 +455,7 @@ pub struct ManagedRedisSpec {
 impl Default for ManagedRedisSpec {
     fn default() -> Self {
         Self {
-            image: "redis:7.4".into(),
+            image: default_image("redis"),
             storage: None,
             storage_class_name: None,
             resources: None,
@@ -490,7 +524,8 @@ pub struct ManagedTurnSpec {
     /// coturn replicas.
     #[schemars(range(min = 1, max = 100))]
     pub replicas: i32,
-    /// coturn image.
+    /// coturn image (`turnserver` on its PATH; no shell needed; it runs as a non-root
+    /// user). Default: the project's image of Debian's coturn, built by `images/build`.
     #[schemars(length(min = 1))]
     pub image: String,
     /// TURN realm.
@@ -506,7 +541,7 @@ impl Default for ManagedTurnSpec {
         Self {
             enabled: true,
             replicas: 1,
-            image: "coturn/coturn:4.6".into(),
+            image: default_image("coturn"),
             realm: "switchboard".into(),
             resources: None,
         }

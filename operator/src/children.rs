@@ -22,7 +22,7 @@ pub mod workers;
 
 use kube::core::ApiResource;
 use serde::Serialize;
-use switchboard_crds::cluster::{RealtimeCluster, RedisMode};
+use switchboard_crds::cluster::{PlacementSpec, RealtimeCluster, RedisMode};
 
 use crate::children::meta::Names;
 
@@ -70,6 +70,27 @@ impl Desired {
             if let Some(ann) = ann.as_object_mut() {
                 ann.insert(meta::APPLIED_HASH_ANNOTATION.into(), hash.into());
             }
+        }
+    }
+
+    /// Put the pods of a workload (Deployment, StatefulSet) where `spec.placement` says:
+    /// one place for every pod the operator creates, whichever child builds it.
+    fn place(&mut self, p: &PlacementSpec) {
+        if !matches!(self.resource.kind.as_str(), "Deployment" | "StatefulSet") {
+            return;
+        }
+        let Some(pod) = self
+            .object
+            .pointer_mut("/spec/template/spec")
+            .and_then(|s| s.as_object_mut())
+        else {
+            return;
+        };
+        if !p.node_selector.is_empty() {
+            pod.insert("nodeSelector".into(), serde_json::json!(p.node_selector));
+        }
+        if !p.tolerations.is_empty() {
+            pod.insert("tolerations".into(), serde_json::json!(p.tolerations));
         }
     }
 
@@ -171,6 +192,9 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
         out.push(monitor::service_monitor(&names));
     }
     for d in &mut out {
+        if let Some(p) = &spec.placement {
+            d.place(p);
+        }
         d.stamp();
     }
     Ok(out)
@@ -273,6 +297,55 @@ mod tests {
 
     fn kinds(d: &[Desired]) -> Vec<String> {
         d.iter().map(Desired::label).collect()
+    }
+
+    #[test]
+    fn placement_reaches_every_pod_and_nothing_else() {
+        use k8s_openapi::api::core::v1::Toleration;
+        let mut rc = mk_cluster();
+        rc.spec.placement = Some(PlacementSpec {
+            node_selector: [("pool".to_string(), "realtime".to_string())].into(),
+            tolerations: vec![Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoSchedule".into()),
+                ..Default::default()
+            }],
+        });
+        let d = desired(&rc, &Observed::default()).unwrap();
+        let mut placed = Vec::new();
+        for child in &d {
+            let pod = &child.object["spec"]["template"]["spec"];
+            if pod.is_object() {
+                assert_eq!(pod["nodeSelector"]["pool"], "realtime", "{}", child.label());
+                assert_eq!(
+                    pod["tolerations"][0]["key"],
+                    "dedicated",
+                    "{}",
+                    child.label()
+                );
+                placed.push(child.label());
+            } else {
+                assert!(child.object.pointer("/spec/nodeSelector").is_none());
+            }
+        }
+        assert_eq!(placed, ["StatefulSet/chat-redis", "Deployment/chat-socket"]);
+        // Unset: the pods say nothing about nodes.
+        let d = desired(&mk_cluster(), &Observed::default()).unwrap();
+        for child in &d {
+            assert!(
+                child
+                    .object
+                    .pointer("/spec/template/spec/nodeSelector")
+                    .is_none()
+            );
+            assert!(
+                child
+                    .object
+                    .pointer("/spec/template/spec/tolerations")
+                    .is_none()
+            );
+        }
     }
 
     #[test]

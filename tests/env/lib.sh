@@ -45,11 +45,11 @@ s.close()
 PY
 }
 
-# sb_wait_port PORT [SECONDS]: wait until 127.0.0.1:PORT accepts connections.
+# sb_wait_port PORT [SECONDS] [ADDR]: wait until ADDR:PORT (127.0.0.1) accepts connections.
 sb_wait_port() {
-    local port="$1" limit="${2:-60}" i=0
+    local port="$1" limit="${2:-60}" addr="${3:-127.0.0.1}" i=0
     while [ "$i" -lt $((limit * 10)) ]; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        if (exec 3<>"/dev/tcp/$addr/$port") 2>/dev/null; then return 0; fi
         sleep 0.1; i=$((i + 1))
     done
     return 1

@@ -17,8 +17,9 @@ use super::config::REDIS_PORT;
 use super::meta::{Names, container_security, pod_security};
 
 pub const COMPONENT: &str = "redis";
-/// The official Redis image's `redis` user.
-pub const REDIS_UID: i64 = 999;
+/// The user of the project's Redis image (images/build), by number so `runAsNonRoot` can
+/// check it.
+pub const REDIS_UID: i64 = 65532;
 
 fn managed(rc: &RealtimeCluster) -> ManagedRedisSpec {
     rc.spec.redis.managed.clone().unwrap_or_default()
@@ -36,10 +37,21 @@ pub fn stateful_set(rc: &RealtimeCluster, names: &Names) -> StatefulSet {
     let container = Container {
         name: "redis".into(),
         image: Some(m.image.clone()),
+        // Protected mode (Redis' default without a config file, as Debian's redis-server
+        // runs here) refuses every client that is not on loopback: the socket nodes reach
+        // it through its Service. It is a ClusterIP with no password, like the official
+        // image's default; reachable only inside the cluster network.
         args: Some(
-            ["--appendonly", "yes", "--save", ""]
-                .map(String::from)
-                .to_vec(),
+            [
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
@@ -195,7 +207,7 @@ mod tests {
         assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
         let pod = s.template.spec.unwrap();
         let sec = pod.security_context.unwrap();
-        assert_eq!((sec.run_as_user, sec.fs_group), (Some(999), Some(999)));
+        assert_eq!((sec.run_as_user, sec.fs_group), (Some(65532), Some(65532)));
         let c = pod.containers[0].security_context.clone().unwrap();
         assert_eq!(c.run_as_non_root, Some(true));
         assert_eq!(c.capabilities.unwrap().drop.unwrap(), ["ALL"]);

@@ -12,8 +12,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, Probe, Secret, Service,
-    ServicePort, ServiceSpec, TCPSocketAction,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Probe,
+    Secret, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,8 +25,9 @@ use super::meta::{
     Names, SECRETS_HASH_ANNOTATION, TURN_ROTATED_ANNOTATION, container_security, pod_security,
 };
 
-/// User coturn runs as (the image's `nobody`, by number so `runAsNonRoot` can check it).
-pub const COTURN_UID: i64 = 65534;
+/// User coturn runs as (the project's coturn image's user, by number so `runAsNonRoot`
+/// can check it).
+pub const COTURN_UID: i64 = 65532;
 
 pub const COMPONENT: &str = "turn";
 /// Secret annotation: until when `previous` is kept.
@@ -205,18 +206,54 @@ pub fn managed(rc: &RealtimeCluster) -> Option<&ManagedTurnSpec> {
         .filter(|m| m.enabled)
 }
 
-/// coturn with the REST shared secret(s). The previous secret is passed only while it
-/// exists, hence the shell.
+/// Where coturn may write (its pid file and the SQLite user database it opens even when
+/// only REST credentials are used): an emptyDir, the root file system stays read-only.
+const COTURN_RUN_DIR: &str = "/var/run/turnserver";
+
+/// coturn's arguments: REST shared-secret authentication with the current secret and,
+/// while it exists, the previous one. The secrets come from the environment through the
+/// kubelet's `$(VAR)` expansion, so no shell is needed (the image has none) and a secret
+/// never appears in the pod spec.
+fn coturn_args(s: &TurnSecretState) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-n",
+        "--log-file=stdout",
+        "--simple-log",
+        "--no-cli",
+        "--fingerprint",
+        "--use-auth-secret",
+        "--realm=$(TURN_REALM)",
+        "--static-auth-secret=$(TURN_SECRET)",
+    ]
+    .map(String::from)
+    .to_vec();
+    if s.previous.is_some() {
+        args.push("--static-auth-secret=$(TURN_PREVIOUS_SECRET)".into());
+    }
+    args.push(format!("--listening-port={TURN_PORT}"));
+    args.push(format!("--pidfile={COTURN_RUN_DIR}/turnserver.pid"));
+    args.push(format!("--userdb={COTURN_RUN_DIR}/turndb"));
+    args
+}
+
+/// coturn with the REST shared secret(s). The previous secret is passed only while the
+/// Secret holds one (its appearance or removal changes the secrets hash, which rolls the
+/// pods).
 pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState) -> Deployment {
     let secret = names.turn_secret();
     let env_secret =
         |name: &str, key: &str, optional: bool| env_secret(name, &secret, key, optional);
-    let script = format!(
-        "exec turnserver -n --log-file=stdout --no-cli --fingerprint --use-auth-secret \
-         --listening-port={TURN_PORT} --realm=\"$TURN_REALM\" \
-         --static-auth-secret=\"$TURN_SECRET\" \
-         ${{TURN_PREVIOUS_SECRET:+--static-auth-secret=\"$TURN_PREVIOUS_SECRET\"}}"
-    );
+    let mut env = vec![
+        EnvVar {
+            name: "TURN_REALM".into(),
+            value: Some(m.realm.clone()),
+            ..Default::default()
+        },
+        env_secret("TURN_SECRET", TURN_SECRET_KEY, false),
+    ];
+    if s.previous.is_some() {
+        env.push(env_secret("TURN_PREVIOUS_SECRET", TURN_PREVIOUS_KEY, false));
+    }
     let port = |name: &str, protocol: &str| ContainerPort {
         name: Some(name.into()),
         container_port: TURN_PORT,
@@ -226,16 +263,14 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
     let container = Container {
         name: "coturn".into(),
         image: Some(m.image.clone()),
-        command: Some(vec!["/bin/sh".into(), "-c".into(), script]),
-        env: Some(vec![
-            EnvVar {
-                name: "TURN_REALM".into(),
-                value: Some(m.realm.clone()),
-                ..Default::default()
-            },
-            env_secret("TURN_SECRET", TURN_SECRET_KEY, false),
-            env_secret("TURN_PREVIOUS_SECRET", TURN_PREVIOUS_KEY, true),
-        ]),
+        command: Some(vec!["turnserver".into()]),
+        args: Some(coturn_args(s)),
+        env: Some(env),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "run".into(),
+            mount_path: COTURN_RUN_DIR.into(),
+            ..Default::default()
+        }]),
         ports: Some(vec![port("turn-udp", "UDP"), port("turn-tcp", "TCP")]),
         readiness_probe: Some(Probe {
             tcp_socket: Some(TCPSocketAction {
@@ -246,8 +281,8 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
             ..Default::default()
         }),
         resources: m.resources.clone(),
-        // coturn writes a pid file and may write logs under /var: a writable root.
-        security_context: Some(container_security(COTURN_UID, false)),
+        // coturn writes only under COTURN_RUN_DIR (an emptyDir); it logs to stdout.
+        security_context: Some(container_security(COTURN_UID, true)),
         ..Default::default()
     };
     Deployment {
@@ -266,6 +301,11 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "run".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }]),
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security(COTURN_UID)),
                     ..Default::default()
@@ -433,16 +473,63 @@ mod tests {
     }
 
     #[test]
-    fn coturn_gets_both_secrets() {
+    fn coturn_gets_both_secrets_without_a_shell() {
         let rc = crate::children::fixtures::mk_cluster();
         let names = Names::of(&rc).unwrap();
-        let s = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
-        let d = coturn_deployment(&names, &ManagedTurnSpec::default(), &s);
-        let c = &d.spec.template.spec.unwrap().containers[0];
-        let script = &c.command.as_ref().unwrap()[2];
-        assert!(script.contains("--static-auth-secret=\"$TURN_SECRET\""));
-        assert!(script.contains("TURN_PREVIOUS_SECRET:+"));
-        let envs: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| &e.name).collect();
-        assert_eq!(envs, ["TURN_REALM", "TURN_SECRET", "TURN_PREVIOUS_SECRET"]);
+        let container = |s: &TurnSecretState| {
+            let d = coturn_deployment(&names, &ManagedTurnSpec::default(), s);
+            d.spec.template.spec.unwrap().containers[0].clone()
+        };
+        let secrets = |c: &Container| -> Vec<String> {
+            let args = c.args.clone().unwrap();
+            args.into_iter()
+                .filter(|a| a.starts_with("--static-auth-secret="))
+                .collect()
+        };
+        let envs = |c: &Container| -> Vec<String> {
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+
+        let fresh = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
+        let c = container(&fresh);
+        assert_eq!(c.command.as_deref(), Some(&["turnserver".to_string()][..]));
+        assert_eq!(secrets(&c), ["--static-auth-secret=$(TURN_SECRET)"]);
+        assert_eq!(envs(&c), ["TURN_REALM", "TURN_SECRET"]);
+        let sec = c.security_context.unwrap();
+        assert_eq!(sec.read_only_root_filesystem, Some(true));
+        assert_eq!(sec.run_as_user, Some(COTURN_UID));
+
+        let rotated = TurnSecretState {
+            previous: Some("p".into()),
+            ..fresh
+        };
+        let c = container(&rotated);
+        assert_eq!(
+            secrets(&c),
+            [
+                "--static-auth-secret=$(TURN_SECRET)",
+                "--static-auth-secret=$(TURN_PREVIOUS_SECRET)"
+            ]
+        );
+        assert_eq!(
+            envs(&c),
+            ["TURN_REALM", "TURN_SECRET", "TURN_PREVIOUS_SECRET"]
+        );
+        // Required, not optional: a missing key must stop the pod, never pass "$(VAR)".
+        let prev = &c.env.as_ref().unwrap()[2];
+        let optional = prev
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .optional;
+        assert_ne!(optional, Some(true));
     }
 }

@@ -15,7 +15,8 @@
 # from raising oom_score_adj (else every sandbox fails in runc init).
 #
 # Exports CONTAINERD_ADDRESS (the socket), SWITCHBOARD_TEST_CTR and SWITCHBOARD_TEST_CRICTL
-# (paths of ctr and crictl), SWITCHBOARD_TEST_CRI_ENDPOINT (unix://… for crictl/kubelet).
+# (paths of ctr and crictl), SWITCHBOARD_TEST_CRI_ENDPOINT (unix://… for crictl/kubelet),
+# and crictl's CONTAINER_RUNTIME_ENDPOINT and IMAGE_SERVICE_ENDPOINT.
 
 SB_NODE_BIN="$SB_CACHE/node-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-cni-$CNI_PLUGINS_VERSION-crictl-$CRICTL_VERSION"
 SB_CTRD_DIR="$SB_STATE/containerd"
@@ -145,6 +146,9 @@ EOF
     sb_export SWITCHBOARD_TEST_CTR "$SB_NODE_BIN/ctr"
     sb_export SWITCHBOARD_TEST_CRICTL "$SB_NODE_BIN/crictl"
     sb_export SWITCHBOARD_TEST_CRI_ENDPOINT "unix://$SB_CTRD_SOCK"
+    # crictl's own variables, so a bare `crictl` (and the tests' ones) talk to this runtime.
+    sb_export CONTAINER_RUNTIME_ENDPOINT "unix://$SB_CTRD_SOCK"
+    sb_export IMAGE_SERVICE_ENDPOINT "unix://$SB_CTRD_SOCK"
 }
 
 # containerd_stop: stop and remove every pod sandbox through the CRI (their network

@@ -4,7 +4,8 @@
 # module), so the module source is copied out of the module cache, version.txt is written,
 # and ./cmd/ferretdb is built there. When MONGODB_URI is set, that server is used instead.
 #
-# Exports SWITCHBOARD_TEST_MONGODB_URI=mongodb://127.0.0.1:PORT/
+# Exports SWITCHBOARD_TEST_MONGODB_URI=mongodb://ADDR:PORT/ (ADDR: the pod bridge address
+# when the bridge is up, else 127.0.0.1)
 
 FERRETDB_HOME="$SB_CACHE/ferretdb-$FERRETDB_VERSION"
 FERRETDB_BIN="$FERRETDB_HOME/ferretdb"
@@ -37,32 +38,37 @@ ferretdb_start() {
         sb_export SWITCHBOARD_TEST_MONGODB_URI "$MONGODB_URI"
         return 0
     fi
-    local port dir="$SB_STATE/ferretdb" i
+    local port dir="$SB_STATE/ferretdb" i addr
     port="$(sb_free_port)"
+    # FerretDB listens on one address: the pod bridge's when it is up (components/
+    # bridge.sh), so pods of the real node reach it too; it is a local address of this
+    # machine like loopback.
+    addr="$(sb_bridge_ip)"
+    addr="${addr:-127.0.0.1}"
     rm -rf "$dir"
     mkdir -p "$dir/data"
     sb_spawn ferretdb "$FERRETDB_BIN" \
         --handler=sqlite \
         --sqlite-url="file:$dir/data/" \
         --state-dir="$dir" \
-        --listen-addr="127.0.0.1:$port" \
+        --listen-addr="$addr:$port" \
         --debug-addr=- \
         --telemetry=disable \
         --log-level=warn
-    sb_wait_port "$port" 30 || { sb_log "ferretdb does not listen on $port"; return 1; }
+    sb_wait_port "$port" 30 "$addr" || { sb_log "ferretdb does not listen on $addr:$port"; return 1; }
     # It really answers the wire protocol: a `hello` command must come back with ok: 1.
     for i in $(seq 1 50); do
         sb_alive ferretdb || { sb_log "ferretdb exited"; return 1; }
-        ferretdb_hello "$port" 2>/dev/null && break
+        ferretdb_hello "$addr" "$port" 2>/dev/null && break
         [ "$i" -eq 50 ] && { sb_log "ferretdb does not answer hello on $port"; return 1; }
         sleep 0.2
     done
-    sb_export SWITCHBOARD_TEST_MONGODB_URI "mongodb://127.0.0.1:$port/"
+    sb_export SWITCHBOARD_TEST_MONGODB_URI "mongodb://$addr:$port/"
 }
 
-# ferretdb_hello PORT: send an OP_MSG {hello: 1, $db: "admin"} and expect a reply with ok: 1.0.
+# ferretdb_hello ADDR PORT: send an OP_MSG {hello: 1, $db: "admin"} and expect a reply with ok: 1.0.
 ferretdb_hello() {
-    python3 - "$1" <<'PY'
+    python3 - "$1" "$2" <<'PY'
 import socket, struct, sys
 
 def cstr(s):
@@ -75,7 +81,7 @@ body = b"\x10" + cstr("hello") + struct.pack("<i", 1)
 body += b"\x02" + cstr("$db") + struct.pack("<i", 6) + cstr("admin")
 msg = struct.pack("<I", 0) + b"\x00" + doc(body)
 packet = struct.pack("<iiii", 16 + len(msg), 1, 0, 2013) + msg
-with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
     s.sendall(packet)
     head = b""
     while len(head) < 16:

@@ -2,7 +2,8 @@
 # machine's Java 17. Its jars come from Maven Central through tests/env/kafka/pom.xml
 # (mvn dependency:copy-dependencies into $SB_CACHE/kafka-$KAFKA_VERSION/libs).
 #
-# Exports SWITCHBOARD_TEST_KAFKA_BROKERS=127.0.0.1:PORT; creates the topics
+# Exports SWITCHBOARD_TEST_KAFKA_BROKERS=127.0.0.1:PORT (and, with the pod bridge up,
+# SWITCHBOARD_TEST_POD_KAFKA_BROKERS=BRIDGE_IP:PORT, a second listener); creates the topics
 # `notifications` and `notifications-dlq`.
 
 KAFKA_HOME="$SB_CACHE/kafka-$KAFKA_VERSION"
@@ -45,21 +46,32 @@ kafka_run_class() {
 }
 
 kafka_start() {
-    local port cport dir="$SB_STATE/kafka" cluster_id t
+    local port cport pport dir="$SB_STATE/kafka" cluster_id t bridge listeners advertised
     port="$(sb_free_port)"
     cport="$(sb_free_port)"
     while [ "$cport" = "$port" ]; do cport="$(sb_free_port)"; done
+    # A second listener on the pod bridge (components/bridge.sh), advertised there, for
+    # the notification workers that run in pods on the real node.
+    bridge="$(sb_bridge_ip)"
+    listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+    advertised="PLAINTEXT://127.0.0.1:$port"
+    if [ -n "$bridge" ]; then
+        pport="$(sb_free_port)"
+        while [ "$pport" = "$port" ] || [ "$pport" = "$cport" ]; do pport="$(sb_free_port)"; done
+        listeners+=",PODS://$bridge:$pport"
+        advertised+=",PODS://$bridge:$pport"
+    fi
     rm -rf "$dir"
     mkdir -p "$dir/data"
     cat > "$dir/server.properties" <<CONF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PODS:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
 default.replication.factor=1
@@ -124,6 +136,8 @@ CONF
     [ "$failed" -eq 0 ] || return 1
     sb_wait_port "$port" 5 || { sb_log "kafka: broker does not listen on $port"; return 1; }
     sb_export SWITCHBOARD_TEST_KAFKA_BROKERS "127.0.0.1:$port"
+    [ -n "$bridge" ] && sb_export SWITCHBOARD_TEST_POD_KAFKA_BROKERS "$bridge:$pport"
+    return 0
 }
 
 # kafka_create_topic BOOTSTRAP TOPIC: create TOPIC (1 partition, RF 1), retrying while the
