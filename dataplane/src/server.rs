@@ -54,11 +54,48 @@ pub(crate) fn redis_config(url: &str) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// A connection that answers nothing for this long is closed and opened again: a Redis
+/// pod that was deleted leaves its connections open with nobody at the other end (no RST
+/// ever comes back through the Service's translation), and they would hang until TCP gives
+/// up minutes later.
+const REDIS_UNRESPONSIVE: Duration = Duration::from_secs(5);
+
+/// A command that gets no answer within this is failed (the caller acks `unavailable`)
+/// instead of waiting for Redis to come back.
+const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A fred builder for every Redis client of a node or worker: reconnects forever with
+/// back-off (100 ms doubling to 2 s), closes unresponsive connections, bounds commands.
+pub(crate) fn redis_builder(cfg: Config) -> Builder {
+    use fred::types::config::{ReconnectPolicy, UnresponsiveConfig};
+    let mut b = Builder::from_config(cfg);
+    b.set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .with_connection_config(|c| {
+            c.connection_timeout = REDIS_CONNECT_TIMEOUT;
+            c.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(REDIS_UNRESPONSIVE),
+                interval: Duration::from_secs(1),
+            };
+        })
+        .with_performance_config(|p| p.default_command_timeout = REDIS_COMMAND_TIMEOUT);
+    b
+}
+
+/// A subscriber client that subscribes again to all its channels after a reconnect (the
+/// socket.io adapter's and the presence bus's subscriptions must survive a Redis restart).
+pub(crate) fn redis_subscriber(cfg: Config) -> anyhow::Result<fred::clients::SubscriberClient> {
+    let sub = redis_builder(cfg)
+        .build_subscriber_client()
+        .context("redis subscriber")?;
+    sub.manage_subscriptions();
+    Ok(sub)
+}
+
 /// Connect to `url` (RESP3) within [`REDIS_CONNECT_TIMEOUT`]; errors name the key and
 /// never show the URL's password.
 pub(crate) async fn connect_redis(url: &str) -> anyhow::Result<(Config, Client)> {
     let cfg = redis_config(url)?;
-    let client = Builder::from_config(cfg.clone())
+    let client = redis_builder(cfg.clone())
         .build()
         .context("redis.url (SWITCHBOARD_REDIS_URL)")?;
     let shown = redacted(url, url);
@@ -141,12 +178,8 @@ pub async fn serve(
         }
         Some(url) => {
             let (cfg, client) = connect_redis(&url).await?;
-            let sub = Builder::from_config(cfg.clone())
-                .build_subscriber_client()
-                .context("redis subscriber")?;
-            let bus_sub = Builder::from_config(cfg)
-                .build_subscriber_client()
-                .context("redis subscriber")?;
+            let sub = redis_subscriber(cfg.clone())?;
+            let bus_sub = redis_subscriber(cfg)?;
             let bus = tokio::time::timeout(
                 REDIS_CONNECT_TIMEOUT,
                 RedisBus::start(client.clone(), bus_sub),

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fred::interfaces::ClientLike;
-use fred::prelude::Builder;
 use socketioxide::SocketIo;
 use socketioxide_redis::{FredAdapter, RedisAdapterCtr};
 use switchboard_crds::config::DataplaneConfig;
@@ -158,9 +157,7 @@ pub async fn run(
     }
     let brokers = k.brokers.join(",");
     let (cfg, client) = crate::server::connect_redis(&url).await?;
-    let sub = Builder::from_config(cfg)
-        .build_subscriber_client()
-        .context("redis subscriber")?;
+    let sub = crate::server::redis_subscriber(cfg)?;
     let ctr = tokio::time::timeout(
         crate::server::REDIS_CONNECT_TIMEOUT,
         RedisAdapterCtr::new_with_fred(sub),

@@ -369,7 +369,7 @@ impl RedisBus {
             }
         });
         sub.init().await?;
-        sub.manage_subscriptions();
+        // `sub` re-subscribes by itself after a reconnect (server::redis_subscriber).
         sub.subscribe(CHANNEL).await?;
         Ok(Self {
             client,
