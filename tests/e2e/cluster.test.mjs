@@ -132,6 +132,10 @@ test('a RealtimeCluster comes up on real pods through real readiness probes', as
     return (rc.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
   }, 180000);
   readyAfterMs = Date.now() - started;
+  // Ready counts the pods; kube-proxy programs the Service a moment later (its sync).
+  const svc = await clusterIp();
+  await until('the Service answers through kube-proxy', async () => (await http(svc.ip, svc.port, '/healthz')).status === 200, 60000, 200);
+  console.log(`# kubectl apply -> Service answering: ${((Date.now() - started) / 1000).toFixed(1)} s`);
   clusterUp = true;
   console.log(`# kubectl apply -> Ready: ${(readyAfterMs / 1000).toFixed(1)} s`);
   const table = await kubectl('get', 'rtc', '-n', NS);
