@@ -87,8 +87,39 @@ pub(crate) fn redis_subscriber(cfg: Config) -> anyhow::Result<fred::clients::Sub
     let sub = redis_builder(cfg)
         .build_subscriber_client()
         .context("redis subscriber")?;
-    sub.manage_subscriptions();
+    resubscribe_after_reconnects(&sub);
     Ok(sub)
+}
+
+/// After every (re)connection, subscribe `sub` again to the channels, patterns and shard
+/// channels it tracks. Not fred's `manage_subscriptions`: it sends a `SUBSCRIBE` with no
+/// channel when only shard channels are tracked (the socket.io adapter's case), Redis
+/// refuses it, and the shard channels are never subscribed again.
+fn resubscribe_after_reconnects(sub: &fred::clients::SubscriberClient) {
+    use fred::interfaces::{EventInterface, PubsubInterface};
+    use fred::types::Key;
+    let sub = sub.clone();
+    let mut reconnects = sub.reconnect_rx();
+    tokio::spawn(async move {
+        while reconnects.recv().await.is_ok() {
+            let channels: Vec<Key> = sub.tracked_channels().into_iter().map(Key::from).collect();
+            let patterns: Vec<Key> = sub.tracked_patterns().into_iter().map(Key::from).collect();
+            let mut failed = Vec::new();
+            if !channels.is_empty() {
+                failed.extend(sub.subscribe(channels).await.err());
+            }
+            if !patterns.is_empty() {
+                failed.extend(sub.psubscribe(patterns).await.err());
+            }
+            // One at a time: shard channels of different slots may not share a command.
+            for channel in sub.tracked_shard_channels() {
+                failed.extend(sub.ssubscribe(Key::from(channel)).await.err());
+            }
+            for e in failed {
+                tracing::warn!(error = %e, "redis: re-subscribing after a reconnect failed");
+            }
+        }
+    });
 }
 
 /// Connect to `url` (RESP3) within [`REDIS_CONNECT_TIMEOUT`]; errors name the key and

@@ -390,8 +390,25 @@ test('a socket pod deleted, then one SIGKILLed: clients move to the survivor, no
   closeAll();
 });
 
+/** Apply `spec` and wait until the socket pods were all replaced and the old ones are gone. */
+async function rollTo(spec) {
+  const before = new Set((await socketPods()).map((p) => p.metadata.name));
+  await apply(clusterYaml(spec));
+  await until('the rollout replaced both pods', async () => {
+    const now = await socketPods();
+    return now.length === 2 && now.every((p) => !before.has(p.metadata.name));
+  }, 240000);
+  await until('the old pods are gone', async () => {
+    const all = (await getJson('pods', '-n', NS, '-l', SOCKET)).items;
+    return all.every((p) => !before.has(p.metadata.name));
+  }, 240000);
+}
+
 async function rollout(drainWindow, idleTimeout) {
   await until('two Ready pods', async () => (await socketPods()).length === 2, 120000);
+  // A node drains with the window it was started with: first get pods that have this
+  // one (unmeasured), then roll them under load.
+  await rollTo({ drainWindow, idleTimeout: '4m' });
   const l = await load(200, 2000, `roll-${drainWindow.replace(/\W/g, '')}`);
   const before = new Set((await socketPods()).map((p) => p.metadata.name));
   const peakOf = watchConnections();
