@@ -14,7 +14,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +37,12 @@ const TENANT = 'acme';
 const NODE = () => envVar('SWITCHBOARD_TEST_NODE_NAME');
 const helmHome = mkdtempSync(join(tmpdir(), 'sb-e2e-helm-'));
 let secret = `e2e-${randomUUID()}`;
+/**
+ * The managed Redis keeps its data on a real volume: a static PersistentVolume of this
+ * class (a directory on the node), which its StatefulSet's claim binds to.
+ */
+const STORAGE_CLASS = `e2e-local-${suffix}`;
+const PV_DIR = () => join(envVar('SWITCHBOARD_TEST_STATE'), 'pv', `${NS}-redis`);
 
 /** Pods the operator creates land on the real node, tolerating its taint. */
 const PLACEMENT = `
@@ -52,7 +58,7 @@ metadata: {name: ${CLUSTER}, namespace: ${NS}}
 spec:${PLACEMENT}
   socket: {replicas: ${replicas}, drainWindow: ${drainWindow}}
   auth: {jwt: {algorithm: HS256, secretRef: {name: chat-jwt, key: secret}}}
-  redis: {mode: managed}
+  redis: {mode: managed, managed: {storage: 1Gi, storageClassName: ${STORAGE_CLASS}}}
   turn:
     urls: ["turn:${CLUSTER}-coturn.${NS}.svc.cluster.local:3478"]
     managed: {enabled: true}
@@ -85,6 +91,24 @@ async function http(host, port, path) {
 
 before(async () => {
   await kubectl('create', 'namespace', NS);
+  // Redis runs as 65532; a hostPath volume gets no fsGroup ownership, so open it up.
+  mkdirSync(PV_DIR(), { recursive: true, mode: 0o777 });
+  chmodSync(PV_DIR(), 0o777);
+  await apply(`
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: ${STORAGE_CLASS}}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ${STORAGE_CLASS}
+  hostPath: {path: ${PV_DIR()}, type: Directory}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: switchboard.dev/node, operator: In, values: [real]}]
+`);
 });
 
 after(async () => {
@@ -92,6 +116,8 @@ after(async () => {
   // Whatever happened, take it all away (the uninstall step checks that this works).
   await helm(helmHome, 'uninstall', RELEASE, '-n', OP_NS, '--wait').catch(() => {});
   await kubectl('delete', 'namespace', NS, OP_NS, '--wait=false', '--ignore-not-found').catch(() => {});
+  await kubectl('delete', 'pv', STORAGE_CLASS, '--wait=false', '--ignore-not-found').catch(() => {});
+  rmSync(PV_DIR(), { recursive: true, force: true });
   rmSync(helmHome, { recursive: true, force: true });
 });
 
@@ -370,10 +396,21 @@ test('a socket pod deleted, then one SIGKILLed: clients move to the survivor, no
   await until('two Ready pods again', async () => (await socketPods()).length >= 2, 120000);
   const [other] = await socketPods();
   const restarts = other.status.containerStatuses[0].restartCount;
+  // A user whose only device is on the pod about to be killed, watched from the other pod.
+  const survivor = (await socketPods()).find((p) => p.metadata.name !== other.metadata.name);
+  const ghost = await connectUser(at(other.status.podIP), 'ghost', TENANT, { transports: ['websocket'], namespace: '/presence' });
+  const watcher = await connectUser(at(survivor.status.podIP), 'watcher', TENANT, { transports: ['websocket'], namespace: '/presence' });
+  const { presences } = await ok(watcher, 'presence:subscribe', { user_ids: ['ghost'] });
+  assert.equal(presences[0].status, 'online', 'ghost is online before the kill');
   const ids = crictl('ps', '-q', '--state', 'running', '--label', `io.kubernetes.pod.name=${other.metadata.name}`).trim().split('\n');
   assert.ok(ids[0], `a running container of ${other.metadata.name}`);
   const pid = crictl('inspect', '-o', 'go-template', '--template', '{{.info.pid}}', ids[0]).trim();
+  const killedAt = Date.now();
   process.kill(Number(pid), 'SIGKILL');
+  // heartbeatTTL is 6 s in this cluster: offline within 2 x TTL of the kill.
+  await waitFor(watcher, 'presence:update', (d) => d.presence.user_id === 'ghost' && d.presence.status === 'offline', 12000);
+  console.log(`# pod loss: a killed pod's user went offline for the other pod's subscribers ${Date.now() - killedAt} ms after the SIGKILL (bound: 2 x heartbeat TTL = 12 s)`);
+  ghost.close();
   await until('some clients lost their connection', async () => l.clients.some((s) => !s.connected), 10000, 50);
   await until('every client connected again after the kill', async () => l.clients.every((s) => s.connected), 60000);
   await until('the killed container restarted', async () => {
@@ -473,9 +510,17 @@ test('JWT Secret rotation rolls the pods; tokens signed with the new key connect
   closeAll();
 });
 
-test('the managed Redis pod deleted: nodes go not-ready and recover without a restart', async () => {
+test('the managed Redis pod deleted: nodes go not-ready and recover without a restart; its volume keeps the data', async () => {
   needCluster();
   const before = await socketPods();
+  const claim = await getJson('pvc', '-n', NS, `data-${CLUSTER}-redis-0`);
+  assert.equal(claim.status.phase, 'Bound');
+  assert.equal(claim.spec.volumeName, STORAGE_CLASS, 'the claim is bound to the node-local volume');
+  const writer = await connectUser(at(before[0].status.podIP), 'alice', TENANT, { transports: ['websocket'] });
+  const { room: kept } = await ok(writer, 'room:create', { name: 'before-redis-restart', visibility: 'public' });
+  const { message: keptMsg } = await ok(writer, 'message:send', { room_id: kept.id, body: 'written before the restart' });
+  writer.close();
+  await sleep(1500); // appendfsync everysec
   const restarts = Object.fromEntries(before.map((p) => [p.metadata.name, p.status.containerStatuses[0].restartCount]));
   await kubectl('delete', 'pod', '-n', NS, `${CLUSTER}-redis-0`, '--wait=false');
   await until('a socket node reports not-ready', async () => {
@@ -497,9 +542,18 @@ test('the managed Redis pod deleted: nodes go not-ready and recover without a re
   for (const p of await socketPods()) {
     assert.equal(p.status.containerStatuses[0].restartCount, restarts[p.metadata.name] ?? 0, `${p.metadata.name} did not restart`);
   }
-  const [a] = await socketPods();
-  const s = await connectUser(at(a.status.podIP), 'alice', TENANT, { transports: ['websocket'] });
-  await ok(s, 'room:create', { name: 'after-redis', visibility: 'public' });
+  // The nodes' Redis subscriptions came back with the new Redis: a message still
+  // crosses from one pod to the other.
+  const [a, b] = await socketPods();
+  const alice = await connectUser(at(a.status.podIP), 'alice', TENANT, { transports: ['websocket'] });
+  const bob = await connectUser(at(b.status.podIP), 'bob', TENANT, { transports: ['websocket'] });
+  const { room } = await ok(alice, 'room:create', { name: 'after-redis', visibility: 'public' });
+  await ok(bob, 'room:join', { room_id: room.id });
+  const { message } = await ok(alice, 'message:send', { room_id: room.id, body: 'after the restart' });
+  await waitFor(bob, 'message:new', (d) => d.message.id === message.id, 5000);
+  // What was stored before the restart is still there (AOF on the PersistentVolume).
+  const { messages } = await ok(alice, 'message:history', { room_id: kept.id, limit: 10 });
+  assert.ok(messages.some((m) => m.id === keptMsg.id), 'a message stored before the Redis restart survives it');
   closeAll();
 });
 
