@@ -573,15 +573,25 @@ test('TURN rotation with no help: the operator rotates on its own schedule, old 
   const rotatedAt = async () => (await getJson('rtc', '-n', NS, CLUSTER)).status?.turn?.rotatedAt;
   const COTURN = `app.kubernetes.io/instance=${CLUSTER},app.kubernetes.io/component=turn`;
   await apply(clusterYaml({ rotation: '1m' }));
-  // Let that change settle (it may rotate at once: the secret is older than a minute).
+  // Let that change settle: it may rotate at once (the secret is older than a minute),
+  // which rolls the socket nodes and coturn onto the new secret.
   await sleep(5000);
-  await until('two Ready pods', async () => (await socketPods()).length === 2, 120000);
+  for (const d of ['socket', 'coturn']) {
+    await kubectl('rollout', 'status', '-n', NS, `deployment/${CLUSTER}-${d}`, '--timeout=180s');
+  }
+  await until('only the new pods left', async () => {
+    const all = (await getJson('pods', '-n', NS, '-l', SOCKET)).items;
+    return all.length === 2 && all.every(isReady);
+  }, 120000);
   const first = await rotatedAt();
   const [a] = await socketPods();
   const sock = await connectUser(at(a.status.podIP), 'alice', TENANT, { transports: ['websocket'], namespace: '/webrtc' });
   const res = await ack(sock, 'webrtc:get-ice-servers', {});
   const old = (res.data.ice_servers ?? res.data.iceServers).find((x) => [].concat(x.urls).some((u) => u.startsWith('turn:')));
   sock.close();
+  const current = (await pods(NS, COTURN)).find(isReady);
+  assert.equal(await rotatedAt(), first, 'no rotation while the credentials were fetched');
+  assert.ok(allocates(current.status.podIP, old.username, old.credential), 'the credentials allocate before the rotation');
   // Nobody touches the cluster from here: only the operator's own requeue can rotate.
   const second = await until('the TURN secret rotated by itself', async () => {
     const r = await rotatedAt();
