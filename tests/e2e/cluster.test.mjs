@@ -65,6 +65,7 @@ spec:${PLACEMENT}
     credentialTTL: 10m
     rotationInterval: ${rotation}
   presence: {idleTimeout: ${idleTimeout}, heartbeatTTL: 6s}
+  callHistory: {mongodb: {uriSecretRef: {name: chat-mongodb, key: uri}, database: e2e_${suffix}}}
 `;
 }
 
@@ -151,6 +152,8 @@ const needCluster = () => assert.ok(clusterUp, 'the RealtimeCluster did not come
 
 test('a RealtimeCluster comes up on real pods through real readiness probes', async () => {
   await kubectl('create', 'secret', 'generic', 'chat-jwt', '-n', NS, `--from-literal=secret=${secret}`);
+  // Call history on the test environment's FerretDB, which listens on the pod bridge.
+  await kubectl('create', 'secret', 'generic', 'chat-mongodb', '-n', NS, `--from-literal=uri=${envVar('SWITCHBOARD_TEST_MONGODB_URI')}`);
   const started = Date.now();
   await apply(clusterYaml());
   await until('the cluster is Ready', async () => {
@@ -228,6 +231,30 @@ test('credentials from webrtc:get-ice-servers name the managed coturn', async ()
   const servers = res.data.ice_servers ?? res.data.iceServers;
   const turn = servers.find((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')));
   assert.ok(turn && turn.username && turn.credential, `TURN credentials: ${JSON.stringify(servers)}`);
+  closeAll();
+});
+
+test('a call between the two pods is relayed and recorded in call history on FerretDB', async () => {
+  needCluster();
+  const [a, b] = await socketPods();
+  const opts = { transports: ['websocket'], namespace: '/webrtc' };
+  const alice = await connectUser(at(a.status.podIP), 'alice', TENANT, opts);
+  const bob = await connectUser(at(b.status.podIP), 'bob', TENANT, opts);
+  const { call } = await ok(alice, 'call:initiate', { callee_id: 'bob', media_type: 'audio' });
+  await waitFor(bob, 'call:incoming', (d) => d.call.id === call.id, 5000);
+  await ok(bob, 'call:answer', { call_id: call.id });
+  await ok(alice, 'webrtc:offer', { call_id: call.id, to_user_id: 'bob', sdp: 'v=0 e2e' });
+  const offer = await waitFor(bob, 'webrtc:offer', (d) => d.call_id === call.id, 5000);
+  assert.equal(offer.data.from_user_id, 'alice');
+  await ok(alice, 'call:hangup', { call_id: call.id });
+  await waitFor(bob, 'call:ended', (d) => d.call.id === call.id, 5000);
+  // Written to MongoDB (FerretDB) when it ended; read back through the other pod.
+  const found = await until('the call in history', async () => {
+    const { calls } = await ok(bob, 'call:history', { limit: 5 });
+    return calls.find((c) => c.id === call.id);
+  }, 15000);
+  assert.equal(found.state, 'ended');
+  assert.equal(found.end_reason, 'hangup');
   closeAll();
 });
 
@@ -595,6 +622,13 @@ test('TURN rotation with no help: the operator rotates on its own schedule, old 
     return ps.length === 1 && p ? p : null;
   }, 120000, 1000);
   assert.ok(allocates(coturn.status.podIP, old.username, old.credential), 'credentials from before the rotation still allocate');
+  // The socket nodes get both secrets too, and the rotation is recorded as an Event.
+  await until('the socket nodes carry the previous secret', async () => {
+    const dep = await getJson('deploy', '-n', NS, `${CLUSTER}-socket`);
+    return dep.spec.template.spec.containers[0].env.some((e) => e.name === 'SWITCHBOARD_TURN_PREVIOUS_SECRET');
+  }, 60000);
+  await until('a TurnSecretRotated Event', async () =>
+    (await getJson('events', '-n', NS)).items.some((e) => e.reason === 'TurnSecretRotated'), 60000);
   assert.ok(!allocates(coturn.status.podIP, old.username, 'wrong-password'), 'a wrong password does not');
   await apply(clusterYaml());
 });
