@@ -77,6 +77,10 @@ shutdownGracePeriod: 0s
 registerWithTaints:
 - {key: switchboard.dev/real-node, value: "true", effect: NoSchedule}
 EOF
+    # The kubelet adds its chains (KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, KUBE-FIREWALL)
+    # through iptables-nft, creating the ip/ip6 filter, nat and mangle tables if needed:
+    # remember which existed, so `down` removes only what it made.
+    [ -f "$d/tables.before" ] || nft list tables > "$d/tables.before" 2>/dev/null || true
     sb_spawn kubelet "$SB_KUBE_BIN/kubelet" \
         --config="$d/config.yaml" \
         --kubeconfig="$d/kubeconfig" \
@@ -109,5 +113,50 @@ kubelet_stop() {
     for h in /sys/fs/cgroup/*/kubepods; do
         [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
+    sb_kubelet_nft_cleanup
+    return 0
+}
+
+# sb_kubelet_nft_cleanup: remove the kubelet's KUBE-* chains (and the rules jumping to
+# them) from the ip/ip6 filter, nat and mangle tables, then each of those tables that is
+# left without a rule and did not exist before the kubelet started (tables.before; without
+# that record, any such empty table, as only the kubelet makes them here).
+sb_kubelet_nft_cleanup() {
+    command -v nft >/dev/null || return 0
+    nft -j list ruleset 2>/dev/null | python3 -c '
+import json, subprocess, sys
+before = set()
+try:
+    with open(sys.argv[1]) as f:
+        before = {tuple(l.split()[1:3]) for l in f if l.startswith("table ")}
+except OSError:
+    pass
+items = json.load(sys.stdin).get("nftables", [])
+ours = {(f, t) for f in ("ip", "ip6") for t in ("filter", "nat", "mangle")}
+def nft(*args):
+    subprocess.run(["nft", *args], stderr=subprocess.DEVNULL)
+rules = {}
+for i in items:
+    r = i.get("rule")
+    if r and (r["family"], r["table"]) in ours:
+        rules.setdefault((r["family"], r["table"]), []).append(r)
+for key, rs in rules.items():
+    for r in rs:
+        jumps = [e for e in r["expr"] if "jump" in e or "goto" in e]
+        if any(next(iter(e.values()))["target"].startswith("KUBE-") for e in jumps) or r["chain"].startswith("KUBE-"):
+            nft("delete", "rule", r["family"], r["table"], r["chain"], "handle", str(r["handle"]))
+for i in items:
+    c = i.get("chain")
+    if c and (c["family"], c["table"]) in ours and c["name"].startswith("KUBE-"):
+        nft("delete", "chain", c["family"], c["table"], c["name"])
+left = json.loads(subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True).stdout or "{}")
+busy = {(i["rule"]["family"], i["rule"]["table"]) for i in left.get("nftables", []) if "rule" in i}
+for i in left.get("nftables", []):
+    t = i.get("table")
+    if t and (t["family"], t["name"]) in ours and (t["family"], t["name"]) not in before \
+            and (t["family"], t["name"]) not in busy:
+        nft("delete", "table", t["family"], t["name"])
+' "$SB_KUBELET_DIR/tables.before"
+    rm -f "$SB_KUBELET_DIR/tables.before"
     return 0
 }
