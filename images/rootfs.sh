@@ -45,3 +45,9 @@ add_users() {
 add_ca_bundle() {
     copy_in "$1" /etc/ssl/certs/ca-certificates.crt
 }
+
+# add_switchboard_program ROOTFS BINARY DEST: what a Switchboard image holds: the program
+# at DEST with its libraries, the user 65532 (nonroot) and the CA bundle.
+add_switchboard_program() {
+    add_program "$1" "$2" "$3" && add_users "$1" 65532 nonroot && add_ca_bundle "$1"
+}

@@ -10,7 +10,7 @@
 //!                    ▼ at its time
 //!   close its Engine.IO transport (transport::{Link::close, close_polling}): the client
 //!   sees `transport close` and reconnects to another node; its presence device and call
-//!   treat the close as "coming back" (presence::tracker::release, Calls::drained)
+//!   treat the close as "coming back" (presence::tracker::release, Calls::disconnected_within)
 //!                    ▼
 //!   wait until no session is left and nothing is in flight (≤ DRAIN_IN_FLIGHT_WAIT)
 //! ```
@@ -83,9 +83,10 @@ impl Drain {
     }
 
     /// Whether the drain closed this session (its client is expected to come back,
-    /// on another node).
+    /// on another node). Asked on every long poll and every disconnect: without a drain
+    /// it answers without taking the lock.
     pub fn closed_by_drain(&self, sid: Sid) -> bool {
-        self.closed().contains(&sid)
+        self.is_draining() && self.closed().contains(&sid)
     }
 
     fn closed(&self) -> std::sync::MutexGuard<'_, HashSet<Sid>> {
@@ -336,14 +337,15 @@ mod tests {
     }
 
     #[test]
-    fn the_drain_remembers_what_it_closed() {
+    fn only_a_drain_closes_sessions() {
         let d = Drain::default();
+        let sid = Sid::new();
+        d.closed().insert(sid);
         assert!(!d.is_draining());
+        assert!(!d.closed_by_drain(sid), "no drain, no drained session");
         d.begin();
         assert!(d.is_draining());
-        let sid = Sid::new();
-        assert!(!d.closed_by_drain(sid));
-        d.closed().insert(sid);
         assert!(d.closed_by_drain(sid));
+        assert!(!d.closed_by_drain(Sid::new()));
     }
 }

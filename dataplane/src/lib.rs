@@ -33,6 +33,7 @@ pub mod preferences;
 pub mod presence;
 pub mod push;
 pub mod receipts;
+pub mod redis;
 pub mod rooms;
 pub mod server;
 pub mod signaling;

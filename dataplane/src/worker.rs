@@ -156,10 +156,10 @@ pub async fn run(
         );
     }
     let brokers = k.brokers.join(",");
-    let (cfg, client) = crate::server::connect_redis(&url).await?;
-    let sub = crate::server::redis_subscriber(cfg)?;
+    let (cfg, client) = crate::redis::connect_redis(&url).await?;
+    let sub = crate::redis::redis_subscriber(cfg)?;
     let ctr = tokio::time::timeout(
-        crate::server::REDIS_CONNECT_TIMEOUT,
+        crate::redis::REDIS_CONNECT_TIMEOUT,
         RedisAdapterCtr::new_with_fred(sub),
     )
     .await

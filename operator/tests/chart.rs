@@ -21,7 +21,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams};
 use support::*;
 use switchboard_crds::cluster::RealtimeCluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CRD: &str = "realtimeclusters.switchboard.dev";
 
@@ -118,21 +117,7 @@ fn impersonating_kubeconfig(dir: &Path, user: &str) -> Result<std::path::PathBuf
 
 /// GET `path` on 127.0.0.1:`port`: (status code, body).
 async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await?;
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status line")?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    switchboard_smoke::http_get("127.0.0.1", port, path).await
 }
 
 struct Killed(Child);

@@ -136,6 +136,11 @@ sb_go_build() {
     ) >>"$SB_LOGS/$name.log" 2>&1 && mv "$out.tmp" "$out"
 }
 
+# sb_app_version: the chart's appVersion, the tag of every image the project builds.
+sb_app_version() {
+    sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$SB_REPO/charts/switchboard/Chart.yaml"
+}
+
 # sb_go_mod_dir MODULE_DIR MODULE: where the Go module cache holds MODULE at the version
 # MODULE_DIR's go.mod requires (downloading it if needed).
 sb_go_mod_dir() {

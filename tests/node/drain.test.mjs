@@ -20,7 +20,7 @@ import { after } from 'node:test';
 
 import { Manager } from 'socket.io-client';
 
-import { connectUser, ok, scenario, seen, sleep, waitFor } from './lib/client.mjs';
+import { connectUser, ok, record, scenario, seen, sleep, waitFor } from './lib/client.mjs';
 import { token } from './lib/jwt.mjs';
 import { randomId, startNode, stopAll } from './lib/server.mjs';
 
@@ -72,8 +72,8 @@ async function proxy(route) {
   };
 }
 
-/** A Manager with a socket per namespace for one user, recording what they see. */
-function connectThrough(url, tok, namespaces) {
+/** A Manager with a socket per namespace for user `sub`, recording what they see. */
+function connectThrough(url, sub, tok, namespaces) {
   const manager = new Manager(url, {
     transports: ['websocket'],
     reconnection: true,
@@ -88,17 +88,8 @@ function connectThrough(url, tok, namespaces) {
   manager.on('reconnect', () => manager.reconnected++);
   const sockets = namespaces.map((ns) => {
     const s = manager.socket(ns, { auth: { token: tok } });
-    s.user = `${ns}`;
-    s.seen = [];
-    s.waiters = new Set();
-    const push = (event, data) => {
-      const entry = { event, data, at: Date.now() };
-      s.seen.push(entry);
-      for (const w of [...s.waiters]) w(entry);
-    };
-    s.on('server:draining', (d) => push('server:draining', d));
-    s.on('disconnect', (reason) => push('disconnect', reason));
-    s.on('connect', () => push('connect', null));
+    s.user = `${sub}${ns}`;
+    record(s, ['server:draining', 'connect']);
     return s;
   });
   return { manager, sockets };
@@ -128,7 +119,7 @@ scenario('a client of a draining node reconnects to another node by itself, and 
     // /presence device would show him offline the moment its connection went, were it
     // not kept while he reconnects.
     const tok = token(secret, 'dave', tenant);
-    const tabs = [connectThrough(lb.url, tok, ['/presence', '/chat']), connectThrough(lb.url, tok, ['/chat'])];
+    const tabs = [connectThrough(lb.url, 'dave', tok, ['/presence', '/chat']), connectThrough(lb.url, 'dave', tok, ['/chat'])];
     const all = tabs.flatMap((t) => t.sockets);
     await Promise.all(all.map((s) => waitFor(s, 'connect', () => true, 5000)));
     assert.ok(lb.log.every((c) => c.to === a.port), 'before the drain every connection went to A');

@@ -369,7 +369,7 @@ impl RedisBus {
             }
         });
         sub.init().await?;
-        // `sub` re-subscribes by itself after a reconnect (server::redis_subscriber).
+        // `sub` re-subscribes by itself after a reconnect (crate::redis::redis_subscriber).
         sub.subscribe(CHANNEL).await?;
         Ok(Self {
             client,

@@ -22,7 +22,7 @@ images_install() {
 images_start() {
     local tag name
     sb_alive containerd || { sb_log "images needs containerd: envctl up containerd images"; return 1; }
-    tag="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$SB_REPO/charts/switchboard/Chart.yaml")"
+    tag="$(sb_app_version)"
     sb_ctr images import --base-name "${PAUSE_IMAGE%:*}" "$SB_IMAGES_OUT/pause.tar" \
         >>"$SB_LOGS/images.log" 2>&1 || return 1
     for name in switchboard switchboard-operator redis coturn probe; do

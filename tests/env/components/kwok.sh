@@ -18,8 +18,7 @@ kwok_install() {
     sb_go_build kwok "$SB_KWOK_DIR/kwok" "$SB_ENV_DIR/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" ||
         return 1
     [ -s "$SB_KWOK_DIR/stages.yaml" ] && return 0
-    mod="$(cd "$SB_ENV_DIR/kwok" && GOPATH="$SB_CACHE/go" GOMODCACHE="$SB_CACHE/go/pkg/mod" GOFLAGS=-mod=mod \
-        go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)" || return 1
+    mod="$(sb_go_mod_dir "$SB_ENV_DIR/kwok" sigs.k8s.io/kwok)" || return 1
     for stage in node/fast/node-initialize node/heartbeat/node-heartbeat \
         pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
         [ -f "$mod/kustomize/stage/$stage.yaml" ] || { sb_log "kwok $KWOK_VERSION has no stage $stage"; return 1; }

@@ -49,16 +49,16 @@ export function socketFor(node, opts = {}) {
     ...rest,
   });
   socket.namespace = namespace;
-  open.add(socket);
   record(socket, EVENTS_OF[namespace]);
   return socket;
 }
 
 /**
  * Keep the namespace's server events (every event when `events` is undefined) and the
- * disconnect reason in `socket.seen`.
+ * disconnect reason in `socket.seen`, for waitFor/seen; closeAll closes the socket.
  */
-function record(socket, events) {
+export function record(socket, events) {
+  open.add(socket);
   socket.seen = [];
   socket.waiters = new Set();
   const push = (event, data) => {

@@ -53,3 +53,32 @@ pub fn unique_name(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// GET `path` on `host`:`port` over plain HTTP/1.0 (5 s to connect and 5 s to answer):
+/// the status code and the body. For health and metrics endpoints of the servers under
+/// test, where a client library would only hide what went over the wire.
+pub async fn http_get(host: &str, port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::{Duration, timeout};
+    let limit = Duration::from_secs(5);
+    let mut s = timeout(limit, tokio::net::TcpStream::connect((host, port)))
+        .await
+        .with_context(|| format!("connecting to {host}:{port}"))??;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = String::new();
+    timeout(limit, s.read_to_string(&mut buf))
+        .await
+        .with_context(|| format!("no answer from {host}:{port}{path}"))??;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}

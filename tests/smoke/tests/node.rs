@@ -12,10 +12,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use switchboard_smoke::{endpoints, unique_name};
+use switchboard_smoke::endpoints;
+use switchboard_smoke::http_get;
+use switchboard_smoke::kube::{client, delete_namespace, eventually, fresh_namespace};
 
 const VARS: [&str; 6] = [
     "SWITCHBOARD_TEST_KUBECTL",
@@ -86,79 +88,23 @@ fn ok(out: &Output, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A namespace deleted (with everything in it) when dropped.
-struct Namespace<'a> {
-    env: &'a Env,
-    name: String,
-}
-
-impl<'a> Namespace<'a> {
-    fn new(env: &'a Env, prefix: &str) -> Result<Self> {
-        let mut name = unique_name(prefix);
-        name.truncate(60);
-        let name = name.trim_end_matches('-').to_string();
-        env.kubectl(&["create", "namespace", &name])?;
-        Ok(Self { env, name })
-    }
-}
-
-impl Drop for Namespace<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .env
-            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
-    }
-}
-
 /// What pins a pod to the real node: its label and the toleration of its taint.
 const ON_REAL_NODE: &str = r#"
   nodeSelector: {switchboard.dev/node: real}
   tolerations: [{key: switchboard.dev/real-node, operator: Exists, effect: NoSchedule}]"#;
 
-/// GET http://`host`:`port``path` from this host: (status, body).
-fn http_get(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("{host}:{port}").parse()?,
-        Duration::from_secs(5),
-    )?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Ok((status, body))
-}
-
-/// Retry `f` until it succeeds or `limit` passes (Services take a moment to program).
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if start.elapsed() > limit => return Err(e.context(format!("{what}: gave up"))),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-}
-
-#[test]
-fn switchboard_pod_serves_on_the_real_node() -> Result<()> {
+#[tokio::test]
+async fn switchboard_pod_serves_on_the_real_node() -> Result<()> {
     let Some(env) = Env::get() else { return Ok(()) };
-    let ns = Namespace::new(&env, "real-node")?;
-    let n = ns.name.as_str();
+    let client = client().await?;
+    // fresh_namespace waits for the default ServiceAccount: pods are refused before it.
+    let ns = fresh_namespace(&client, "real-node").await?;
+    let result = serves_on_the_real_node(&env, &ns).await;
+    delete_namespace(&client, &ns).await;
+    result
+}
+
+async fn serves_on_the_real_node(env: &Env, n: &str) -> Result<()> {
     env.apply(&format!(
         r#"
 apiVersion: v1
@@ -233,7 +179,7 @@ spec:{ON_REAL_NODE}
         "-o",
         "jsonpath={.status.podIP}",
     ])?;
-    let (status, _) = http_get(&ip, 3000, "/healthz")?;
+    let (status, _) = http_get(&ip, 3000, "/healthz").await?;
     assert_eq!(status, 200, "/healthz at the pod IP {ip}");
     assert!(ip.starts_with("10.244.0."), "pod IP {ip} is on the bridge");
 
@@ -247,32 +193,30 @@ spec:{ON_REAL_NODE}
         "-o",
         "jsonpath={.spec.clusterIP}",
     ])?;
-    let (status, _) = eventually("ClusterIP from the host", Duration::from_secs(30), || {
-        http_get(&cluster_ip, 80, "/healthz")
-    })?;
-    assert_eq!(status, 200, "/healthz through ClusterIP {cluster_ip}");
+    eventually(
+        "ClusterIP from the host",
+        Duration::from_secs(30),
+        || async { Ok(http_get(&cluster_ip, 80, "/healthz").await?.0 == 200) },
+    )
+    .await?;
 
     // From another pod, by the Service's DNS name (CoreDNS) through the ClusterIP.
     let name = format!("sb.{n}.svc.cluster.local");
     // (busybox-static 1.35's wget crashes on this kernel; nc speaks HTTP/1.0 by hand.)
-    let answer = eventually(
+    let request = format!("printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {name} 80");
+    let answer = std::sync::Mutex::new(String::new());
+    eventually(
         "Service by name from a pod",
         Duration::from_secs(30),
-        || {
-            let out = env.kubectl(&[
-                "exec",
-                "-n",
-                n,
-                "probe",
-                "--",
-                "sh",
-                "-c",
-                &format!("printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {name} 80"),
-            ])?;
-            ensure!(out.starts_with("HTTP/1.0 200"), "answer: {out:?}");
-            Ok(out)
+        || async {
+            let out = env.kubectl(&["exec", "-n", n, "probe", "--", "sh", "-c", &request])?;
+            let ok = out.starts_with("HTTP/1.0 200");
+            *answer.lock().unwrap_or_else(|e| e.into_inner()) = out;
+            Ok(ok)
         },
-    )?;
+    )
+    .await?;
+    let answer = answer.into_inner().unwrap_or_else(|e| e.into_inner());
     assert!(answer.ends_with("ok"), "/healthz through {name}: {answer}");
     let lookup = env.kubectl(&["exec", "-n", n, "probe", "--", "nslookup", &name])?;
     assert!(
@@ -332,7 +276,7 @@ spec:{ON_REAL_NODE}
         .args(["exec", "-n", n, "probe", "--", "touch", "/x"])
         .output()?;
     assert!(!touch.status.success(), "the root file system is read-only");
-    let (uid, root_ro) = container_process(&env, n, "sb", "switchboard")?;
+    let (uid, root_ro) = container_process(env, n, "sb", "switchboard")?;
     assert_eq!(uid, 65532, "switchboard runs as the image's user");
     assert!(root_ro, "switchboard's root file system is read-only");
     Ok(())
