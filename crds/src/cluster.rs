@@ -625,6 +625,14 @@ fn default_kafka_group() -> String {
 pub struct FcmSpec {
     /// Secret key holding the Google service account JSON.
     pub service_account_secret_ref: SecretKeyRef,
+    /// Base URL of the FCM API; unset: `https://fcm.googleapis.com`. For a proxy, or a
+    /// stand-in in tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 512),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub base_url: Option<String>,
 }
 
 /// APNs token-auth credentials.

@@ -261,6 +261,7 @@ pub(crate) mod fixtures {
             },
             fcm: Some(FcmSpec {
                 service_account_secret_ref: secret("fcm", "sa.json"),
+                base_url: Some("http://fcm.test:8080".into()),
             }),
             apns: Some(ApnsSpec {
                 key_secret_ref: secret("apns", "key.p8"),

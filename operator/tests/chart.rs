@@ -21,6 +21,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams};
 use support::*;
 use switchboard_crds::cluster::RealtimeCluster;
+use switchboard_smoke::unique_name;
 
 const CRD: &str = "realtimeclusters.switchboard.dev";
 

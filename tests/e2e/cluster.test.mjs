@@ -3,7 +3,8 @@
 // (two socket nodes, managed Redis, managed coturn) whose pods run on the test
 // environment's real node (tests/env: containerd, kubelet, kube-proxy, CoreDNS), then the
 // official socket.io-client talks to it: on both pods, through the ClusterIP (kube-proxy)
-// and through `kubectl port-forward`. Then the things that go wrong in production: a pod
+// and through `kubectl port-forward`. A notification worker pod consumes the test Kafka
+// and pushes to an FCM stand-in on the pod bridge (the only fake: Google is out of reach). Then the things that go wrong in production: a pod
 // deleted, a container killed, a rolling update under load (with and without the drain
 // window), the JWT Secret rotated, the Redis pod deleted, the leading operator killed.
 // Then `helm uninstall` leaves nothing behind.
@@ -21,8 +22,9 @@ import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 
-import { ack, connectUser, ok, waitFor, closeAll } from '../node/lib/client.mjs';
+import { ack, connectUser, expectNone, ok, waitFor, closeAll } from '../node/lib/client.mjs';
 import { token as mintToken } from '../node/lib/jwt.mjs';
+import { startFakeFcm } from './lib/fake_fcm.mjs';
 import {
   apply, crictl, envVar, getJson, helm, isReady, kubectl, pods, portForward, sleep, until,
 } from './lib/kube.mjs';
@@ -43,6 +45,12 @@ let secret = `e2e-${randomUUID()}`;
  */
 const STORAGE_CLASS = `e2e-local-${suffix}`;
 const PV_DIR = () => join(envVar('SWITCHBOARD_TEST_STATE'), 'pv', `${NS}-redis`);
+/** Files the Secrets are made from (the FCM service account, the APNs key). */
+const secretsDir = mkdtempSync(join(tmpdir(), 'sb-e2e-secrets-'));
+const SERVICE_TOKEN = `service-${randomUUID()}`;
+const ADMIN_TOKEN = `admin-${randomUUID()}`;
+/** The FCM stand-in, on the pod bridge (set in before()). */
+let fcm;
 
 /** Pods the operator creates land on the real node, tolerating its taint. */
 const PLACEMENT = `
@@ -57,7 +65,10 @@ kind: RealtimeCluster
 metadata: {name: ${CLUSTER}, namespace: ${NS}}
 spec:${PLACEMENT}
   socket: {replicas: ${replicas}, drainWindow: ${drainWindow}}
-  auth: {jwt: {algorithm: HS256, secretRef: {name: chat-jwt, key: secret}}}
+  auth:
+    jwt: {algorithm: HS256, secretRef: {name: chat-jwt, key: secret}}
+    serviceTokenSecretRef: {name: chat-tokens, key: service}
+    adminTokenSecretRef: {name: chat-tokens, key: admin}
   redis: {mode: managed, managed: {storage: 1Gi, storageClassName: ${STORAGE_CLASS}}}
   turn:
     urls: ["turn:${CLUSTER}-coturn.${NS}.svc.cluster.local:3478"]
@@ -66,6 +77,10 @@ spec:${PLACEMENT}
     rotationInterval: ${rotation}
   presence: {idleTimeout: ${idleTimeout}, heartbeatTTL: 6s}
   callHistory: {mongodb: {uriSecretRef: {name: chat-mongodb, key: uri}, database: e2e_${suffix}}}
+  notifications:
+    kafka: {brokers: ["${envVar('SWITCHBOARD_TEST_POD_KAFKA_BROKERS')}"], topic: e2e-${suffix}, group: e2e-${suffix}}
+    fcm: {serviceAccountSecretRef: {name: chat-fcm, key: service-account.json}, baseUrl: "${fcm.baseUrl}"}
+    apns: {keySecretRef: {name: chat-apns, key: key.p8}, keyId: E2EKEY0001, teamId: E2ETEAM001, topic: dev.switchboard.e2e, environment: sandbox}
 `;
 }
 
@@ -91,6 +106,9 @@ async function http(host, port, path) {
 }
 
 before(async () => {
+  fcm = await startFakeFcm(envVar('SWITCHBOARD_TEST_BRIDGE_IP'), join(secretsDir, 'service-account.json'));
+  // An APNs signing key (P-256, PKCS#8) as Apple issues them: the worker loads it at start.
+  execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(secretsDir, 'key.p8')]);
   await kubectl('create', 'namespace', NS);
   // Redis runs as 65532; a hostPath volume gets no fsGroup ownership, so open it up.
   mkdirSync(PV_DIR(), { recursive: true, mode: 0o777 });
@@ -120,6 +138,8 @@ after(async () => {
   await kubectl('delete', 'pv', STORAGE_CLASS, '--wait=false', '--ignore-not-found').catch(() => {});
   rmSync(PV_DIR(), { recursive: true, force: true });
   rmSync(helmHome, { recursive: true, force: true });
+  fcm?.stop();
+  rmSync(secretsDir, { recursive: true, force: true });
 });
 
 test('helm install: the operator runs as two pods of the project image, one leads', async () => {
@@ -154,6 +174,10 @@ test('a RealtimeCluster comes up on real pods through real readiness probes', as
   await kubectl('create', 'secret', 'generic', 'chat-jwt', '-n', NS, `--from-literal=secret=${secret}`);
   // Call history on the test environment's FerretDB, which listens on the pod bridge.
   await kubectl('create', 'secret', 'generic', 'chat-mongodb', '-n', NS, `--from-literal=uri=${envVar('SWITCHBOARD_TEST_MONGODB_URI')}`);
+  await kubectl('create', 'secret', 'generic', 'chat-tokens', '-n', NS, `--from-literal=service=${SERVICE_TOKEN}`, `--from-literal=admin=${ADMIN_TOKEN}`);
+  // The worker reads these as files, mounted by the kubelet from the Secrets.
+  await kubectl('create', 'secret', 'generic', 'chat-fcm', '-n', NS, `--from-file=service-account.json=${fcm.account}`);
+  await kubectl('create', 'secret', 'generic', 'chat-apns', '-n', NS, `--from-file=key.p8=${join(secretsDir, 'key.p8')}`);
   const started = Date.now();
   await apply(clusterYaml());
   await until('the cluster is Ready', async () => {
@@ -171,7 +195,8 @@ test('a RealtimeCluster comes up on real pods through real readiness probes', as
   assert.match(table.split('\n')[0], /NAME\s+READY\s+NODES\s+REDIS\s+AGE/, table);
   assert.match(table, new RegExp(`${CLUSTER}\\s+True\\s+2/2`), table);
   const all = (await getJson('pods', '-n', NS)).items;
-  assert.ok(all.length >= 4, `socket x2, redis, coturn: ${all.map((p) => p.metadata.name)}`);
+  assert.ok(all.length >= 5, `socket x2, redis, coturn, worker: ${all.map((p) => p.metadata.name)}`);
+  assert.ok(all.some((p) => p.metadata.labels['app.kubernetes.io/component'] === 'worker'), 'a worker pod');
   for (const p of all) {
     assert.equal(p.spec.nodeName, NODE(), `${p.metadata.name} runs on the real node`);
     assert.ok(isReady(p), `${p.metadata.name} is Ready`);
@@ -255,6 +280,66 @@ test('a call between the two pods is relayed and recorded in call history on Fer
   }, 15000);
   assert.equal(found.end_reason, 'hangup');
   assert.deepEqual(found.participants.map((p) => p.user_id).sort(), ['alice', 'bob']);
+  closeAll();
+});
+
+test('a notification posted to the service API reaches Bob in-app through Kafka and the worker pod, and the FCM stand-in', async () => {
+  needCluster();
+  const [a, b] = await socketPods();
+  const opts = { transports: ['websocket'], namespace: '/notifications' };
+  const bob = await connectUser(at(b.status.podIP), 'bob', TENANT, opts);
+  // Another tenant's bob, on the other pod, with the same device token: a wall between them.
+  const otherBob = await connectUser(at(a.status.podIP), 'bob', `${TENANT}-other`, opts);
+  const device = `ok-e2e-${suffix}`;
+  await ok(bob, 'notification:register-device', { platform: 'fcm', token: device, app_id: 'dev.switchboard.e2e' });
+  const id = `n-${suffix}`;
+  const svc = await clusterIp();
+  const res = await fetch(`http://${svc.ip}:${svc.port}/api/v1/notifications`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${SERVICE_TOKEN}` },
+    body: JSON.stringify({
+      id, tenant: TENANT, user_ids: ['bob'], type: 'mention', priority: 'high',
+      title: 'You were mentioned', body: 'in #e2e', data: { room: 'e2e' },
+    }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 202, await res.text());
+  const got = await waitFor(bob, 'notification', (d) => d.id === id, 30000);
+  assert.equal(got.data.title, 'You were mentioned');
+  const sent = await until('the FCM stand-in got the push', async () =>
+    (await fcm.seen()).sends.find((x) => x.id === id && x.status === 200), 30000);
+  assert.equal(sent.token, device);
+  const seen = await fcm.seen();
+  assert.deepEqual(seen.refused, [], 'the stand-in refused nothing (OAuth grant, bearer, body)');
+  assert.equal(seen.sends.filter((x) => x.id === id).length, 1, 'pushed once');
+  // The worker pod did it (the socket nodes only enqueue to Kafka when it is configured).
+  const [worker] = (await pods(NS, `app.kubernetes.io/instance=${CLUSTER},app.kubernetes.io/component=worker`)).filter(isReady);
+  assert.ok(worker, 'a Ready worker pod');
+  const metrics = (await http(worker.status.podIP, 3000, '/metrics')).body;
+  assert.match(metrics, /switchboard_notification_deliveries_total\{[^}]*provider="fcm"[^}]*\} [1-9]/, metrics);
+  await expectNone(otherBob, 'notification', () => true, 1000);
+  const { notifications } = await ok(otherBob, 'notification:list', {});
+  assert.deepEqual(notifications, [], 'nothing listed in the other tenant');
+  closeAll();
+});
+
+test('an admin revocation through the Service disconnects the user on both pods', async () => {
+  needCluster();
+  const pods2 = await socketPods();
+  const socks = await Promise.all(pods2.map((p) => connectUser(at(p.status.podIP), 'erin', TENANT, { transports: ['websocket'] })));
+  const other = await connectUser(at(pods2[0].status.podIP), 'erin', `${TENANT}-other`, { transports: ['websocket'] });
+  const gone = socks.map((s) => new Promise((r) => s.once('disconnect', r)));
+  const svc = await clusterIp();
+  const res = await fetch(`http://${svc.ip}:${svc.port}/admin/v1/revocations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+    body: JSON.stringify({ tenant: TENANT, user_id: 'erin', ttl_s: 60 }),
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 200, await res.text());
+  await Promise.race([Promise.all(gone), sleep(10000).then(() => assert.fail('erin still connected 10 s after her revocation'))]);
+  await sleep(500);
+  assert.ok(other.connected, "the other tenant's erin stays connected");
   closeAll();
 });
 
@@ -410,7 +495,7 @@ test('a socket pod deleted, then one SIGKILLed: clients move to the survivor, no
   needCluster();
   const l = await load(20, 300, 'loss');
   await sleep(1500);
-  const [victim] = await socketPods();
+  const [victim, kept] = await socketPods();
   await kubectl('delete', 'pod', '-n', NS, victim.metadata.name, '--wait=false');
   await until('the deleted pod is gone', async () => {
     const all = (await getJson('pods', '-n', NS, '-l', SOCKET)).items;
@@ -420,7 +505,9 @@ test('a socket pod deleted, then one SIGKILLed: clients move to the survivor, no
   const afterDelete = l.reconnectCount();
   // SIGKILL a container through the CRI: no drain at all, the kubelet restarts it.
   await until('two Ready pods again', async () => (await socketPods()).length >= 2, 120000);
-  const [other] = await socketPods();
+  // The pod that survived the delete holds every client now; its replacement holds none.
+  const other = (await socketPods()).find((p) => p.metadata.name === kept.metadata.name);
+  assert.ok(other, `${kept.metadata.name}, which took the clients, is still Ready`);
   const restarts = other.status.containerStatuses[0].restartCount;
   // A user whose only device is on the pod about to be killed, watched from the other pod.
   const survivor = (await socketPods()).find((p) => p.metadata.name !== other.metadata.name);
@@ -645,7 +732,7 @@ test('the leading operator pod killed mid-reconcile: the other takes over, no du
   assert.notEqual(next, leader);
   await until('three socket nodes', async () => (await socketPods()).length === 3, 180000);
   const deployments = (await getJson('deploy', '-n', NS)).items.map((d) => d.metadata.name).sort();
-  assert.deepEqual(deployments, [`${CLUSTER}-coturn`, `${CLUSTER}-socket`], 'one Deployment of each');
+  assert.deepEqual(deployments, [`${CLUSTER}-coturn`, `${CLUSTER}-socket`, `${CLUSTER}-worker`], 'one Deployment of each');
   const services = (await getJson('svc', '-n', NS)).items.map((d) => d.metadata.name).sort();
   assert.equal(new Set(services).size, services.length);
   await apply(clusterYaml());
@@ -665,6 +752,7 @@ test('helm uninstall and deleting the cluster leave no pod, container or object 
     return out.trim() === '';
   }, 120000);
   const left = await kubectl('get', 'all,cm,secret,pdb,sa,role,rolebinding', '-n', NS, '-o', 'name');
-  const remaining = left.split('\n').filter((l) => l && !/chat-jwt|chat-mongodb|kube-root-ca|serviceaccount\/default/.test(l));
+  // The user's own Secrets stay: the operator never owned them.
+  const remaining = left.split('\n').filter((l) => l && !/secret\/chat-(jwt|mongodb|tokens|fcm|apns)$|kube-root-ca|serviceaccount\/default/.test(l));
   assert.deepEqual(remaining, [], 'objects left in the cluster namespace');
 });

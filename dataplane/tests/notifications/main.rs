@@ -10,8 +10,9 @@ mod support;
 
 mod common;
 mod email;
+// The FCM stand-in, shared with the tests on real pods (tests/fakes).
+use switchboard_fakes::fcm as fake_fcm;
 mod embedded;
-mod fake_fcm;
 mod fcm;
 mod startup;
 mod stores;

@@ -352,6 +352,9 @@ pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, role: Role, with_turn: bo
             w.secret_file("fcm", &f.service_account_secret_ref, FCM_FILE);
             w.env
                 .push(env_value("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE", FCM_FILE));
+            if let Some(url) = &f.base_url {
+                w.env.push(env_value("SWITCHBOARD_FCM_BASE_URL", url));
+            }
         }
         if let Some(a) = &n.apns {
             w.secret_file("apns", &a.key_secret_ref, APNS_FILE);
@@ -563,6 +566,10 @@ mod tests {
         assert_eq!(
             value("SWITCHBOARD_FCM_SERVICE_ACCOUNT_FILE").as_deref(),
             Some(FCM_FILE)
+        );
+        assert_eq!(
+            value("SWITCHBOARD_FCM_BASE_URL").as_deref(),
+            Some("http://fcm.test:8080")
         );
     }
 

@@ -17,8 +17,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use switchboard_operator::metrics::Metrics;
 use switchboard_operator::reconcile::{Context, run_controller};
+pub use switchboard_smoke::endpoint;
 pub use switchboard_smoke::kube::{client, delete_namespace, eventually, fresh_namespace};
-pub use switchboard_smoke::{endpoint, unique_name};
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -11,6 +11,9 @@
 //! 403 SENDER_ID_MISMATCH; `slow-` 200 after 100 ms (to see sends overlap); `stall-`
 //! 200 once the `stall` gate opens (a provider stuck on one message). Access
 //! tokens in `revoked` get 401 UNAUTHENTICATED.
+//!
+//! `GET /seen` answers what it saw as JSON (`sends`: notification id, device token,
+//! status; `refused`; `issued`), for tests that run it as a separate program.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub const PROJECT: &str = "switchboard-test";
@@ -65,7 +68,14 @@ pub struct FakeFcm {
 
 impl FakeFcm {
     pub async fn start(public_pem: Vec<u8>) -> FakeFcm {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), public_pem)
+            .await
+            .unwrap()
+    }
+
+    /// Listen on `addr` (port 0: any free port).
+    pub async fn start_on(addr: SocketAddr, public_pem: Vec<u8>) -> std::io::Result<FakeFcm> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let fake = FakeFcm {
             addr: listener.local_addr().unwrap(),
             seen: Arc::default(),
@@ -76,11 +86,12 @@ impl FakeFcm {
         let app = Router::new()
             .route("/token", post(token))
             .route("/v1/projects/{project}/{call}", post(send))
+            .route("/seen", get(seen))
             .with_state(fake.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        fake
+        Ok(fake)
     }
 
     pub fn base_url(&self) -> String {
@@ -119,6 +130,16 @@ impl FakeFcm {
             .map(|(_, _, s)| *s)
             .collect()
     }
+}
+
+async fn seen(State(f): State<FakeFcm>) -> axum::Json<Value> {
+    let s = f.seen.lock().unwrap();
+    let sends: Vec<Value> = s
+        .sends
+        .iter()
+        .map(|(id, token, status)| json!({"id": id, "token": token, "status": status}))
+        .collect();
+    axum::Json(json!({"sends": sends, "refused": s.refused, "issued": s.issued.len()}))
 }
 
 fn google_error(status: StatusCode, grpc: &str, code: &str) -> Response {
@@ -412,7 +433,14 @@ pub fn rsa_keys() -> (String, Vec<u8>) {
 pub async fn start_with_account() -> (FakeFcm, PathBuf) {
     let (private, public) = rsa_keys();
     let fake = FakeFcm::start(public).await;
-    let sa = json!({
+    let path = std::env::temp_dir().join(format!("sb-fcm-{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, service_account(&fake, &private).to_string()).unwrap();
+    (fake, path)
+}
+
+/// The Google service-account JSON of `fake`'s project, signed by `private`.
+pub fn service_account(fake: &FakeFcm, private: &str) -> Value {
+    json!({
         "type": "service_account",
         "project_id": PROJECT,
         "private_key_id": "k1",
@@ -421,8 +449,5 @@ pub async fn start_with_account() -> (FakeFcm, PathBuf) {
         "client_id": "1",
         "auth_uri": "http://127.0.0.1:9/auth",
         "token_uri": fake.token_uri(),
-    });
-    let path = std::env::temp_dir().join(format!("sb-fcm-{}.json", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, sa.to_string()).unwrap();
-    (fake, path)
+    })
 }
