@@ -1,6 +1,8 @@
 //! Messages: the per-room ordered log (`seq` rises by one per room), idempotent sends,
-//! and history pages in both directions.
+//! history pages in both directions, and what changes a message after it was sent
+//! (edits, deletes as tombstones, reactions; decided in [`change`]).
 
+pub mod change;
 pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
@@ -11,14 +13,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StoreError;
+use change::{Change, Reaction, Reactors, Refusal, State, summarize};
 
-/// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?, edited_at?,
+/// edit_count?, deleted?, reactions?}`. A deleted message (tombstone) has no `body`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
     pub room_id: String,
     pub seq: u64,
     pub sender_id: String,
+    /// Empty only on a tombstone (a sent body is never empty), and then left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
     pub ts: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,6 +33,38 @@ pub struct Message {
     pub reply_to: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
+    /// When it was last edited (or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// Edits so far (bounded by `chat.max_edits`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub edit_count: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Filled on reads from the stored reactions; never stored inside the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A change that was applied (or changed nothing): the message as it is now, reactions
+/// included, and the reactions alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Updated {
+    pub message: Message,
+    /// `false` when the change was a no-op (nothing to tell the room).
+    pub changed: bool,
+}
+
+impl Updated {
+    fn from_state(state: State, changed: bool) -> Self {
+        let mut message = state.message;
+        message.reactions = summarize(&state.reactors);
+        Self { message, changed }
+    }
 }
 
 /// The result of an append: the stored message, and whether it was already there
@@ -65,6 +103,18 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Message>, StoreError>;
     /// The last assigned seq of each room (0 for a room without messages).
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError>;
+    /// Apply an edit, delete or reaction to message `seq` atomically: [`change::apply`]
+    /// decides on the current state. `Refusal::NotFound` when the message is not in the
+    /// log (never sent, trimmed, or the room deleted).
+    async fn update(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+        change: &Change,
+    ) -> Result<Result<Updated, Refusal>, StoreError>;
+    /// Forget the room's log, seq counter, edits and reactions (room deletion).
+    async fn delete_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError>;
 }
 
 /// Select a page from a log sorted by seq (shared by the in-memory store and tests).
@@ -93,10 +143,24 @@ pub struct MemoryHistory {
 #[derive(Default)]
 struct RoomLog {
     last_seq: u64,
+    /// Current versions (edits and tombstones replace in place), consecutive seqs.
     log: VecDeque<Message>,
-    /// (sender, client_msg_id) → the first message; bounded like the log (entries of
-    /// trimmed messages go).
-    by_client_id: HashMap<(String, String), Message>,
+    /// Reactions by seq; entries of trimmed messages go with them.
+    reactors: HashMap<u64, Vec<Reactors>>,
+    /// (sender, client_msg_id) → the seq of the first message; bounded like the log
+    /// (entries of trimmed messages go).
+    by_client_id: HashMap<(String, String), u64>,
+}
+
+impl RoomLog {
+    /// Where message `seq` is in the log (seqs in it are consecutive).
+    fn at(&self, seq: u64) -> Option<usize> {
+        self.log
+            .front()
+            .and_then(|first| seq.checked_sub(first.seq))
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| self.log.get(*i).is_some_and(|m| m.seq == seq))
+    }
 }
 
 #[async_trait]
@@ -115,7 +179,12 @@ impl MessageStore for MemoryHistory {
             .client_msg_id
             .clone()
             .map(|c| (msg.sender_id.clone(), c));
-        if let Some(first) = cid.as_ref().and_then(|c| room.by_client_id.get(c)) {
+        if let Some(first) = cid
+            .as_ref()
+            .and_then(|c| room.by_client_id.get(c))
+            .and_then(|seq| room.at(*seq))
+            .map(|i| &room.log[i])
+        {
             return Ok(Appended {
                 message: first.clone(),
                 duplicate: true,
@@ -125,13 +194,14 @@ impl MessageStore for MemoryHistory {
         msg.seq = room.last_seq;
         room.log.push_back(msg.clone());
         if let Some(c) = cid {
-            room.by_client_id.insert(c, msg.clone());
+            room.by_client_id.insert(c, msg.seq);
         }
         while room.log.len() as u64 > max_len {
-            if let Some(old) = room.log.pop_front()
-                && let Some(c) = old.client_msg_id
-            {
-                room.by_client_id.remove(&(old.sender_id, c));
+            if let Some(old) = room.log.pop_front() {
+                room.reactors.remove(&old.seq);
+                if let Some(c) = old.client_msg_id {
+                    room.by_client_id.remove(&(old.sender_id, c));
+                }
             }
         }
         Ok(Appended {
@@ -147,10 +217,16 @@ impl MessageStore for MemoryHistory {
         page: Page,
     ) -> Result<Vec<Message>, StoreError> {
         let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(rooms
-            .get(&(tenant.to_owned(), room_id.to_owned()))
-            .map(|r| select_page(r.log.iter(), page))
-            .unwrap_or_default())
+        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(vec![]);
+        };
+        let mut out = select_page(r.log.iter(), page);
+        for m in out.iter_mut().filter(|m| !m.deleted) {
+            if let Some(rx) = r.reactors.get(&m.seq) {
+                m.reactions = summarize(rx);
+            }
+        }
+        Ok(out)
     }
 
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -163,6 +239,45 @@ impl MessageStore for MemoryHistory {
                     .map_or(0, |l| l.last_seq)
             })
             .collect())
+    }
+
+    async fn update(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+        change: &Change,
+    ) -> Result<Result<Updated, Refusal>, StoreError> {
+        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(room) = rooms.get_mut(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let Some(at) = room.at(seq) else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let state = State {
+            message: room.log[at].clone(),
+            reactors: room.reactors.get(&seq).cloned().unwrap_or_default(),
+        };
+        match change::apply(&state, change) {
+            Err(r) => Ok(Err(r)),
+            Ok(None) => Ok(Ok(Updated::from_state(state, false))),
+            Ok(Some(next)) => {
+                room.log[at] = next.message.clone();
+                if next.reactors.is_empty() {
+                    room.reactors.remove(&seq);
+                } else {
+                    room.reactors.insert(seq, next.reactors.clone());
+                }
+                Ok(Ok(Updated::from_state(next, true)))
+            }
+        }
+    }
+
+    async fn delete_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError> {
+        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.remove(&(tenant.to_owned(), room_id.to_owned()));
+        Ok(())
     }
 }
 
@@ -179,9 +294,7 @@ mod tests {
                 sender_id: "a".into(),
                 body: "x".into(),
                 ts: 0,
-                client_msg_id: None,
-                reply_to: None,
-                meta: None,
+                ..Message::default()
             })
             .collect()
     }

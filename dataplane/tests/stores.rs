@@ -18,6 +18,7 @@ use switchboard_dataplane::auth::Identity;
 use switchboard_dataplane::auth::revocation::redis::RedisRevocations;
 use switchboard_dataplane::auth::revocation::{MemoryRevocations, RevocationStore, Target};
 use switchboard_dataplane::error::StoreError;
+use switchboard_dataplane::history::change::{Change, Reaction, Refusal};
 use switchboard_dataplane::history::redis::RedisHistory;
 use switchboard_dataplane::history::{MemoryHistory, Message, MessageStore, Page, select_page};
 use switchboard_dataplane::online::redis::RedisOnline;
@@ -119,6 +120,13 @@ conformance!(
     history_conform,
     history_memory,
     history_redis,
+    MemoryHistory::default(),
+    RedisHistory
+);
+conformance!(
+    history_changes_conform,
+    history_changes_memory,
+    history_changes_redis,
     MemoryHistory::default(),
     RedisHistory
 );
@@ -234,6 +242,23 @@ async fn rooms_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
     assert!(!s.remove_member(u, "r3", "bob").await?);
     assert!(s.is_member(t, "r3", "bob").await?);
     assert_eq!(s.members(t, "general", 100).await?, all);
+
+    // Deleting a room takes every membership with it, in this tenant only.
+    assert_eq!(s.delete(t, "general").await?, Some(all.clone()));
+    assert_eq!(s.get(t, "general").await?, None);
+    assert_eq!(s.members(t, "general", 100).await?, Vec::<String>::new());
+    assert!(!s.is_member(t, "general", "carol").await?);
+    assert_eq!(s.rooms_of(t, "bob").await?, strings(&["r3"]));
+    assert_eq!(s.rooms_of(t, "carol").await?, Vec::<String>::new());
+    assert_eq!(s.delete(t, "general").await?, None);
+    assert_eq!(s.delete(t, "never").await?, None);
+    assert_eq!(s.get(u, "general").await?, Some(room("general", "Theirs")));
+    assert_eq!(s.members(u, "general", 10).await?, strings(&["bob"]));
+    assert_eq!(s.rooms_of(u, "bob").await?, strings(&["general"]));
+    // A room without members deletes too, and its id can be taken again.
+    assert_eq!(s.delete(t, "secret").await?, Some(vec![]));
+    assert!(s.create(t, &room("general", "Again")).await?);
+    assert_eq!(s.members(t, "general", 100).await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -248,8 +273,7 @@ fn message(room: &str, sender: &str, body: &str, client_msg_id: Option<&str>) ->
         body: body.into(),
         ts: 1_700_000_000_123,
         client_msg_id: client_msg_id.map(Into::into),
-        reply_to: None,
-        meta: None,
+        ..Message::default()
     }
 }
 
@@ -396,6 +420,224 @@ async fn history_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
     Ok(())
 }
 
+fn edit(user: &str, body: &str, now: i64) -> Change {
+    Change::Edit {
+        user: user.into(),
+        body: body.into(),
+        meta: None,
+        now,
+        window_ms: 60_000,
+        max_edits: 2,
+    }
+}
+
+fn react(user: &str, emoji: &str, on: bool) -> Change {
+    Change::React {
+        user: user.into(),
+        emoji: emoji.into(),
+        on,
+    }
+}
+
+/// Edits, tombstones and reactions: history serves the current version, seq and last
+/// seq never move, and nothing crosses tenants or outlives its room.
+async fn history_changes_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
+    const TS: i64 = 1_700_000_000_123;
+    for i in 1..=3 {
+        s.append(
+            t,
+            message("c", "alice", &format!("m{i}"), Some(&format!("k{i}"))),
+            1000,
+        )
+        .await?;
+    }
+    s.append(u, message("c", "alice", "theirs", None), 1000)
+        .await?;
+
+    // Edit by the sender: body, edited_at and edit_count change; seq does not.
+    let e = s
+        .update(t, "c", 2, &edit("alice", "m2 fixed", TS + 5))
+        .await?;
+    let e = e.map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(e.changed);
+    assert_eq!(
+        (
+            e.message.seq,
+            e.message.body.as_str(),
+            e.message.edited_at,
+            e.message.edit_count
+        ),
+        (2, "m2 fixed", Some(TS + 5), 1)
+    );
+    assert_eq!(
+        s.update(t, "c", 2, &edit("bob", "hijack", TS)).await?,
+        Err(Refusal::NotSender)
+    );
+    assert_eq!(
+        s.update(t, "c", 2, &edit("alice", "late", TS + 60_001))
+            .await?,
+        Err(Refusal::WindowClosed)
+    );
+    s.update(t, "c", 2, &edit("alice", "m2 again", TS + 6))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert_eq!(
+        s.update(t, "c", 2, &edit("alice", "third", TS + 7)).await?,
+        Err(Refusal::TooManyEdits(2))
+    );
+    assert_eq!(
+        s.update(t, "c", 9, &edit("alice", "x", TS)).await?,
+        Err(Refusal::NotFound)
+    );
+    assert_eq!(
+        s.update(t, "none", 1, &edit("alice", "x", TS)).await?,
+        Err(Refusal::NotFound)
+    );
+    // A repeated client_msg_id returns the current version.
+    let dup = s
+        .append(t, message("c", "alice", "resend", Some("k2")), 1000)
+        .await?;
+    assert!(dup.duplicate);
+    assert_eq!(dup.message.body, "m2 again");
+
+    // Reactions: idempotent, aggregated, returned with history.
+    let r = s
+        .update(t, "c", 1, &react("bob", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(r.changed);
+    let r = s
+        .update(t, "c", 1, &react("bob", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(!r.changed);
+    s.update(t, "c", 1, &react("carol", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let r = s
+        .update(t, "c", 1, &react("carol", "🎉", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let expected = vec![
+        Reaction {
+            emoji: "👍".into(),
+            count: 2,
+            user_ids: strings(&["bob", "carol"]),
+        },
+        Reaction {
+            emoji: "🎉".into(),
+            count: 1,
+            user_ids: strings(&["carol"]),
+        },
+    ];
+    assert_eq!(r.message.reactions, expected);
+    s.update(t, "c", 2, &react("bob", "👀", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let page = s.page(t, "c", newest(10)).await?;
+    assert_eq!(seqs(&page), vec![1, 2, 3]);
+    assert_eq!(page[0].reactions, expected);
+    assert_eq!(page[0].body, "m1");
+    assert_eq!(page[1].body, "m2 again");
+    assert_eq!(page[1].edit_count, 2);
+    assert_eq!(page[1].reactions.len(), 1);
+    assert!(page[2].reactions.is_empty() && page[2].edited_at.is_none());
+
+    // Delete by a stranger is refused; by the owner (decided by the caller) a tombstone.
+    let del = |user: &str, by_owner| Change::Delete {
+        user: user.into(),
+        by_owner,
+        now: TS + 9,
+    };
+    assert_eq!(
+        s.update(t, "c", 2, &del("bob", false)).await?,
+        Err(Refusal::NotSenderOrOwner)
+    );
+    let d = s
+        .update(t, "c", 2, &del("bob", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(d.message.deleted && d.message.body.is_empty() && d.message.reactions.is_empty());
+    assert_eq!(
+        s.update(t, "c", 2, &react("bob", "👀", true)).await?,
+        Err(Refusal::Deleted)
+    );
+    assert_eq!(
+        s.update(t, "c", 2, &edit("alice", "back", TS)).await?,
+        Err(Refusal::Deleted)
+    );
+    let page = s.page(t, "c", newest(10)).await?;
+    assert_eq!(seqs(&page), vec![1, 2, 3], "a tombstone keeps its seq");
+    assert!(page[1].deleted && page[1].body.is_empty() && page[1].reactions.is_empty());
+    assert_eq!(page[1].id, d.message.id);
+    assert_eq!(
+        s.last_seqs(t, &strings(&["c"])).await?,
+        vec![3],
+        "last seq never moves"
+    );
+
+    // The other tenant's room "c" is untouched, and their changes stay theirs.
+    let theirs = s.page(u, "c", newest(10)).await?;
+    assert_eq!(theirs.len(), 1);
+    assert!(theirs[0].reactions.is_empty() && theirs[0].edited_at.is_none());
+    assert_eq!(
+        s.update(u, "c", 2, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+
+    // Trimming takes edits and reactions with the messages.
+    for i in 1..=3 {
+        s.append(t, message("tr", "alice", &format!("x{i}"), None), 2)
+            .await?;
+    }
+    s.update(t, "tr", 2, &react("bob", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    s.update(t, "tr", 3, &edit("alice", "x3 edited", TS))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    for i in 4..=6 {
+        s.append(t, message("tr", "alice", &format!("x{i}"), None), 2)
+            .await?;
+    }
+    let page = s.page(t, "tr", newest(10)).await?;
+    assert_eq!(seqs(&page), vec![5, 6]);
+    assert!(
+        page.iter()
+            .all(|m| m.reactions.is_empty() && m.edited_at.is_none())
+    );
+    assert_eq!(
+        s.update(t, "tr", 2, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+
+    // Deleting the room forgets its log, seq, edits and reactions; a new room of that id
+    // starts at seq 1, and an old client_msg_id does not bring back an old message.
+    s.delete_room(t, "c").await?;
+    assert_eq!(s.page(t, "c", newest(10)).await?, Vec::<Message>::new());
+    assert_eq!(s.last_seqs(t, &strings(&["c"])).await?, vec![0]);
+    assert_eq!(
+        s.update(t, "c", 1, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+    let fresh = s
+        .append(t, message("c", "zed", "new room", Some("k1")), 1000)
+        .await?;
+    assert!(!fresh.duplicate);
+    assert_eq!(fresh.message.seq, 1);
+    let again = s
+        .append(t, message("c", "alice", "hello again", Some("k1")), 1000)
+        .await?;
+    assert!(
+        !again.duplicate,
+        "the old k1 pointed at seq 1 of the deleted room"
+    );
+    assert_eq!(again.message.seq, 2);
+    assert_eq!(s.page(t, "c", newest(10)).await?.len(), 2);
+    assert_eq!(s.page(u, "c", newest(10)).await?.len(), 1);
+    Ok(())
+}
+
 // === receipts ===
 
 async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> {
@@ -474,6 +716,20 @@ async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> 
     assert_eq!(s.privacy(t, "alice").await?, silent);
     s.set_privacy(u, "alice", quiet).await?;
     assert_eq!(s.privacy(t, "alice").await?, silent);
+
+    // Forgetting a room drops both kinds of pointer of the users named, in that room.
+    s.advance(t, "bob", "general", Kind::Read, 4).await?;
+    s.forget_room(t, "general", &strings(&["alice", "bob", "nobody"]))
+        .await?;
+    let two = strings(&["general", "digits"]);
+    assert_eq!(s.pointers(t, "alice", &two, Kind::Read).await?, vec![0, 10]);
+    assert_eq!(
+        s.pointers(t, "alice", &two, Kind::Delivered).await?,
+        vec![0, 0]
+    );
+    assert_eq!(s.pointers(t, "bob", &two, Kind::Read).await?, vec![0, 0]);
+    assert_eq!(s.pointers(u, "alice", &two, Kind::Read).await?, vec![1, 0]);
+    s.forget_room(t, "general", &[]).await?;
     Ok(())
 }
 
@@ -539,6 +795,14 @@ async fn typing_conform(s: &dyn TypingStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(s.active(t, "r", 0).await?, vec![bob(1000)]);
     assert!(!s.expire(u, "r", "bob", 2000).await?);
     assert_eq!(s.active(t, "r", 0).await?, vec![bob(1000)]);
+
+    // Clearing a room forgets who typed there, in that tenant only.
+    assert!(s.start(u, "r", bob(1000), 0).await?);
+    s.clear_room(t, "r").await?;
+    assert_eq!(s.active(t, "r", 0).await?, Vec::<Typist>::new());
+    assert!(!s.stop(t, "r", "bob", 0).await?);
+    assert_eq!(s.active(u, "r", 0).await?, vec![bob(1000)]);
+    s.clear_room(t, "never").await?;
     Ok(())
 }
 
