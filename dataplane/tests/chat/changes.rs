@@ -22,6 +22,11 @@ async fn redis_pair(set: &[(&str, &str)]) -> Option<(Node, Node)> {
         for (k, v) in set {
             c.set(k, v).unwrap();
         }
+        // The race test sends bursts; it is not testing the limiter.
+        for b in [&mut c.limits.per_socket, &mut c.limits.per_user] {
+            b.message.rate = 1000.0;
+            b.message.burst = 1000;
+        }
         c
     };
     Some((start(mk("node-a")).await, start(mk("node-b")).await))
@@ -666,4 +671,141 @@ async fn distinct_emoji_per_message_are_bounded() {
         .await;
     assert_eq!(r["reactions"].as_array().unwrap().len(), 20);
     assert_eq!(r["reactions"][0]["count"], 2);
+}
+
+// === concurrency (two nodes, one Redis) ===
+
+/// An edit racing a delete, reactions racing each other and a room's deletion: each
+/// outcome is one of the orders that could have happened, the same seen from both nodes,
+/// and nothing half-done stays behind.
+#[tokio::test]
+async fn racing_changes_serialize_across_nodes() {
+    let Some((a, b)) = redis_pair(&[]).await else {
+        return;
+    };
+    let tenant = unique("t");
+    let alice_a = user(&a, &tenant, "alice").await;
+    let alice_b = user(&b, &tenant, "alice").await;
+    let reactors: Vec<(Client, String)> = {
+        let mut v = Vec::new();
+        for i in 0..6 {
+            let name = format!("u{i}");
+            let node = if i % 2 == 0 { &a } else { &b };
+            v.push((user(node, &tenant, &name).await, name));
+        }
+        v
+    };
+    let names: Vec<&str> = reactors.iter().map(|(_, n)| n.as_str()).collect();
+    alice_a
+        .ok(
+            "room:create",
+            json!({"room_id": "race", "visibility": "public", "members": names}),
+        )
+        .await;
+
+    // Edit (node A) against delete (node B), ten times: the message always ends a
+    // tombstone; the edit either went first (ok) or found the tombstone (conflict).
+    for i in 1..=10_u64 {
+        alice_a
+            .ok(
+                "message:send",
+                json!({"room_id": "race", "body": format!("m{i}")}),
+            )
+            .await;
+        let edit = alice_a.req(
+            "message:edit",
+            json!({"room_id": "race", "seq": i, "body": "edited"}),
+        );
+        let delete = alice_b.req("message:delete", json!({"room_id": "race", "seq": i}));
+        let (edit, delete) = tokio::join!(edit, delete);
+        assert_eq!(delete["ok"], true, "{delete}");
+        assert!(
+            edit["ok"] == true || edit["error"]["code"] == "conflict",
+            "{edit}"
+        );
+    }
+    for c in [&alice_a, &alice_b] {
+        let h = c.ok("message:history", json!({"room_id": "race"})).await;
+        let msgs = h["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 10);
+        assert!(
+            msgs.iter()
+                .all(|m| m["deleted"] == true && m.get("body").is_none()),
+            "{h}"
+        );
+    }
+
+    // Six users on two nodes react at once with the same two emoji: no reaction is lost.
+    alice_a
+        .ok("message:send", json!({"room_id": "race", "body": "react"}))
+        .await;
+    let all = reactors.iter().flat_map(|(c, _)| {
+        ["👍", "🎉"].map(|e| {
+            c.req(
+                "message:react",
+                json!({"room_id": "race", "seq": 11, "emoji": e, "on": true}),
+            )
+        })
+    });
+    for r in futures::future::join_all(all).await {
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    for c in [&alice_a, &alice_b] {
+        let h = c
+            .ok(
+                "message:history",
+                json!({"room_id": "race", "after_seq": 10}),
+            )
+            .await;
+        let counts: Vec<(Value, Value)> = h["messages"][0]["reactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["emoji"].clone(), r["count"].clone()))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![(json!("👍"), json!(6)), (json!("🎉"), json!(6))]
+        );
+    }
+
+    // Reactions and sends while the room is deleted: afterwards nothing of the old room
+    // is left, whatever got in before.
+    let racing = reactors.iter().map(|(c, _)| {
+        c.req(
+            "message:react",
+            json!({"room_id": "race", "seq": 11, "emoji": "🔥", "on": true}),
+        )
+    });
+    let sending = reactors.iter().map(|(c, n)| {
+        c.req(
+            "message:send",
+            json!({"room_id": "race", "body": format!("late {n}")}),
+        )
+    });
+    let delete = alice_b.req("room:delete", json!({"room_id": "race"}));
+    let (reacts, sends, deleted) = tokio::join!(
+        futures::future::join_all(racing),
+        futures::future::join_all(sending),
+        delete
+    );
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    for r in reacts.iter().chain(sends.iter()) {
+        assert!(r["ok"] == true || r["error"]["code"] == "not_found", "{r}");
+    }
+    alice_a
+        .ok(
+            "room:create",
+            json!({"room_id": "race", "visibility": "public"}),
+        )
+        .await;
+    for c in [&alice_a, &alice_b] {
+        let h = c.ok("message:history", json!({"room_id": "race"})).await;
+        assert_eq!(h["messages"], json!([]), "nothing of the old room: {h}");
+    }
+    let m = alice_b
+        .ok("message:send", json!({"room_id": "race", "body": "new"}))
+        .await;
+    assert_eq!(m["message"]["seq"], 1);
+    assert!(m["message"].get("reactions").is_none());
 }
