@@ -4,6 +4,7 @@
 //! fans out; see PROTOCOL.md for the events and payloads.
 
 mod changes;
+mod threads;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +73,12 @@ pub async fn admit<A: Adapter>(
         changes::message_react::<A>,
     );
     on(&s, "message:history", Class::Read, message_history::<A>);
+    on(
+        &s,
+        "message:thread",
+        Class::Read,
+        threads::message_thread::<A>,
+    );
     on(&s, "message:delivered", Class::Read, message_delivered::<A>);
     on(&s, "receipt:read", Class::Read, receipt_read::<A>);
     on(&s, "receipt:batch", Class::Read, receipt_batch::<A>);
@@ -384,6 +391,7 @@ struct MessageSend {
     client_msg_id: Option<String>,
     reply_to: Option<u64>,
     meta: Option<Value>,
+    thread_root: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -458,6 +466,9 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             )));
         }
     }
+    if let Some(root) = req.thread_root {
+        threads::check_root(&cx.app, t, &req.room_id, root).await?;
+    }
     let msg = Message {
         id: uuid::Uuid::now_v7().to_string(),
         room_id: req.room_id.clone(),
@@ -468,6 +479,7 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
         client_msg_id: req.client_msg_id,
         reply_to: req.reply_to,
         meta: req.meta,
+        thread_root: req.thread_root,
         ..Message::default()
     };
     let stored = cx

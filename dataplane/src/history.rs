@@ -16,7 +16,8 @@ use crate::error::StoreError;
 use change::{Change, Reaction, Reactors, Refusal, State, summarize};
 
 /// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?, edited_at?,
-/// edit_count?, deleted?, reactions?}`. A deleted message (tombstone) has no `body`.
+/// edit_count?, deleted?, reactions?, thread_root?, thread_replies?}`. A deleted message
+/// (tombstone) has no `body`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
@@ -44,6 +45,16 @@ pub struct Message {
     /// Filled on reads from the stored reactions; never stored inside the message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reactions: Vec<Reaction>,
+    /// The seq of the thread's root when this message is a thread reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<u64>,
+    /// Replies in this message's thread. Filled on reads; never stored in the message.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub thread_replies: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -60,9 +71,10 @@ pub struct Updated {
 }
 
 impl Updated {
-    fn from_state(state: State, changed: bool) -> Self {
+    fn from_state(state: State, thread_replies: u64, changed: bool) -> Self {
         let mut message = state.message;
         message.reactions = summarize(&state.reactors);
+        message.thread_replies = thread_replies;
         Self { message, changed }
     }
 }
@@ -103,6 +115,24 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Message>, StoreError>;
     /// The last assigned seq of each room (0 for a room without messages).
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError>;
+    /// The current version of message `seq` (reactions and thread count included), or
+    /// `None` when it is not in the log.
+    async fn get(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError>;
+    /// The replies in thread `root` with seq > `after`, oldest first, at most `limit`
+    /// (current versions; replies trimmed from the log are gone from the thread too).
+    async fn thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
     /// Apply an edit, delete or reaction to message `seq` atomically: [`change::apply`]
     /// decides on the current state. `Refusal::NotFound` when the message is not in the
     /// log (never sent, trimmed, or the room deleted).
@@ -147,12 +177,26 @@ struct RoomLog {
     log: VecDeque<Message>,
     /// Reactions by seq; entries of trimmed messages go with them.
     reactors: HashMap<u64, Vec<Reactors>>,
+    /// Thread root → its replies' seqs; a root's entry goes when it is trimmed (its
+    /// replies, being later, outlive it by at most the log's length).
+    threads: HashMap<u64, std::collections::BTreeSet<u64>>,
     /// (sender, client_msg_id) → the seq of the first message; bounded like the log
     /// (entries of trimmed messages go).
     by_client_id: HashMap<(String, String), u64>,
 }
 
 impl RoomLog {
+    /// Add what is stored beside a message: its reactions (none on a tombstone) and the
+    /// size of its thread.
+    fn decorate(&self, m: &mut Message) {
+        if !m.deleted
+            && let Some(rx) = self.reactors.get(&m.seq)
+        {
+            m.reactions = summarize(rx);
+        }
+        m.thread_replies = self.threads.get(&m.seq).map_or(0, |t| t.len() as u64);
+    }
+
     /// Where message `seq` is in the log (seqs in it are consecutive).
     fn at(&self, seq: u64) -> Option<usize> {
         self.log
@@ -193,12 +237,21 @@ impl MessageStore for MemoryHistory {
         room.last_seq += 1;
         msg.seq = room.last_seq;
         room.log.push_back(msg.clone());
+        if let Some(root) = msg.thread_root {
+            room.threads.entry(root).or_default().insert(msg.seq);
+        }
         if let Some(c) = cid {
             room.by_client_id.insert(c, msg.seq);
         }
         while room.log.len() as u64 > max_len {
             if let Some(old) = room.log.pop_front() {
                 room.reactors.remove(&old.seq);
+                room.threads.remove(&old.seq);
+                if let Some(root) = old.thread_root
+                    && let Some(replies) = room.threads.get_mut(&root)
+                {
+                    replies.remove(&old.seq);
+                }
                 if let Some(c) = old.client_msg_id {
                     room.by_client_id.remove(&(old.sender_id, c));
                 }
@@ -221,12 +274,54 @@ impl MessageStore for MemoryHistory {
             return Ok(vec![]);
         };
         let mut out = select_page(r.log.iter(), page);
-        for m in out.iter_mut().filter(|m| !m.deleted) {
-            if let Some(rx) = r.reactors.get(&m.seq) {
-                m.reactions = summarize(rx);
-            }
+        for m in &mut out {
+            r.decorate(m);
         }
         Ok(out)
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(None);
+        };
+        Ok(r.at(seq).map(|i| {
+            let mut m = r.log[i].clone();
+            r.decorate(&mut m);
+            m
+        }))
+    }
+
+    async fn thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(vec![]);
+        };
+        let Some(replies) = r.threads.get(&root) else {
+            return Ok(vec![]);
+        };
+        Ok(replies
+            .range(after.saturating_add(1)..)
+            .filter_map(|seq| r.at(*seq))
+            .take(limit)
+            .map(|i| {
+                let mut m = r.log[i].clone();
+                r.decorate(&mut m);
+                m
+            })
+            .collect())
     }
 
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -259,9 +354,10 @@ impl MessageStore for MemoryHistory {
             message: room.log[at].clone(),
             reactors: room.reactors.get(&seq).cloned().unwrap_or_default(),
         };
+        let replies = room.threads.get(&seq).map_or(0, |t| t.len() as u64);
         match change::apply(&state, change) {
             Err(r) => Ok(Err(r)),
-            Ok(None) => Ok(Ok(Updated::from_state(state, false))),
+            Ok(None) => Ok(Ok(Updated::from_state(state, replies, false))),
             Ok(Some(next)) => {
                 room.log[at] = next.message.clone();
                 if next.reactors.is_empty() {
@@ -269,7 +365,7 @@ impl MessageStore for MemoryHistory {
                 } else {
                     room.reactors.insert(seq, next.reactors.clone());
                 }
-                Ok(Ok(Updated::from_state(next, true)))
+                Ok(Ok(Updated::from_state(next, replies, true)))
             }
         }
     }

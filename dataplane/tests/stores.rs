@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface};
+use fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface,
+};
 use fred::prelude::{Builder, Config};
 use fred::types::{RespVersion, Value};
 use serde_json::json;
@@ -127,6 +129,13 @@ conformance!(
     history_changes_conform,
     history_changes_memory,
     history_changes_redis,
+    MemoryHistory::default(),
+    RedisHistory
+);
+conformance!(
+    history_threads_conform,
+    history_threads_memory,
+    history_threads_redis,
     MemoryHistory::default(),
     RedisHistory
 );
@@ -638,6 +647,110 @@ async fn history_changes_conform(s: &dyn MessageStore, t: &str, u: &str) -> Resu
     Ok(())
 }
 
+fn reply(room: &str, sender: &str, body: &str, root: u64) -> Message {
+    Message {
+        thread_root: Some(root),
+        ..message(room, sender, body, None)
+    }
+}
+
+/// Threads: replies take room seqs, page by seq within their thread, roots count them,
+/// trimming and room deletion take them along; nothing crosses tenants.
+async fn history_threads_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
+    s.append(t, message("th", "alice", "root one", None), 1000)
+        .await?; // 1
+    s.append(t, message("th", "alice", "root two", None), 1000)
+        .await?; // 2
+    let mut replies = Vec::new();
+    for i in 0..5 {
+        // 3..7 into the thread of 1, 8 into the thread of 2
+        replies.push(
+            s.append(t, reply("th", "bob", &format!("r{i}"), 1), 1000)
+                .await?
+                .message,
+        );
+    }
+    let other = s.append(t, reply("th", "carol", "in two", 2), 1000).await?;
+    assert_eq!(seqs(&replies), vec![3, 4, 5, 6, 7]);
+    assert_eq!(other.message.seq, 8);
+    assert_eq!(other.message.thread_root, Some(2));
+    assert_eq!(s.last_seqs(t, &strings(&["th"])).await?, vec![8]);
+
+    assert_eq!(
+        seqs(&s.thread(t, "th", 1, 0, 100).await?),
+        vec![3, 4, 5, 6, 7]
+    );
+    assert_eq!(seqs(&s.thread(t, "th", 1, 4, 2).await?), vec![5, 6]);
+    assert_eq!(seqs(&s.thread(t, "th", 1, 7, 10).await?), Vec::<u64>::new());
+    assert_eq!(seqs(&s.thread(t, "th", 2, 0, 10).await?), vec![8]);
+    assert_eq!(seqs(&s.thread(t, "th", 3, 0, 10).await?), Vec::<u64>::new());
+    assert_eq!(s.thread(t, "th", 1, 0, 0).await?, Vec::<Message>::new());
+    let page = s.page(t, "th", newest(100)).await?;
+    assert_eq!(
+        page.iter().map(|m| m.thread_replies).collect::<Vec<_>>(),
+        vec![5, 1, 0, 0, 0, 0, 0, 0]
+    );
+    let root = s.get(t, "th", 1).await?.expect("root");
+    assert_eq!((root.body.as_str(), root.thread_replies), ("root one", 5));
+    assert_eq!(
+        s.get(t, "th", 4).await?.map(|m| m.thread_root),
+        Some(Some(1))
+    );
+    assert_eq!(s.get(t, "th", 99).await?, None);
+    assert_eq!(s.get(t, "th", 0).await?, None);
+
+    // Edits and reactions show in the thread; an edit of the root keeps its count.
+    let e = s
+        .update(t, "th", 4, &edit("bob", "r1 edited", 1_700_000_000_200))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert_eq!(e.message.thread_root, Some(1));
+    s.update(t, "th", 5, &react("alice", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let th = s.thread(t, "th", 1, 3, 2).await?;
+    assert_eq!(th[0].body, "r1 edited");
+    assert_eq!(th[1].reactions.len(), 1);
+    let r = s
+        .update(t, "th", 1, &react("bob", "👀", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert_eq!(r.message.thread_replies, 5);
+
+    // Another tenant's room "th" has no threads.
+    assert_eq!(s.thread(u, "th", 1, 0, 100).await?, Vec::<Message>::new());
+    s.append(u, message("th", "alice", "theirs", None), 1000)
+        .await?;
+    assert_eq!(s.get(u, "th", 1).await?.map(|m| m.thread_replies), Some(0));
+
+    // Trimming a root takes its thread (the replies kept in the log stay messages).
+    for i in 0..3 {
+        s.append(t, message("tt", "alice", &format!("root{i}"), None), 4)
+            .await?; // 1..3
+    }
+    s.append(t, reply("tt", "bob", "a", 2), 4).await?; // 4: log 1..4
+    s.append(t, reply("tt", "bob", "b", 3), 4).await?; // 5: log 2..5
+    assert_eq!(seqs(&s.thread(t, "tt", 2, 0, 10).await?), vec![4]);
+    assert_eq!(seqs(&s.thread(t, "tt", 3, 0, 10).await?), vec![5]);
+    for i in 0..3 {
+        s.append(t, message("tt", "alice", &format!("later{i}"), None), 4)
+            .await?; // 6..8: log 5..8
+    }
+    assert_eq!(s.thread(t, "tt", 2, 0, 10).await?, Vec::<Message>::new());
+    assert_eq!(s.thread(t, "tt", 3, 0, 10).await?, Vec::<Message>::new());
+    let kept = s.page(t, "tt", newest(10)).await?;
+    assert_eq!(seqs(&kept), vec![5, 6, 7, 8]);
+    assert_eq!(kept[0].thread_root, Some(3));
+
+    // Room deletion takes every thread.
+    s.delete_room(t, "th").await?;
+    assert_eq!(s.thread(t, "th", 1, 0, 100).await?, Vec::<Message>::new());
+    s.append(t, message("th", "zed", "new root", None), 1000)
+        .await?;
+    assert_eq!(s.get(t, "th", 1).await?.map(|m| m.thread_replies), Some(0));
+    Ok(())
+}
+
 // === receipts ===
 
 async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> {
@@ -1059,6 +1172,55 @@ async fn redis_corrupt_data_is_reported() -> Result<()> {
 
 /// A room's hash expires a minute past its latest expiry, and a shorter refresh never
 /// shortens it.
+/// What Redis keeps beside a room's stream (edits, reactions, the thread index) is pruned
+/// as the stream is trimmed, and room deletion leaves no key of the room behind.
+#[tokio::test]
+async fn redis_history_side_keys_stay_bounded() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisHistory::new(client.clone());
+    let key = |k: &str| format!("sb:{{{t}}}:room:b:{k}");
+    for i in 1..=40_u64 {
+        let m = if i % 2 == 0 {
+            reply("b", "bob", "r", i - 1)
+        } else {
+            message("b", "alice", "root", None)
+        };
+        s.append(&t, m, 4).await?;
+        s.update(&t, "b", i, &react("carol", "👍", true))
+            .await?
+            .map_err(|r| anyhow::anyhow!("{r}"))?;
+        if i % 2 == 1 {
+            s.update(&t, "b", i, &edit("alice", "edited", 1_700_000_000_200))
+                .await?
+                .map_err(|r| anyhow::anyhow!("{r}"))?;
+        }
+    }
+    let hlen = |k: String| {
+        let c = client.clone();
+        async move { c.hlen::<u64, _>(k).await }
+    };
+    // At most the last 4 messages (seqs 37..40) and one append's worth of stragglers.
+    assert!(hlen(key("reactions")).await? <= 5);
+    assert!(hlen(key("edits")).await? <= 5);
+    assert!(hlen(key("thread_counts")).await? <= 3);
+    let threads: u64 = client.zcard(key("threads")).await?;
+    assert!(threads <= 3, "{threads} thread entries");
+    s.delete_room(&t, "b").await?;
+    let left: Value = client
+        .eval(
+            "return redis.call('KEYS', ARGV[1])",
+            Vec::<String>::new(),
+            vec![format!("sb:{{{t}}}:room:b:*")],
+        )
+        .await?;
+    assert_eq!(left, Value::Array(vec![]), "keys left after delete_room");
+    client.quit().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn redis_typing_keys_expire() -> Result<()> {
     let Some(client) = redis().await? else {

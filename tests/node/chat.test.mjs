@@ -658,6 +658,8 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
       ['reply_to a string', { room_id: R, body: 'x', reply_to: 'one' }, 'bad_request'],
       ['reply_to negative', { room_id: R, body: 'x', reply_to: -1 }, 'bad_request'],
       ['reply_to a message that does not exist', { room_id: R, body: 'x', reply_to: 999 }, 'bad_request'],
+      ['thread_root a string', { room_id: R, body: 'x', thread_root: 'one' }, 'bad_request'],
+      ['thread_root a message that does not exist', { room_id: R, body: 'x', thread_root: 999 }, 'bad_request'],
       ['meta a string', { room_id: R, body: 'x', meta: 'str' }, 'bad_request'],
       ['meta an array', { room_id: R, body: 'x', meta: [1] }, 'bad_request'],
       ['body over 4096 bytes', { room_id: R, body: big }, 'payload_too_large'],
@@ -735,6 +737,15 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
       ['no seq', { room_id: R }, 'bad_request'],
       ['seq negative', { room_id: R, seq: -1 }, 'bad_request'],
       ['seq fractional', { room_id: R, seq: 1.5 }, 'bad_request'],
+    ],
+    'message:thread': [
+      ['{}', {}, 'bad_request'],
+      ['no root_seq', { room_id: R }, 'bad_request'],
+      ['root_seq 0', { room_id: R, root_seq: 0 }, 'bad_request'],
+      ['root_seq a string', { room_id: R, root_seq: '1' }, 'bad_request'],
+      ['limit 0', { room_id: R, root_seq: 1, limit: 0 }, 'bad_request'],
+      ['limit 101', { room_id: R, root_seq: 1, limit: 101 }, 'bad_request'],
+      ['after_seq negative', { room_id: R, root_seq: 1, after_seq: -1 }, 'bad_request'],
     ],
     'message:react': [
       ['{}', {}, 'bad_request'],
@@ -1007,6 +1018,34 @@ async function editDeleteReactFlow(t, a, b, tag) {
     const hist = (await ok(carol, 'message:history', { room_id: room })).messages;
     assert.deepEqual(hist.map((m) => m.seq), [1, 2, 3]);
     assert.equal(hist[2].body, 'next');
+  });
+
+  await t.test(`${tag}: threads: replies take room seqs, page by seq, roots count them`, async () => {
+    const root = (await ok(alice, 'message:send', { room_id: room, body: 'thread root' })).message;
+    assert.equal(root.seq, 4);
+    const replies = [];
+    for (const body of ['r1', 'r2', 'r3']) {
+      const m = (await ok(bob, 'message:send', { room_id: room, body, thread_root: root.seq })).message;
+      assert.equal(m.thread_root, root.seq);
+      replies.push(m);
+    }
+    assert.deepEqual(replies.map((m) => m.seq), [5, 6, 7]);
+    const got = await waitFor(carol, 'message:new', (d) => d.message?.id === replies[2].id);
+    assert.equal(got.data.message.thread_root, root.seq);
+    assert.deepEqual((await ok(carol, 'message:thread', { room_id: room, root_seq: root.seq })).messages, replies);
+    assert.deepEqual(
+      (await ok(carol, 'message:thread', { room_id: room, root_seq: root.seq, after_seq: 5, limit: 1 })).messages,
+      [replies[1]],
+    );
+    const hist = (await ok(carol, 'message:history', { room_id: room, after_seq: 3 })).messages;
+    assert.equal(hist[0].thread_replies, 3);
+    assert.deepEqual(hist.map((m) => m.seq), [4, 5, 6, 7], 'replies are in the room history too');
+    await fails(bob, 'message:send', { room_id: room, body: 'nested', thread_root: 5 }, 'bad_request');
+    await fails(bob, 'message:thread', { room_id: room, root_seq: 99 }, 'not_found');
+    // Unread: replies count like room messages; reading up to a seq covers them.
+    const unread = (await ok(carol, 'unread:get', { room_ids: [room] })).counts[room];
+    assert.equal(unread, 7);
+    assert.equal((await ok(carol, 'receipt:read', { room_id: room, up_to_seq: 6 })).unread, 1);
   });
 
   await t.test(`${tag}: room:delete (owner only) tells every member and removes everything`, async () => {

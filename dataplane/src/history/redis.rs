@@ -14,7 +14,11 @@
 //! - `sb:{T}:room:{R}:reactions`: a hash, seq → the stored reactions as JSON;
 //!   `...:reacted` a sorted set of those seqs.
 //!
-//! Appends prune both hashes below the log's first seq (through the sorted sets, at most
+//! - `sb:{T}:room:{R}:threads`: a sorted set (every score 0, ordered by member) of
+//!   `<root>:<reply>`, both seqs zero-padded to 20 digits, so a thread pages with
+//!   `ZRANGEBYLEX`; `...:thread_counts` a hash, root seq → its number of replies.
+//!
+//! Appends prune the hashes and the thread index below the log's first seq (through the sorted sets, at most
 //! [`PRUNE_BATCH`] a time), so what is stored beside the log stays bounded by it.
 //! Edits, deletes and reactions are decided in Rust ([`super::change`]) on a read, then
 //! written by a compare-and-set script that refuses when anything it read has changed
@@ -71,6 +75,16 @@ mod keys {
         format!("sb:{{{tenant}}}:room:{room_id}:reacted")
     }
 
+    /// Thread replies as `<root>:<reply>` (sorted set, scores 0, lexical order).
+    pub fn threads(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:threads")
+    }
+
+    /// Replies per thread root (hash, field = root seq).
+    pub fn thread_counts(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:thread_counts")
+    }
+
     /// The seq of the first message a sender sent with this `client_msg_id`.
     /// The client id is the last part, so whatever it holds cannot reach another key.
     pub fn client_msg_id(
@@ -84,9 +98,10 @@ mod keys {
 }
 
 /// KEYS: seq counter, stream, idempotency key (unused without a client_msg_id), edits,
-/// edited, reactions, reacted.
+/// edited, reactions, reacted, threads, thread counts.
 /// ARGV: JSON before the seq, JSON after the seq, max_len, "1" when there is a
-/// client_msg_id, its TTL in seconds, sender id, client_msg_id, prune batch.
+/// client_msg_id, its TTL in seconds, sender id, client_msg_id, prune batch, thread root
+/// ("" for none).
 /// Returns {seq, 0, ""} for a new message, {seq, 1, json} for a repeat (its current
 /// version), {x, 2, why} when the stored data is corrupt.
 const APPEND: &str = r"
@@ -128,6 +143,13 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'm', ARGV[1] .. seq 
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
 end
+local function pad(n)
+  return string.rep('0', 20 - #n) .. n
+end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[8], 0, pad(ARGV[9]) .. ':' .. pad(seq))
+  redis.call('HINCRBY', KEYS[9], ARGV[9], 1)
+end
 local floor = tonumber(seq) - tonumber(ARGV[3])
 if floor > 0 then
   for i = 4, 6, 2 do
@@ -137,12 +159,20 @@ if floor > 0 then
       redis.call('ZREM', KEYS[i + 1], unpack(old))
     end
   end
+  -- Threads whose root is trimmed: their index entries and counts.
+  local gone = redis.call('ZRANGEBYLEX', KEYS[8], '-', '[' .. pad(string.format('%d', floor)) .. ':~', 'LIMIT', 0, tonumber(ARGV[8]))
+  if #gone > 0 then
+    for _, e in ipairs(gone) do
+      redis.call('HDEL', KEYS[9], string.match(string.sub(e, 1, 20), '^0*(%d+)$'))
+    end
+    redis.call('ZREM', KEYS[8], unpack(gone))
+  end
 end
 return {seq, 0, ''}
 ";
 
-/// KEYS: stream, edits, reactions. ARGV: seq.
-/// Returns {stream JSON, edit JSON, reactions JSON}, each nil when absent.
+/// KEYS: stream, edits, reactions, thread counts. ARGV: seq.
+/// Returns {stream JSON, edit JSON, reactions JSON, thread replies}, each nil when absent.
 const READ: &str = r"
 local found = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-1', ARGV[1] .. '-1')
 local json = false
@@ -154,8 +184,30 @@ if #found == 1 then
     end
   end
 end
-return {json, redis.call('HGET', KEYS[2], ARGV[1]), redis.call('HGET', KEYS[3], ARGV[1])}
+return {json, redis.call('HGET', KEYS[2], ARGV[1]), redis.call('HGET', KEYS[3], ARGV[1]),
+  redis.call('HGET', KEYS[4], ARGV[1])}
 ";
+
+/// KEYS: threads, stream. ARGV: lexical min, lexical max, limit.
+/// Returns the stream entries of the thread's replies in that range, oldest first
+/// (replies no longer in the stream are skipped).
+const THREAD: &str = r"
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, e in ipairs(ids) do
+  local seq = string.match(string.sub(e, 22), '^0*(%d+)$')
+  local found = redis.call('XRANGE', KEYS[2], seq .. '-1', seq .. '-1')
+  if #found == 1 then
+    out[#out + 1] = found[1]
+  end
+end
+return out
+";
+
+/// A seq zero-padded to 20 digits (every u64 fits), as in the thread index.
+fn pad(seq: u64) -> String {
+    format!("{seq:020}")
+}
 
 /// KEYS: stream, edits, edited, reactions, reacted.
 /// ARGV: seq, the stream JSON read, the edit read ('' none), the reactions read ('' none),
@@ -210,7 +262,7 @@ impl RedisHistory {
     }
 
     /// Replace the messages of a page by their current versions and add their reactions
-    /// (tombstones show none).
+    /// (tombstones show none) and thread sizes.
     async fn overlay(
         &self,
         tenant: &str,
@@ -225,9 +277,14 @@ impl RedisHistory {
             .fields(keys::edits(tenant, room_id), fields.clone())
             .await?;
         let reactions = self
-            .fields(keys::reactions(tenant, room_id), fields)
+            .fields(keys::reactions(tenant, room_id), fields.clone())
             .await?;
-        for ((m, edit), reactions) in page.iter_mut().zip(edits).zip(reactions) {
+        let threads = self
+            .fields(keys::thread_counts(tenant, room_id), fields)
+            .await?;
+        for (((m, edit), reactions), replies) in
+            page.iter_mut().zip(edits).zip(reactions).zip(threads)
+        {
             if let Some(edit) = edit {
                 let current: Message = serde_json::from_str(&edit)?;
                 if current.seq != m.seq {
@@ -241,6 +298,9 @@ impl RedisHistory {
             if let Some(r) = reactions.filter(|_| !m.deleted) {
                 let stored: Vec<Reactors> = serde_json::from_str(&r)?;
                 m.reactions = change::summarize(&stored);
+            }
+            if let Some(n) = replies {
+                m.thread_replies = parse_seq(&n, "thread replies")?;
             }
         }
         Ok(())
@@ -397,6 +457,8 @@ impl MessageStore for RedisHistory {
                     keys::edited(tenant, &msg.room_id),
                     keys::reactions(tenant, &msg.room_id),
                     keys::reacted(tenant, &msg.room_id),
+                    keys::threads(tenant, &msg.room_id),
+                    keys::thread_counts(tenant, &msg.room_id),
                 ],
                 vec![
                     before.to_owned(),
@@ -412,6 +474,7 @@ impl MessageStore for RedisHistory {
                     msg.sender_id.clone(),
                     msg.client_msg_id.clone().unwrap_or_default(),
                     PRUNE_BATCH.to_string(),
+                    msg.thread_root.map(|r| r.to_string()).unwrap_or_default(),
                 ],
             )
             .await?;
@@ -517,6 +580,61 @@ impl MessageStore for RedisHistory {
             .collect()
     }
 
+    async fn get(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError> {
+        let page = Page {
+            before: Some(seq.saturating_add(1)),
+            after: Some(seq.saturating_sub(1)),
+            limit: 1,
+        };
+        if seq == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .page(tenant, room_id, page)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == seq))
+    }
+
+    async fn thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let v: Value = self
+            .client
+            .eval(
+                THREAD,
+                vec![keys::threads(tenant, room_id), keys::log(tenant, room_id)],
+                vec![
+                    format!("({}:{}", pad(root), pad(after)),
+                    format!("[{}:~", pad(root)),
+                    limit.to_string(),
+                ],
+            )
+            .await?;
+        let mut out = entries_to_messages(v)?;
+        if let Some(stray) = out.iter().find(|m| m.thread_root != Some(root)) {
+            return Err(StoreError::Corrupt(format!(
+                "message {} in the thread of {root}",
+                stray.seq
+            )));
+        }
+        self.overlay(tenant, room_id, &mut out).await?;
+        Ok(out)
+    }
+
     async fn update(
         &self,
         tenant: &str,
@@ -534,6 +652,7 @@ impl MessageStore for RedisHistory {
                         keys::log(tenant, room_id),
                         keys::edits(tenant, room_id),
                         keys::reactions(tenant, room_id),
+                        keys::thread_counts(tenant, room_id),
                     ],
                     vec![seq_s.clone()],
                 )
@@ -541,10 +660,14 @@ impl MessageStore for RedisHistory {
             let Value::Array(parts) = reply else {
                 return Err(corrupt("read", &reply));
             };
-            let [entry, edit, reactions]: [Value; 3] =
+            let [entry, edit, reactions, replies]: [Value; 4] =
                 parts.try_into().map_err(|p: Vec<Value>| {
                     StoreError::Corrupt(format!("read: {} reply parts", p.len()))
                 })?;
+            let replies = match opt_string(replies, "thread replies")? {
+                Some(n) => parse_seq(&n, "thread replies")?,
+                None => 0,
+            };
             let Some(entry) = opt_string(entry, "stream field m")? else {
                 return Ok(Err(Refusal::NotFound));
             };
@@ -570,7 +693,7 @@ impl MessageStore for RedisHistory {
             let state = State { message, reactors };
             let next = match change::apply(&state, change) {
                 Err(r) => return Ok(Err(r)),
-                Ok(None) => return Ok(Ok(Updated::from_state(state, false))),
+                Ok(None) => return Ok(Ok(Updated::from_state(state, replies, false))),
                 Ok(Some(next)) => next,
             };
             let new_edit = if next.message == original {
@@ -607,7 +730,9 @@ impl MessageStore for RedisHistory {
             match done {
                 Value::Integer(0) => return Ok(Err(Refusal::NotFound)),
                 Value::Integer(1) => continue,
-                Value::Integer(2) => return Ok(Ok(Updated::from_state(next, true))),
+                Value::Integer(2) => {
+                    return Ok(Ok(Updated::from_state(next, replies, true)));
+                }
                 other => return Err(corrupt("update", &other)),
             }
         }
@@ -626,6 +751,8 @@ impl MessageStore for RedisHistory {
                 keys::edited(tenant, room_id),
                 keys::reactions(tenant, room_id),
                 keys::reacted(tenant, room_id),
+                keys::threads(tenant, room_id),
+                keys::thread_counts(tenant, room_id),
             ])
             .await?;
         Ok(())
@@ -677,5 +804,17 @@ mod tests {
             "sb:{acme}:room:general:cmid:alice:c1"
         );
         assert_eq!(exclusive(7), "(7-1");
+        for (key, name) in [
+            (keys::edits("acme", "general"), "edits"),
+            (keys::edited("acme", "general"), "edited"),
+            (keys::reactions("acme", "general"), "reactions"),
+            (keys::reacted("acme", "general"), "reacted"),
+            (keys::threads("acme", "general"), "threads"),
+            (keys::thread_counts("acme", "general"), "thread_counts"),
+        ] {
+            assert_eq!(key, format!("sb:{{acme}}:room:general:{name}"));
+        }
+        assert_eq!(pad(42), "00000000000000000042");
+        assert_eq!(pad(u64::MAX).len(), 20);
     }
 }

@@ -809,3 +809,166 @@ async fn racing_changes_serialize_across_nodes() {
     assert_eq!(m["message"]["seq"], 1);
     assert!(m["message"].get("reactions").is_none());
 }
+
+// === threads ===
+
+async fn threads_flow(a: &Node, b: &Node) {
+    let tenant = unique("t");
+    let alice = user(a, &tenant, "alice").await;
+    let bob = user(b, &tenant, "bob").await;
+    let carol = user(b, &tenant, "carol").await;
+    alice
+        .ok(
+            "room:create",
+            json!({"room_id": "r", "visibility": "public", "members": ["bob", "carol"]}),
+        )
+        .await;
+    alice
+        .ok("message:send", json!({"room_id": "r", "body": "root"}))
+        .await; // 1
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        let m = bob
+            .ok(
+                "message:send",
+                json!({"room_id": "r", "body": format!("reply {i}"), "thread_root": 1}),
+            )
+            .await["message"]
+            .clone();
+        assert_eq!(m["thread_root"], 1);
+        // Replies go out like any message, with their thread_root.
+        assert_eq!(
+            alice.expect("message:new").await["message"]["thread_root"],
+            1
+        );
+        replies.push(m);
+    }
+    assert_eq!(
+        replies.iter().map(|m| m["seq"].clone()).collect::<Vec<_>>(),
+        vec![json!(2), json!(3), json!(4)]
+    );
+    alice
+        .ok(
+            "message:send",
+            json!({"room_id": "r", "body": "main again"}),
+        )
+        .await; // 5
+
+    // The thread pages by seq; the root carries the count; history has everything.
+    let th = carol
+        .ok("message:thread", json!({"room_id": "r", "root_seq": 1}))
+        .await;
+    assert_eq!(th["messages"], json!(replies));
+    let page = carol
+        .ok(
+            "message:thread",
+            json!({"room_id": "r", "root_seq": 1, "after_seq": 2, "limit": 1}),
+        )
+        .await;
+    assert_eq!(page["messages"], json!([replies[1]]));
+    let h = carol.ok("message:history", json!({"room_id": "r"})).await;
+    assert_eq!(h["messages"][0]["thread_replies"], 3);
+    assert_eq!(h["messages"].as_array().unwrap().len(), 5);
+    assert!(h["messages"][4].get("thread_replies").is_none());
+    // Unread: replies count like room messages.
+    assert_eq!(carol.ok("unread:get", json!({})).await["counts"]["r"], 5);
+
+    // Refusals.
+    for (bad, code) in [
+        (
+            json!({"room_id": "r", "body": "x", "thread_root": 2}),
+            "bad_request",
+        ), // nesting
+        (
+            json!({"room_id": "r", "body": "x", "thread_root": 99}),
+            "bad_request",
+        ),
+        (
+            json!({"room_id": "r", "body": "x", "thread_root": 0}),
+            "bad_request",
+        ),
+        (
+            json!({"room_id": "r", "body": "x", "thread_root": "1"}),
+            "bad_request",
+        ),
+    ] {
+        assert_eq!(bob.err("message:send", bad.clone()).await, code, "{bad}");
+    }
+    for (bad, code) in [
+        (json!({"room_id": "r"}), "bad_request"),
+        (json!({"room_id": "r", "root_seq": 0}), "bad_request"),
+        (
+            json!({"room_id": "r", "root_seq": 1, "limit": 0}),
+            "bad_request",
+        ),
+        (
+            json!({"room_id": "r", "root_seq": 1, "limit": 101}),
+            "bad_request",
+        ),
+        (
+            json!({"room_id": "r", "root_seq": 1, "after_seq": -1}),
+            "bad_request",
+        ),
+        (json!({"room_id": "r", "root_seq": 2}), "bad_request"),
+        (json!({"room_id": "r", "root_seq": 99}), "not_found"),
+        (json!({"room_id": "nope", "root_seq": 1}), "not_found"),
+    ] {
+        assert_eq!(bob.err("message:thread", bad.clone()).await, code, "{bad}");
+    }
+    let outsider = user(a, &tenant, "mallory").await;
+    alice
+        .ok(
+            "room:create",
+            json!({"room_id": "priv", "visibility": "private"}),
+        )
+        .await;
+    assert_eq!(
+        outsider
+            .err("message:thread", json!({"room_id": "priv", "root_seq": 1}))
+            .await,
+        "forbidden"
+    );
+    // A deleted root takes no more replies; its thread stays readable.
+    alice
+        .ok("message:delete", json!({"room_id": "r", "seq": 1}))
+        .await;
+    assert_eq!(
+        bob.err(
+            "message:send",
+            json!({"room_id": "r", "body": "late", "thread_root": 1})
+        )
+        .await,
+        "conflict"
+    );
+    assert_eq!(
+        bob.ok("message:thread", json!({"room_id": "r", "root_seq": 1}))
+            .await["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Another tenant: no such room.
+    let intruder = user(b, &unique("t"), "bob").await;
+    assert_eq!(
+        intruder
+            .err("message:thread", json!({"room_id": "r", "root_seq": 1}))
+            .await,
+        "not_found"
+    );
+}
+
+#[tokio::test]
+async fn threads_on_one_node() {
+    let node = start(mk_config()).await;
+    threads_flow(&node, &node).await;
+}
+
+#[tokio::test]
+async fn threads_across_two_nodes() {
+    let Some((a, b)) = redis_pair(&[]).await else {
+        return;
+    };
+    threads_flow(&a, &b).await;
+}

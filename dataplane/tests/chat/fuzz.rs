@@ -25,6 +25,7 @@ const EVENTS: &[&str] = &[
     "message:edit",
     "message:delete",
     "message:react",
+    "message:thread",
 ];
 
 /// Keys /chat payloads use, so random objects often hit a real field.
@@ -42,6 +43,9 @@ const KEYS: &[&str] = &[
     "seq",
     "emoji",
     "on",
+    "thread_root",
+    "root_seq",
+    "after_seq",
 ];
 
 #[tokio::test]

@@ -40,6 +40,7 @@ pub fn every_event(room: &str) -> Vec<(&'static str, Value)> {
             "message:react",
             json!({"room_id": room, "seq": 1, "emoji": "👍", "on": true}),
         ),
+        ("message:thread", json!({"room_id": room, "root_seq": 1})),
         ("room:delete", json!({"room_id": room})),
     ]
 }
