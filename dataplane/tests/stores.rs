@@ -388,6 +388,16 @@ async fn history_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(other.message.seq, 1);
     assert_eq!(s.last_seqs(t, &strings(&["idem"])).await?, vec![2]);
     assert_eq!(seqs(&s.page(t, "idem", newest(10)).await?), vec![1, 2]);
+    // Any client_msg_id text is matched exactly (quotes, escapes, non-ASCII).
+    let odd = "q\"u\\o/te \u{e9} \u{1F389} \u{1}";
+    let one = s
+        .append(t, message("odd", "alice", "one", Some(odd)), 1000)
+        .await?;
+    let two = s
+        .append(t, message("odd", "alice", "two", Some(odd)), 1000)
+        .await?;
+    assert!(two.duplicate);
+    assert_eq!(two.message, one.message);
 
     // Trimming to max_len; a trimmed message's client_msg_id is forgotten with it.
     for i in 1..=5 {
