@@ -39,6 +39,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_PRESENCE_CACHE_TTL", "presence.cache_ttl"),
     ("SWITCHBOARD_MAX_MESSAGE_BYTES", "chat.max_message_bytes"),
     ("SWITCHBOARD_HISTORY_MAX_LEN", "chat.history_max_len"),
+    ("SWITCHBOARD_EDIT_WINDOW", "chat.edit_window"),
+    ("SWITCHBOARD_MAX_EDITS", "chat.max_edits"),
     (
         "SWITCHBOARD_MAX_ROOMS_PER_USER",
         "limits.max_rooms_per_user",
@@ -193,6 +195,11 @@ pub struct ChatConfig {
     pub history_max_len: u64,
     /// Members listed by `room:members` at most.
     pub max_members_listed: usize,
+    /// How long after sending its sender may edit a message (`0s`: never). Deleting is
+    /// not bounded by it.
+    pub edit_window: HumanDuration,
+    /// Edits one message takes at most; only its current version is stored.
+    pub max_edits: u32,
 }
 
 /// Presence: idle detection, node liveness, the read cache.
@@ -304,6 +311,8 @@ impl Default for ChatConfig {
             max_meta_bytes: 2048,
             history_max_len: 10_000,
             max_members_listed: 1000,
+            edit_window: HumanDuration::from_secs(24 * 3600),
+            max_edits: 50,
         }
     }
 }
@@ -702,6 +711,8 @@ impl DataplaneConfig {
             "chat.max_message_bytes" => self.chat.max_message_bytes = num(key, value)?,
             "chat.max_meta_bytes" => self.chat.max_meta_bytes = num(key, value)?,
             "chat.history_max_len" => self.chat.history_max_len = num(key, value)?,
+            "chat.edit_window" => self.chat.edit_window = dur(key, value)?,
+            "chat.max_edits" => self.chat.max_edits = num(key, value)?,
             "limits.max_rooms_per_user" => self.limits.max_rooms_per_user = num(key, value)?,
             "limits.max_payload_bytes" => self.limits.max_payload_bytes = num(key, value)?,
             "limits.abuse_threshold" => self.limits.abuse_threshold = num(key, value)?,
@@ -829,6 +840,15 @@ impl DataplaneConfig {
                 "chat.history_max_len",
                 "must be between 10 and 10000000",
             ));
+        }
+        if c.edit_window.0.as_secs() > 30 * 86_400 {
+            errors.push(err(
+                "chat.edit_window",
+                "must be between 0s (no edits) and 30d",
+            ));
+        }
+        if !(1..=1000).contains(&c.max_edits) {
+            errors.push(err("chat.max_edits", "must be between 1 and 1000"));
         }
         if !(1..=100_000).contains(&c.max_members_listed) {
             errors.push(err(
@@ -1306,6 +1326,37 @@ mod tests {
                 .to_string()
                 .contains("typing")
         );
+    }
+
+    #[test]
+    fn edit_keys_have_defaults_env_and_bounds() {
+        let d = DataplaneConfig::default();
+        assert_eq!(d.chat.edit_window, HumanDuration::from_secs(86_400));
+        assert_eq!(d.chat.max_edits, 50);
+        let mut c = mk_valid();
+        c.apply_env(|v| match v {
+            "SWITCHBOARD_EDIT_WINDOW" => Some("15m".into()),
+            "SWITCHBOARD_MAX_EDITS" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.chat.edit_window, HumanDuration::from_secs(900));
+        assert_eq!(c.chat.max_edits, 3);
+        c.validate().expect("15m and 3 are fine");
+        c.set("chat.edit_window", "0s").unwrap();
+        c.validate().expect("0s turns editing off");
+        c.set("chat.edit_window", "31d").unwrap();
+        c.set("chat.max_edits", "0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("chat.edit_window (SWITCHBOARD_EDIT_WINDOW): must be between 0s"),
+            "{e}"
+        );
+        assert!(
+            e.contains("chat.max_edits (SWITCHBOARD_MAX_EDITS): must be between 1 and 1000"),
+            "{e}"
+        );
+        assert!(c.set("chat.max_edits", "many").is_err());
     }
 
     #[test]

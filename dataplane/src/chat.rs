@@ -3,6 +3,9 @@
 //! Each handler decodes a typed request, checks membership, calls the stores and
 //! fans out; see PROTOCOL.md for the events and payloads.
 
+mod changes;
+mod threads;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -10,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
+use switchboard_crds::config::ChatConfig;
 
 use crate::app::{App, now_ms};
 use crate::auth::{AuthError, Identity};
@@ -48,8 +52,33 @@ pub async fn admit<A: Adapter>(
     on(&s, "room:leave", Class::Room, room_leave::<A>);
     on(&s, "room:invite", Class::Room, room_invite::<A>);
     on(&s, "room:members", Class::Read, room_members::<A>);
+    on(&s, "room:delete", Class::Room, changes::room_delete::<A>);
     on(&s, "message:send", Class::Message, message_send::<A>);
+    on(
+        &s,
+        "message:edit",
+        Class::Message,
+        changes::message_edit::<A>,
+    );
+    on(
+        &s,
+        "message:delete",
+        Class::Message,
+        changes::message_delete::<A>,
+    );
+    on(
+        &s,
+        "message:react",
+        Class::Message,
+        changes::message_react::<A>,
+    );
     on(&s, "message:history", Class::Read, message_history::<A>);
+    on(
+        &s,
+        "message:thread",
+        Class::Read,
+        threads::message_thread::<A>,
+    );
     on(&s, "message:delivered", Class::Read, message_delivered::<A>);
     on(&s, "receipt:read", Class::Read, receipt_read::<A>);
     on(&s, "receipt:batch", Class::Read, receipt_batch::<A>);
@@ -227,6 +256,11 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
             "room {room_id:?} already exists"
         )));
     }
+    // Whatever an earlier room of this id left behind (a `room:delete` cut short by a
+    // store outage after the room record went) is not this room's: clear it before
+    // anyone can post.
+    cx.app.stores.history.delete_room(t, &room_id).await?;
+    cx.app.stores.typing.clear_room(t, &room_id).await?;
     let mut users = vec![me.clone()];
     users.extend(req.members.into_iter().filter(|u| u != me));
     let skipped = add_members(&cx.app, t, &room_id, &users).await?;
@@ -357,6 +391,7 @@ struct MessageSend {
     client_msg_id: Option<String>,
     reply_to: Option<u64>,
     meta: Option<Value>,
+    thread_root: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -367,42 +402,54 @@ struct MessageHistory {
     limit: Option<usize>,
 }
 
-async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, AckError> {
-    let cfg = &cx.app.config.chat;
-    if req.body.trim().is_empty() {
+/// A message body: not blank, at most `chat.max_message_bytes`.
+fn check_body(cfg: &ChatConfig, body: &str) -> Result<(), AckError> {
+    if body.trim().is_empty() {
         return Err(AckError::bad_request("body must not be empty"));
     }
-    if req.body.len() > cfg.max_message_bytes {
+    if body.len() > cfg.max_message_bytes {
         return Err(AckError::new(
             Code::PayloadTooLarge,
             format!(
                 "body is {} bytes; the limit is {} (chat.max_message_bytes)",
-                req.body.len(),
+                body.len(),
                 cfg.max_message_bytes
             ),
         ));
     }
+    Ok(())
+}
+
+/// `meta`: a JSON object of at most `chat.max_meta_bytes`.
+fn check_meta(cfg: &ChatConfig, meta: &Value) -> Result<(), AckError> {
+    if !meta.is_object() {
+        return Err(AckError::bad_request("meta must be a JSON object"));
+    }
+    let size = serde_json::to_vec(meta)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > cfg.max_meta_bytes {
+        return Err(AckError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "meta is {size} bytes; the limit is {} (chat.max_meta_bytes)",
+                cfg.max_meta_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, AckError> {
+    let cfg = &cx.app.config.chat;
+    check_body(cfg, &req.body)?;
     if let Some(c) = &req.client_msg_id
         && (c.is_empty() || c.len() > 128)
     {
         return Err(AckError::bad_request("client_msg_id must be 1-128 bytes"));
     }
     if let Some(meta) = &req.meta {
-        if !meta.is_object() {
-            return Err(AckError::bad_request("meta must be a JSON object"));
-        }
-        let size = serde_json::to_vec(meta)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
-        if size > cfg.max_meta_bytes {
-            return Err(AckError::new(
-                Code::PayloadTooLarge,
-                format!(
-                    "meta is {size} bytes; the limit is {} (chat.max_meta_bytes)",
-                    cfg.max_meta_bytes
-                ),
-            ));
-        }
+        check_meta(cfg, meta)?;
     }
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
     require_member(&cx.app, &cx.id, &req.room_id).await?;
@@ -419,6 +466,9 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             )));
         }
     }
+    if let Some(root) = req.thread_root {
+        threads::check_root(&cx.app, t, &req.room_id, root).await?;
+    }
     let msg = Message {
         id: uuid::Uuid::now_v7().to_string(),
         room_id: req.room_id.clone(),
@@ -429,6 +479,8 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
         client_msg_id: req.client_msg_id,
         reply_to: req.reply_to,
         meta: req.meta,
+        thread_root: req.thread_root,
+        ..Message::default()
     };
     let stored = cx
         .app
@@ -436,6 +488,13 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
         .history
         .append(t, msg, cfg.history_max_len)
         .await?;
+    // A `room:delete` may have run since the membership check: it removes the room
+    // record before the history, so a room gone now means this append may have landed
+    // after the history was cleared. Clear it again rather than leave a stray log.
+    if cx.app.stores.rooms.get(t, &req.room_id).await?.is_none() {
+        cx.app.stores.history.delete_room(t, &req.room_id).await?;
+        return Err(AckError::not_found(format!("no room {:?}", req.room_id)));
+    }
     let message = stored.message;
     if !stored.duplicate {
         // Sending implies having read everything up to one's own message.

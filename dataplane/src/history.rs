@@ -1,6 +1,8 @@
 //! Messages: the per-room ordered log (`seq` rises by one per room), idempotent sends,
-//! and history pages in both directions.
+//! history pages in both directions, and what changes a message after it was sent
+//! (edits, deletes as tombstones, reactions; decided in [`change`]).
 
+pub mod change;
 pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
@@ -11,14 +13,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StoreError;
+use change::{Change, Reaction, Reactors, Refusal, State, summarize};
 
-/// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?, edited_at?,
+/// edit_count?, deleted?, reactions?, thread_root?, thread_replies?}`. A deleted message
+/// (tombstone) has no `body`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
     pub room_id: String,
     pub seq: u64,
     pub sender_id: String,
+    /// Empty only on a tombstone (a sent body is never empty), and then left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
     pub ts: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,6 +34,49 @@ pub struct Message {
     pub reply_to: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
+    /// When it was last edited (or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// Edits so far (bounded by `chat.max_edits`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub edit_count: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Filled on reads from the stored reactions; never stored inside the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
+    /// The seq of the thread's root when this message is a thread reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_root: Option<u64>,
+    /// Replies in this message's thread. Filled on reads; never stored in the message.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub thread_replies: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A change that was applied (or changed nothing): the message as it is now, reactions
+/// included, and the reactions alone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Updated {
+    pub message: Message,
+    /// `false` when the change was a no-op (nothing to tell the room).
+    pub changed: bool,
+}
+
+impl Updated {
+    fn from_state(state: State, thread_replies: u64, changed: bool) -> Self {
+        let mut message = state.message;
+        message.reactions = summarize(&state.reactors);
+        message.thread_replies = thread_replies;
+        Self { message, changed }
+    }
 }
 
 /// The result of an append: the stored message, and whether it was already there
@@ -65,6 +115,36 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Message>, StoreError>;
     /// The last assigned seq of each room (0 for a room without messages).
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError>;
+    /// The current version of message `seq` (reactions and thread count included), or
+    /// `None` when it is not in the log.
+    async fn get(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError>;
+    /// The replies in thread `root` with seq > `after`, oldest first, at most `limit`
+    /// (current versions; replies trimmed from the log are gone from the thread too).
+    async fn thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// Apply an edit, delete or reaction to message `seq` atomically: [`change::apply`]
+    /// decides on the current state. `Refusal::NotFound` when the message is not in the
+    /// log (never sent, trimmed, or the room deleted).
+    async fn update(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+        change: &Change,
+    ) -> Result<Result<Updated, Refusal>, StoreError>;
+    /// Forget the room's log, seq counter, edits and reactions (room deletion).
+    async fn delete_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError>;
 }
 
 /// Select a page from a log sorted by seq (shared by the in-memory store and tests).
@@ -93,10 +173,38 @@ pub struct MemoryHistory {
 #[derive(Default)]
 struct RoomLog {
     last_seq: u64,
+    /// Current versions (edits and tombstones replace in place), consecutive seqs.
     log: VecDeque<Message>,
-    /// (sender, client_msg_id) → the first message; bounded like the log (entries of
-    /// trimmed messages go).
-    by_client_id: HashMap<(String, String), Message>,
+    /// Reactions by seq; entries of trimmed messages go with them.
+    reactors: HashMap<u64, Vec<Reactors>>,
+    /// Thread root → its replies' seqs; a root's entry goes when it is trimmed (its
+    /// replies, being later, outlive it by at most the log's length).
+    threads: HashMap<u64, std::collections::BTreeSet<u64>>,
+    /// (sender, client_msg_id) → the seq of the first message; bounded like the log
+    /// (entries of trimmed messages go).
+    by_client_id: HashMap<(String, String), u64>,
+}
+
+impl RoomLog {
+    /// Add what is stored beside a message: its reactions (none on a tombstone) and the
+    /// size of its thread.
+    fn decorate(&self, m: &mut Message) {
+        if !m.deleted
+            && let Some(rx) = self.reactors.get(&m.seq)
+        {
+            m.reactions = summarize(rx);
+        }
+        m.thread_replies = self.threads.get(&m.seq).map_or(0, |t| t.len() as u64);
+    }
+
+    /// Where message `seq` is in the log (seqs in it are consecutive).
+    fn at(&self, seq: u64) -> Option<usize> {
+        self.log
+            .front()
+            .and_then(|first| seq.checked_sub(first.seq))
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| self.log.get(*i).is_some_and(|m| m.seq == seq))
+    }
 }
 
 #[async_trait]
@@ -115,7 +223,12 @@ impl MessageStore for MemoryHistory {
             .client_msg_id
             .clone()
             .map(|c| (msg.sender_id.clone(), c));
-        if let Some(first) = cid.as_ref().and_then(|c| room.by_client_id.get(c)) {
+        if let Some(first) = cid
+            .as_ref()
+            .and_then(|c| room.by_client_id.get(c))
+            .and_then(|seq| room.at(*seq))
+            .map(|i| &room.log[i])
+        {
             return Ok(Appended {
                 message: first.clone(),
                 duplicate: true,
@@ -124,14 +237,24 @@ impl MessageStore for MemoryHistory {
         room.last_seq += 1;
         msg.seq = room.last_seq;
         room.log.push_back(msg.clone());
+        if let Some(root) = msg.thread_root {
+            room.threads.entry(root).or_default().insert(msg.seq);
+        }
         if let Some(c) = cid {
-            room.by_client_id.insert(c, msg.clone());
+            room.by_client_id.insert(c, msg.seq);
         }
         while room.log.len() as u64 > max_len {
-            if let Some(old) = room.log.pop_front()
-                && let Some(c) = old.client_msg_id
-            {
-                room.by_client_id.remove(&(old.sender_id, c));
+            if let Some(old) = room.log.pop_front() {
+                room.reactors.remove(&old.seq);
+                room.threads.remove(&old.seq);
+                if let Some(root) = old.thread_root
+                    && let Some(replies) = room.threads.get_mut(&root)
+                {
+                    replies.remove(&old.seq);
+                }
+                if let Some(c) = old.client_msg_id {
+                    room.by_client_id.remove(&(old.sender_id, c));
+                }
             }
         }
         Ok(Appended {
@@ -147,10 +270,58 @@ impl MessageStore for MemoryHistory {
         page: Page,
     ) -> Result<Vec<Message>, StoreError> {
         let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(rooms
-            .get(&(tenant.to_owned(), room_id.to_owned()))
-            .map(|r| select_page(r.log.iter(), page))
-            .unwrap_or_default())
+        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(vec![]);
+        };
+        let mut out = select_page(r.log.iter(), page);
+        for m in &mut out {
+            r.decorate(m);
+        }
+        Ok(out)
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(None);
+        };
+        Ok(r.at(seq).map(|i| {
+            let mut m = r.log[i].clone();
+            r.decorate(&mut m);
+            m
+        }))
+    }
+
+    async fn thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(vec![]);
+        };
+        let Some(replies) = r.threads.get(&root) else {
+            return Ok(vec![]);
+        };
+        Ok(replies
+            .range(after.saturating_add(1)..)
+            .filter_map(|seq| r.at(*seq))
+            .take(limit)
+            .map(|i| {
+                let mut m = r.log[i].clone();
+                r.decorate(&mut m);
+                m
+            })
+            .collect())
     }
 
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -163,6 +334,46 @@ impl MessageStore for MemoryHistory {
                     .map_or(0, |l| l.last_seq)
             })
             .collect())
+    }
+
+    async fn update(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+        change: &Change,
+    ) -> Result<Result<Updated, Refusal>, StoreError> {
+        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(room) = rooms.get_mut(&(tenant.to_owned(), room_id.to_owned())) else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let Some(at) = room.at(seq) else {
+            return Ok(Err(Refusal::NotFound));
+        };
+        let state = State {
+            message: room.log[at].clone(),
+            reactors: room.reactors.get(&seq).cloned().unwrap_or_default(),
+        };
+        let replies = room.threads.get(&seq).map_or(0, |t| t.len() as u64);
+        match change::apply(&state, change) {
+            Err(r) => Ok(Err(r)),
+            Ok(None) => Ok(Ok(Updated::from_state(state, replies, false))),
+            Ok(Some(next)) => {
+                room.log[at] = next.message.clone();
+                if next.reactors.is_empty() {
+                    room.reactors.remove(&seq);
+                } else {
+                    room.reactors.insert(seq, next.reactors.clone());
+                }
+                Ok(Ok(Updated::from_state(next, replies, true)))
+            }
+        }
+    }
+
+    async fn delete_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError> {
+        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.remove(&(tenant.to_owned(), room_id.to_owned()));
+        Ok(())
     }
 }
 
@@ -179,9 +390,7 @@ mod tests {
                 sender_id: "a".into(),
                 body: "x".into(),
                 ts: 0,
-                client_msg_id: None,
-                reply_to: None,
-                meta: None,
+                ..Message::default()
             })
             .collect()
     }

@@ -63,6 +63,13 @@ pub trait ReceiptStore: Send + Sync {
         room_ids: &[String],
         kind: Kind,
     ) -> Result<Vec<u64>, StoreError>;
+    /// Drop every pointer (both kinds) of these users in a room (room deletion).
+    async fn forget_room(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_ids: &[String],
+    ) -> Result<(), StoreError>;
     async fn privacy(&self, tenant: &str, user_id: &str) -> Result<Privacy, StoreError>;
     async fn set_privacy(
         &self,
@@ -119,6 +126,21 @@ impl ReceiptStore for MemoryReceipts {
                     .unwrap_or(0)
             })
             .collect())
+    }
+
+    async fn forget_room(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let mut p = self.pointers.lock().unwrap_or_else(|e| e.into_inner());
+        for u in user_ids {
+            for kind in [Kind::Delivered, Kind::Read] {
+                p.remove(&(tenant.into(), u.clone(), room_id.into(), kind));
+            }
+        }
+        Ok(())
     }
 
     async fn privacy(&self, tenant: &str, user_id: &str) -> Result<Privacy, StoreError> {

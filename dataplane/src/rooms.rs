@@ -72,6 +72,9 @@ pub trait RoomStore: Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
     /// Ids of the rooms a user belongs to.
     async fn rooms_of(&self, tenant: &str, user_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Delete the room and every membership in it, at once. Returns the members it had,
+    /// or `None` when there was no such room.
+    async fn delete(&self, tenant: &str, room_id: &str) -> Result<Option<Vec<String>>, StoreError>;
 }
 
 // === impl MemoryRooms ===
@@ -187,5 +190,23 @@ impl RoomStore for MemoryRooms {
             .get(&k(tenant, user_id))
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn delete(&self, tenant: &str, room_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut m = self.lock();
+        if m.rooms.remove(&k(tenant, room_id)).is_none() {
+            return Ok(None);
+        }
+        let members: Vec<String> = m
+            .members
+            .remove(&k(tenant, room_id))
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default();
+        for u in &members {
+            if let Some(held) = m.user_rooms.get_mut(&k(tenant, u)) {
+                held.remove(room_id);
+            }
+        }
+        Ok(Some(members))
     }
 }

@@ -45,6 +45,8 @@ pub trait TypingStore: Send + Sync {
         user_id: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Forget everyone typing in the room (room deletion).
+    async fn clear_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError>;
     /// Everyone typing at `now`, ordered by user id. Must not delete expired entries:
     /// `expire` has to find them to announce the end of typing.
     async fn active(
@@ -120,6 +122,12 @@ impl TypingStore for MemoryTyping {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    async fn clear_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.remove(&(tenant.into(), room_id.into()));
+        Ok(())
     }
 
     async fn active(

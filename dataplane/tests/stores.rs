@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface};
+use fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface,
+};
 use fred::prelude::{Builder, Config};
 use fred::types::{RespVersion, Value};
 use serde_json::json;
@@ -18,6 +20,7 @@ use switchboard_dataplane::auth::Identity;
 use switchboard_dataplane::auth::revocation::redis::RedisRevocations;
 use switchboard_dataplane::auth::revocation::{MemoryRevocations, RevocationStore, Target};
 use switchboard_dataplane::error::StoreError;
+use switchboard_dataplane::history::change::{Change, Reaction, Refusal};
 use switchboard_dataplane::history::redis::RedisHistory;
 use switchboard_dataplane::history::{MemoryHistory, Message, MessageStore, Page, select_page};
 use switchboard_dataplane::online::redis::RedisOnline;
@@ -119,6 +122,20 @@ conformance!(
     history_conform,
     history_memory,
     history_redis,
+    MemoryHistory::default(),
+    RedisHistory
+);
+conformance!(
+    history_changes_conform,
+    history_changes_memory,
+    history_changes_redis,
+    MemoryHistory::default(),
+    RedisHistory
+);
+conformance!(
+    history_threads_conform,
+    history_threads_memory,
+    history_threads_redis,
     MemoryHistory::default(),
     RedisHistory
 );
@@ -234,6 +251,23 @@ async fn rooms_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
     assert!(!s.remove_member(u, "r3", "bob").await?);
     assert!(s.is_member(t, "r3", "bob").await?);
     assert_eq!(s.members(t, "general", 100).await?, all);
+
+    // Deleting a room takes every membership with it, in this tenant only.
+    assert_eq!(s.delete(t, "general").await?, Some(all.clone()));
+    assert_eq!(s.get(t, "general").await?, None);
+    assert_eq!(s.members(t, "general", 100).await?, Vec::<String>::new());
+    assert!(!s.is_member(t, "general", "carol").await?);
+    assert_eq!(s.rooms_of(t, "bob").await?, strings(&["r3"]));
+    assert_eq!(s.rooms_of(t, "carol").await?, Vec::<String>::new());
+    assert_eq!(s.delete(t, "general").await?, None);
+    assert_eq!(s.delete(t, "never").await?, None);
+    assert_eq!(s.get(u, "general").await?, Some(room("general", "Theirs")));
+    assert_eq!(s.members(u, "general", 10).await?, strings(&["bob"]));
+    assert_eq!(s.rooms_of(u, "bob").await?, strings(&["general"]));
+    // A room without members deletes too, and its id can be taken again.
+    assert_eq!(s.delete(t, "secret").await?, Some(vec![]));
+    assert!(s.create(t, &room("general", "Again")).await?);
+    assert_eq!(s.members(t, "general", 100).await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -248,8 +282,7 @@ fn message(room: &str, sender: &str, body: &str, client_msg_id: Option<&str>) ->
         body: body.into(),
         ts: 1_700_000_000_123,
         client_msg_id: client_msg_id.map(Into::into),
-        reply_to: None,
-        meta: None,
+        ..Message::default()
     }
 }
 
@@ -355,6 +388,16 @@ async fn history_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(other.message.seq, 1);
     assert_eq!(s.last_seqs(t, &strings(&["idem"])).await?, vec![2]);
     assert_eq!(seqs(&s.page(t, "idem", newest(10)).await?), vec![1, 2]);
+    // Any client_msg_id text is matched exactly (quotes, escapes, non-ASCII).
+    let odd = "q\"u\\o/te \u{e9} \u{1F389} \u{1}";
+    let one = s
+        .append(t, message("odd", "alice", "one", Some(odd)), 1000)
+        .await?;
+    let two = s
+        .append(t, message("odd", "alice", "two", Some(odd)), 1000)
+        .await?;
+    assert!(two.duplicate);
+    assert_eq!(two.message, one.message);
 
     // Trimming to max_len; a trimmed message's client_msg_id is forgotten with it.
     for i in 1..=5 {
@@ -393,6 +436,328 @@ async fn history_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
     };
     assert_eq!(seqs(&s.page(t, "trim", after_1).await?), vec![4, 5]);
     assert_eq!(s.last_seqs(t, &strings(&["trim"])).await?, vec![6]);
+    Ok(())
+}
+
+fn edit(user: &str, body: &str, now: i64) -> Change {
+    Change::Edit {
+        user: user.into(),
+        body: body.into(),
+        meta: None,
+        now,
+        window_ms: 60_000,
+        max_edits: 2,
+    }
+}
+
+fn react(user: &str, emoji: &str, on: bool) -> Change {
+    Change::React {
+        user: user.into(),
+        emoji: emoji.into(),
+        on,
+    }
+}
+
+/// Edits, tombstones and reactions: history serves the current version, seq and last
+/// seq never move, and nothing crosses tenants or outlives its room.
+async fn history_changes_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
+    const TS: i64 = 1_700_000_000_123;
+    for i in 1..=3 {
+        s.append(
+            t,
+            message("c", "alice", &format!("m{i}"), Some(&format!("k{i}"))),
+            1000,
+        )
+        .await?;
+    }
+    s.append(u, message("c", "alice", "theirs", None), 1000)
+        .await?;
+
+    // Edit by the sender: body, edited_at and edit_count change; seq does not.
+    let e = s
+        .update(t, "c", 2, &edit("alice", "m2 fixed", TS + 5))
+        .await?;
+    let e = e.map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(e.changed);
+    assert_eq!(
+        (
+            e.message.seq,
+            e.message.body.as_str(),
+            e.message.edited_at,
+            e.message.edit_count
+        ),
+        (2, "m2 fixed", Some(TS + 5), 1)
+    );
+    assert_eq!(
+        s.update(t, "c", 2, &edit("bob", "hijack", TS)).await?,
+        Err(Refusal::NotSender)
+    );
+    assert_eq!(
+        s.update(t, "c", 2, &edit("alice", "late", TS + 60_001))
+            .await?,
+        Err(Refusal::WindowClosed)
+    );
+    s.update(t, "c", 2, &edit("alice", "m2 again", TS + 6))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert_eq!(
+        s.update(t, "c", 2, &edit("alice", "third", TS + 7)).await?,
+        Err(Refusal::TooManyEdits(2))
+    );
+    assert_eq!(
+        s.update(t, "c", 9, &edit("alice", "x", TS)).await?,
+        Err(Refusal::NotFound)
+    );
+    assert_eq!(
+        s.update(t, "none", 1, &edit("alice", "x", TS)).await?,
+        Err(Refusal::NotFound)
+    );
+    // A repeated client_msg_id returns the current version.
+    let dup = s
+        .append(t, message("c", "alice", "resend", Some("k2")), 1000)
+        .await?;
+    assert!(dup.duplicate);
+    assert_eq!(dup.message.body, "m2 again");
+
+    // Reactions: idempotent, aggregated, returned with history.
+    let r = s
+        .update(t, "c", 1, &react("bob", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(r.changed);
+    let r = s
+        .update(t, "c", 1, &react("bob", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(!r.changed);
+    s.update(t, "c", 1, &react("carol", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let r = s
+        .update(t, "c", 1, &react("carol", "🎉", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let expected = vec![
+        Reaction {
+            emoji: "👍".into(),
+            count: 2,
+            user_ids: strings(&["bob", "carol"]),
+        },
+        Reaction {
+            emoji: "🎉".into(),
+            count: 1,
+            user_ids: strings(&["carol"]),
+        },
+    ];
+    assert_eq!(r.message.reactions, expected);
+    s.update(t, "c", 2, &react("bob", "👀", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let page = s.page(t, "c", newest(10)).await?;
+    assert_eq!(seqs(&page), vec![1, 2, 3]);
+    assert_eq!(page[0].reactions, expected);
+    assert_eq!(page[0].body, "m1");
+    assert_eq!(page[1].body, "m2 again");
+    assert_eq!(page[1].edit_count, 2);
+    assert_eq!(page[1].reactions.len(), 1);
+    assert!(page[2].reactions.is_empty() && page[2].edited_at.is_none());
+
+    // Delete by a stranger is refused; by the owner (decided by the caller) a tombstone.
+    let del = |user: &str, by_owner| Change::Delete {
+        user: user.into(),
+        by_owner,
+        now: TS + 9,
+    };
+    assert_eq!(
+        s.update(t, "c", 2, &del("bob", false)).await?,
+        Err(Refusal::NotSenderOrOwner)
+    );
+    let d = s
+        .update(t, "c", 2, &del("bob", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert!(d.message.deleted && d.message.body.is_empty() && d.message.reactions.is_empty());
+    assert_eq!(
+        s.update(t, "c", 2, &react("bob", "👀", true)).await?,
+        Err(Refusal::Deleted)
+    );
+    assert_eq!(
+        s.update(t, "c", 2, &edit("alice", "back", TS)).await?,
+        Err(Refusal::Deleted)
+    );
+    let page = s.page(t, "c", newest(10)).await?;
+    assert_eq!(seqs(&page), vec![1, 2, 3], "a tombstone keeps its seq");
+    assert!(page[1].deleted && page[1].body.is_empty() && page[1].reactions.is_empty());
+    assert_eq!(page[1].id, d.message.id);
+    assert_eq!(
+        s.last_seqs(t, &strings(&["c"])).await?,
+        vec![3],
+        "last seq never moves"
+    );
+
+    // The other tenant's room "c" is untouched, and their changes stay theirs.
+    let theirs = s.page(u, "c", newest(10)).await?;
+    assert_eq!(theirs.len(), 1);
+    assert!(theirs[0].reactions.is_empty() && theirs[0].edited_at.is_none());
+    assert_eq!(
+        s.update(u, "c", 2, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+
+    // Trimming takes edits and reactions with the messages.
+    for i in 1..=3 {
+        s.append(t, message("tr", "alice", &format!("x{i}"), None), 2)
+            .await?;
+    }
+    s.update(t, "tr", 2, &react("bob", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    s.update(t, "tr", 3, &edit("alice", "x3 edited", TS))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    for i in 4..=6 {
+        s.append(t, message("tr", "alice", &format!("x{i}"), None), 2)
+            .await?;
+    }
+    let page = s.page(t, "tr", newest(10)).await?;
+    assert_eq!(seqs(&page), vec![5, 6]);
+    assert!(
+        page.iter()
+            .all(|m| m.reactions.is_empty() && m.edited_at.is_none())
+    );
+    assert_eq!(
+        s.update(t, "tr", 2, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+
+    // Deleting the room forgets its log, seq, edits and reactions; a new room of that id
+    // starts at seq 1, and an old client_msg_id does not bring back an old message.
+    s.delete_room(t, "c").await?;
+    assert_eq!(s.page(t, "c", newest(10)).await?, Vec::<Message>::new());
+    assert_eq!(s.last_seqs(t, &strings(&["c"])).await?, vec![0]);
+    assert_eq!(
+        s.update(t, "c", 1, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+    let fresh = s
+        .append(t, message("c", "zed", "new room", Some("k1")), 1000)
+        .await?;
+    assert!(!fresh.duplicate);
+    assert_eq!(fresh.message.seq, 1);
+    let again = s
+        .append(t, message("c", "alice", "hello again", Some("k1")), 1000)
+        .await?;
+    assert!(
+        !again.duplicate,
+        "the old k1 pointed at seq 1 of the deleted room"
+    );
+    assert_eq!(again.message.seq, 2);
+    assert_eq!(s.page(t, "c", newest(10)).await?.len(), 2);
+    assert_eq!(s.page(u, "c", newest(10)).await?.len(), 1);
+    Ok(())
+}
+
+fn reply(room: &str, sender: &str, body: &str, root: u64) -> Message {
+    Message {
+        thread_root: Some(root),
+        ..message(room, sender, body, None)
+    }
+}
+
+/// Threads: replies take room seqs, page by seq within their thread, roots count them,
+/// trimming and room deletion take them along; nothing crosses tenants.
+async fn history_threads_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
+    s.append(t, message("th", "alice", "root one", None), 1000)
+        .await?; // 1
+    s.append(t, message("th", "alice", "root two", None), 1000)
+        .await?; // 2
+    let mut replies = Vec::new();
+    for i in 0..5 {
+        // 3..7 into the thread of 1, 8 into the thread of 2
+        replies.push(
+            s.append(t, reply("th", "bob", &format!("r{i}"), 1), 1000)
+                .await?
+                .message,
+        );
+    }
+    let other = s.append(t, reply("th", "carol", "in two", 2), 1000).await?;
+    assert_eq!(seqs(&replies), vec![3, 4, 5, 6, 7]);
+    assert_eq!(other.message.seq, 8);
+    assert_eq!(other.message.thread_root, Some(2));
+    assert_eq!(s.last_seqs(t, &strings(&["th"])).await?, vec![8]);
+
+    assert_eq!(
+        seqs(&s.thread(t, "th", 1, 0, 100).await?),
+        vec![3, 4, 5, 6, 7]
+    );
+    assert_eq!(seqs(&s.thread(t, "th", 1, 4, 2).await?), vec![5, 6]);
+    assert_eq!(seqs(&s.thread(t, "th", 1, 7, 10).await?), Vec::<u64>::new());
+    assert_eq!(seqs(&s.thread(t, "th", 2, 0, 10).await?), vec![8]);
+    assert_eq!(seqs(&s.thread(t, "th", 3, 0, 10).await?), Vec::<u64>::new());
+    assert_eq!(s.thread(t, "th", 1, 0, 0).await?, Vec::<Message>::new());
+    let page = s.page(t, "th", newest(100)).await?;
+    assert_eq!(
+        page.iter().map(|m| m.thread_replies).collect::<Vec<_>>(),
+        vec![5, 1, 0, 0, 0, 0, 0, 0]
+    );
+    let root = s.get(t, "th", 1).await?.expect("root");
+    assert_eq!((root.body.as_str(), root.thread_replies), ("root one", 5));
+    assert_eq!(
+        s.get(t, "th", 4).await?.map(|m| m.thread_root),
+        Some(Some(1))
+    );
+    assert_eq!(s.get(t, "th", 99).await?, None);
+    assert_eq!(s.get(t, "th", 0).await?, None);
+
+    // Edits and reactions show in the thread; an edit of the root keeps its count.
+    let e = s
+        .update(t, "th", 4, &edit("bob", "r1 edited", 1_700_000_000_200))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert_eq!(e.message.thread_root, Some(1));
+    s.update(t, "th", 5, &react("alice", "👍", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let th = s.thread(t, "th", 1, 3, 2).await?;
+    assert_eq!(th[0].body, "r1 edited");
+    assert_eq!(th[1].reactions.len(), 1);
+    let r = s
+        .update(t, "th", 1, &react("bob", "👀", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    assert_eq!(r.message.thread_replies, 5);
+
+    // Another tenant's room "th" has no threads.
+    assert_eq!(s.thread(u, "th", 1, 0, 100).await?, Vec::<Message>::new());
+    s.append(u, message("th", "alice", "theirs", None), 1000)
+        .await?;
+    assert_eq!(s.get(u, "th", 1).await?.map(|m| m.thread_replies), Some(0));
+
+    // Trimming a root takes its thread (the replies kept in the log stay messages).
+    for i in 0..3 {
+        s.append(t, message("tt", "alice", &format!("root{i}"), None), 4)
+            .await?; // 1..3
+    }
+    s.append(t, reply("tt", "bob", "a", 2), 4).await?; // 4: log 1..4
+    s.append(t, reply("tt", "bob", "b", 3), 4).await?; // 5: log 2..5
+    assert_eq!(seqs(&s.thread(t, "tt", 2, 0, 10).await?), vec![4]);
+    assert_eq!(seqs(&s.thread(t, "tt", 3, 0, 10).await?), vec![5]);
+    for i in 0..3 {
+        s.append(t, message("tt", "alice", &format!("later{i}"), None), 4)
+            .await?; // 6..8: log 5..8
+    }
+    assert_eq!(s.thread(t, "tt", 2, 0, 10).await?, Vec::<Message>::new());
+    assert_eq!(s.thread(t, "tt", 3, 0, 10).await?, Vec::<Message>::new());
+    let kept = s.page(t, "tt", newest(10)).await?;
+    assert_eq!(seqs(&kept), vec![5, 6, 7, 8]);
+    assert_eq!(kept[0].thread_root, Some(3));
+
+    // Room deletion takes every thread.
+    s.delete_room(t, "th").await?;
+    assert_eq!(s.thread(t, "th", 1, 0, 100).await?, Vec::<Message>::new());
+    s.append(t, message("th", "zed", "new root", None), 1000)
+        .await?;
+    assert_eq!(s.get(t, "th", 1).await?.map(|m| m.thread_replies), Some(0));
     Ok(())
 }
 
@@ -474,6 +839,20 @@ async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> 
     assert_eq!(s.privacy(t, "alice").await?, silent);
     s.set_privacy(u, "alice", quiet).await?;
     assert_eq!(s.privacy(t, "alice").await?, silent);
+
+    // Forgetting a room drops both kinds of pointer of the users named, in that room.
+    s.advance(t, "bob", "general", Kind::Read, 4).await?;
+    s.forget_room(t, "general", &strings(&["alice", "bob", "nobody"]))
+        .await?;
+    let two = strings(&["general", "digits"]);
+    assert_eq!(s.pointers(t, "alice", &two, Kind::Read).await?, vec![0, 10]);
+    assert_eq!(
+        s.pointers(t, "alice", &two, Kind::Delivered).await?,
+        vec![0, 0]
+    );
+    assert_eq!(s.pointers(t, "bob", &two, Kind::Read).await?, vec![0, 0]);
+    assert_eq!(s.pointers(u, "alice", &two, Kind::Read).await?, vec![1, 0]);
+    s.forget_room(t, "general", &[]).await?;
     Ok(())
 }
 
@@ -539,6 +918,14 @@ async fn typing_conform(s: &dyn TypingStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(s.active(t, "r", 0).await?, vec![bob(1000)]);
     assert!(!s.expire(u, "r", "bob", 2000).await?);
     assert_eq!(s.active(t, "r", 0).await?, vec![bob(1000)]);
+
+    // Clearing a room forgets who typed there, in that tenant only.
+    assert!(s.start(u, "r", bob(1000), 0).await?);
+    s.clear_room(t, "r").await?;
+    assert_eq!(s.active(t, "r", 0).await?, Vec::<Typist>::new());
+    assert!(!s.stop(t, "r", "bob", 0).await?);
+    assert_eq!(s.active(u, "r", 0).await?, vec![bob(1000)]);
+    s.clear_room(t, "never").await?;
     Ok(())
 }
 
@@ -795,6 +1182,55 @@ async fn redis_corrupt_data_is_reported() -> Result<()> {
 
 /// A room's hash expires a minute past its latest expiry, and a shorter refresh never
 /// shortens it.
+/// What Redis keeps beside a room's stream (edits, reactions, the thread index) is pruned
+/// as the stream is trimmed, and room deletion leaves no key of the room behind.
+#[tokio::test]
+async fn redis_history_side_keys_stay_bounded() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisHistory::new(client.clone());
+    let key = |k: &str| format!("sb:{{{t}}}:room:b:{k}");
+    for i in 1..=40_u64 {
+        let m = if i % 2 == 0 {
+            reply("b", "bob", "r", i - 1)
+        } else {
+            message("b", "alice", "root", None)
+        };
+        s.append(&t, m, 4).await?;
+        s.update(&t, "b", i, &react("carol", "👍", true))
+            .await?
+            .map_err(|r| anyhow::anyhow!("{r}"))?;
+        if i % 2 == 1 {
+            s.update(&t, "b", i, &edit("alice", "edited", 1_700_000_000_200))
+                .await?
+                .map_err(|r| anyhow::anyhow!("{r}"))?;
+        }
+    }
+    let hlen = |k: String| {
+        let c = client.clone();
+        async move { c.hlen::<u64, _>(k).await }
+    };
+    // At most the last 4 messages (seqs 37..40) and one append's worth of stragglers.
+    assert!(hlen(key("reactions")).await? <= 5);
+    assert!(hlen(key("edits")).await? <= 5);
+    assert!(hlen(key("thread_counts")).await? <= 3);
+    let threads: u64 = client.zcard(key("threads")).await?;
+    assert!(threads <= 3, "{threads} thread entries");
+    s.delete_room(&t, "b").await?;
+    let left: Value = client
+        .eval(
+            "return redis.call('KEYS', ARGV[1])",
+            Vec::<String>::new(),
+            vec![format!("sb:{{{t}}}:room:b:*")],
+        )
+        .await?;
+    assert_eq!(left, Value::Array(vec![]), "keys left after delete_room");
+    client.quit().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn redis_typing_keys_expire() -> Result<()> {
     let Some(client) = redis().await? else {

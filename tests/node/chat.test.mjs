@@ -658,6 +658,8 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
       ['reply_to a string', { room_id: R, body: 'x', reply_to: 'one' }, 'bad_request'],
       ['reply_to negative', { room_id: R, body: 'x', reply_to: -1 }, 'bad_request'],
       ['reply_to a message that does not exist', { room_id: R, body: 'x', reply_to: 999 }, 'bad_request'],
+      ['thread_root a string', { room_id: R, body: 'x', thread_root: 'one' }, 'bad_request'],
+      ['thread_root a message that does not exist', { room_id: R, body: 'x', thread_root: 999 }, 'bad_request'],
       ['meta a string', { room_id: R, body: 'x', meta: 'str' }, 'bad_request'],
       ['meta an array', { room_id: R, body: 'x', meta: [1] }, 'bad_request'],
       ['body over 4096 bytes', { room_id: R, body: big }, 'payload_too_large'],
@@ -714,6 +716,45 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
     'privacy:set': [
       ['read_receipts a string', { read_receipts: 'no' }, 'bad_request'],
       ['typing_indicators a number', { typing_indicators: 1 }, 'bad_request'],
+    ],
+    'room:delete': [
+      ['{}', {}, 'bad_request'],
+      ['room_id a number', { room_id: 9 }, 'bad_request'],
+      ['room_id with a colon', { room_id: 'a:b' }, 'bad_request'],
+    ],
+    'message:edit': [
+      ['{}', {}, 'bad_request'],
+      ['no body', { room_id: R, seq: 1 }, 'bad_request'],
+      ['no seq', { room_id: R, body: 'x' }, 'bad_request'],
+      ['seq 0', { room_id: R, seq: 0, body: 'x' }, 'bad_request'],
+      ['seq a string', { room_id: R, seq: '1', body: 'x' }, 'bad_request'],
+      ['blank body', { room_id: R, seq: 1, body: '  ' }, 'bad_request'],
+      ['meta an array', { room_id: R, seq: 1, body: 'x', meta: [1] }, 'bad_request'],
+      ['body over 4096 bytes', { room_id: R, seq: 1, body: big }, 'payload_too_large'],
+    ],
+    'message:delete': [
+      ['{}', {}, 'bad_request'],
+      ['no seq', { room_id: R }, 'bad_request'],
+      ['seq negative', { room_id: R, seq: -1 }, 'bad_request'],
+      ['seq fractional', { room_id: R, seq: 1.5 }, 'bad_request'],
+    ],
+    'message:thread': [
+      ['{}', {}, 'bad_request'],
+      ['no root_seq', { room_id: R }, 'bad_request'],
+      ['root_seq 0', { room_id: R, root_seq: 0 }, 'bad_request'],
+      ['root_seq a string', { room_id: R, root_seq: '1' }, 'bad_request'],
+      ['limit 0', { room_id: R, root_seq: 1, limit: 0 }, 'bad_request'],
+      ['limit 101', { room_id: R, root_seq: 1, limit: 101 }, 'bad_request'],
+      ['after_seq negative', { room_id: R, root_seq: 1, after_seq: -1 }, 'bad_request'],
+    ],
+    'message:react': [
+      ['{}', {}, 'bad_request'],
+      ['no on', { room_id: R, seq: 1, emoji: '👍' }, 'bad_request'],
+      ['on a string', { room_id: R, seq: 1, emoji: '👍', on: 'yes' }, 'bad_request'],
+      ['empty emoji', { room_id: R, seq: 1, emoji: '', on: true }, 'bad_request'],
+      ['emoji with a space', { room_id: R, seq: 1, emoji: 'a b', on: true }, 'bad_request'],
+      ['emoji over 64 bytes', { room_id: R, seq: 1, emoji: 'x'.repeat(65), on: true }, 'bad_request'],
+      ['seq 0', { room_id: R, seq: 0, emoji: '👍', on: true }, 'bad_request'],
     ],
   });
 
@@ -887,4 +928,157 @@ test('9. rate limit: a flooder is limited then disconnected, others are unaffect
   const later = await ok(bob, 'message:send', { room_id: room, body: 'bob after the flood' });
   assert.equal(later.message.sender_id, 'bob');
   await limited.stop();
+});
+
+// ---------------------------------------------------------------------------------------
+// v1.1: room:delete, message:edit, message:delete, message:react (dataplane/PROTOCOL.md,
+// "/chat v1.1 as implemented"). Each flow runs on the embedded node and, with Redis, with
+// alice on node A and bob on node B.
+
+/** Alice owns a private room with bob and carol; returns the three sockets. */
+async function v11Room(a, b, tenant, room) {
+  const alice = await connectUser(a, 'alice', tenant);
+  const bob = await connectUser(b, 'bob', tenant);
+  const carol = await connectUser(b, 'carol', tenant);
+  await ok(alice, 'room:create', { room_id: room, visibility: 'private', members: ['bob', 'carol'] });
+  return { alice, bob, carol };
+}
+
+async function editDeleteReactFlow(t, a, b, tag) {
+  const tenant = `acme-v11-${tag}-${RUN}`;
+  const room = `v11-${tag}`;
+  const { alice, bob, carol } = await v11Room(a, b, tenant, room);
+  const first = (await ok(alice, 'message:send', { room_id: room, body: 'helo', meta: { k: 1 } })).message;
+  const second = (await ok(bob, 'message:send', { room_id: room, body: "bob's" })).message;
+  const unreadBefore = (await ok(carol, 'unread:get', {})).counts;
+  assert.equal(unreadBefore[room], 2);
+
+  await t.test(`${tag}: the sender edits; members get message:updated; history serves it`, async () => {
+    const edited = (await ok(alice, 'message:edit', { room_id: room, seq: 1, body: 'hello' })).message;
+    assert.equal(edited.id, first.id);
+    assert.equal(edited.seq, 1);
+    assert.equal(edited.body, 'hello');
+    assert.deepEqual(edited.meta, { k: 1 });
+    assert.ok(edited.edited_at >= first.ts);
+    const got = await waitFor(bob, 'message:updated', (d) => d.message?.body === 'hello');
+    assert.deepEqual(got.data.message, edited);
+    await fails(bob, 'message:edit', { room_id: room, seq: 1, body: 'mine now' }, 'forbidden');
+    await fails(alice, 'message:edit', { room_id: room, seq: 99, body: 'x' }, 'not_found');
+    const hist = (await ok(carol, 'message:history', { room_id: room })).messages;
+    assert.deepEqual(hist[0], edited);
+  });
+
+  await t.test(`${tag}: reactions aggregate, are bounded, stored and returned by history`, async () => {
+    const r1 = await ok(bob, 'message:react', { room_id: room, seq: 1, emoji: '👍', on: true });
+    assert.deepEqual(r1.reactions, [{ emoji: '👍', count: 1, user_ids: ['bob'] }]);
+    const got = await waitFor(alice, 'message:reactions', (d) => d.seq === 1);
+    assert.deepEqual(got.data, { room_id: room, seq: 1, reactions: r1.reactions });
+    const r2 = await ok(carol, 'message:react', { room_id: room, seq: 1, emoji: '👍', on: true });
+    assert.deepEqual(r2.reactions, [{ emoji: '👍', count: 2, user_ids: ['bob', 'carol'] }]);
+    await waitFor(alice, 'message:reactions', (d) => d.reactions?.[0]?.count === 2);
+    clearSeen(alice);
+    assert.deepEqual(await ok(carol, 'message:react', { room_id: room, seq: 1, emoji: '👍', on: true }), r2, 'a repeat changes nothing');
+    await expectNone(alice, 'message:reactions', () => true, 300);
+    for (const e of ['a', 'b', 'c', 'd']) await ok(bob, 'message:react', { room_id: room, seq: 1, emoji: e, on: true });
+    await fails(bob, 'message:react', { room_id: room, seq: 1, emoji: 'e', on: true }, 'forbidden');
+    const off = await ok(bob, 'message:react', { room_id: room, seq: 1, emoji: 'a', on: false });
+    assert.ok(off.reactions.every((r) => r.emoji !== 'a'));
+    const hist = (await ok(alice, 'message:history', { room_id: room })).messages;
+    assert.deepEqual(hist[0].reactions, off.reactions);
+    assert.equal(hist[1].reactions, undefined);
+  });
+
+  await t.test(`${tag}: deletes leave tombstones; seq and unread counts do not move`, async () => {
+    await fails(carol, 'message:delete', { room_id: room, seq: 2 }, 'forbidden');
+    const tomb = (await ok(alice, 'message:delete', { room_id: room, seq: 2 })).message;
+    assert.equal(tomb.id, second.id);
+    assert.equal(tomb.seq, 2);
+    assert.equal(tomb.deleted, true);
+    assert.equal(tomb.body, undefined);
+    const got = await waitFor(bob, 'message:updated', (d) => d.message?.seq === 2);
+    assert.deepEqual(got.data.message, tomb);
+    await fails(bob, 'message:edit', { room_id: room, seq: 2, body: 'undo' }, 'conflict');
+    const own = (await ok(alice, 'message:delete', { room_id: room, seq: 1 })).message;
+    assert.equal(own.deleted, true);
+    assert.equal(own.reactions, undefined, 'a tombstone has no reactions');
+    await fails(bob, 'message:react', { room_id: room, seq: 1, emoji: '👍', on: true }, 'conflict');
+    const hist = (await ok(carol, 'message:history', { room_id: room })).messages;
+    assert.deepEqual(hist.map((m) => [m.seq, m.deleted, m.body]), [[1, true, undefined], [2, true, undefined]]);
+    assert.deepEqual((await ok(carol, 'unread:get', {})).counts, unreadBefore);
+    assert.equal((await ok(bob, 'message:send', { room_id: room, body: 'next' })).message.seq, 3);
+  });
+
+  await t.test(`${tag}: another tenant's alice and bob can neither see nor change any of it`, async () => {
+    const other = `${tenant}-other`;
+    const eve = await connectUser(b, 'alice', other);
+    await fails(eve, 'message:edit', { room_id: room, seq: 3, body: 'x' }, 'not_found');
+    await fails(eve, 'message:delete', { room_id: room, seq: 3 }, 'not_found');
+    await fails(eve, 'message:react', { room_id: room, seq: 3, emoji: '👍', on: true }, 'not_found');
+    await fails(eve, 'room:delete', { room_id: room }, 'not_found');
+    const hist = (await ok(carol, 'message:history', { room_id: room })).messages;
+    assert.deepEqual(hist.map((m) => m.seq), [1, 2, 3]);
+    assert.equal(hist[2].body, 'next');
+  });
+
+  await t.test(`${tag}: threads: replies take room seqs, page by seq, roots count them`, async () => {
+    const root = (await ok(alice, 'message:send', { room_id: room, body: 'thread root' })).message;
+    assert.equal(root.seq, 4);
+    const replies = [];
+    for (const body of ['r1', 'r2', 'r3']) {
+      const m = (await ok(bob, 'message:send', { room_id: room, body, thread_root: root.seq })).message;
+      assert.equal(m.thread_root, root.seq);
+      replies.push(m);
+    }
+    assert.deepEqual(replies.map((m) => m.seq), [5, 6, 7]);
+    const got = await waitFor(carol, 'message:new', (d) => d.message?.id === replies[2].id);
+    assert.equal(got.data.message.thread_root, root.seq);
+    assert.deepEqual((await ok(carol, 'message:thread', { room_id: room, root_seq: root.seq })).messages, replies);
+    assert.deepEqual(
+      (await ok(carol, 'message:thread', { room_id: room, root_seq: root.seq, after_seq: 5, limit: 1 })).messages,
+      [replies[1]],
+    );
+    const hist = (await ok(carol, 'message:history', { room_id: room, after_seq: 3 })).messages;
+    assert.equal(hist[0].thread_replies, 3);
+    assert.deepEqual(hist.map((m) => m.seq), [4, 5, 6, 7], 'replies are in the room history too');
+    await fails(bob, 'message:send', { room_id: room, body: 'nested', thread_root: 5 }, 'bad_request');
+    await fails(bob, 'message:thread', { room_id: room, root_seq: 99 }, 'not_found');
+    // Unread: replies count like room messages; reading up to a seq covers them.
+    const unread = (await ok(carol, 'unread:get', { room_ids: [room] })).counts[room];
+    assert.equal(unread, 7);
+    assert.equal((await ok(carol, 'receipt:read', { room_id: room, up_to_seq: 6 })).unread, 1);
+  });
+
+  await t.test(`${tag}: room:delete (owner only) tells every member and removes everything`, async () => {
+    await fails(bob, 'room:delete', { room_id: room }, 'forbidden');
+    await fails(alice, 'room:delete', { room_id: `${room}-nope` }, 'not_found');
+    await ok(bob, 'typing:start', { room_id: room });
+    assert.deepEqual(await ok(alice, 'room:delete', { room_id: room }), {});
+    for (const s of [alice, bob, carol]) {
+      const got = await waitFor(s, 'room:deleted', (d) => d.room_id === room);
+      assert.deepEqual(got.data, { room_id: room });
+    }
+    await fails(bob, 'message:history', { room_id: room }, 'not_found');
+    await fails(bob, 'message:send', { room_id: room, body: 'anyone?' }, 'not_found');
+    assert.equal((await ok(carol, 'unread:get', {})).counts[room], undefined);
+    // The id again: a new room from seq 1; bob's socket is no longer in it.
+    await ok(alice, 'room:create', { room_id: room, visibility: 'public' });
+    clearSeen(bob);
+    const m = (await ok(alice, 'message:send', { room_id: room, body: 'fresh start' })).message;
+    assert.equal(m.seq, 1);
+    await expectNone(bob, 'message:new', () => true, 300);
+    await ok(bob, 'room:join', { room_id: room });
+    assert.deepEqual((await ok(bob, 'message:history', { room_id: room })).messages.map((x) => x.body), ['fresh start']);
+    assert.equal((await ok(bob, 'unread:get', { room_ids: [room] })).counts[room], 1);
+    assert.deepEqual((await ok(bob, 'typing:get-aggregated', { room_id: room })).user_ids, []);
+  });
+}
+
+test('10. v1.1 on one node: edit, delete, react, room:delete', { timeout: 60_000 }, async (t) => {
+  await editDeleteReactFlow(t, node, node, 'one');
+});
+
+test('11. v1.1 across two nodes with Redis: edit, delete, react, room:delete', { timeout: 60_000 }, async (t) => {
+  const nodes = await sharedNodes(t);
+  if (!nodes) return;
+  await editDeleteReactFlow(t, nodes.a, nodes.b, 'two');
 });

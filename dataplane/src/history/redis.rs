@@ -6,7 +6,23 @@
 //!   exactly. History pages are `XRANGE`/`XREVRANGE` on those ids.
 //! - `sb:{T}:room:{R}:cmid:{SENDER}:{CLIENT_MSG_ID}`: the seq of the first message with
 //!   that `client_msg_id` (7 days). A repeat returns that message while it is still in
-//!   the log; once trimmed, a repeat is a new message (as the memory store does).
+//!   the log; once trimmed, a repeat is a new message (as the memory store does). The
+//!   entry found must be that sender's message with that `client_msg_id` (the key may
+//!   outlive a deleted room whose id was taken again); otherwise the send is new.
+//! - `sb:{T}:room:{R}:edits`: a hash, seq → the message's current JSON once it was edited
+//!   or deleted (stream entries cannot change); `...:edited` a sorted set of those seqs.
+//! - `sb:{T}:room:{R}:reactions`: a hash, seq → the stored reactions as JSON;
+//!   `...:reacted` a sorted set of those seqs.
+//!
+//! - `sb:{T}:room:{R}:threads`: a sorted set (every score 0, ordered by member) of
+//!   `<root>:<reply>`, both seqs zero-padded to 20 digits, so a thread pages with
+//!   `ZRANGEBYLEX`; `...:thread_counts` a hash, root seq → its number of replies.
+//!
+//! Appends prune the hashes and the thread index below the log's first seq (through the sorted sets, at most
+//! [`PRUNE_BATCH`] a time), so what is stored beside the log stays bounded by it.
+//! Edits, deletes and reactions are decided in Rust ([`super::change`]) on a read, then
+//! written by a compare-and-set script that refuses when anything it read has changed
+//! since; the caller reads again and retries.
 //!
 //! The JSON is serialized by Rust and never decoded in Lua (numbers in `meta` stay as
 //! they are): Rust serializes the message with `"seq":0` and hands the text before and
@@ -14,14 +30,19 @@
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::{KeysInterface, LuaInterface, StreamsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, StreamsInterface};
 use fred::types::Value;
 
-use super::{Appended, Message, MessageStore, Page};
+use super::change::{self, Change, Reactors, Refusal, State};
+use super::{Appended, Message, MessageStore, Page, Updated};
 use crate::error::StoreError;
 
 /// How long a `client_msg_id` is remembered, in seconds.
 const CLIENT_MSG_ID_TTL_SECS: u64 = 7 * 24 * 3600;
+/// Edit and reaction entries of trimmed messages removed per append at most.
+const PRUNE_BATCH: u32 = 64;
+/// Compare-and-set attempts of one update before giving up as `unavailable`.
+const UPDATE_ATTEMPTS: usize = 16;
 
 mod keys {
     /// The room's last assigned seq.
@@ -32,6 +53,36 @@ mod keys {
     /// The room's message stream.
     pub fn log(tenant: &str, room_id: &str) -> String {
         format!("sb:{{{tenant}}}:room:{room_id}:log")
+    }
+
+    /// Current versions of edited or deleted messages (hash, field = seq).
+    pub fn edits(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:edits")
+    }
+
+    /// The seqs in `edits` (sorted set, score = seq).
+    pub fn edited(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:edited")
+    }
+
+    /// Reactions per message (hash, field = seq).
+    pub fn reactions(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:reactions")
+    }
+
+    /// The seqs in `reactions` (sorted set, score = seq).
+    pub fn reacted(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:reacted")
+    }
+
+    /// Thread replies as `<root>:<reply>` (sorted set, scores 0, lexical order).
+    pub fn threads(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:threads")
+    }
+
+    /// Replies per thread root (hash, field = root seq).
+    pub fn thread_counts(tenant: &str, room_id: &str) -> String {
+        format!("sb:{{{tenant}}}:room:{room_id}:thread_counts")
     }
 
     /// The seq of the first message a sender sent with this `client_msg_id`.
@@ -46,11 +97,13 @@ mod keys {
     }
 }
 
-/// KEYS: seq counter, stream, idempotency key (unused without a client_msg_id).
+/// KEYS: seq counter, stream, idempotency key (unused without a client_msg_id), edits,
+/// edited, reactions, reacted, threads, thread counts.
 /// ARGV: JSON before the seq, JSON after the seq, max_len, "1" when there is a
-/// client_msg_id, its TTL in seconds.
-/// Returns {seq, 0, ""} for a new message, {seq, 1, json} for a repeat, {x, 2, why} when
-/// the stored data is corrupt.
+/// client_msg_id, its TTL in seconds, sender id, client_msg_id, prune batch, thread root
+/// ("" for none).
+/// Returns {seq, 0, ""} for a new message, {seq, 1, json} for a repeat (its current
+/// version), {x, 2, why} when the stored data is corrupt.
 const APPEND: &str = r"
 if ARGV[4] == '1' then
   local prev = redis.call('GET', KEYS[3])
@@ -61,12 +114,19 @@ if ARGV[4] == '1' then
     local found = redis.call('XRANGE', KEYS[2], prev .. '-1', prev .. '-1')
     if #found == 1 then
       local fields = found[1][2]
+      local json = nil
       for i = 1, #fields, 2 do
         if fields[i] == 'm' then
-          return {prev, 1, fields[i + 1]}
+          json = fields[i + 1]
         end
       end
-      return {prev, 2, 'stream entry without field m'}
+      if not json then
+        return {prev, 2, 'stream entry without field m'}
+      end
+      local ok, m = pcall(cjson.decode, json)
+      if ok and type(m) == 'table' and m.sender_id == ARGV[6] and m.client_msg_id == ARGV[7] then
+        return {prev, 1, redis.call('HGET', KEYS[4], prev) or json}
+      end
     end
   end
 end
@@ -83,7 +143,113 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'm', ARGV[1] .. seq 
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
 end
+local function pad(n)
+  return string.rep('0', 20 - #n) .. n
+end
+if ARGV[9] ~= '' then
+  redis.call('ZADD', KEYS[8], 0, pad(ARGV[9]) .. ':' .. pad(seq))
+  redis.call('HINCRBY', KEYS[9], ARGV[9], 1)
+end
+local floor = tonumber(seq) - tonumber(ARGV[3])
+if floor > 0 then
+  for i = 4, 6, 2 do
+    local old = redis.call('ZRANGEBYSCORE', KEYS[i + 1], '-inf', floor, 'LIMIT', 0, tonumber(ARGV[8]))
+    if #old > 0 then
+      redis.call('HDEL', KEYS[i], unpack(old))
+      redis.call('ZREM', KEYS[i + 1], unpack(old))
+    end
+  end
+  -- Threads whose root is trimmed: their index entries and counts.
+  local gone = redis.call('ZRANGEBYLEX', KEYS[8], '-', '[' .. pad(string.format('%d', floor)) .. ':~', 'LIMIT', 0, tonumber(ARGV[8]))
+  if #gone > 0 then
+    for _, e in ipairs(gone) do
+      redis.call('HDEL', KEYS[9], string.match(string.sub(e, 1, 20), '^0*(%d+)$'))
+    end
+    redis.call('ZREM', KEYS[8], unpack(gone))
+  end
+end
 return {seq, 0, ''}
+";
+
+/// KEYS: stream, edits, reactions, thread counts. ARGV: seq.
+/// Returns {stream JSON, edit JSON, reactions JSON, thread replies}, each nil when absent.
+const READ: &str = r"
+local found = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-1', ARGV[1] .. '-1')
+local json = false
+if #found == 1 then
+  local fields = found[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' then
+      json = fields[i + 1]
+    end
+  end
+end
+return {json, redis.call('HGET', KEYS[2], ARGV[1]), redis.call('HGET', KEYS[3], ARGV[1]),
+  redis.call('HGET', KEYS[4], ARGV[1])}
+";
+
+/// KEYS: threads, stream. ARGV: lexical min, lexical max, limit.
+/// Returns the stream entries of the thread's replies in that range, oldest first
+/// (replies no longer in the stream are skipped).
+const THREAD: &str = r"
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, e in ipairs(ids) do
+  local seq = string.match(string.sub(e, 22), '^0*(%d+)$')
+  local found = redis.call('XRANGE', KEYS[2], seq .. '-1', seq .. '-1')
+  if #found == 1 then
+    out[#out + 1] = found[1]
+  end
+end
+return out
+";
+
+/// A seq zero-padded to 20 digits (every u64 fits), as in the thread index.
+fn pad(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// KEYS: stream, edits, edited, reactions, reacted.
+/// ARGV: seq, the stream JSON read, the edit read ('' none), the reactions read ('' none),
+/// the new edit ('' none), the new reactions ('' none).
+/// Returns 0 when the message is gone, 1 when something changed since the read (nothing
+/// written), 2 when written.
+const UPDATE: &str = r"
+local found = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-1', ARGV[1] .. '-1')
+if #found ~= 1 then
+  return 0
+end
+local fields = found[1][2]
+local json = nil
+for i = 1, #fields, 2 do
+  if fields[i] == 'm' then
+    json = fields[i + 1]
+  end
+end
+if json ~= ARGV[2] then
+  return 1
+end
+if (redis.call('HGET', KEYS[2], ARGV[1]) or '') ~= ARGV[3] then
+  return 1
+end
+if (redis.call('HGET', KEYS[4], ARGV[1]) or '') ~= ARGV[4] then
+  return 1
+end
+if ARGV[5] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
+  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+end
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+else
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+  redis.call('ZADD', KEYS[5], ARGV[1], ARGV[1])
+end
+return 2
 ";
 
 pub struct RedisHistory {
@@ -93,6 +259,77 @@ pub struct RedisHistory {
 impl RedisHistory {
     pub fn new(client: Client) -> Self {
         Self { client }
+    }
+
+    /// Replace the messages of a page by their current versions and add their reactions
+    /// (tombstones show none) and thread sizes.
+    async fn overlay(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        page: &mut [Message],
+    ) -> Result<(), StoreError> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = page.iter().map(|m| m.seq.to_string()).collect();
+        let edits = self
+            .fields(keys::edits(tenant, room_id), fields.clone())
+            .await?;
+        let reactions = self
+            .fields(keys::reactions(tenant, room_id), fields.clone())
+            .await?;
+        let threads = self
+            .fields(keys::thread_counts(tenant, room_id), fields)
+            .await?;
+        for (((m, edit), reactions), replies) in
+            page.iter_mut().zip(edits).zip(reactions).zip(threads)
+        {
+            if let Some(edit) = edit {
+                let current: Message = serde_json::from_str(&edit)?;
+                if current.seq != m.seq {
+                    return Err(StoreError::Corrupt(format!(
+                        "edit of seq {} stored for {}",
+                        current.seq, m.seq
+                    )));
+                }
+                *m = current;
+            }
+            if let Some(r) = reactions.filter(|_| !m.deleted) {
+                let stored: Vec<Reactors> = serde_json::from_str(&r)?;
+                m.reactions = change::summarize(&stored);
+            }
+            if let Some(n) = replies {
+                m.thread_replies = parse_seq(&n, "thread replies")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `HMGET` of some fields, one `Option` per field.
+    async fn fields(
+        &self,
+        key: String,
+        fields: Vec<String>,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let n = fields.len();
+        let v: Value = self.client.hmget(key, fields).await?;
+        let items = match v {
+            Value::Array(items) => items,
+            // fred may hand a one-field reply back unwrapped.
+            other if n == 1 => vec![other],
+            other => return Err(corrupt("hmget", &other)),
+        };
+        if items.len() != n {
+            return Err(StoreError::Corrupt(format!(
+                "{} values for {n} fields",
+                items.len()
+            )));
+        }
+        items
+            .into_iter()
+            .map(|i| opt_string(i, "hash field"))
+            .collect()
     }
 }
 
@@ -216,6 +453,12 @@ impl MessageStore for RedisHistory {
                     keys::seq(tenant, &msg.room_id),
                     keys::log(tenant, &msg.room_id),
                     cmid_key,
+                    keys::edits(tenant, &msg.room_id),
+                    keys::edited(tenant, &msg.room_id),
+                    keys::reactions(tenant, &msg.room_id),
+                    keys::reacted(tenant, &msg.room_id),
+                    keys::threads(tenant, &msg.room_id),
+                    keys::thread_counts(tenant, &msg.room_id),
                 ],
                 vec![
                     before.to_owned(),
@@ -228,6 +471,10 @@ impl MessageStore for RedisHistory {
                     }
                     .to_owned(),
                     CLIENT_MSG_ID_TTL_SECS.to_string(),
+                    msg.sender_id.clone(),
+                    msg.client_msg_id.clone().unwrap_or_default(),
+                    PRUNE_BATCH.to_string(),
+                    msg.thread_root.map(|r| r.to_string()).unwrap_or_default(),
                 ],
             )
             .await?;
@@ -284,23 +531,25 @@ impl MessageStore for RedisHistory {
                 .min(i64::MAX as u64 - 1),
         );
         let end = page.before.map_or_else(|| "+".to_owned(), exclusive);
-        match page.after {
+        let mut out = match page.after {
             // The oldest `limit` in (after, before).
             Some(after) => {
                 let v: Value = self
                     .client
                     .xrange(key, exclusive(after), end, count)
                     .await?;
-                entries_to_messages(v)
+                entries_to_messages(v)?
             }
             // The newest `limit` below `before`, then oldest first.
             None => {
                 let v: Value = self.client.xrevrange(key, end, "-", count).await?;
                 let mut out = entries_to_messages(v)?;
                 out.reverse();
-                Ok(out)
+                out
             }
-        }
+        };
+        self.overlay(tenant, room_id, &mut out).await?;
+        Ok(out)
     }
 
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -330,6 +579,184 @@ impl MessageStore for RedisHistory {
             })
             .collect()
     }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<Option<Message>, StoreError> {
+        let page = Page {
+            before: Some(seq.saturating_add(1)),
+            after: Some(seq.saturating_sub(1)),
+            limit: 1,
+        };
+        if seq == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .page(tenant, room_id, page)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == seq))
+    }
+
+    async fn thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(vec![]);
+        }
+        let v: Value = self
+            .client
+            .eval(
+                THREAD,
+                vec![keys::threads(tenant, room_id), keys::log(tenant, room_id)],
+                vec![
+                    format!("({}:{}", pad(root), pad(after)),
+                    format!("[{}:~", pad(root)),
+                    limit.to_string(),
+                ],
+            )
+            .await?;
+        let mut out = entries_to_messages(v)?;
+        if let Some(stray) = out.iter().find(|m| m.thread_root != Some(root)) {
+            return Err(StoreError::Corrupt(format!(
+                "message {} in the thread of {root}",
+                stray.seq
+            )));
+        }
+        self.overlay(tenant, room_id, &mut out).await?;
+        Ok(out)
+    }
+
+    async fn update(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        seq: u64,
+        change: &Change,
+    ) -> Result<Result<Updated, Refusal>, StoreError> {
+        let seq_s = seq.to_string();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let reply: Value = self
+                .client
+                .eval(
+                    READ,
+                    vec![
+                        keys::log(tenant, room_id),
+                        keys::edits(tenant, room_id),
+                        keys::reactions(tenant, room_id),
+                        keys::thread_counts(tenant, room_id),
+                    ],
+                    vec![seq_s.clone()],
+                )
+                .await?;
+            let Value::Array(parts) = reply else {
+                return Err(corrupt("read", &reply));
+            };
+            let [entry, edit, reactions, replies]: [Value; 4] =
+                parts.try_into().map_err(|p: Vec<Value>| {
+                    StoreError::Corrupt(format!("read: {} reply parts", p.len()))
+                })?;
+            let replies = match opt_string(replies, "thread replies")? {
+                Some(n) => parse_seq(&n, "thread replies")?,
+                None => 0,
+            };
+            let Some(entry) = opt_string(entry, "stream field m")? else {
+                return Ok(Err(Refusal::NotFound));
+            };
+            let edit = opt_string(edit, "edit")?.unwrap_or_default();
+            let reactions = opt_string(reactions, "reactions")?.unwrap_or_default();
+            let original: Message = serde_json::from_str(&entry)?;
+            let message: Message = if edit.is_empty() {
+                original.clone()
+            } else {
+                serde_json::from_str(&edit)?
+            };
+            if message.seq != seq {
+                return Err(StoreError::Corrupt(format!(
+                    "message seq {} stored for {seq}",
+                    message.seq
+                )));
+            }
+            let reactors: Vec<Reactors> = if reactions.is_empty() {
+                vec![]
+            } else {
+                serde_json::from_str(&reactions)?
+            };
+            let state = State { message, reactors };
+            let next = match change::apply(&state, change) {
+                Err(r) => return Ok(Err(r)),
+                Ok(None) => return Ok(Ok(Updated::from_state(state, replies, false))),
+                Ok(Some(next)) => next,
+            };
+            let new_edit = if next.message == original {
+                String::new()
+            } else {
+                serde_json::to_string(&next.message)?
+            };
+            let new_reactions = if next.reactors.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&next.reactors)?
+            };
+            let done: Value = self
+                .client
+                .eval(
+                    UPDATE,
+                    vec![
+                        keys::log(tenant, room_id),
+                        keys::edits(tenant, room_id),
+                        keys::edited(tenant, room_id),
+                        keys::reactions(tenant, room_id),
+                        keys::reacted(tenant, room_id),
+                    ],
+                    vec![
+                        seq_s.clone(),
+                        entry,
+                        edit,
+                        reactions,
+                        new_edit,
+                        new_reactions,
+                    ],
+                )
+                .await?;
+            match done {
+                Value::Integer(0) => return Ok(Err(Refusal::NotFound)),
+                Value::Integer(1) => continue,
+                Value::Integer(2) => {
+                    return Ok(Ok(Updated::from_state(next, replies, true)));
+                }
+                other => return Err(corrupt("update", &other)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "message {seq} of room {room_id} kept changing for {UPDATE_ATTEMPTS} attempts"
+        )))
+    }
+
+    async fn delete_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError> {
+        let _: Value = self
+            .client
+            .del(vec![
+                keys::seq(tenant, room_id),
+                keys::log(tenant, room_id),
+                keys::edits(tenant, room_id),
+                keys::edited(tenant, room_id),
+                keys::reactions(tenant, room_id),
+                keys::reacted(tenant, room_id),
+                keys::threads(tenant, room_id),
+                keys::thread_counts(tenant, room_id),
+            ])
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +775,7 @@ mod tests {
             client_msg_id: Some("c\"seq\":0".into()),
             reply_to: Some(3),
             meta,
+            ..Message::default()
         }
     }
 
@@ -376,5 +804,17 @@ mod tests {
             "sb:{acme}:room:general:cmid:alice:c1"
         );
         assert_eq!(exclusive(7), "(7-1");
+        for (key, name) in [
+            (keys::edits("acme", "general"), "edits"),
+            (keys::edited("acme", "general"), "edited"),
+            (keys::reactions("acme", "general"), "reactions"),
+            (keys::reacted("acme", "general"), "reacted"),
+            (keys::threads("acme", "general"), "threads"),
+            (keys::thread_counts("acme", "general"), "thread_counts"),
+        ] {
+            assert_eq!(key, format!("sb:{{acme}}:room:general:{name}"));
+        }
+        assert_eq!(pad(42), "00000000000000000042");
+        assert_eq!(pad(u64::MAX).len(), 20);
     }
 }

@@ -45,6 +45,17 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {1, ARGV[2]}
 ";
 
+/// KEYS: pointer hashes. ARGV: room id. Removes the room's field from each.
+const FORGET: &str = r"
+for i = 1, #KEYS do
+  redis.call('HDEL', KEYS[i], ARGV[1])
+end
+return #KEYS
+";
+
+/// Users whose pointers one `FORGET` call drops.
+const FORGET_BATCH: usize = 500;
+
 pub struct RedisReceipts {
     client: Client,
 }
@@ -140,6 +151,26 @@ impl ReceiptStore for RedisReceipts {
                 Some(s) => parse_pointer(&s),
             })
             .collect()
+    }
+
+    async fn forget_room(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_ids: &[String],
+    ) -> Result<(), StoreError> {
+        // One round trip per FORGET_BATCH users; a member list can be long.
+        for chunk in user_ids.chunks(FORGET_BATCH) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .flat_map(|u| [Kind::Delivered, Kind::Read].map(|k| keys::pointers(tenant, u, k)))
+                .collect();
+            let _: Value = self
+                .client
+                .eval(FORGET, keys, vec![room_id.to_owned()])
+                .await?;
+        }
+        Ok(())
     }
 
     async fn privacy(&self, tenant: &str, user_id: &str) -> Result<Privacy, StoreError> {

@@ -5,7 +5,9 @@
 //!   gives the first members in id (byte) order without reading the whole room.
 //! - `sb:{T}:user:{U}:rooms`: a set of the room ids a user belongs to (the room limit).
 //!
-//! Membership changes touch both, in one script.
+//! Membership changes touch both, in one script. Deleting a room reads its members, then
+//! removes the room, its members and each member's entry in one script that first checks
+//! the member count is still what was read (a join in between makes the caller retry).
 
 use async_trait::async_trait;
 use fred::clients::Client;
@@ -52,6 +54,26 @@ local was = redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[1])
 return was
 ";
+
+/// KEYS: room, members, then each member's rooms set. ARGV: room id, member count read.
+/// Returns -1 when there is no room, -2 when the members changed since the read (nothing
+/// done), else the number of members removed.
+const DELETE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+if redis.call('ZCARD', KEYS[2]) ~= tonumber(ARGV[2]) then
+  return -2
+end
+for i = 3, #KEYS do
+  redis.call('SREM', KEYS[i], ARGV[1])
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return #KEYS - 2
+";
+
+/// Attempts of a room deletion that races joins before giving up as `unavailable`.
+const DELETE_ATTEMPTS: usize = 8;
 
 pub struct RedisRooms {
     client: Client,
@@ -219,6 +241,43 @@ impl RoomStore for RedisRooms {
         let mut rooms = strings(v, "rooms of user")?;
         rooms.sort_unstable();
         Ok(rooms)
+    }
+
+    async fn delete(&self, tenant: &str, room_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        for _ in 0..DELETE_ATTEMPTS {
+            let v: Value = self
+                .client
+                .zrange(
+                    keys::members(tenant, room_id),
+                    0,
+                    -1,
+                    None,
+                    false,
+                    None,
+                    false,
+                )
+                .await?;
+            let members = strings(v, "members")?;
+            let mut script_keys = vec![keys::room(tenant, room_id), keys::members(tenant, room_id)];
+            script_keys.extend(members.iter().map(|u| keys::user_rooms(tenant, u)));
+            let v: Value = self
+                .client
+                .eval(
+                    DELETE,
+                    script_keys,
+                    vec![room_id.to_owned(), members.len().to_string()],
+                )
+                .await?;
+            match v {
+                Value::Integer(-1) => return Ok(None),
+                Value::Integer(-2) => continue,
+                Value::Integer(_) => return Ok(Some(members)),
+                other => return Err(corrupt("delete room", &other)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "room {room_id} kept changing members for {DELETE_ATTEMPTS} attempts"
+        )))
     }
 }
 

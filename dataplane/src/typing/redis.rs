@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, LuaInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface};
 use fred::types::Value;
 
 use super::{TypingStore, Typist};
@@ -206,6 +206,11 @@ impl TypingStore for RedisTyping {
             vec![user_id.to_owned(), now.to_string()],
         )
         .await
+    }
+
+    async fn clear_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError> {
+        let _: Value = self.client.del(keys::typing(tenant, room_id)).await?;
+        Ok(())
     }
 
     async fn active(

@@ -5,6 +5,7 @@
 mod support;
 
 mod auth_matrix;
+mod changes;
 mod flows;
 mod fuzz;
 mod limits;

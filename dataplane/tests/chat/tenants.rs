@@ -31,6 +31,17 @@ pub fn every_event(room: &str) -> Vec<(&'static str, Value)> {
         ("typing:start", json!({"room_id": room})),
         ("typing:stop", json!({"room_id": room})),
         ("typing:get-aggregated", json!({"room_id": room})),
+        (
+            "message:edit",
+            json!({"room_id": room, "seq": 1, "body": "mine"}),
+        ),
+        ("message:delete", json!({"room_id": room, "seq": 1})),
+        (
+            "message:react",
+            json!({"room_id": room, "seq": 1, "emoji": "👍", "on": true}),
+        ),
+        ("message:thread", json!({"room_id": room, "root_seq": 1})),
+        ("room:delete", json!({"room_id": room})),
     ]
 }
 
@@ -72,6 +83,17 @@ async fn no_chat_event_crosses_tenants() {
             .await
             .is_none()
     );
+    for event in ["message:updated", "message:reactions", "room:deleted"] {
+        assert!(
+            alice.next(event, Duration::from_millis(50)).await.is_none(),
+            "{event}"
+        );
+    }
+    let h = alice
+        .ok("message:history", json!({"room_id": "shared-name"}))
+        .await;
+    assert_eq!(h["messages"][0]["body"], "acme only", "untouched: {h}");
+    assert!(h["messages"][0].get("reactions").is_none(), "{h}");
 
     // Globex makes its own room with the same id: separate seq, history and members.
     intruder

@@ -23,7 +23,16 @@ export const ACK_CODES = [
 ];
 
 /** Server → client events of /chat that the recorder keeps. */
-const CHAT_EVENTS = ['message:new', 'receipt:delivered', 'receipt:read', 'typing:update', 'typing:aggregated'];
+const CHAT_EVENTS = [
+  'message:new',
+  'receipt:delivered',
+  'receipt:read',
+  'typing:update',
+  'typing:aggregated',
+  'message:updated',
+  'message:reactions',
+  'room:deleted',
+];
 
 /** Server → client events of /presence that the recorder keeps. */
 const PRESENCE_EVENTS = ['presence:update'];
