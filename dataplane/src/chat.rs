@@ -4,6 +4,7 @@
 //! fans out; see PROTOCOL.md for the events and payloads.
 
 mod changes;
+mod moderation;
 mod threads;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ use crate::ids;
 use crate::limits::Class;
 use crate::metrics::Metrics;
 use crate::receipts::{Kind, Privacy, unread};
-use crate::rooms::{Added, Room, Visibility};
+use crate::rooms::roles::{SendVerdict, role_of, send_verdict};
+use crate::rooms::{Added, Room, Standing, Visibility};
 use crate::typing::{Typist, display_text};
 
 /// Most user ids in one `room:create` or `room:invite`.
@@ -92,6 +94,22 @@ pub async fn admit<A: Adapter>(
         typing_get_aggregated::<A>,
     );
     on(&s, "privacy:set", Class::Room, privacy_set::<A>);
+    on(
+        &s,
+        "room:set-role",
+        Class::Room,
+        moderation::room_set_role::<A>,
+    );
+    on(&s, "room:kick", Class::Room, moderation::room_kick::<A>);
+    on(&s, "room:ban", Class::Room, moderation::room_ban::<A>);
+    on(&s, "room:unban", Class::Room, moderation::room_unban::<A>);
+    on(&s, "room:mute", Class::Room, moderation::room_mute::<A>);
+    on(
+        &s,
+        "room:set-slow-mode",
+        Class::Room,
+        moderation::room_set_slow_mode::<A>,
+    );
 
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
     let mine = app.stores.rooms.rooms_of(t, u).await.map_err(|e| {
@@ -180,19 +198,25 @@ async fn load_room(app: &App, tenant: &str, room_id: &str) -> Result<Room, AckEr
         .ok_or_else(|| AckError::not_found(format!("no room {room_id:?}")))
 }
 
-/// `forbidden` unless the user belongs to the room (checked after the room exists).
-async fn require_member(app: &App, id: &Identity, room_id: &str) -> Result<(), AckError> {
-    load_room(app, &id.tenant, room_id).await?;
-    if app
+/// The room and the user's standing in it; `forbidden` unless the user belongs to it
+/// (checked after the room exists).
+async fn membership(app: &App, id: &Identity, room_id: &str) -> Result<(Room, Standing), AckError> {
+    let room = load_room(app, &id.tenant, room_id).await?;
+    let standing = app
         .stores
         .rooms
-        .is_member(&id.tenant, room_id, &id.user_id)
-        .await?
-    {
-        Ok(())
+        .standing(&id.tenant, room_id, &id.user_id)
+        .await?;
+    if standing.member {
+        Ok((room, standing))
     } else {
         Err(AckError::forbidden("you are not a member of this room"))
     }
+}
+
+/// `forbidden` unless the user belongs to the room (checked after the room exists).
+async fn require_member(app: &App, id: &Identity, room_id: &str) -> Result<(), AckError> {
+    membership(app, id, room_id).await.map(drop)
 }
 
 fn too_many_rooms(app: &App) -> AckError {
@@ -202,15 +226,27 @@ fn too_many_rooms(app: &App) -> AckError {
     ))
 }
 
+fn banned() -> AckError {
+    AckError::forbidden("you are banned from this room")
+}
+
+/// Users `add_members` did not add: `skipped` (all of them) and `banned` (those of them
+/// banned from the room; the others hold too many rooms).
+#[derive(Default, serde::Serialize)]
+struct NotAdded {
+    skipped: Vec<String>,
+    banned: Vec<String>,
+}
+
 /// Add users to a room and make their live sockets (any node) join it.
-/// Returns those skipped because they hold too many rooms.
+/// Returns those skipped because they hold too many rooms or are banned.
 async fn add_members(
     app: &App,
     tenant: &str,
     room_id: &str,
     users: &[String],
-) -> Result<Vec<String>, AckError> {
-    let mut skipped = Vec::new();
+) -> Result<NotAdded, AckError> {
+    let mut not = NotAdded::default();
     for u in users {
         match app
             .stores
@@ -218,7 +254,11 @@ async fn add_members(
             .add_member(tenant, room_id, u, app.config.limits.max_rooms_per_user)
             .await?
         {
-            Added::TooManyRooms => skipped.push(u.clone()),
+            Added::TooManyRooms => not.skipped.push(u.clone()),
+            Added::Banned => {
+                not.skipped.push(u.clone());
+                not.banned.push(u.clone());
+            }
             Added::Added | Added::AlreadyMember => {
                 if let Some(hub) = app.hub() {
                     hub.join(CHAT, user_room(tenant, u), chat_room(tenant, room_id))
@@ -227,7 +267,7 @@ async fn add_members(
             }
         }
     }
-    Ok(skipped)
+    Ok(not)
 }
 
 async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, AckError> {
@@ -250,6 +290,7 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
         visibility: req.visibility,
         owner_id: me.clone(),
         created_at: now_ms(),
+        slow_mode_s: 0,
     };
     if !cx.app.stores.rooms.create(t, &room).await? {
         return Err(AckError::conflict(format!(
@@ -263,10 +304,10 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
     cx.app.stores.typing.clear_room(t, &room_id).await?;
     let mut users = vec![me.clone()];
     users.extend(req.members.into_iter().filter(|u| u != me));
-    let skipped = add_members(&cx.app, t, &room_id, &users).await?;
+    let not = add_members(&cx.app, t, &room_id, &users).await?;
     cx.socket.join(chat_room(t, &room_id));
     tracing::info!(tenant = %t, room = %room_id, owner = %me, "room created");
-    Ok(json!({ "room": room, "skipped": skipped }))
+    Ok(json!({ "room": room, "skipped": not.skipped, "banned": not.banned }))
 }
 
 async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
@@ -277,15 +318,16 @@ async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckErro
     {
         return Err(AckError::forbidden("this room is private: members only"));
     }
-    if cx
+    match cx
         .app
         .stores
         .rooms
         .add_member(t, &room.id, me, cx.app.config.limits.max_rooms_per_user)
         .await?
-        == Added::TooManyRooms
     {
-        return Err(too_many_rooms(&cx.app));
+        Added::TooManyRooms => return Err(too_many_rooms(&cx.app)),
+        Added::Banned => return Err(banned()),
+        Added::Added | Added::AlreadyMember => {}
     }
     if let Some(hub) = cx.app.hub() {
         hub.join(CHAT, user_room(t, me), chat_room(t, &room.id))
@@ -307,7 +349,7 @@ async fn room_leave<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckErr
     {
         return Err(AckError::not_found("you are not a member of this room"));
     }
-    stop_typing(&cx.app, &cx.id, &req.room_id).await?;
+    stop_typing(&cx.app, t, me, &req.room_id).await?;
     cx.socket.leave(chat_room(t, &req.room_id));
     if let Some(hub) = cx.app.hub() {
         hub.leave(CHAT, user_room(t, me), chat_room(t, &req.room_id))
@@ -326,8 +368,8 @@ async fn room_invite<A: Adapter>(cx: Cx<A>, req: RoomInvite) -> Result<Value, Ac
         return Err(AckError::bad_request("user_ids must not be empty"));
     }
     check_user_ids(&req.user_ids, MAX_INVITEES)?;
-    let skipped = add_members(&cx.app, t, &room.id, &req.user_ids).await?;
-    Ok(json!({ "room": room, "skipped": skipped }))
+    let not = add_members(&cx.app, t, &room.id, &req.user_ids).await?;
+    Ok(json!({ "room": room, "skipped": not.skipped, "banned": not.banned }))
 }
 
 async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
@@ -452,7 +494,19 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
         check_meta(cfg, meta)?;
     }
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
-    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    let (room, standing) = membership(&cx.app, &cx.id, &req.room_id).await?;
+    let role = role_of(&room, me, &standing);
+    let slow = match send_verdict(&room, role, &standing, now_ms()) {
+        SendVerdict::Muted(None) => {
+            return Err(AckError::forbidden("you are muted in this room"));
+        }
+        SendVerdict::Muted(Some(until)) => {
+            return Err(AckError::forbidden(format!(
+                "you are muted in this room until {until} (ms since the epoch)"
+            )));
+        }
+        SendVerdict::Allowed(slow) => slow,
+    };
     if let Some(r) = req.reply_to {
         let last = cx
             .app
@@ -468,6 +522,17 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
     }
     if let Some(root) = req.thread_root {
         threads::check_root(&cx.app, t, &req.room_id, root).await?;
+    }
+    // Last, so a refused request does not use up the member's slot.
+    if let Some(interval) = slow
+        && !cx
+            .app
+            .stores
+            .rooms
+            .slow_mode_pass(t, &req.room_id, me, interval, now_ms())
+            .await?
+    {
+        return Err(moderation::slowed(interval));
     }
     let msg = Message {
         id: uuid::Uuid::now_v7().to_string(),
@@ -508,7 +573,7 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             .receipts
             .advance(t, me, &message.room_id, Kind::Delivered, message.seq)
             .await?;
-        stop_typing(&cx.app, &cx.id, &message.room_id).await?;
+        stop_typing(&cx.app, t, me, &message.room_id).await?;
         let out = json!({ "message": message });
         if let Err(e) = cx
             .socket
@@ -734,17 +799,22 @@ async fn announce_typing(
     Ok(())
 }
 
-/// Stop the user's indicator in a room if there is one (sending a message or leaving
-/// the room ends typing).
-async fn stop_typing(app: &App, id: &Identity, room_id: &str) -> Result<(), AckError> {
+/// Stop the user's indicator in a room if there is one (sending a message, leaving the
+/// room or being kicked ends typing).
+async fn stop_typing(
+    app: &App,
+    tenant: &str,
+    user_id: &str,
+    room_id: &str,
+) -> Result<(), AckError> {
     if app
         .stores
         .typing
-        .stop(&id.tenant, room_id, &id.user_id, now_ms())
+        .stop(tenant, room_id, user_id, now_ms())
         .await?
     {
         Metrics::kind(&app.metrics.typing, "stop");
-        announce_typing(app, &id.tenant, room_id, &id.user_id, false).await?;
+        announce_typing(app, tenant, room_id, user_id, false).await?;
     }
     Ok(())
 }
@@ -801,7 +871,7 @@ async fn typing_start<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckE
 
 async fn typing_stop<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
     require_member(&cx.app, &cx.id, &req.room_id).await?;
-    stop_typing(&cx.app, &cx.id, &req.room_id).await?;
+    stop_typing(&cx.app, &cx.id.tenant, &cx.id.user_id, &req.room_id).await?;
     Ok(json!({}))
 }
 
@@ -830,7 +900,7 @@ async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<Value, Ac
     cx.app.stores.receipts.set_privacy(t, me, p).await?;
     if !p.typing_indicators {
         for room in cx.app.stores.rooms.rooms_of(t, me).await? {
-            stop_typing(&cx.app, &cx.id, &room).await?;
+            stop_typing(&cx.app, t, me, &room).await?;
         }
     }
     Ok(json!({ "privacy": p }))

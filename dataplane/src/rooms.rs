@@ -1,6 +1,8 @@
-//! Rooms and membership: who may join, who belongs, how many rooms a user holds.
+//! Rooms and membership: who may join, who belongs, how many rooms a user holds, and
+//! the room's moderation state (roles, bans, mutes, slow mode; decided in [`roles`]).
 
 pub mod redis;
+pub mod roles;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -25,6 +27,40 @@ pub struct Room {
     pub visibility: Visibility,
     pub owner_id: String,
     pub created_at: i64,
+    /// Slow mode: a member may send one message per this many seconds (0 = off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slow_mode_s: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Bans per room at most, and likewise mutes (a named bound on each room's lists).
+pub const MAX_SANCTIONS_PER_ROOM: usize = 10_000;
+
+/// A mute: until a time (ms since the epoch), or until lifted (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mute {
+    pub until: Option<i64>,
+}
+
+/// What a user is in a room, read in one go (one round trip on Redis).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub member: bool,
+    pub moderator: bool,
+    pub banned: bool,
+    pub muted: Option<Mute>,
+}
+
+/// What a ban or a mute did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sanctioned {
+    /// Applied; `was_member` tells whether a ban took a membership away.
+    Done { was_member: bool },
+    /// The room already holds [`MAX_SANCTIONS_PER_ROOM`] of them; nothing changed.
+    TooMany,
 }
 
 /// What adding a member did.
@@ -34,6 +70,8 @@ pub enum Added {
     AlreadyMember,
     /// The user already holds `max_rooms` rooms; nothing changed.
     TooManyRooms,
+    /// The user is banned from the room; nothing changed.
+    Banned,
 }
 
 /// Room storage. Every call is scoped by tenant; nothing reads across tenants.
@@ -42,7 +80,7 @@ pub trait RoomStore: Send + Sync {
     /// Store a new room. `false` (and nothing written) when the id is taken.
     async fn create(&self, tenant: &str, room: &Room) -> Result<bool, StoreError>;
     async fn get(&self, tenant: &str, room_id: &str) -> Result<Option<Room>, StoreError>;
-    /// Add a member unless they already hold `max_rooms` rooms.
+    /// Add a member unless they are banned or already hold `max_rooms` rooms.
     async fn add_member(
         &self,
         tenant: &str,
@@ -50,7 +88,8 @@ pub trait RoomStore: Send + Sync {
         user_id: &str,
         max_rooms: usize,
     ) -> Result<Added, StoreError>;
-    /// `true` when the user was a member.
+    /// `true` when the user was a member. Their role goes with the membership; a mute
+    /// stays (leaving and joining again does not lift it).
     async fn remove_member(
         &self,
         tenant: &str,
@@ -72,9 +111,64 @@ pub trait RoomStore: Send + Sync {
     ) -> Result<Vec<String>, StoreError>;
     /// Ids of the rooms a user belongs to.
     async fn rooms_of(&self, tenant: &str, user_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Delete the room and every membership in it, at once. Returns the members it had,
-    /// or `None` when there was no such room.
+    /// Delete the room and every membership in it, at once, with its roles, bans, mutes
+    /// and slow-mode state. Returns the members it had, or `None` when there was no room.
     async fn delete(&self, tenant: &str, room_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+
+    // --- moderation ---
+
+    /// Membership, role, ban and mute of one user in a room.
+    async fn standing(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Standing, StoreError>;
+    /// Make a member a moderator (`true`) or a plain member. `false` (nothing written)
+    /// when the user is not a member.
+    async fn set_moderator(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        moderator: bool,
+    ) -> Result<bool, StoreError>;
+    /// Ban a user: recorded, and their membership and role removed, at once.
+    async fn ban(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Sanctioned, StoreError>;
+    /// `true` when the user was banned.
+    async fn unban(&self, tenant: &str, room_id: &str, user_id: &str) -> Result<bool, StoreError>;
+    /// Mute a member. `Ok(None)` (nothing written) when the user is not a member.
+    async fn mute(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        mute: Mute,
+    ) -> Result<Option<Sanctioned>, StoreError>;
+    /// Lift a mute; `true` when there was one.
+    async fn unmute(&self, tenant: &str, room_id: &str, user_id: &str) -> Result<bool, StoreError>;
+    /// Set the room's slow-mode interval; the room as it is now, `None` when it is gone.
+    async fn set_slow_mode(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        interval_s: u32,
+    ) -> Result<Option<Room>, StoreError>;
+    /// Slow mode: `true` (and `now` recorded as the user's last send) when the user's last
+    /// recorded send is at least `interval_ms` before `now`; `false` otherwise.
+    async fn slow_mode_pass(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        interval_ms: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 // === impl MemoryRooms ===
@@ -90,6 +184,16 @@ struct MemRooms {
     rooms: HashMap<(String, String), Room>,
     members: HashMap<(String, String), BTreeSet<String>>,
     user_rooms: HashMap<(String, String), BTreeSet<String>>,
+    /// Per room: its moderators, banned users, mutes and slow-mode last sends.
+    moderation: HashMap<(String, String), Moderation>,
+}
+
+#[derive(Default)]
+struct Moderation {
+    moderators: BTreeSet<String>,
+    banned: BTreeSet<String>,
+    muted: HashMap<String, Mute>,
+    last_sent: HashMap<String, i64>,
 }
 
 fn k(a: &str, b: &str) -> (String, String) {
@@ -126,6 +230,12 @@ impl RoomStore for MemoryRooms {
         max_rooms: usize,
     ) -> Result<Added, StoreError> {
         let mut m = self.lock();
+        if m.moderation
+            .get(&k(tenant, room_id))
+            .is_some_and(|x| x.banned.contains(user_id))
+        {
+            return Ok(Added::Banned);
+        }
         let held = m.user_rooms.entry(k(tenant, user_id)).or_default();
         if held.contains(room_id) {
             return Ok(Added::AlreadyMember);
@@ -154,6 +264,10 @@ impl RoomStore for MemoryRooms {
             .is_some_and(|s| s.remove(user_id));
         if let Some(held) = m.user_rooms.get_mut(&k(tenant, user_id)) {
             held.remove(room_id);
+        }
+        if let Some(x) = m.moderation.get_mut(&k(tenant, room_id)) {
+            x.moderators.remove(user_id);
+            x.last_sent.remove(user_id);
         }
         Ok(was)
     }
@@ -207,6 +321,134 @@ impl RoomStore for MemoryRooms {
                 held.remove(room_id);
             }
         }
+        m.moderation.remove(&k(tenant, room_id));
         Ok(Some(members))
+    }
+
+    async fn standing(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Standing, StoreError> {
+        let m = self.lock();
+        let key = k(tenant, room_id);
+        let x = m.moderation.get(&key);
+        Ok(Standing {
+            member: m.members.get(&key).is_some_and(|s| s.contains(user_id)),
+            moderator: x.is_some_and(|x| x.moderators.contains(user_id)),
+            banned: x.is_some_and(|x| x.banned.contains(user_id)),
+            muted: x.and_then(|x| x.muted.get(user_id).copied()),
+        })
+    }
+
+    async fn set_moderator(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        moderator: bool,
+    ) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        let key = k(tenant, room_id);
+        if !m.members.get(&key).is_some_and(|s| s.contains(user_id)) {
+            return Ok(false);
+        }
+        let x = m.moderation.entry(key).or_default();
+        if moderator {
+            x.moderators.insert(user_id.to_owned());
+        } else {
+            x.moderators.remove(user_id);
+        }
+        Ok(true)
+    }
+
+    async fn ban(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Sanctioned, StoreError> {
+        let mut m = self.lock();
+        let key = k(tenant, room_id);
+        let x = m.moderation.entry(key.clone()).or_default();
+        if !x.banned.contains(user_id) && x.banned.len() >= MAX_SANCTIONS_PER_ROOM {
+            return Ok(Sanctioned::TooMany);
+        }
+        x.banned.insert(user_id.to_owned());
+        x.moderators.remove(user_id);
+        x.last_sent.remove(user_id);
+        let was_member = m.members.get_mut(&key).is_some_and(|s| s.remove(user_id));
+        if let Some(held) = m.user_rooms.get_mut(&k(tenant, user_id)) {
+            held.remove(room_id);
+        }
+        Ok(Sanctioned::Done { was_member })
+    }
+
+    async fn unban(&self, tenant: &str, room_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        Ok(m.moderation
+            .get_mut(&k(tenant, room_id))
+            .is_some_and(|x| x.banned.remove(user_id)))
+    }
+
+    async fn mute(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        mute: Mute,
+    ) -> Result<Option<Sanctioned>, StoreError> {
+        let mut m = self.lock();
+        let key = k(tenant, room_id);
+        if !m.members.get(&key).is_some_and(|s| s.contains(user_id)) {
+            return Ok(None);
+        }
+        let x = m.moderation.entry(key).or_default();
+        if !x.muted.contains_key(user_id) && x.muted.len() >= MAX_SANCTIONS_PER_ROOM {
+            return Ok(Some(Sanctioned::TooMany));
+        }
+        x.muted.insert(user_id.to_owned(), mute);
+        Ok(Some(Sanctioned::Done { was_member: true }))
+    }
+
+    async fn unmute(&self, tenant: &str, room_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        Ok(m.moderation
+            .get_mut(&k(tenant, room_id))
+            .is_some_and(|x| x.muted.remove(user_id).is_some()))
+    }
+
+    async fn set_slow_mode(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        interval_s: u32,
+    ) -> Result<Option<Room>, StoreError> {
+        let mut m = self.lock();
+        Ok(m.rooms.get_mut(&k(tenant, room_id)).map(|r| {
+            r.slow_mode_s = interval_s;
+            r.clone()
+        }))
+    }
+
+    async fn slow_mode_pass(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        interval_ms: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        let x = m.moderation.entry(k(tenant, room_id)).or_default();
+        if x.last_sent
+            .get(user_id)
+            .is_some_and(|last| now.saturating_sub(*last) < interval_ms)
+        {
+            return Ok(false);
+        }
+        x.last_sent.insert(user_id.to_owned(), now);
+        Ok(true)
     }
 }

@@ -28,7 +28,9 @@ use switchboard_dataplane::online::{MemoryOnline, OnlineStore};
 use switchboard_dataplane::receipts::redis::RedisReceipts;
 use switchboard_dataplane::receipts::{Kind, MemoryReceipts, Privacy, ReceiptStore};
 use switchboard_dataplane::rooms::redis::RedisRooms;
-use switchboard_dataplane::rooms::{Added, MemoryRooms, Room, RoomStore, Visibility};
+use switchboard_dataplane::rooms::{
+    Added, MemoryRooms, Mute, Room, RoomStore, Sanctioned, Standing, Visibility,
+};
 use switchboard_dataplane::typing::redis::RedisTyping;
 use switchboard_dataplane::typing::{MemoryTyping, TypingStore, Typist};
 
@@ -119,6 +121,13 @@ conformance!(
     RedisRooms
 );
 conformance!(
+    rooms_moderation_conform,
+    rooms_moderation_memory,
+    rooms_moderation_redis,
+    MemoryRooms::default(),
+    RedisRooms
+);
+conformance!(
     history_conform,
     history_memory,
     history_redis,
@@ -181,6 +190,7 @@ fn room(id: &str, name: &str) -> Room {
         visibility: Visibility::Public,
         owner_id: "alice".into(),
         created_at: 1_700_000_000_000,
+        slow_mode_s: 0,
     }
 }
 
@@ -268,6 +278,128 @@ async fn rooms_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(s.delete(t, "secret").await?, Some(vec![]));
     assert!(s.create(t, &room("general", "Again")).await?);
     assert_eq!(s.members(t, "general", 100).await?, Vec::<String>::new());
+    Ok(())
+}
+
+/// Roles, bans, mutes and slow mode: a ban is atomic with the membership it removes and
+/// bars joining; roles go with the membership, mutes stay; deletion takes all of it;
+/// nothing crosses tenants.
+async fn rooms_moderation_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
+    let standing = |member, moderator, banned, muted| Standing {
+        member,
+        moderator,
+        banned,
+        muted,
+    };
+    assert!(s.create(t, &room("mod", "Mod")).await?);
+    for user in ["alice", "bob", "carol"] {
+        assert_eq!(s.add_member(t, "mod", user, 10).await?, Added::Added);
+    }
+    assert_eq!(
+        s.standing(t, "mod", "bob").await?,
+        standing(true, false, false, None)
+    );
+    assert_eq!(s.standing(t, "mod", "nobody").await?, Standing::default());
+
+    // Roles: members only; they go with the membership.
+    assert!(s.set_moderator(t, "mod", "bob", true).await?);
+    assert!(!s.set_moderator(t, "mod", "nobody", true).await?);
+    assert_eq!(s.standing(t, "mod", "nobody").await?, Standing::default());
+    assert!(s.standing(t, "mod", "bob").await?.moderator);
+    assert!(s.set_moderator(t, "mod", "bob", false).await?);
+    assert!(!s.standing(t, "mod", "bob").await?.moderator);
+    assert!(s.set_moderator(t, "mod", "bob", true).await?);
+    assert!(s.remove_member(t, "mod", "bob").await?);
+    assert_eq!(s.add_member(t, "mod", "bob", 10).await?, Added::Added);
+    assert!(
+        !s.standing(t, "mod", "bob").await?.moderator,
+        "role left with bob"
+    );
+
+    // Mutes: members only, with or without an end; they outlive a leave.
+    let until = Mute {
+        until: Some(1_700_000_000_123),
+    };
+    assert_eq!(
+        s.mute(t, "mod", "nobody", until).await?,
+        None,
+        "not a member"
+    );
+    assert_eq!(
+        s.mute(t, "mod", "carol", until).await?,
+        Some(Sanctioned::Done { was_member: true })
+    );
+    assert_eq!(s.standing(t, "mod", "carol").await?.muted, Some(until));
+    let forever = Mute { until: None };
+    s.mute(t, "mod", "carol", forever).await?;
+    assert_eq!(s.standing(t, "mod", "carol").await?.muted, Some(forever));
+    assert!(s.remove_member(t, "mod", "carol").await?);
+    assert_eq!(s.add_member(t, "mod", "carol", 10).await?, Added::Added);
+    assert_eq!(s.standing(t, "mod", "carol").await?.muted, Some(forever));
+    assert!(s.unmute(t, "mod", "carol").await?);
+    assert!(!s.unmute(t, "mod", "carol").await?);
+    assert_eq!(s.standing(t, "mod", "carol").await?.muted, None);
+
+    // Bans: membership, room slot and role go at once; joining is refused until unbanned.
+    s.set_moderator(t, "mod", "bob", true).await?;
+    assert_eq!(
+        s.ban(t, "mod", "bob").await?,
+        Sanctioned::Done { was_member: true }
+    );
+    assert_eq!(
+        s.standing(t, "mod", "bob").await?,
+        standing(false, false, true, None)
+    );
+    assert!(!s.rooms_of(t, "bob").await?.contains(&"mod".to_owned()));
+    assert_eq!(s.add_member(t, "mod", "bob", 10).await?, Added::Banned);
+    assert!(!s.is_member(t, "mod", "bob").await?);
+    assert_eq!(
+        s.ban(t, "mod", "bob").await?,
+        Sanctioned::Done { was_member: false }
+    );
+    assert_eq!(
+        s.ban(t, "mod", "stranger").await?,
+        Sanctioned::Done { was_member: false }
+    );
+    assert_eq!(s.add_member(t, "mod", "stranger", 10).await?, Added::Banned);
+    assert!(s.unban(t, "mod", "bob").await?);
+    assert!(!s.unban(t, "mod", "bob").await?);
+    assert_eq!(s.add_member(t, "mod", "bob", 10).await?, Added::Added);
+    assert!(!s.standing(t, "mod", "bob").await?.moderator);
+
+    // Slow mode: on the room record; one pass per interval per member.
+    let r = s.set_slow_mode(t, "mod", 30).await?.expect("room");
+    assert_eq!(r.slow_mode_s, 30);
+    assert_eq!(s.get(t, "mod").await?.map(|r| r.slow_mode_s), Some(30));
+    assert_eq!(s.set_slow_mode(t, "none", 30).await?, None);
+    assert_eq!(s.get(t, "none").await?, None, "not created by slow mode");
+    assert!(s.slow_mode_pass(t, "mod", "carol", 30_000, 1_000).await?);
+    assert!(!s.slow_mode_pass(t, "mod", "carol", 30_000, 30_999).await?);
+    assert!(s.slow_mode_pass(t, "mod", "alice", 30_000, 30_999).await?);
+    assert!(s.slow_mode_pass(t, "mod", "carol", 30_000, 31_000).await?);
+    assert!(!s.slow_mode_pass(t, "mod", "carol", 30_000, 31_001).await?);
+
+    // Nothing crosses tenants.
+    assert_eq!(s.standing(u, "mod", "carol").await?, Standing::default());
+    assert_eq!(s.add_member(u, "mod", "stranger", 10).await?, Added::Added);
+    assert!(s.slow_mode_pass(u, "mod", "carol", 30_000, 1_001).await?);
+    assert!(!s.unban(u, "mod", "stranger").await?);
+
+    // Deletion takes roles, bans, mutes and slow-mode state with it.
+    s.set_moderator(t, "mod", "carol", true).await?;
+    s.mute(t, "mod", "alice", forever).await?;
+    assert!(s.delete(t, "mod").await?.is_some());
+    assert!(s.create(t, &room("mod", "Again")).await?);
+    assert_eq!(s.get(t, "mod").await?.map(|r| r.slow_mode_s), Some(0));
+    for user in ["stranger", "carol", "alice"] {
+        assert_eq!(s.add_member(t, "mod", user, 10).await?, Added::Added);
+        assert_eq!(
+            s.standing(t, "mod", user).await?,
+            standing(true, false, false, None),
+            "{user}"
+        );
+    }
+    assert!(s.slow_mode_pass(t, "mod", "carol", 30_000, 31_002).await?);
     Ok(())
 }
 
@@ -563,14 +695,14 @@ async fn history_changes_conform(s: &dyn MessageStore, t: &str, u: &str) -> Resu
     assert!(page[2].reactions.is_empty() && page[2].edited_at.is_none());
 
     // Delete by a stranger is refused; by the owner (decided by the caller) a tombstone.
-    let del = |user: &str, by_owner| Change::Delete {
+    let del = |user: &str, by_moderator| Change::Delete {
         user: user.into(),
-        by_owner,
+        by_moderator,
         now: TS + 9,
     };
     assert_eq!(
         s.update(t, "c", 2, &del("bob", false)).await?,
-        Err(Refusal::NotSenderOrOwner)
+        Err(Refusal::NotSenderOrModerator)
     );
     let d = s
         .update(t, "c", 2, &del("bob", true))

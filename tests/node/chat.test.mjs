@@ -756,6 +756,35 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
       ['emoji over 64 bytes', { room_id: R, seq: 1, emoji: 'x'.repeat(65), on: true }, 'bad_request'],
       ['seq 0', { room_id: R, seq: 0, emoji: '👍', on: true }, 'bad_request'],
     ],
+    'room:set-role': [
+      ['{}', {}, 'bad_request'],
+      ['role owner', { room_id: R, user_id: 'x', role: 'owner' }, 'bad_request'],
+      ['no user_id', { room_id: R, role: 'moderator' }, 'bad_request'],
+      ['user_id with a space', { room_id: R, user_id: 'a b', role: 'member' }, 'bad_request'],
+    ],
+    'room:kick': [
+      ['{}', {}, 'bad_request'],
+      ['user_id a number', { room_id: R, user_id: 7 }, 'bad_request'],
+      ['reason over 500 characters', { room_id: R, user_id: 'x', reason: 'r'.repeat(501) }, 'bad_request'],
+    ],
+    'room:ban': [
+      ['{}', {}, 'bad_request'],
+      ['reason a number', { room_id: R, user_id: 'x', reason: 1 }, 'bad_request'],
+    ],
+    'room:unban': [
+      ['{}', {}, 'bad_request'],
+      ['no user_id', { room_id: R }, 'bad_request'],
+    ],
+    'room:mute': [
+      ['{}', {}, 'bad_request'],
+      ['until a string', { room_id: R, user_id: 'x', until: 'tomorrow' }, 'bad_request'],
+    ],
+    'room:set-slow-mode': [
+      ['{}', {}, 'bad_request'],
+      ['interval_s negative', { room_id: R, interval_s: -1 }, 'bad_request'],
+      ['interval_s over a day', { room_id: R, interval_s: 86_401 }, 'bad_request'],
+      ['interval_s fractional', { room_id: R, interval_s: 1.5 }, 'bad_request'],
+    ],
   });
 
   const problems = [];
@@ -1081,4 +1110,113 @@ test('11. v1.1 across two nodes with Redis: edit, delete, react, room:delete', {
   const nodes = await sharedNodes(t);
   if (!nodes) return;
   await editDeleteReactFlow(t, nodes.a, nodes.b, 'two');
+});
+
+// ---------------------------------------------------------------------------------------
+// v1.1 moderation: roles, kick, ban, unban, mute, slow mode (dataplane/PROTOCOL.md,
+// "Moderation"). Alice owns the room on node A; bob (moderator) and carol on node B, carol
+// also on node A; dave (member) on node A.
+
+async function moderationFlow(t, a, b, tag) {
+  const tenant = `acme-mod-${tag}-${RUN}`;
+  const room = `mod-${tag}`;
+  const alice = await connectUser(a, 'alice', tenant);
+  const dave = await connectUser(a, 'dave', tenant);
+  const carolA = await connectUser(a, 'carol', tenant);
+  const bob = await connectUser(b, 'bob', tenant);
+  const carolB = await connectUser(b, 'carol', tenant);
+  await ok(alice, 'room:create', { room_id: room, visibility: 'public', members: ['bob', 'carol', 'dave'] });
+  const who = (user_id, extra = {}) => ({ room_id: room, user_id, ...extra });
+
+  await t.test(`${tag}: only the owner sets roles; nobody acts on the owner`, async () => {
+    await fails(dave, 'room:set-role', who('bob', { role: 'moderator' }), 'forbidden');
+    await fails(alice, 'room:set-role', who('alice', { role: 'member' }), 'forbidden');
+    await fails(alice, 'room:set-role', who('nobody', { role: 'moderator' }), 'not_found');
+    assert.deepEqual(await ok(alice, 'room:set-role', who('bob', { role: 'moderator' })), {});
+    await fails(bob, 'room:kick', who('alice'), 'forbidden');
+    await fails(dave, 'room:kick', who('carol'), 'forbidden');
+  });
+
+  await t.test(`${tag}: a kick reaches every socket of the user on every node`, async () => {
+    assert.deepEqual(await ok(bob, 'room:kick', who('carol', { reason: 'spam' })), {});
+    for (const s of [carolA, carolB]) {
+      const got = await waitFor(s, 'room:kicked', (d) => d.room_id === room);
+      assert.deepEqual(got.data, { room_id: room, reason: 'spam' });
+    }
+    clearSeen(carolA);
+    clearSeen(carolB);
+    await ok(alice, 'message:send', { room_id: room, body: 'carol is out' });
+    await expectNone(carolA, 'message:new', () => true, 300);
+    await expectNone(carolB, 'message:new', () => true, 100);
+    await fails(carolB, 'message:send', { room_id: room, body: 'hi?' }, 'forbidden');
+    await ok(carolB, 'room:join', { room_id: room });
+  });
+
+  await t.test(`${tag}: a ban kicks and bars joining and invites until unbanned`, async () => {
+    await ok(bob, 'room:ban', who('carol', { reason: 'again' }));
+    await waitFor(carolA, 'room:kicked', (d) => d.reason === 'again');
+    await fails(carolA, 'room:join', { room_id: room }, 'forbidden');
+    const inv = await ok(alice, 'room:invite', { room_id: room, user_ids: ['carol'] });
+    assert.deepEqual([inv.skipped, inv.banned], [['carol'], ['carol']]);
+    await fails(dave, 'room:unban', who('carol'), 'forbidden');
+    assert.deepEqual(await ok(bob, 'room:unban', who('carol')), {});
+    await ok(carolA, 'room:join', { room_id: room });
+  });
+
+  await t.test(`${tag}: a mute refuses sends until lifted (until in the past)`, async () => {
+    await ok(bob, 'room:mute', who('dave'));
+    await fails(dave, 'message:send', { room_id: room, body: 'muted?' }, 'forbidden');
+    await ok(bob, 'room:mute', who('dave', { until: 0 }));
+    await ok(dave, 'message:send', { room_id: room, body: 'unmuted' });
+    await ok(bob, 'room:mute', who('dave', { until: Date.now() + 60_000 }));
+    await fails(dave, 'message:send', { room_id: room, body: 'still muted' }, 'forbidden');
+    await ok(alice, 'room:mute', who('dave', { until: null }));
+    await fails(dave, 'message:send', { room_id: room, body: 'muted for good' }, 'forbidden');
+    await ok(alice, 'room:mute', who('dave', { until: 1 }));
+  });
+
+  await t.test(`${tag}: slow mode holds members back, not owners or moderators`, async () => {
+    await fails(dave, 'room:set-slow-mode', { room_id: room, interval_s: 30 }, 'forbidden');
+    const { room: r } = await ok(bob, 'room:set-slow-mode', { room_id: room, interval_s: 30 });
+    assert.equal(r.slow_mode_s, 30);
+    await ok(dave, 'message:send', { room_id: room, body: 'one' });
+    await fails(dave, 'message:send', { room_id: room, body: 'two' }, 'rate_limited');
+    for (const s of [alice, alice, bob, bob]) await ok(s, 'message:send', { room_id: room, body: 'exempt' });
+    const off = await ok(alice, 'room:set-slow-mode', { room_id: room, interval_s: 0 });
+    assert.equal(off.room.slow_mode_s, undefined);
+    await ok(dave, 'message:send', { room_id: room, body: 'two' });
+  });
+
+  await t.test(`${tag}: moderators delete others' messages; members cannot`, async () => {
+    const mine = (await ok(dave, 'message:send', { room_id: room, body: 'oops' })).message;
+    const owners = (await ok(alice, 'message:send', { room_id: room, body: 'owner' })).message;
+    await fails(dave, 'message:delete', { room_id: room, seq: owners.seq }, 'forbidden');
+    assert.equal((await ok(bob, 'message:delete', { room_id: room, seq: mine.seq })).message.deleted, true);
+  });
+
+  await t.test(`${tag}: another tenant's alice cannot moderate this room`, async () => {
+    const eve = await connectUser(b, 'alice', `${tenant}-other`);
+    for (const [event, payload] of [
+      ['room:set-role', who('dave', { role: 'moderator' })],
+      ['room:kick', who('dave')],
+      ['room:ban', who('dave')],
+      ['room:unban', who('dave')],
+      ['room:mute', who('dave')],
+      ['room:set-slow-mode', { room_id: room, interval_s: 5 }],
+    ]) {
+      await fails(eve, event, payload, 'not_found');
+    }
+    await expectNone(dave, 'room:kicked', () => true, 300);
+    await ok(dave, 'message:send', { room_id: room, body: 'untouched' });
+  });
+}
+
+test('12. v1.1 moderation on one node', { timeout: 60_000 }, async (t) => {
+  await moderationFlow(t, node, node, 'one');
+});
+
+test('13. v1.1 moderation across two nodes with Redis (kick across nodes)', { timeout: 60_000 }, async (t) => {
+  const nodes = await sharedNodes(t);
+  if (!nodes) return;
+  await moderationFlow(t, nodes.a, nodes.b, 'two');
 });

@@ -6,13 +6,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 
-use super::{RoomRef, check_body, check_meta, load_room, require_member};
+use super::{RoomRef, check_body, check_meta, load_room, membership, require_member};
 use crate::app::now_ms;
 use crate::error::{AckError, Code};
 use crate::handler::Cx;
 use crate::history::Updated;
 use crate::history::change::{Change, Refusal, valid_emoji};
 use crate::hub::{CHAT, chat_room};
+use crate::rooms::roles::{Role, role_of};
 
 // === room:delete ===
 
@@ -85,7 +86,9 @@ fn check_seq(seq: u64) -> Result<(), AckError> {
 fn refused(r: Refusal) -> AckError {
     let code = match r {
         Refusal::NotFound => Code::NotFound,
-        Refusal::NotSender | Refusal::NotSenderOrOwner | Refusal::WindowClosed => Code::Forbidden,
+        Refusal::NotSender | Refusal::NotSenderOrModerator | Refusal::WindowClosed => {
+            Code::Forbidden
+        }
         Refusal::Deleted | Refusal::TooManyEdits(_) => Code::Conflict,
         Refusal::TooManyEmoji | Refusal::TooManyReactions => Code::Forbidden,
     };
@@ -154,15 +157,14 @@ pub(super) async fn message_delete<A: Adapter>(
     cx: Cx<A>,
     req: MessageRef,
 ) -> Result<Value, AckError> {
-    let room = load_room(&cx.app, &cx.id.tenant, &req.room_id).await?;
-    require_member(&cx.app, &cx.id, &req.room_id).await?;
+    let (room, standing) = membership(&cx.app, &cx.id, &req.room_id).await?;
     let updated = change(
         &cx,
         &req.room_id,
         req.seq,
         Change::Delete {
             user: cx.id.user_id.clone(),
-            by_owner: room.owner_id == cx.id.user_id,
+            by_moderator: role_of(&room, &cx.id.user_id, &standing) != Role::Member,
             now: now_ms(),
         },
     )

@@ -59,10 +59,11 @@ pub enum Change {
         window_ms: i64,
         max_edits: u32,
     },
-    /// Tombstone the message: by its sender, or by the room's owner (`by_owner`).
+    /// Tombstone the message: by its sender, or by the room's owner or a moderator
+    /// (`by_moderator`).
     Delete {
         user: String,
-        by_owner: bool,
+        by_moderator: bool,
         now: i64,
     },
     /// Add (`on`) or take back a reaction.
@@ -80,8 +81,8 @@ pub enum Refusal {
     NotFound,
     #[error("only the sender can edit a message")]
     NotSender,
-    #[error("only the sender or the room's owner can delete a message")]
-    NotSenderOrOwner,
+    #[error("only the sender, the room's owner or a moderator can delete a message")]
+    NotSenderOrModerator,
     #[error("the message was deleted")]
     Deleted,
     #[error("the edit window of this message has closed (chat.edit_window)")]
@@ -138,11 +139,11 @@ pub fn apply(state: &State, change: &Change) -> Result<Option<State>, Refusal> {
         }
         Change::Delete {
             user,
-            by_owner,
+            by_moderator,
             now,
         } => {
-            if &m.sender_id != user && !by_owner {
-                return Err(Refusal::NotSenderOrOwner);
+            if &m.sender_id != user && !by_moderator {
+                return Err(Refusal::NotSenderOrModerator);
             }
             let mut message = m.clone();
             message.body = String::new();
@@ -265,17 +266,17 @@ mod tests {
             emoji: "👍".into(),
             users: vec!["bob".into()],
         }];
-        let del = |user: &str, by_owner| Change::Delete {
+        let del = |user: &str, by_moderator| Change::Delete {
             user: user.into(),
-            by_owner,
+            by_moderator,
             now: 500,
         };
         assert_eq!(
             apply(&s, &del("bob", false)),
-            Err(Refusal::NotSenderOrOwner)
+            Err(Refusal::NotSenderOrModerator)
         );
-        let by_owner = apply(&s, &del("bob", true)).unwrap().unwrap();
-        assert!(by_owner.message.deleted);
+        let by_moderator = apply(&s, &del("bob", true)).unwrap().unwrap();
+        assert!(by_moderator.message.deleted);
         let t = apply(&s, &del("alice", false)).unwrap().unwrap();
         assert!(t.message.deleted && t.message.body.is_empty() && t.message.meta.is_none());
         assert!(t.reactors.is_empty());

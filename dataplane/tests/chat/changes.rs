@@ -8,38 +8,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Two nodes sharing Redis, with `set` applied to both configs.
-async fn redis_pair(set: &[(&str, &str)]) -> Option<(Node, Node)> {
-    let url = redis_url()?;
-    let mk = |id: &str| {
-        let mut c = mk_config();
-        c.redis.url = Some(url.clone());
-        c.node_id = Some(unique(id));
-        for (k, v) in set {
-            c.set(k, v).unwrap();
-        }
-        // The race test sends bursts; it is not testing the limiter.
-        for b in [&mut c.limits.per_socket, &mut c.limits.per_user] {
-            b.message.rate = 1000.0;
-            b.message.burst = 1000;
-        }
-        c
-    };
-    Some((start(mk("node-a")).await, start(mk("node-b")).await))
-}
-
-fn embedded(set: &[(&str, &str)]) -> switchboard_crds::config::DataplaneConfig {
-    let mut c = mk_config();
-    for (k, v) in set {
-        c.set(k, v).unwrap();
-    }
-    c
-}
-
 fn bodies(history: &Value) -> Vec<Value> {
     history["messages"]
         .as_array()

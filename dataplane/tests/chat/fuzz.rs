@@ -26,6 +26,12 @@ const EVENTS: &[&str] = &[
     "message:delete",
     "message:react",
     "message:thread",
+    "room:set-role",
+    "room:kick",
+    "room:ban",
+    "room:unban",
+    "room:mute",
+    "room:set-slow-mode",
 ];
 
 /// Keys /chat payloads use, so random objects often hit a real field.
@@ -46,6 +52,11 @@ const KEYS: &[&str] = &[
     "thread_root",
     "root_seq",
     "after_seq",
+    "user_id",
+    "role",
+    "reason",
+    "until",
+    "interval_s",
 ];
 
 #[tokio::test]

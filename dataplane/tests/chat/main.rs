@@ -9,6 +9,7 @@ mod changes;
 mod flows;
 mod fuzz;
 mod limits;
+mod moderation;
 mod multinode;
 mod presence;
 mod tenants;

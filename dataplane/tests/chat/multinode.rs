@@ -17,10 +17,6 @@ async fn two_nodes() -> Option<(Node, Node)> {
     Some((start(mk("node-a")).await, start(mk("node-b")).await))
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 #[tokio::test]
 async fn messages_membership_history_and_receipts_cross_nodes() {
     let Some((a, b)) = two_nodes().await else {

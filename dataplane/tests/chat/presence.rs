@@ -194,10 +194,6 @@ async fn idle_makes_away_and_activity_brings_back_online() {
     );
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 fn redis_cfg(url: &str, id: &str, ttl: &str) -> switchboard_crds::config::DataplaneConfig {
     let mut c = mk_config();
     c.redis.url = Some(url.into());

@@ -41,6 +41,18 @@ pub fn every_event(room: &str) -> Vec<(&'static str, Value)> {
             json!({"room_id": room, "seq": 1, "emoji": "👍", "on": true}),
         ),
         ("message:thread", json!({"room_id": room, "root_seq": 1})),
+        (
+            "room:set-role",
+            json!({"room_id": room, "user_id": "alice", "role": "moderator"}),
+        ),
+        ("room:kick", json!({"room_id": room, "user_id": "alice"})),
+        ("room:ban", json!({"room_id": room, "user_id": "alice"})),
+        ("room:unban", json!({"room_id": room, "user_id": "alice"})),
+        ("room:mute", json!({"room_id": room, "user_id": "alice"})),
+        (
+            "room:set-slow-mode",
+            json!({"room_id": room, "interval_s": 5}),
+        ),
         ("room:delete", json!({"room_id": room})),
     ]
 }
@@ -83,7 +95,12 @@ async fn no_chat_event_crosses_tenants() {
             .await
             .is_none()
     );
-    for event in ["message:updated", "message:reactions", "room:deleted"] {
+    for event in [
+        "message:updated",
+        "message:reactions",
+        "room:deleted",
+        "room:kicked",
+    ] {
         assert!(
             alice.next(event, Duration::from_millis(50)).await.is_none(),
             "{event}"

@@ -32,6 +32,7 @@ const CHAT_EVENTS = [
   'message:updated',
   'message:reactions',
   'room:deleted',
+  'room:kicked',
 ];
 
 /** Server → client events of /presence that the recorder keeps. */
