@@ -33,6 +33,8 @@ pub struct Stores {
     pub devices: Arc<dyn crate::devices::DeviceStore>,
     pub preferences: Arc<dyn crate::preferences::PreferenceStore>,
     pub delivery: Arc<dyn crate::notifications::delivery::DeliveryStore>,
+    /// What changed in which room, for `sync:get`.
+    pub changes: Arc<dyn crate::sync::ChangeIndex>,
 }
 
 impl Stores {
@@ -50,6 +52,7 @@ impl Stores {
             devices: Arc::new(crate::devices::MemoryDevices::default()),
             preferences: Arc::new(crate::preferences::MemoryPreferences::default()),
             delivery: Arc::new(crate::notifications::delivery::MemoryDelivery::default()),
+            changes: Arc::new(crate::sync::MemoryChanges::default()),
         }
     }
 
@@ -73,6 +76,7 @@ impl Stores {
             delivery: Arc::new(crate::notifications::redis::RedisDelivery::new(
                 client.clone(),
             )),
+            changes: Arc::new(crate::sync::redis::RedisChanges::new(client.clone())),
         }
     }
 }

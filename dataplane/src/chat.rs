@@ -5,6 +5,7 @@
 
 mod changes;
 mod moderation;
+mod sync;
 mod threads;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,7 @@ pub async fn admit<A: Adapter>(
     on(&s, "receipt:read", Class::Read, receipt_read::<A>);
     on(&s, "receipt:batch", Class::Read, receipt_batch::<A>);
     on(&s, "unread:get", Class::Read, unread_get::<A>);
+    on(&s, "sync:get", Class::Read, sync::sync_get::<A>);
     on(&s, "typing:start", Class::Typing, typing_start::<A>);
     on(&s, "typing:stop", Class::Typing, typing_stop::<A>);
     on(
@@ -259,7 +261,10 @@ async fn add_members(
                 not.skipped.push(u.clone());
                 not.banned.push(u.clone());
             }
-            Added::Added | Added::AlreadyMember => {
+            added @ (Added::Added | Added::AlreadyMember) => {
+                if added == Added::Added {
+                    app.stores.changes.touch_user(tenant, u, room_id).await?;
+                }
                 if let Some(hub) = app.hub() {
                     hub.join(CHAT, user_room(tenant, u), chat_room(tenant, room_id))
                         .await;
@@ -327,7 +332,8 @@ async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckErro
     {
         Added::TooManyRooms => return Err(too_many_rooms(&cx.app)),
         Added::Banned => return Err(banned()),
-        Added::Added | Added::AlreadyMember => {}
+        Added::Added => cx.app.stores.changes.touch_user(t, me, &room.id).await?,
+        Added::AlreadyMember => {}
     }
     if let Some(hub) = cx.app.hub() {
         hub.join(CHAT, user_room(t, me), chat_room(t, &room.id))
@@ -349,6 +355,11 @@ async fn room_leave<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckErr
     {
         return Err(AckError::not_found("you are not a member of this room"));
     }
+    cx.app
+        .stores
+        .changes
+        .forget_user_room(t, me, &req.room_id)
+        .await?;
     stop_typing(&cx.app, t, me, &req.room_id).await?;
     cx.socket.leave(chat_room(t, &req.room_id));
     if let Some(hub) = cx.app.hub() {
@@ -562,6 +573,11 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
     }
     let message = stored.message;
     if !stored.duplicate {
+        cx.app
+            .stores
+            .changes
+            .touch_room(t, &message.room_id)
+            .await?;
         // Sending implies having read everything up to one's own message.
         cx.app
             .stores
@@ -665,7 +681,12 @@ async fn apply_receipt<A: Adapter>(
         .advance(t, me, room_id, Kind::Delivered, up_to)
         .await?;
     let read = match kind {
-        Kind::Read => receipts.advance(t, me, room_id, Kind::Read, up_to).await?,
+        Kind::Read => {
+            let read = receipts.advance(t, me, room_id, Kind::Read, up_to).await?;
+            // The user's unread count may have moved: a change for their sync.
+            cx.app.stores.changes.touch_user(t, me, room_id).await?;
+            read
+        }
         Kind::Delivered => receipts
             .pointers(t, me, &[room_id.to_owned()], Kind::Read)
             .await?

@@ -115,6 +115,13 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<Vec<Message>, StoreError>;
     /// The last assigned seq of each room (0 for a room without messages).
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError>;
+    /// The current version of each room's last message (reactions and thread count
+    /// included; `None` for a room without messages), in one step for all of them.
+    async fn last_messages(
+        &self,
+        tenant: &str,
+        room_ids: &[String],
+    ) -> Result<Vec<Option<Message>>, StoreError>;
     /// The current version of message `seq` (reactions and thread count included), or
     /// `None` when it is not in the log.
     async fn get(
@@ -332,6 +339,23 @@ impl MessageStore for MemoryHistory {
                 rooms
                     .get(&(tenant.to_owned(), r.clone()))
                     .map_or(0, |l| l.last_seq)
+            })
+            .collect())
+    }
+
+    async fn last_messages(
+        &self,
+        tenant: &str,
+        room_ids: &[String],
+    ) -> Result<Vec<Option<Message>>, StoreError> {
+        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(room_ids
+            .iter()
+            .map(|r| {
+                let room = rooms.get(&(tenant.to_owned(), r.clone()))?;
+                let mut m = room.log.back()?.clone();
+                room.decorate(&mut m);
+                Some(m)
             })
             .collect())
     }

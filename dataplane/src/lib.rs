@@ -37,6 +37,7 @@ pub mod redis;
 pub mod rooms;
 pub mod server;
 pub mod signaling;
+pub mod sync;
 pub mod telemetry;
 pub mod typing;
 pub mod webrtc;

@@ -31,6 +31,8 @@ use switchboard_dataplane::rooms::redis::RedisRooms;
 use switchboard_dataplane::rooms::{
     Added, MemoryRooms, Mute, Room, RoomStore, Sanctioned, Standing, Visibility,
 };
+use switchboard_dataplane::sync::redis::RedisChanges;
+use switchboard_dataplane::sync::{ChangeIndex, Changed, MemoryChanges};
 use switchboard_dataplane::typing::redis::RedisTyping;
 use switchboard_dataplane::typing::{MemoryTyping, TypingStore, Typist};
 
@@ -126,6 +128,13 @@ conformance!(
     rooms_moderation_redis,
     MemoryRooms::default(),
     RedisRooms
+);
+conformance!(
+    changes_conform,
+    changes_memory,
+    changes_redis,
+    MemoryChanges::default(),
+    RedisChanges
 );
 conformance!(
     history_conform,
@@ -400,6 +409,78 @@ async fn rooms_moderation_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result
         );
     }
     assert!(s.slow_mode_pass(t, "mod", "carol", 30_000, 31_002).await?);
+    Ok(())
+}
+
+// === sync change index ===
+
+fn page_ids(c: &Changed) -> Vec<&str> {
+    c.rooms.iter().map(|(r, _)| r.as_str()).collect()
+}
+
+/// Room stamps and a user's own stamps: the user's rooms changed after a stamp, in stamp
+/// order, paged; forgotten entries and other tenants stay out.
+async fn changes_conform(s: &dyn ChangeIndex, t: &str, u: &str) -> Result<()> {
+    let mine = strings(&["a", "b", "c", "d"]);
+    assert_eq!(
+        s.changed(t, "alice", &mine, 0, 10).await?,
+        Changed::default()
+    );
+    assert_eq!(s.changed(t, "alice", &[], 0, 10).await?, Changed::default());
+    s.touch_room(t, "b").await?;
+    s.touch_user(t, "alice", "d").await?;
+    s.touch_room(t, "a").await?;
+    s.touch_room(t, "elsewhere").await?;
+    s.touch_user(t, "bob", "c").await?;
+    let all = s.changed(t, "alice", &mine, 0, 10).await?;
+    assert_eq!(page_ids(&all), vec!["b", "d", "a"]);
+    assert!(!all.more);
+    let stamps: Vec<u64> = all.rooms.iter().map(|(_, s)| *s).collect();
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+
+    // Pages: nothing missed, nothing repeated; a room changed again comes again, later.
+    let one = s.changed(t, "alice", &mine, 0, 2).await?;
+    assert_eq!(page_ids(&one), vec!["b", "d"]);
+    assert!(one.more);
+    s.touch_room(t, "b").await?;
+    let two = s.changed(t, "alice", &mine, one.cursor(0), 2).await?;
+    assert_eq!(page_ids(&two), vec!["a", "b"]);
+    assert!(!two.more);
+    let end = two.cursor(one.cursor(0));
+    assert_eq!(
+        s.changed(t, "alice", &mine, end, 2).await?,
+        Changed::default()
+    );
+    // The user's own stamp and the room's: the later counts.
+    s.touch_user(t, "alice", "b").await?;
+    s.touch_room(t, "d").await?;
+    let again = s.changed(t, "alice", &mine, end, 10).await?;
+    assert_eq!(page_ids(&again), vec!["b", "d"]);
+    // Only the rooms asked about (the user's) are looked at.
+    let some = s.changed(t, "alice", &strings(&["a"]), 0, 10).await?;
+    assert_eq!(page_ids(&some), vec!["a"]);
+
+    // Forgetting: a user's entry, then a whole room with its members' entries.
+    s.forget_user_room(t, "alice", "d").await?;
+    s.touch_user(t, "alice", "c").await?;
+    s.forget_room(t, "c", &strings(&["alice", "bob"])).await?;
+    let left = s.changed(t, "alice", &mine, 0, 10).await?;
+    assert_eq!(page_ids(&left), vec!["a", "b", "d"], "d's room stamp stays");
+    assert!(
+        s.changed(t, "bob", &strings(&["c"]), 0, 10)
+            .await?
+            .rooms
+            .is_empty()
+    );
+
+    // Nothing crosses tenants; each tenant stamps on its own.
+    assert_eq!(
+        s.changed(u, "alice", &mine, 0, 10).await?,
+        Changed::default()
+    );
+    s.touch_room(u, "a").await?;
+    let theirs = s.changed(u, "alice", &mine, 0, 10).await?;
+    assert_eq!(theirs.rooms, vec![("a".to_owned(), 1)]);
     Ok(())
 }
 
@@ -725,6 +806,36 @@ async fn history_changes_conform(s: &dyn MessageStore, t: &str, u: &str) -> Resu
         s.last_seqs(t, &strings(&["c"])).await?,
         vec![3],
         "last seq never moves"
+    );
+    let page = s.page(t, "c", newest(10)).await?;
+
+    // The last message of each room, in its current version (what sync:get shows).
+    s.update(t, "c", 3, &react("bob", "🎉", true))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let last = s.last_messages(t, &strings(&["c", "none"])).await?;
+    assert_eq!(last.len(), 2);
+    assert_eq!(last[1], None);
+    assert_eq!(Some(&page[2]).map(|m| m.seq), Some(3));
+    let c3 = last[0].clone().expect("room c has messages");
+    assert_eq!((c3.seq, c3.body.as_str()), (3, "m3"));
+    assert_eq!(c3.reactions.len(), 1);
+    assert_eq!(
+        s.last_messages(t, &[]).await?,
+        Vec::<Option<Message>>::new()
+    );
+    s.append(t, message("c", "alice", "bye", None), 1000)
+        .await?;
+    s.update(t, "c", 4, &del("alice", false))
+        .await?
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let tomb = s.last_messages(t, &strings(&["c"])).await?;
+    assert!(tomb[0].as_ref().is_some_and(|m| m.seq == 4 && m.deleted));
+    assert_eq!(
+        s.last_messages(u, &strings(&["c"])).await?[0]
+            .as_ref()
+            .map(|m| m.body.as_str()),
+        Some("theirs")
     );
 
     // The other tenant's room "c" is untouched, and their changes stay theirs.

@@ -779,6 +779,13 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
       ['{}', {}, 'bad_request'],
       ['until a string', { room_id: R, user_id: 'x', until: 'tomorrow' }, 'bad_request'],
     ],
+    'sync:get': [
+      ['cursor a number', { cursor: 5 }, 'bad_request'],
+      ['cursor not handed out', { cursor: 'abc' }, 'bad_request'],
+      ['limit 0', { limit: 0 }, 'bad_request'],
+      ['limit 101', { limit: 101 }, 'bad_request'],
+      ['limit a string', { limit: '10' }, 'bad_request'],
+    ],
     'room:set-slow-mode': [
       ['{}', {}, 'bad_request'],
       ['interval_s negative', { room_id: R, interval_s: -1 }, 'bad_request'],
@@ -789,8 +796,8 @@ test('7. malformed payloads get an error ack and the connection stays usable', {
 
   const problems = [];
   const events = Object.keys(cases('R'));
-  // unread:get and privacy:set take {} (every field optional): that is not malformed.
-  const allOptional = new Set(['unread:get', 'privacy:set']);
+  // unread:get, privacy:set and sync:get take {} (every field optional): not malformed.
+  const allOptional = new Set(['unread:get', 'privacy:set', 'sync:get']);
   let checked = 0;
   for (const event of events) {
     const listFor = (R) => [
@@ -1219,4 +1226,90 @@ test('13. v1.1 moderation across two nodes with Redis (kick across nodes)', { ti
   const nodes = await sharedNodes(t);
   if (!nodes) return;
   await moderationFlow(t, nodes.a, nodes.b, 'two');
+});
+
+// ---------------------------------------------------------------------------------------
+// v1.1 sync:get (dataplane/PROTOCOL.md, "sync:get"): a reader away while 27 of 36 rooms
+// change catches up page by page from its old cursor: every changed room once, with last
+// seq, unread count and last message; unchanged, kicked-from and deleted rooms stay out.
+// (Rooms are created by both users, inside the default per-socket room-event burst.)
+
+async function syncPages(sock, cursor, limit) {
+  const rooms = [];
+  let pages = 0;
+  for (;;) {
+    const page = await ok(sock, 'sync:get', cursor ? { cursor, limit } : { limit });
+    pages += 1;
+    rooms.push(...page.rooms);
+    cursor = page.cursor;
+    assert.equal(typeof cursor, 'string');
+    if (!page.more) return { rooms, cursor, pages };
+    assert.equal(page.rooms.length, limit);
+  }
+}
+
+async function syncFlow(t, a, b, tag) {
+  const tenant = `acme-sync-${tag}-${RUN}`;
+  const rooms = Array.from({ length: 36 }, (_, i) => `s-${tag}-${String(i).padStart(2, '0')}`);
+  let reader = await connectUser(a, 'reader', tenant);
+  const writer = await connectUser(b, 'writer', tenant);
+  const moderator = await connectUser(b, 'writer', tenant);
+  for (const [i, room] of rooms.entries()) {
+    if (i % 2 === 0) await ok(reader, 'room:create', { room_id: room, visibility: 'private', members: ['writer'] });
+    else await ok(writer, 'room:create', { room_id: room, visibility: 'private', members: ['reader'] });
+  }
+  for (const room of ['w-kick', 'w-del']) await ok(moderator, 'room:create', { room_id: room, visibility: 'public', members: ['reader'] });
+
+  let cursor;
+  await t.test(`${tag}: the first sync lists every room once, in pages`, async () => {
+    const got = await syncPages(reader, undefined, 10);
+    assert.equal(got.pages, 4);
+    assert.deepEqual(got.rooms.map((r) => r.room_id).sort(), [...rooms, 'w-del', 'w-kick'].sort());
+    cursor = got.cursor;
+    assert.deepEqual(await ok(reader, 'sync:get', { cursor }), { rooms: [], cursor, more: false });
+  });
+
+  await t.test(`${tag}: after a long disconnect, exactly the changed rooms, once each`, async () => {
+    reader.disconnect();
+    const expected = new Map();
+    for (const [i, room] of rooms.slice(0, 27).entries()) {
+      // Two sockets share the sends (the per-socket message burst is 20).
+      const m = (await ok(i % 2 ? moderator : writer, 'message:send', { room_id: room, body: `hi ${room}` })).message;
+      expected.set(room, m);
+    }
+    const edited = (await ok(writer, 'message:edit', { room_id: rooms[0], seq: 1, body: 'edited' })).message;
+    expected.set(rooms[0], edited);
+    await ok(moderator, 'message:send', { room_id: 'w-kick', body: 'x' });
+    await ok(moderator, 'room:kick', { room_id: 'w-kick', user_id: 'reader' });
+    await ok(moderator, 'message:send', { room_id: 'w-del', body: 'x' });
+    await ok(moderator, 'room:delete', { room_id: 'w-del' });
+    reader = await connectUser(a, 'reader', tenant);
+    const got = await syncPages(reader, cursor, 10);
+    assert.equal(got.pages, 3);
+    assert.deepEqual(got.rooms.map((r) => r.room_id).sort(), [...expected.keys()].sort());
+    for (const r of got.rooms) {
+      const m = expected.get(r.room_id);
+      assert.deepEqual(r, { room_id: r.room_id, last_seq: 1, unread: 1, last_message: m });
+    }
+    cursor = got.cursor;
+    await ok(reader, 'receipt:read', { room_id: rooms[1], up_to_seq: 1 });
+    const read = await ok(reader, 'sync:get', { cursor });
+    assert.deepEqual(read.rooms.map((r) => [r.room_id, r.unread]), [[rooms[1], 0]]);
+  });
+
+  await t.test(`${tag}: another tenant's reader sees none of it`, async () => {
+    const eve = await connectUser(b, 'reader', `${tenant}-other`);
+    assert.deepEqual((await ok(eve, 'sync:get', {})).rooms, []);
+    await fails(eve, 'sync:get', { cursor: 'nope' }, 'bad_request');
+  });
+}
+
+test('14. v1.1 sync:get on one node', { timeout: 60_000 }, async (t) => {
+  await syncFlow(t, node, node, 'one');
+});
+
+test('15. v1.1 sync:get across two nodes with Redis', { timeout: 60_000 }, async (t) => {
+  const nodes = await sharedNodes(t);
+  if (!nodes) return;
+  await syncFlow(t, nodes.a, nodes.b, 'two');
 });

@@ -35,6 +35,7 @@ pub(super) async fn room_delete<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<V
     stores.history.delete_room(t, &room.id).await?;
     stores.receipts.forget_room(t, &room.id, &members).await?;
     stores.typing.clear_room(t, &room.id).await?;
+    stores.changes.forget_room(t, &room.id, &members).await?;
     let socket_room = chat_room(t, &room.id);
     cx.app
         .emit(
@@ -111,6 +112,18 @@ async fn change<A: Adapter>(
         .map_err(refused)
 }
 
+/// Tell the room's other sockets (the sender's socket has the ack) of an edit or a
+/// delete, and stamp the room for `sync:get`.
+async fn tell_updated<A: Adapter>(cx: &Cx<A>, room_id: &str, out: &Value) -> Result<(), AckError> {
+    cx.app
+        .stores
+        .changes
+        .touch_room(&cx.id.tenant, room_id)
+        .await?;
+    tell_room(cx, room_id, "message:updated", out).await;
+    Ok(())
+}
+
 /// Tell the room's other sockets (the sender's socket has the ack).
 async fn tell_room<A: Adapter>(cx: &Cx<A>, room_id: &str, event: &'static str, data: &Value) {
     if let Err(e) = cx
@@ -149,7 +162,7 @@ pub(super) async fn message_edit<A: Adapter>(
     )
     .await?;
     let out = json!({ "message": updated.message });
-    tell_room(&cx, &req.room_id, "message:updated", &out).await;
+    tell_updated(&cx, &req.room_id, &out).await?;
     Ok(out)
 }
 
@@ -170,7 +183,7 @@ pub(super) async fn message_delete<A: Adapter>(
     )
     .await?;
     let out = json!({ "message": updated.message });
-    tell_room(&cx, &req.room_id, "message:updated", &out).await;
+    tell_updated(&cx, &req.room_id, &out).await?;
     Ok(out)
 }
 

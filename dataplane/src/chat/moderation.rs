@@ -110,6 +110,14 @@ async fn eject(app: &App, tenant: &str, room_id: &str, user_id: &str, reason: Op
     if let Err(e) = stop_typing(app, tenant, user_id, room_id).await {
         tracing::warn!(error = %e.message, "typing stop after a kick failed");
     }
+    if let Err(e) = app
+        .stores
+        .changes
+        .forget_user_room(tenant, user_id, room_id)
+        .await
+    {
+        tracing::warn!(error = %e, "sync entry of a kicked user not removed");
+    }
     let user = user_room(tenant, user_id);
     if let Some(hub) = app.hub() {
         hub.leave(CHAT, user.clone(), chat_room(tenant, room_id))

@@ -204,6 +204,24 @@ end
 return out
 ";
 
+/// KEYS: per room, its stream, edits, reactions and thread counts (4 keys a room).
+/// Returns per room false (no messages) or {last stream entry, edit, reactions, thread
+/// replies} (each of the last three false when absent).
+const LAST: &str = r"
+local out = {}
+for i = 1, #KEYS, 4 do
+  local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  if #last == 1 then
+    local seq = string.match(last[1][1], '^(%d+)')
+    out[#out + 1] = {last[1], redis.call('HGET', KEYS[i + 1], seq),
+      redis.call('HGET', KEYS[i + 2], seq), redis.call('HGET', KEYS[i + 3], seq)}
+  else
+    out[#out + 1] = false
+  end
+end
+return out
+";
+
 /// A seq zero-padded to 20 digits (every u64 fits), as in the thread index.
 fn pad(seq: u64) -> String {
     format!("{seq:020}")
@@ -285,23 +303,7 @@ impl RedisHistory {
         for (((m, edit), reactions), replies) in
             page.iter_mut().zip(edits).zip(reactions).zip(threads)
         {
-            if let Some(edit) = edit {
-                let current: Message = serde_json::from_str(&edit)?;
-                if current.seq != m.seq {
-                    return Err(StoreError::Corrupt(format!(
-                        "edit of seq {} stored for {}",
-                        current.seq, m.seq
-                    )));
-                }
-                *m = current;
-            }
-            if let Some(r) = reactions.filter(|_| !m.deleted) {
-                let stored: Vec<Reactors> = serde_json::from_str(&r)?;
-                m.reactions = change::summarize(&stored);
-            }
-            if let Some(n) = replies {
-                m.thread_replies = parse_seq(&n, "thread replies")?;
-            }
+            decorate(m, edit, reactions, replies)?;
         }
         Ok(())
     }
@@ -331,6 +333,34 @@ impl RedisHistory {
             .map(|i| opt_string(i, "hash field"))
             .collect()
     }
+}
+
+/// Make a message read from the stream its current version: its edit (or tombstone) if
+/// any, its reactions (none on a tombstone) and its thread size.
+fn decorate(
+    m: &mut Message,
+    edit: Option<String>,
+    reactions: Option<String>,
+    replies: Option<String>,
+) -> Result<(), StoreError> {
+    if let Some(edit) = edit {
+        let current: Message = serde_json::from_str(&edit)?;
+        if current.seq != m.seq {
+            return Err(StoreError::Corrupt(format!(
+                "edit of seq {} stored for {}",
+                current.seq, m.seq
+            )));
+        }
+        *m = current;
+    }
+    if let Some(r) = reactions.filter(|_| !m.deleted) {
+        let stored: Vec<Reactors> = serde_json::from_str(&r)?;
+        m.reactions = change::summarize(&stored);
+    }
+    if let Some(n) = replies {
+        m.thread_replies = parse_seq(&n, "thread replies")?;
+    }
+    Ok(())
 }
 
 fn corrupt(what: &str, v: &Value) -> StoreError {
@@ -576,6 +606,59 @@ impl MessageStore for RedisHistory {
             .map(|i| match opt_string(i, "room seq counter")? {
                 None => Ok(0),
                 Some(s) => parse_seq(&s, "room seq counter"),
+            })
+            .collect()
+    }
+
+    async fn last_messages(
+        &self,
+        tenant: &str,
+        room_ids: &[String],
+    ) -> Result<Vec<Option<Message>>, StoreError> {
+        if room_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys: Vec<String> = room_ids
+            .iter()
+            .flat_map(|r| {
+                [
+                    keys::log(tenant, r),
+                    keys::edits(tenant, r),
+                    keys::reactions(tenant, r),
+                    keys::thread_counts(tenant, r),
+                ]
+            })
+            .collect();
+        let v: Value = self.client.eval(LAST, keys, Vec::<String>::new()).await?;
+        let Value::Array(items) = v else {
+            return Err(corrupt("last messages", &v));
+        };
+        if items.len() != room_ids.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} last messages for {} rooms",
+                items.len(),
+                room_ids.len()
+            )));
+        }
+        items
+            .into_iter()
+            .map(|item| match item {
+                Value::Null => Ok(None),
+                Value::Array(parts) => {
+                    let [entry, edit, reactions, replies]: [Value; 4] =
+                        parts.try_into().map_err(|p: Vec<Value>| {
+                            StoreError::Corrupt(format!("last message: {} parts", p.len()))
+                        })?;
+                    let mut m = entry_to_message(entry)?;
+                    decorate(
+                        &mut m,
+                        opt_string(edit, "edit")?,
+                        opt_string(reactions, "reactions")?,
+                        opt_string(replies, "thread replies")?,
+                    )?;
+                    Ok(Some(m))
+                }
+                other => Err(corrupt("last message", &other)),
             })
             .collect()
     }

@@ -26,6 +26,7 @@ const EVENTS: &[&str] = &[
     "message:delete",
     "message:react",
     "message:thread",
+    "sync:get",
     "room:set-role",
     "room:kick",
     "room:ban",
@@ -57,18 +58,14 @@ const KEYS: &[&str] = &[
     "reason",
     "until",
     "interval_s",
+    "cursor",
 ];
 
 #[tokio::test]
 async fn arbitrary_payloads_get_typed_answers() {
     let mut cfg = mk_config();
     // The fuzzer sends fast; it is not testing the limiter.
-    for b in [&mut cfg.limits.per_socket, &mut cfg.limits.per_user] {
-        for bucket in [&mut b.message, &mut b.typing, &mut b.read, &mut b.room] {
-            bucket.rate = 10_000.0;
-            bucket.burst = 10_000;
-        }
-    }
+    lift_limits(&mut cfg);
     let node = start(cfg).await;
     let client = user(&node, "acme", "fuzzer").await;
     client

@@ -12,4 +12,5 @@ mod limits;
 mod moderation;
 mod multinode;
 mod presence;
+mod sync;
 mod tenants;

@@ -57,6 +57,16 @@ pub fn every_event(room: &str) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// Events that answer about the caller's own rooms (no room id to be refused): another
+/// tenant's user gets an empty answer.
+pub fn own_rooms_events() -> Vec<(&'static str, Value)> {
+    vec![
+        ("unread:get", json!({})),
+        ("sync:get", json!({})),
+        ("sync:get", json!({"cursor": "s0", "limit": 100})),
+    ]
+}
+
 #[tokio::test]
 async fn no_chat_event_crosses_tenants() {
     let node = start(mk_config()).await;
@@ -82,6 +92,15 @@ async fn no_chat_event_crosses_tenants() {
             ["not_found", "forbidden"].contains(&code.as_str()),
             "{event} {payload} → {code}"
         );
+    }
+    // Nothing of acme's in the intruder's own view of their rooms.
+    for (event, payload) in own_rooms_events() {
+        let data = intruder.ok(event, payload.clone()).await;
+        let empty = match event {
+            "unread:get" => data["counts"] == json!({}),
+            _ => data["rooms"] == json!([]) && data["more"] == false,
+        };
+        assert!(empty, "{event} {payload} → {data}");
     }
     assert!(
         alice
