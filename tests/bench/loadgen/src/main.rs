@@ -1,6 +1,7 @@
 //! `switchboard-bench`: Switchboard against a Node.js socket.io 4.8 peer on the /chat
 //! subset (auth, room:join, message:send with ack, message:new), from one run on one
-//! machine. See tests/bench/README.md.
+//! machine; and `sync`, Switchboard's `sync:get` catch-up on memory and Redis
+//! ([`catchup`]). See tests/bench/README.md.
 //!
 //! ```text
 //!  coordinator ──spawn──▶ server node(s) (child processes, free ports, /proc sampled)
@@ -9,6 +10,7 @@
 //!                      └─ one tokio task per Socket.IO connection over raw WebSocket
 //! ```
 
+mod catchup;
 mod coord;
 mod plan;
 mod proto;
@@ -32,7 +34,7 @@ use servers::{Env, Kind};
     about = "Load generator: Switchboard vs a Node.js socket.io 4.8 peer on /chat"
 )]
 struct Cli {
-    /// idle | fanout | cross-node | rooms | all
+    /// idle | fanout | cross-node | rooms | all | sync
     scenario: Option<String>,
     /// Connections (idle 10000, fanout 10000, cross-node 10000, rooms 20000).
     #[arg(long)]
@@ -89,6 +91,18 @@ struct Cli {
     /// Also append the tables to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// `sync`: rooms the user is in.
+    #[arg(long, default_value_t = 500)]
+    sync_rooms: usize,
+    /// `sync`: rooms changed while away, one measurement each.
+    #[arg(long, default_value = "0,10,100,500", value_delimiter = ',')]
+    sync_changed: Vec<usize>,
+    /// `sync`: `sync:get` page size (1-100).
+    #[arg(long, default_value_t = 100)]
+    sync_limit: usize,
+    /// `sync`: catch-ups timed per measurement.
+    #[arg(long, default_value_t = 20)]
+    sync_repeat: usize,
     /// Internal: run as a worker (spec and commands on stdin).
     #[arg(long, hide = true)]
     worker: bool,
@@ -165,16 +179,21 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| if cli.quick { "all" } else { "" }.into());
     let names: Vec<&'static str> = match scenario.as_str() {
+        "sync" => vec!["sync"],
         "all" => vec!["idle", "fanout", "cross-node", "rooms"],
         "idle" => vec!["idle"],
         "fanout" => vec!["fanout"],
         "cross-node" => vec!["cross-node"],
         "rooms" => vec!["rooms"],
         "" => {
-            anyhow::bail!("which scenario? idle | fanout | cross-node | rooms | all (or --quick)")
+            anyhow::bail!(
+                "which scenario? idle | fanout | cross-node | rooms | all | sync (or --quick)"
+            )
         }
         other => {
-            anyhow::bail!("unknown scenario {other:?}: idle | fanout | cross-node | rooms | all")
+            anyhow::bail!(
+                "unknown scenario {other:?}: idle | fanout | cross-node | rooms | all | sync"
+            )
         }
     };
     let run_dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
@@ -225,6 +244,17 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
     let mut ips = IpPool::new();
     let mut done: Vec<Done> = Vec::new();
     let mut all_tables = String::new();
+    if names == ["sync"] {
+        let plan = catchup::Plan {
+            rooms: cli.sync_rooms,
+            changed: cli.sync_changed.clone(),
+            limit: cli.sync_limit,
+            repeat: cli.sync_repeat.max(1),
+        };
+        all_tables = catchup::run(&env, &plan).await?;
+        println!("{all_tables}");
+    }
+    let names = if names == ["sync"] { vec![] } else { names };
     for name in names {
         if (name == "cross-node" || (name == "idle" && cli.nodes > 1)) && env.redis_url.is_none() {
             let msg = format!(
@@ -281,9 +311,11 @@ async fn coordinate(cli: Cli) -> anyhow::Result<()> {
         all_tables.push_str(&text);
         all_tables.push('\n');
     }
-    let goals = goals(&done, &kinds);
-    println!("{goals}");
-    all_tables.push_str(&goals);
+    if !done.is_empty() {
+        let goals = goals(&done, &kinds);
+        println!("{goals}");
+        all_tables.push_str(&goals);
+    }
     if let Some(path) = &cli.markdown {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()

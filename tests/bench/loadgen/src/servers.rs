@@ -142,11 +142,6 @@ pub fn node_peer_present(dir: &Path) -> bool {
 impl Server {
     /// Start node `n` of `nodes` of `kind`; with `nodes > 1` they share `env.redis_url`.
     pub async fn start(env: &Env, kind: Kind, n: usize, nodes: usize) -> anyhow::Result<Server> {
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
-        let log = env.run_dir.join(format!("{}-{port}.log", kind.short()));
-        let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let err = out.try_clone()?;
         let redis = if nodes > 1 {
             Some(
                 env.redis_url
@@ -156,6 +151,21 @@ impl Server {
         } else {
             None
         };
+        Self::launch(env, kind, n, redis).await
+    }
+
+    /// Start node `n` of `kind`, on Redis at `redis` (shared mode) or embedded (`None`).
+    pub async fn launch(
+        env: &Env,
+        kind: Kind,
+        n: usize,
+        redis: Option<String>,
+    ) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let log = env.run_dir.join(format!("{}-{port}.log", kind.short()));
+        let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let err = out.try_clone()?;
         let mut cmd = match kind {
             Kind::Switchboard => {
                 let cfg = env.run_dir.join("switchboard.yaml");
@@ -288,32 +298,7 @@ pub async fn redis_reachable(url: &str) -> bool {
 /// Delete the keys matching `pattern` (SCAN + UNLINK over plain RESP): what a
 /// multi-node run left in Redis under its own tenant. Returns how many went.
 pub async fn redis_forget(url: &str, pattern: &str) -> anyhow::Result<u64> {
-    let rest = url
-        .strip_prefix("redis://")
-        .context("only redis:// URLs are cleaned")?;
-    let (auth, hostdb) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
-    };
-    let (hostport, db) = match hostdb.split_once('/') {
-        Some((h, d)) => (h, Some(d).filter(|d| !d.is_empty())),
-        None => (hostdb, None),
-    };
-    let stream = timeout(Duration::from_secs(5), TcpStream::connect(hostport)).await??;
-    let mut r = Resp {
-        io: tokio::io::BufReader::new(stream),
-    };
-    if let Some(a) = auth {
-        let (user, pass) = a.split_once(':').unwrap_or(("", a));
-        if user.is_empty() {
-            r.call(&["AUTH", pass]).await?;
-        } else {
-            r.call(&["AUTH", user, pass]).await?;
-        }
-    }
-    if let Some(d) = db {
-        r.call(&["SELECT", d]).await?;
-    }
+    let mut r = Resp::connect(url).await?;
     let (mut cursor, mut gone) = ("0".to_string(), 0u64);
     // Bounded: at most 100,000 SCAN pages.
     for _ in 0..100_000 {
@@ -353,7 +338,7 @@ pub async fn redis_forget(url: &str, pattern: &str) -> anyhow::Result<u64> {
 }
 
 /// A RESP reply, as much of it as SCAN and UNLINK need.
-enum Value {
+pub enum Value {
     Simple,
     Int(i64),
     Bulk(String),
@@ -361,12 +346,44 @@ enum Value {
     Array(Vec<Value>),
 }
 
-struct Resp {
+/// A plain RESP connection (no client library: the harness needs a handful of commands).
+pub struct Resp {
     io: tokio::io::BufReader<TcpStream>,
 }
 
 impl Resp {
-    async fn call(&mut self, args: &[&str]) -> anyhow::Result<Value> {
+    /// Connect to a `redis://[[user]:pass@]host:port[/db]` URL (AUTH and SELECT done).
+    pub async fn connect(url: &str) -> anyhow::Result<Resp> {
+        let rest = url
+            .strip_prefix("redis://")
+            .context("only redis:// URLs are supported")?;
+        let (auth, hostdb) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostdb.split_once('/') {
+            Some((h, d)) => (h, Some(d).filter(|d| !d.is_empty())),
+            None => (hostdb, None),
+        };
+        let stream = timeout(Duration::from_secs(5), TcpStream::connect(hostport)).await??;
+        let mut r = Resp {
+            io: tokio::io::BufReader::new(stream),
+        };
+        if let Some(a) = auth {
+            let (user, pass) = a.split_once(':').unwrap_or(("", a));
+            if user.is_empty() {
+                r.call(&["AUTH", pass]).await?;
+            } else {
+                r.call(&["AUTH", user, pass]).await?;
+            }
+        }
+        if let Some(d) = db {
+            r.call(&["SELECT", d]).await?;
+        }
+        Ok(r)
+    }
+
+    pub async fn call(&mut self, args: &[&str]) -> anyhow::Result<Value> {
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -377,7 +394,8 @@ impl Resp {
             .context("redis: no answer within 10 s")?
     }
 
-    async fn line(&mut self) -> anyhow::Result<String> {
+    /// One line of a reply (MONITOR sends one per command).
+    pub async fn line(&mut self) -> anyhow::Result<String> {
         use tokio::io::AsyncBufReadExt;
         let mut l = String::new();
         if self.io.read_line(&mut l).await? == 0 {

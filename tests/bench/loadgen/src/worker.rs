@@ -41,7 +41,7 @@ const SHARDS: usize = 8;
 /// A sender that fell this far behind its schedule skips ahead instead of bursting.
 const MAX_LAG: Duration = Duration::from_secs(1);
 
-type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<TcpStream>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
@@ -307,7 +307,7 @@ async fn connection(ctx: Arc<Ctx>, idx: usize) {
 }
 
 /// The next text frame that is not a ping (pings are answered here).
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
+pub async fn next_text(ws: &mut Ws) -> Result<String, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
@@ -327,7 +327,7 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
 }
 
 /// Send a request and wait for its ack; returns the ack's argument array.
-async fn request(ws: &mut Ws, id: u64, event: &str, data: &str) -> Result<String, String> {
+pub async fn request(ws: &mut Ws, id: u64, event: &str, data: &str) -> Result<String, String> {
     ws.send(Message::text(proto::emit(NS, id, event, data)))
         .await
         .map_err(|e| format!("send {event}: {e}"))?;
