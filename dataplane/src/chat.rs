@@ -114,11 +114,26 @@ pub async fn admit<A: Adapter>(
     );
 
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-    let mine = app.stores.rooms.rooms_of(t, u).await.map_err(|e| {
-        tracing::warn!(tenant = %t, user = %u, error = %e, "cannot load rooms");
-        AuthError::Unavailable
-    })?;
+    let rooms_of = || async {
+        app.stores.rooms.rooms_of(t, u).await.map_err(|e| {
+            tracing::warn!(tenant = %t, user = %u, error = %e, "cannot load rooms");
+            AuthError::Unavailable
+        })
+    };
+    let mine = rooms_of().await?;
     s.join(mine.iter().map(|r| chat_room(t, r)).collect::<Vec<_>>());
+    // A kick, ban or room:delete between the read and the join sent its "leave" before
+    // this socket was in the room: read again and leave what is gone. (One that comes
+    // later finds the socket in the room and its own leave takes it out.)
+    let now = rooms_of().await?;
+    let gone: Vec<String> = mine
+        .iter()
+        .filter(|r| !now.contains(r))
+        .map(|r| chat_room(t, r))
+        .collect();
+    if !gone.is_empty() {
+        s.leave(gone);
+    }
     let conn = handler::conn_id(&app, &s.id);
     if let Err(e) = app.stores.online.connect(t, u, &conn).await {
         tracing::warn!(error = %e, "online store unavailable");
