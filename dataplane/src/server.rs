@@ -112,6 +112,9 @@ pub async fn serve(
                 Some(client),
             );
             app.set_calls(Calls::build(&app.config, app.redis.as_ref()).await?);
+            if let Some(client) = &app.redis {
+                crate::redis::spawn_sampler(client.clone(), app.metrics.clone());
+            }
             let (layer, io) = base(&app).with_adapter::<FredAdapter<_>>(ctr).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit))
                 .await

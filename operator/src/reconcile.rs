@@ -31,7 +31,7 @@ use crate::checks::spec_problems;
 use crate::children::meta::{FIELD_MANAGER, Names};
 use crate::children::turn::{TurnChange, TurnSecretState, next_state};
 use crate::children::{self, BuildError, Observed, config, monitor, socket, turn};
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterFacts, Metrics};
 use crate::status::{Facts, Observation, Workload, decide};
 
 /// Everything a reconcile needs; shared by all of them.
@@ -156,6 +156,8 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     if rc.metadata.deletion_timestamp.is_some() {
         // Being deleted: the garbage collector removes the children; re-creating them
         // now would only race it.
+        ctx.metrics
+            .forget_cluster(&rc.namespace().unwrap_or_default(), &rc.name_any());
         return Ok(Action::await_change());
     }
     let names = Names::of(&rc)?;
@@ -357,6 +359,22 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     };
     let workers = observe_deployment(rc.spec.notifications.is_some(), names.worker()).await?;
     let coturn = observe_deployment(turn::managed(&rc).is_some(), names.coturn()).await?;
+    ctx.metrics.cluster(
+        &ns,
+        &rc.name_any(),
+        &ClusterFacts {
+            socket: socket.as_ref().map(|w| (w.desired, w.ready)),
+            turn: match (&turn_state, &rc.spec.turn) {
+                (Some(t), Some(spec)) => t.rotated_at.parse::<Timestamp>().ok().map(|at| {
+                    (
+                        at.as_millisecond() as f64 / 1000.0,
+                        turn::rotation_interval(spec).as_secs_f64(),
+                    )
+                }),
+                _ => None,
+            },
+        },
+    );
     let facts = Facts {
         generation: rc.metadata.generation,
         socket,

@@ -459,7 +459,7 @@ function watchConnections() {
       for (const p of await socketPods().catch(() => [])) {
         try {
           const { body } = await http(p.status.podIP, 3000, '/metrics');
-          const m = /^switchboard_connections\{namespace="\/chat"\} (\d+)/m.exec(body);
+          const m = /^switchboard_connections\{socketio_namespace="\/chat"\} (\d+)/m.exec(body);
           if (m) {
             if (!samples.has(p.metadata.name)) samples.set(p.metadata.name, []);
             samples.get(p.metadata.name).push([Date.now(), Number(m[1])]);

@@ -399,7 +399,7 @@ async fn health_metrics_and_room_limit() {
         .await
         .unwrap();
     assert!(
-        m.contains("switchboard_connections{namespace=\"/chat\"} 1"),
+        m.contains("switchboard_connections{socketio_namespace=\"/chat\"} 1"),
         "{m}"
     );
     assert!(
