@@ -16,6 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Every `kind` of [`crate::reconcile::Error::metric_label`]. Their series exist (at 0)
+/// from the start, so a rate over them is 0 rather than no data until the first failure.
+pub const ERROR_KINDS: [&str; 3] = ["kube", "build", "apply"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
@@ -63,6 +67,9 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("switchboard_operator");
         let reconciles = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        for kind in ERROR_KINDS {
+            let _ = errors.get_or_create(&ErrorLabels { kind: kind.into() });
+        }
         let writes = Family::<WriteLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let leader = Gauge::default();
@@ -232,6 +239,11 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains("switchboard_operator_reconcile_errors_total{kind=\"kube\"} 2"),
+            "{text}"
+        );
+        // Kinds that never failed are there at 0.
+        assert!(
+            text.contains("switchboard_operator_reconcile_errors_total{kind=\"apply\"} 0"),
             "{text}"
         );
         assert!(

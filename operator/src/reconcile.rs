@@ -566,6 +566,35 @@ mod tests {
     use crate::children::fixtures::mk_cluster;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    #[test]
+    fn every_error_kind_is_registered_up_front() {
+        let serde = serde_json::from_str::<u8>("x").unwrap_err();
+        let errors = [
+            Error::Kube(kube::Error::SerdeError(
+                serde_json::from_str::<u8>("x").unwrap_err(),
+            )),
+            Error::Build(BuildError::Serialize {
+                what: "x",
+                source: serde,
+            }),
+            Error::Apply {
+                count: 1,
+                first: "x".into(),
+            },
+        ];
+        for e in &errors {
+            // A new variant must be added to `errors` (the match) and to ERROR_KINDS.
+            match e {
+                Error::Kube(_) | Error::Build(_) | Error::Apply { .. } => {}
+            }
+            assert!(
+                crate::metrics::ERROR_KINDS.contains(&e.metric_label()),
+                "{}",
+                e.metric_label()
+            );
+        }
+    }
+
     /// A cluster being deleted gets no children re-created: the reconcile returns before
     /// any request (this client reaches nothing, so any request would fail it).
     #[tokio::test]

@@ -104,6 +104,164 @@ fn helm_lint_is_clean_and_the_schema_refuses_bad_values() -> Result<()> {
     Ok(())
 }
 
+/// The objects of a `helm template` output.
+fn objects(rendered: &str) -> Vec<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(rendered)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+#[test]
+fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_when_asked()
+-> Result<()> {
+    if endpoint("SWITCHBOARD_TEST_HELM").is_none() {
+        return Ok(());
+    }
+    let home = scratch("sb-helm-obs");
+    let chart = chart();
+    let rules_file = repo().join("charts/switchboard/rules/switchboard.rules.yaml");
+    let rules: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(rules_file)?)?;
+    let dashboard_file = repo().join("charts/switchboard/dashboards/switchboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard_file)?)?;
+    const RULE_API: &str = "monitoring.coreos.com/v1/PrometheusRule";
+
+    // By default: no dashboard, and no PrometheusRule where the CRD is not served.
+    let (ok, out) = helm(&home, &["template", "sb", &chart])?;
+    assert!(ok, "{out}");
+    let plain = objects(&out);
+    assert!(of_kind(&plain, "PrometheusRule").is_empty(), "{out}");
+    assert!(of_kind(&plain, "ConfigMap").is_empty(), "{out}");
+
+    // Where the Prometheus Operator is installed: the rules, exactly the rule file.
+    let (ok, out) = helm(
+        &home,
+        &["template", "sb", &chart, "--api-versions", RULE_API],
+    )?;
+    assert!(ok, "{out}");
+    let with_crd = objects(&out);
+    let rule = of_kind(&with_crd, "PrometheusRule");
+    assert_eq!(rule.len(), 1, "{out}");
+    assert_eq!(rule[0]["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule[0]["metadata"]["name"], "sb-switchboard");
+    assert_eq!(
+        rule[0]["spec"], rules,
+        "the PrometheusRule's spec is the rule file"
+    );
+    let alerts = rule[0]["spec"]["groups"]
+        .as_sequence()
+        .context("groups")?
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .count();
+    assert_eq!(alerts, 9);
+
+    // Runbook links follow prometheusRule.runbookBaseUrl; labels for a ruleSelector.
+    let (ok, out) = helm(
+        &home,
+        &[
+            "template",
+            "sb",
+            &chart,
+            "--api-versions",
+            RULE_API,
+            "--set",
+            "prometheusRule.runbookBaseUrl=https://wiki.example.com/switchboard",
+            "--set",
+            "prometheusRule.labels.release=kube-prometheus-stack",
+        ],
+    )?;
+    assert!(ok, "{out}");
+    let moved = objects(&out);
+    let rule = of_kind(&moved, "PrometheusRule")[0];
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let urls: Vec<String> = rule["spec"]["groups"]
+        .as_sequence()
+        .context("groups")?
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .map(|r| {
+            r["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(urls.len(), 9);
+    for u in &urls {
+        assert!(
+            u.starts_with("https://wiki.example.com/switchboard#switchboard"),
+            "{u}"
+        );
+    }
+
+    // Turned off: none even with the CRD served.
+    let (ok, out) = helm(
+        &home,
+        &[
+            "template",
+            "sb",
+            &chart,
+            "--api-versions",
+            RULE_API,
+            "--set",
+            "prometheusRule.enabled=false",
+        ],
+    )?;
+    assert!(ok, "{out}");
+    assert!(
+        of_kind(&objects(&out), "PrometheusRule").is_empty(),
+        "{out}"
+    );
+
+    // The dashboard: a ConfigMap with the sidecar's label holding the dashboard JSON.
+    let (ok, out) = helm(
+        &home,
+        &[
+            "template",
+            "sb",
+            &chart,
+            "--set",
+            "grafanaDashboard.enabled=true",
+            "--set",
+            "grafanaDashboard.namespace=monitoring",
+        ],
+    )?;
+    assert!(ok, "{out}");
+    let with_dashboard = objects(&out);
+    let cm = of_kind(&with_dashboard, "ConfigMap");
+    assert_eq!(cm.len(), 1, "{out}");
+    assert_eq!(cm[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm[0]["metadata"]["namespace"], "monitoring");
+    let json = cm[0]["data"]["switchboard.json"]
+        .as_str()
+        .context("data.switchboard.json")?;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(json)?, dashboard);
+
+    // And lint stays clean with the dashboard on (lint cannot be told the CRD is served).
+    let (ok, out) = helm(
+        &home,
+        &[
+            "lint",
+            "--strict",
+            &chart,
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
+    )?;
+    assert!(ok && !out.contains("[WARNING]"), "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}
+
 /// A kubeconfig that acts as `user` (impersonation) with the admin credentials.
 fn impersonating_kubeconfig(dir: &Path, user: &str) -> Result<std::path::PathBuf> {
     let path = endpoint("KUBECONFIG").context("KUBECONFIG")?;
