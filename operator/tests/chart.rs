@@ -104,16 +104,33 @@ fn helm_lint_is_clean_and_the_schema_refuses_bad_values() -> Result<()> {
     Ok(())
 }
 
-/// The objects of a `helm template` output.
-fn objects(rendered: &str) -> Vec<serde_yaml::Value> {
-    serde_yaml::Deserializer::from_str(rendered)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &serde_yaml::Value| !v.is_null())
-        .collect()
+/// `helm template sb CHART EXTRA…`, which must succeed: the objects it renders.
+fn template(home: &Path, extra: &[&str]) -> Result<Vec<serde_yaml::Value>> {
+    let chart = chart();
+    let mut args = vec!["template", "sb", chart.as_str()];
+    args.extend_from_slice(extra);
+    let (ok, out) = helm(home, &args)?;
+    ensure!(ok, "helm {}: {out}", args.join(" "));
+    Ok(serde_yaml::Deserializer::from_str(&out)
+        .map(serde::Deserialize::deserialize)
+        .collect::<Result<Vec<serde_yaml::Value>, _>>()?
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect())
 }
 
 fn of_kind<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The rules of every group of a PrometheusRule.
+fn rules_of(rule: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
+    rule["spec"]["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .collect()
 }
 
 #[test]
@@ -123,7 +140,6 @@ fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_
         return Ok(());
     }
     let home = scratch("sb-helm-obs");
-    let chart = chart();
     let rules_file = repo().join("charts/switchboard/rules/switchboard.rules.yaml");
     let rules: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(rules_file)?)?;
     let dashboard_file = repo().join("charts/switchboard/dashboards/switchboard.json");
@@ -132,42 +148,26 @@ fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_
     const RULE_API: &str = "monitoring.coreos.com/v1/PrometheusRule";
 
     // By default: no dashboard, and no PrometheusRule where the CRD is not served.
-    let (ok, out) = helm(&home, &["template", "sb", &chart])?;
-    assert!(ok, "{out}");
-    let plain = objects(&out);
-    assert!(of_kind(&plain, "PrometheusRule").is_empty(), "{out}");
-    assert!(of_kind(&plain, "ConfigMap").is_empty(), "{out}");
+    let plain = template(&home, &[])?;
+    assert!(of_kind(&plain, "PrometheusRule").is_empty());
+    assert!(of_kind(&plain, "ConfigMap").is_empty());
 
     // Where the Prometheus Operator is installed: the rules, exactly the rule file.
-    let (ok, out) = helm(
-        &home,
-        &["template", "sb", &chart, "--api-versions", RULE_API],
-    )?;
-    assert!(ok, "{out}");
-    let with_crd = objects(&out);
+    let with_crd = template(&home, &["--api-versions", RULE_API])?;
     let rule = of_kind(&with_crd, "PrometheusRule");
-    assert_eq!(rule.len(), 1, "{out}");
+    assert_eq!(rule.len(), 1, "{with_crd:?}");
     assert_eq!(rule[0]["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(rule[0]["metadata"]["name"], "sb-switchboard");
     assert_eq!(
         rule[0]["spec"], rules,
         "the PrometheusRule's spec is the rule file"
     );
-    let alerts = rule[0]["spec"]["groups"]
-        .as_sequence()
-        .context("groups")?
-        .iter()
-        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
-        .count();
-    assert_eq!(alerts, 9);
+    assert_eq!(rules_of(rule[0]).len(), 9);
 
     // Runbook links follow prometheusRule.runbookBaseUrl; labels for a ruleSelector.
-    let (ok, out) = helm(
+    let moved = template(
         &home,
         &[
-            "template",
-            "sb",
-            &chart,
             "--api-versions",
             RULE_API,
             "--set",
@@ -176,69 +176,45 @@ fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_
             "prometheusRule.labels.release=kube-prometheus-stack",
         ],
     )?;
-    assert!(ok, "{out}");
-    let moved = objects(&out);
     let rule = of_kind(&moved, "PrometheusRule")[0];
     assert_eq!(
         rule["metadata"]["labels"]["release"],
         "kube-prometheus-stack"
     );
-    let urls: Vec<String> = rule["spec"]["groups"]
-        .as_sequence()
-        .context("groups")?
-        .iter()
-        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
-        .map(|r| {
-            r["annotations"]["runbook_url"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(urls.len(), 9);
-    for u in &urls {
+    let moved_rules = rules_of(rule);
+    assert_eq!(moved_rules.len(), 9);
+    for r in &moved_rules {
+        let url = r["annotations"]["runbook_url"].as_str().unwrap_or("");
         assert!(
-            u.starts_with("https://wiki.example.com/switchboard#switchboard"),
-            "{u}"
+            url.starts_with("https://wiki.example.com/switchboard#switchboard"),
+            "{url}"
         );
     }
 
     // Turned off: none even with the CRD served.
-    let (ok, out) = helm(
+    let off = template(
         &home,
         &[
-            "template",
-            "sb",
-            &chart,
             "--api-versions",
             RULE_API,
             "--set",
             "prometheusRule.enabled=false",
         ],
     )?;
-    assert!(ok, "{out}");
-    assert!(
-        of_kind(&objects(&out), "PrometheusRule").is_empty(),
-        "{out}"
-    );
+    assert!(of_kind(&off, "PrometheusRule").is_empty());
 
     // The dashboard: a ConfigMap with the sidecar's label holding the dashboard JSON.
-    let (ok, out) = helm(
+    let with_dashboard = template(
         &home,
         &[
-            "template",
-            "sb",
-            &chart,
             "--set",
             "grafanaDashboard.enabled=true",
             "--set",
             "grafanaDashboard.namespace=monitoring",
         ],
     )?;
-    assert!(ok, "{out}");
-    let with_dashboard = objects(&out);
     let cm = of_kind(&with_dashboard, "ConfigMap");
-    assert_eq!(cm.len(), 1, "{out}");
+    assert_eq!(cm.len(), 1, "{with_dashboard:?}");
     assert_eq!(cm[0]["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(cm[0]["metadata"]["namespace"], "monitoring");
     let json = cm[0]["data"]["switchboard.json"]
@@ -247,6 +223,7 @@ fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_
     assert_eq!(serde_json::from_str::<serde_json::Value>(json)?, dashboard);
 
     // And lint stays clean with the dashboard on (lint cannot be told the CRD is served).
+    let chart = chart();
     let (ok, out) = helm(
         &home,
         &[
