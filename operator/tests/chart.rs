@@ -134,7 +134,7 @@ fn rules_of(rule: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
 }
 
 #[test]
-fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_when_asked()
+fn the_chart_renders_rules_and_monitors_when_their_crds_are_served_and_the_dashboard_when_asked()
 -> Result<()> {
     if endpoint("SWITCHBOARD_TEST_HELM").is_none() {
         return Ok(());
@@ -147,10 +147,38 @@ fn the_chart_renders_the_alert_rules_when_their_crd_is_served_and_the_dashboard_
         serde_json::from_str(&std::fs::read_to_string(dashboard_file)?)?;
     const RULE_API: &str = "monitoring.coreos.com/v1/PrometheusRule";
 
-    // By default: no dashboard, and no PrometheusRule where the CRD is not served.
+    // By default: no dashboard, and no PrometheusRule or ServiceMonitor where their CRDs
+    // are not served.
     let plain = template(&home, &[])?;
     assert!(of_kind(&plain, "PrometheusRule").is_empty());
+    assert!(of_kind(&plain, "ServiceMonitor").is_empty());
     assert!(of_kind(&plain, "ConfigMap").is_empty());
+
+    // The operator's own metrics: a ServiceMonitor on its -metrics Service.
+    let monitored = template(
+        &home,
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    )?;
+    let sm = of_kind(&monitored, "ServiceMonitor");
+    assert_eq!(sm.len(), 1, "{monitored:?}");
+    let svc = of_kind(&monitored, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "sb-switchboard-metrics")
+        .context("the metrics Service")?;
+    for (k, v) in sm[0]["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .context("matchLabels")?
+    {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the metrics Service"
+        );
+    }
+    assert_eq!(
+        sm[0]["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(sm[0]["spec"]["endpoints"][0]["path"], "/metrics");
 
     // Where the Prometheus Operator is installed: the rules, exactly the rule file.
     let with_crd = template(&home, &["--api-versions", RULE_API])?;
