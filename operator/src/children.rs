@@ -107,6 +107,8 @@ pub struct Observed {
     pub turn: Option<turn::TurnSecretState>,
     /// Whether the ServiceMonitor CRD (monitoring.coreos.com) is installed.
     pub service_monitor_crd: bool,
+    /// Whether the PodMonitor CRD (monitoring.coreos.com) is installed.
+    pub pod_monitor_crd: bool,
     /// The bytes of the Secret keys the spec references (hashed onto pod templates).
     pub secret_data: config::SecretData,
 }
@@ -188,8 +190,12 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
             Desired::of(&workers::deployment(rc, n, &names, &pod)),
         )?;
     }
-    if spec.monitoring.as_ref().is_some_and(|m| m.service_monitor) && observed.service_monitor_crd {
+    let monitored = spec.monitoring.as_ref().is_some_and(|m| m.service_monitor);
+    if monitored && observed.service_monitor_crd {
         out.push(monitor::service_monitor(&names));
+    }
+    if monitored && observed.pod_monitor_crd && spec.notifications.is_some() {
+        out.push(monitor::worker_pod_monitor(&names));
     }
     for d in &mut out {
         if let Some(p) = &spec.placement {
@@ -388,6 +394,7 @@ mod tests {
                 "2026-01-01T00:00:00Z".into(),
             )),
             service_monitor_crd: true,
+            pod_monitor_crd: true,
             ..Default::default()
         };
         let d = desired(&rc, &observed).unwrap();
@@ -400,20 +407,48 @@ mod tests {
             "Service/chat-coturn",
             "Deployment/chat-worker",
             "ServiceMonitor/chat",
+            "PodMonitor/chat-worker",
         ] {
             assert!(k.contains(&want.to_string()), "{want} missing from {k:?}");
         }
+        // The PodMonitor scrapes the worker pods' port, as the Deployment names it.
+        let pm = d.iter().find(|c| c.resource.kind == "PodMonitor").unwrap();
+        let worker = d
+            .iter()
+            .find(|c| c.resource.kind == "Deployment" && c.name == "chat-worker")
+            .unwrap();
+        let template = &worker.object["spec"]["template"];
+        assert_eq!(
+            pm.object["spec"]["selector"]["matchLabels"],
+            worker.object["spec"]["selector"]["matchLabels"]
+        );
+        let ports = template["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p["name"] == pm.object["spec"]["podMetricsEndpoints"][0]["port"]),
+            "{ports:?}"
+        );
+        // No workers, no PodMonitor.
+        let mut no_workers = rc.clone();
+        no_workers.spec.notifications = None;
+        let k = kinds(&desired(&no_workers, &observed).unwrap());
+        assert!(!k.contains(&"PodMonitor/chat-worker".to_string()), "{k:?}");
         // External Redis: no StatefulSet.
         assert!(!k.iter().any(|k| k.starts_with("StatefulSet/")), "{k:?}");
-        // Without the ServiceMonitor CRD, no ServiceMonitor.
+        // Without the CRDs, no ServiceMonitor and no PodMonitor.
         let d = desired(
             &rc,
             &Observed {
                 service_monitor_crd: false,
+                pod_monitor_crd: false,
                 ..observed
             },
         )
         .unwrap();
         assert!(!kinds(&d).contains(&"ServiceMonitor/chat".to_string()));
+        assert!(!kinds(&d).contains(&"PodMonitor/chat-worker".to_string()));
     }
 }

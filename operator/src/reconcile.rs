@@ -140,6 +140,7 @@ fn prunable(names: &Names) -> Vec<(ApiResource, String)> {
         ar(ApiResource::erase::<Service>(&()), names.redis_headless()),
         ar(ApiResource::erase::<Secret>(&()), names.turn_secret()),
         ar(monitor::resource(), names.instance.clone()),
+        ar(monitor::pod_monitor_resource(), names.worker()),
     ]
 }
 
@@ -218,6 +219,15 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             .await?
             .is_some();
 
+    // Workers are scraped through a PodMonitor (the Prometheus Operator ships both CRDs;
+    // without this one the workers simply go unscraped).
+    let pod_monitor_crd = wants_monitor
+        && rc.spec.notifications.is_some()
+        && Api::<CustomResourceDefinition>::all(client.clone())
+            .get_opt(monitor::POD_MONITOR_CRD_NAME)
+            .await?
+            .is_some();
+
     if wants_monitor && !service_monitor_crd {
         problems.push(format!(
             "spec.monitoring.serviceMonitor: the ServiceMonitor CRD ({}) is not installed; install the Prometheus Operator or turn this off",
@@ -228,6 +238,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     let observed = Observed {
         turn: turn_state.clone(),
         service_monitor_crd,
+        pod_monitor_crd,
         secret_data,
     };
     let desired = children::desired(&rc, &observed)?;
