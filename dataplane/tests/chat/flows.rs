@@ -385,6 +385,9 @@ async fn health_metrics_and_room_limit() {
             .await,
         "forbidden"
     );
+    alice
+        .ok("message:send", json!({"room_id": "a", "body": "hi"}))
+        .await;
     let http = reqwest::Client::new();
     assert_eq!(
         http.get(node.url("/readyz")).send().await.unwrap().status(),
@@ -407,4 +410,11 @@ async fn health_metrics_and_room_limit() {
         "{m}"
     );
     assert!(m.contains("switchboard_ack_latency_seconds_bucket"), "{m}");
+    // The message fanned out to its room once.
+    assert!(
+        m.contains(
+            "switchboard_broadcasts_total{socketio_namespace=\"/chat\",event=\"message:new\"} 1"
+        ),
+        "{m}"
+    );
 }
