@@ -74,11 +74,14 @@ const user = (node, sub, tenant) => connectUser(node, sub, tenant, WEBRTC);
  * The user's history once it holds `callId`: history is written after `call:ended` goes
  * out (through the outbox, by whichever node drains it first), so it is polled.
  */
-async function historyWith(socket, callId, payload = {}, ms = 5000) {
+// History is written after `call:ended`, through the outbox (drained every second): allow
+// for a database slowed by a busy disk, and say so when the call never shows up.
+async function historyWith(socket, callId, payload = {}, ms = 15000) {
   const until = Date.now() + ms;
   for (;;) {
     const { calls } = await ok(socket, 'call:history', payload);
-    if (calls.some((c) => c.id === callId) || Date.now() > until) return calls;
+    if (calls.some((c) => c.id === callId)) return calls;
+    assert.ok(Date.now() < until, `call ${callId} not in call:history ${JSON.stringify(payload)} after ${ms} ms: ${JSON.stringify(calls)}`);
     await sleep(100);
   }
 }
