@@ -14,13 +14,13 @@ import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 
 import { ack, closeAll, connectUser, disconnected, expectNone, fails, ok, scenario, sleep, waitFor } from './lib/client.mjs';
-import { randomId, revoke, startNode, stopAll } from './lib/server.mjs';
+import { randomId, revoke, services, startNode, stopAll } from './lib/server.mjs';
 
 const RUN = randomId(4);
 const RINGING_MS = 2000;
 const GRACE_MS = 1000;
-const NEED =
-  'SWITCHBOARD_TEST_REDIS_URL and SWITCHBOARD_TEST_MONGODB_URI are not set: the /webrtc tests need Redis and MongoDB; run `tests/env/envctl up redis ferretdb coturn node` then `source tests/.state/env`';
+const NEED = ['SWITCHBOARD_TEST_REDIS_URL', 'SWITCHBOARD_TEST_MONGODB_URI'];
+const WHY = 'the /webrtc tests need Redis and MongoDB';
 
 const WEBRTC = { namespace: '/webrtc' };
 const test = scenario;
@@ -29,12 +29,9 @@ const test = scenario;
 let nodes = null;
 
 before(async () => {
-  const redisUrl = process.env.SWITCHBOARD_TEST_REDIS_URL;
-  const mongo = process.env.SWITCHBOARD_TEST_MONGODB_URI;
-  if (!redisUrl || !mongo) {
-    if (process.env.CI === 'true') assert.fail(NEED);
-    return;
-  }
+  const found = services(null, NEED, WHY);
+  if (!found) return;
+  const [redisUrl, mongo] = found;
   const secret = `webrtc-secret-${randomId(12)}`;
   const adminToken = `admin-${randomId(8)}`;
   const env = {
@@ -61,7 +58,7 @@ after(async () => {
 });
 
 function need(t) {
-  if (!nodes) t.skip(NEED);
+  if (!nodes) services(t, NEED, WHY);
   return !!nodes;
 }
 
