@@ -1187,6 +1187,33 @@ impl DataplaneConfig {
     pub fn embedded(&self) -> bool {
         self.redis.url.is_none()
     }
+
+    /// True when a key to check tokens with is configured.
+    pub fn has_jwt_key(&self) -> bool {
+        self.jwt.secret.is_some() || self.jwt.public_key_file.is_some()
+    }
+
+    /// [`Self::validate`] plus what a socket node (`switchboard serve`) needs on top: in
+    /// shared mode a configured JWT key. Only an embedded node may run on a generated dev
+    /// secret: nodes sharing a Redis would each make up their own, and a token signed by
+    /// one would be refused by the others.
+    pub fn validate_serve(&self) -> Result<(), ConfigErrors> {
+        let mut errors = self.validate().err().map(|e| e.0).unwrap_or_default();
+        if !self.embedded() && !self.has_jwt_key() {
+            errors.push(err(
+                "jwt.secret",
+                "shared mode (redis.url is set) needs a configured JWT key: set jwt.secret \
+                 (SWITCHBOARD_JWT_SECRET) for HS256/384/512 or jwt.public_key_file \
+                 (SWITCHBOARD_JWT_PUBLIC_KEY_FILE) for RS256/ES256/EdDSA; only embedded mode \
+                 generates a dev secret",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1233,6 +1260,29 @@ mod tests {
     #[test]
     fn defaults_are_valid_with_a_secret() {
         mk_valid().validate().expect("defaults");
+    }
+
+    #[test]
+    fn shared_mode_needs_a_configured_jwt_key() {
+        let mut c = DataplaneConfig::default();
+        c.validate_serve()
+            .expect("embedded mode may run on a dev secret");
+        c.set("redis.url", "redis://127.0.0.1:6379").unwrap();
+        let e = c.validate_serve().unwrap_err().to_string();
+        for name in [
+            "jwt.secret",
+            "SWITCHBOARD_JWT_SECRET",
+            "jwt.public_key_file",
+            "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+        ] {
+            assert!(e.contains(name), "{name} missing from: {e}");
+        }
+        c.set("jwt.secret", &"k".repeat(32)).unwrap();
+        c.validate_serve().expect("shared mode with a key");
+        c.set("jwt.secret", "").unwrap();
+        c.set("jwt.public_key_file", "/etc/hostname").unwrap();
+        c.set("jwt.algorithm", "RS256").unwrap();
+        c.validate_serve().expect("shared mode with a public key");
     }
 
     #[test]
