@@ -198,7 +198,10 @@ impl Verifier {
                 "sub claim has characters outside A-Z a-z 0-9 - _ . @ +".into(),
             ));
         }
-        let bounded = |s: Option<String>| s.filter(|s| !s.is_empty() && s.len() <= 128);
+        // A jti or sid that revocation could not name must not get in: refused, never
+        // dropped (a dropped jti would make the token impossible to revoke by its id).
+        let jti = revocable_id("jti", c.jti)?;
+        let sid = revocable_id("sid", c.sid)?;
         let name = c
             .name
             .map(|n| {
@@ -213,11 +216,34 @@ impl Verifier {
             tenant,
             user_id: c.sub,
             name,
-            jti: bounded(c.jti),
-            sid: bounded(c.sid),
+            jti,
+            sid,
             iat: c.iat,
             exp: c.exp,
         })
+    }
+}
+
+/// Longest `jti` or `sid` accepted, in bytes: the admin API revokes ids up to this long.
+pub const MAX_REVOCABLE_ID_BYTES: usize = 128;
+
+/// A `jti` or `sid` claim as revocation can name it: 1 to [`MAX_REVOCABLE_ID_BYTES`]
+/// bytes without control characters (they end up in Redis keys and room names).
+fn revocable_id(claim: &str, v: Option<String>) -> Result<Option<String>, AuthError> {
+    match v {
+        None => Ok(None),
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= MAX_REVOCABLE_ID_BYTES
+                && !v.chars().any(char::is_control) =>
+        {
+            Ok(Some(v))
+        }
+        Some(v) => Err(AuthError::Unauthorized(format!(
+            "{claim} claim must be 1 to {MAX_REVOCABLE_ID_BYTES} bytes without control \
+             characters (it has {} bytes)",
+            v.len()
+        ))),
     }
 }
 
@@ -307,6 +333,29 @@ mod tests {
         let mut c = mk_claims();
         c.sub = "a:b".into();
         assert_eq!(verify(&cfg, &c).unwrap_err().code(), "unauthorized");
+    }
+
+    #[test]
+    fn a_jti_or_sid_revocation_cannot_name_is_refused_not_dropped() {
+        let cfg = mk_cfg();
+        for (jti, sid) in [
+            (Some("j".repeat(129)), Some("s1".to_owned())),
+            (Some("j1".to_owned()), Some("s".repeat(129))),
+            (Some(String::new()), None),
+            (Some("a\nb".to_owned()), None),
+        ] {
+            let mut c = mk_claims();
+            c.jti = jti;
+            c.sid = sid;
+            let e = verify(&cfg, &c).unwrap_err();
+            assert_eq!(e.code(), "unauthorized", "{c:?}");
+        }
+        let mut c = mk_claims();
+        c.jti = Some("j".repeat(128));
+        c.sid = None;
+        let id = verify(&cfg, &c).unwrap();
+        assert_eq!(id.jti.as_deref().map(str::len), Some(128));
+        assert_eq!(id.sid, None);
     }
 
     #[test]

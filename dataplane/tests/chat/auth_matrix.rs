@@ -262,3 +262,40 @@ async fn header_auth_and_revocation_by_jti_sid_and_user() {
         400
     );
 }
+
+#[tokio::test]
+async fn a_jti_or_sid_too_long_to_revoke_is_refused_at_the_handshake() {
+    let node = start(mk_config()).await;
+    let tenant = format!("longids-{}", uuid::Uuid::new_v4().simple());
+    for ns in ["/chat", "/presence", "/webrtc", "/notifications"] {
+        let mut long_jti = claims(&tenant, "alice");
+        long_jti.jti = Some("j".repeat(129));
+        let mut long_sid = claims(&tenant, "alice");
+        long_sid.sid = Some("s".repeat(129));
+        for (what, c) in [("jti", long_jti), ("sid", long_sid)] {
+            let auth = json!({ "token": token(&c) });
+            match Client::connect_ns(&node, ns, Some(auth), None).await {
+                Ok(_) => panic!("{ns}: a token with a 129-byte {what} was accepted"),
+                Err(ConnectError(m)) => {
+                    assert_eq!(code(&m), "unauthorized", "{ns} {what}: {m}");
+                    assert!(m.contains(what), "{ns}: the message names the claim: {m}");
+                }
+            }
+        }
+    }
+    // The longest accepted jti connects, and revoking it by that id kicks and refuses it.
+    let mut c = claims(&tenant, "alice");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    c.jti = Some(format!("{id}{}", "j".repeat(128 - id.len())));
+    let live = Client::connect(&node, Some(&token(&c)))
+        .await
+        .expect("a 128-byte jti connects");
+    assert_eq!(
+        revoke(&node, json!({"tenant": tenant, "jti": c.jti}))
+            .await
+            .status(),
+        200
+    );
+    assert!(live.wait_closed(Duration::from_secs(1)).await, "kicked");
+    assert_eq!(code(&refused(&node, &token(&c)).await), "token_revoked");
+}
