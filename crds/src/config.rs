@@ -29,6 +29,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_JWT_ALGORITHM", "jwt.algorithm"),
     ("SWITCHBOARD_JWT_ISSUER", "jwt.issuer"),
     ("SWITCHBOARD_JWT_AUDIENCE", "jwt.audience"),
+    ("SWITCHBOARD_JWT_EXPIRY_NOTICE", "jwt.expiry_notice"),
     ("SWITCHBOARD_ADMIN_TOKEN", "admin_token"),
     ("SWITCHBOARD_SERVICE_TOKEN", "service_token"),
     ("SWITCHBOARD_DRAIN_WINDOW", "server.drain_window"),
@@ -145,8 +146,12 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
     pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf`. A live connection whose token was not
+    /// refreshed is closed at `exp` plus this. At most 10m.
     pub leeway: HumanDuration,
+    /// How long before its token's `exp` a live connection is told `auth:expiring`, so
+    /// the client can send `auth:refresh` in time. 1s to 1h.
+    pub expiry_notice: HumanDuration,
 }
 
 /// Longest in-flight work (request handlers computing their acks, disconnect handlers,
@@ -292,6 +297,7 @@ impl Default for JwtConfig {
             issuer: None,
             audience: None,
             leeway: HumanDuration::from_secs(30),
+            expiry_notice: HumanDuration::from_secs(60),
         }
     }
 }
@@ -690,6 +696,7 @@ impl DataplaneConfig {
             "jwt.issuer" => self.jwt.issuer = opt(value),
             "jwt.audience" => self.jwt.audience = opt(value),
             "jwt.leeway" => self.jwt.leeway = dur(key, value)?,
+            "jwt.expiry_notice" => self.jwt.expiry_notice = dur(key, value)?,
             "admin_token" => self.admin_token = opt(value),
             "service_token" => self.service_token = opt(value),
             "server.drain_window" => self.server.drain_window = dur(key, value)?,
@@ -1143,6 +1150,15 @@ impl DataplaneConfig {
 
     fn validate_jwt(&self, errors: &mut Vec<ConfigError>) {
         let j = &self.jwt;
+        if j.leeway.0 > std::time::Duration::from_secs(600) {
+            errors.push(err("jwt.leeway", "must be between 0s and 10m"));
+        }
+        let notice = j.expiry_notice.0;
+        if notice < std::time::Duration::from_secs(1)
+            || notice > std::time::Duration::from_secs(3600)
+        {
+            errors.push(err("jwt.expiry_notice", "must be between 1s and 1h"));
+        }
         let alg = j.algorithm.as_str();
         if !JWT_ALGORITHMS.contains(&alg) {
             errors.push(err(
@@ -1260,6 +1276,31 @@ mod tests {
     #[test]
     fn defaults_are_valid_with_a_secret() {
         mk_valid().validate().expect("defaults");
+    }
+
+    #[test]
+    fn token_lifetime_keys_have_defaults_env_and_bounds() {
+        let c = mk_valid();
+        assert_eq!(c.jwt.expiry_notice, HumanDuration::from_secs(60));
+        assert_eq!(c.jwt.leeway, HumanDuration::from_secs(30));
+        let mut c = mk_valid();
+        c.apply_env(|v| (v == "SWITCHBOARD_JWT_EXPIRY_NOTICE").then(|| "5s".into()))
+            .unwrap();
+        assert_eq!(c.jwt.expiry_notice, HumanDuration::from_secs(5));
+        c.validate().unwrap();
+        for bad in ["0s", "2h"] {
+            c.set("jwt.expiry_notice", bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "jwt.expiry_notice (SWITCHBOARD_JWT_EXPIRY_NOTICE): must be between 1s and 1h"
+                ),
+                "{bad}: {e}"
+            );
+        }
+        let mut c = mk_valid();
+        c.set("jwt.leeway", "1h").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("jwt.leeway"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!                                  Revocations::check ◀┘ (jti, sid, user-before-time)
 //! ```
 
+pub mod lifetime;
 pub mod revocation;
 
 use std::sync::Arc;
@@ -79,6 +80,32 @@ pub struct Identity {
     /// Issued-at, used by "revoke every token of this user issued before T".
     pub iat: Option<u64>,
     pub exp: u64,
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// May a connection of this identity go on with `new` (a verified, refreshed token)?
+    /// Only for the same tenant and user, and the same login session when this one has
+    /// one.
+    pub fn check_refresh(&self, new: &Identity) -> Result<(), AuthError> {
+        if new.tenant != self.tenant {
+            return Err(AuthError::Unauthorized(
+                "the new token is for another tenant".into(),
+            ));
+        }
+        if new.user_id != self.user_id {
+            return Err(AuthError::Unauthorized(
+                "the new token is for another user".into(),
+            ));
+        }
+        if self.sid.is_some() && new.sid != self.sid {
+            return Err(AuthError::Unauthorized(
+                "the new token is for another login session".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Checks tokens against the one configured algorithm and key.
@@ -333,6 +360,34 @@ mod tests {
         let mut c = mk_claims();
         c.sub = "a:b".into();
         assert_eq!(verify(&cfg, &c).unwrap_err().code(), "unauthorized");
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_tenant_user_and_session() {
+        let cfg = mk_cfg();
+        let old = verify(&cfg, &mk_claims()).unwrap();
+        let mut c = mk_claims();
+        c.jti = Some("j2".into());
+        c.exp += 600;
+        old.check_refresh(&verify(&cfg, &c).unwrap()).unwrap();
+        for change in [
+            |c: &mut Claims| c.tenant = Some("globex".into()),
+            |c: &mut Claims| c.sub = "mallory".into(),
+            |c: &mut Claims| c.sid = Some("s2".into()),
+            |c: &mut Claims| c.sid = None,
+        ] {
+            let mut c = mk_claims();
+            change(&mut c);
+            let e = old.check_refresh(&verify(&cfg, &c).unwrap()).unwrap_err();
+            assert_eq!(e.code(), "unauthorized", "{c:?}");
+        }
+        // A connection without a session may go on with one.
+        let mut c = mk_claims();
+        c.sid = None;
+        let no_session = verify(&cfg, &c).unwrap();
+        no_session
+            .check_refresh(&verify(&cfg, &mk_claims()).unwrap())
+            .unwrap();
     }
 
     #[test]

@@ -94,8 +94,10 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-/// Connect handler of /chat: everything happened in [`admit`].
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+/// Connect handler of /chat: admission happened in [`admit`]; the token's clock starts.
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 // === rooms ===
 

@@ -10,6 +10,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
 use crate::app::App;
+use crate::auth::lifetime::{self, Clock};
 use crate::auth::{AuthError, Identity};
 use crate::error::{AckError, Code, envelope};
 use crate::hub::{session_room, token_room, user_room};
@@ -49,9 +50,20 @@ pub fn handshake_token<A: Adapter>(
         })
 }
 
+/// The Socket.IO rooms an identity's sockets sit in (user, session, token), so a
+/// revocation or a kick reaches them wherever they are.
+fn identity_rooms(id: &Identity) -> Vec<String> {
+    let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+    let mut rooms = vec![user_room(t, u)];
+    rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
+    rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
+    rooms
+}
+
 /// Authenticate a handshake (every namespace's admission starts here): verify the token,
-/// refuse revoked ones, join the identity rooms (user, session, token) and leave the
-/// identity and limiter state in the socket's extensions.
+/// refuse revoked ones, join the identity rooms (user, session, token), leave the
+/// identity, its token clock and limiter state in the socket's extensions, and take
+/// `auth:refresh`.
 pub async fn authenticate<A: Adapter>(
     s: &SocketRef<A>,
     app: &App,
@@ -77,15 +89,11 @@ pub async fn authenticate<A: Adapter>(
     match result {
         Ok(id) => {
             let id = Arc::new(id);
-            // Every namespace's sockets sit in the identity rooms, so a revocation or a
-            // kick reaches them wherever they are.
-            let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-            let mut rooms = vec![user_room(t, u)];
-            rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
-            rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
-            s.join(rooms);
+            s.join(identity_rooms(&id));
             s.extensions.insert(id.clone());
+            s.extensions.insert(Clock::new(id.exp));
             s.extensions.insert::<SocketLimitsRef>(Arc::default());
+            on(s, lifetime::REFRESH, Class::Room, refresh::<A>);
             Ok(id)
         }
         Err(e) => {
@@ -93,6 +101,91 @@ pub async fn authenticate<A: Adapter>(
             Err(e)
         }
     }
+}
+
+/// A namespace admitted the socket (its connect handler runs this): follow the token's
+/// lifetime from now on (`auth:expiring`, then `auth:expired` and a disconnect unless the
+/// client refreshes).
+pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
+    let (Some(clock), Some(hub)) = (s.extensions.get::<Clock>(), app.hub()) else {
+        return;
+    };
+    lifetime::spawn(
+        &clock,
+        lifetime::Target {
+            hub: hub.clone(),
+            ns: s.ns().to_owned(),
+            sid: s.id,
+            notice: app.config.jwt.expiry_notice.0,
+            leeway: app.config.jwt.leeway.0,
+            disconnects: app.metrics.disconnects.clone(),
+            live: app.metrics.token_clocks.clone(),
+        },
+    );
+}
+
+#[derive(serde::Deserialize)]
+struct Refresh {
+    token: String,
+}
+
+/// `auth:refresh {token}`: go on with a new token of the same tenant, user and (when
+/// set) session. Anything else, a revoked token or a bad one gets `unauthorized` and
+/// changes nothing: the old expiry stays.
+async fn refresh<A: Adapter>(cx: Cx<A>, req: Refresh) -> Result<Value, AckError> {
+    let s = &cx.socket;
+    let Some(clock) = s.extensions.get::<Clock>() else {
+        return Err(AckError::new(
+            Code::Internal,
+            "no token clock on this socket",
+        ));
+    };
+    let _one_at_a_time = clock.refreshing().await;
+    // As of now: a refresh before this one may have replaced the handshake's identity.
+    let current = s.extensions.get::<Arc<Identity>>().unwrap_or(cx.id);
+    let refused = |e: AuthError| {
+        Metrics::kind(&cx.app.metrics.auth_failures, e.code());
+        let code = match e {
+            AuthError::Unavailable => Code::Unavailable,
+            _ => Code::Unauthorized,
+        };
+        AckError::new(code, e.to_string())
+    };
+    let new = cx.app.verifier.verify(&req.token).map_err(refused)?;
+    current.check_refresh(&new).map_err(refused)?;
+    // Into the new token's rooms before its revocation check, so a revocation that
+    // lands after the check still finds this socket.
+    let (old_rooms, new_rooms) = (identity_rooms(&current), identity_rooms(&new));
+    let added: Vec<String> = new_rooms
+        .iter()
+        .filter(|r| !old_rooms.contains(r))
+        .cloned()
+        .collect();
+    s.join(added.clone());
+    let verdict = match cx.app.stores.revocations.check(&new).await {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(AuthError::Revoked(reason)),
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation check failed");
+            Err(AuthError::Unavailable)
+        }
+    };
+    if let Err(e) = verdict {
+        s.leave(added);
+        return Err(refused(e));
+    }
+    // The old token's own rooms go: revoking it no longer concerns this socket.
+    s.leave(
+        old_rooms
+            .into_iter()
+            .filter(|r| !new_rooms.contains(r))
+            .collect::<Vec<_>>(),
+    );
+    let exp = new.exp;
+    s.extensions.insert(Arc::new(new));
+    clock.set(exp);
+    tracing::debug!(tenant = %current.tenant, user = %current.user_id, exp, "token refreshed");
+    Ok(serde_json::json!({ "expires_at": exp.saturating_mul(1000) }))
 }
 
 /// The id of a connection in the stores: `node_id/socket_id`, so a node's entries can be

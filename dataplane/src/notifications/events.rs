@@ -78,7 +78,9 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 /// The `email` claim of a token that `authenticate` has just verified, when it is a
 /// plausible address.

@@ -58,7 +58,9 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 #[derive(Deserialize)]
 struct SetStatus {

@@ -7,6 +7,7 @@ mod support;
 mod auth_matrix;
 mod flows;
 mod fuzz;
+mod lifetime;
 mod limits;
 mod multinode;
 mod presence;
