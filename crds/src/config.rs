@@ -390,7 +390,9 @@ pub struct WebrtcConfig {
     /// The secret before the last rotation; coturn still accepts it, so credentials
     /// issued before a rotation keep working until they expire.
     pub turn_previous_secret: Option<String>,
-    /// Lifetime of issued TURN credentials.
+    /// Lifetime of issued TURN credentials. They cannot be revoked (coturn checks only
+    /// their signature and expiry), so this is how long a revoked user may still relay
+    /// with credentials fetched before the revocation. 1m to 7d.
     pub turn_ttl: HumanDuration,
 }
 
@@ -401,7 +403,8 @@ impl Default for WebrtcConfig {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_previous_secret: None,
-            turn_ttl: HumanDuration::from_secs(86_400),
+            // One hour, as the operator's default credentialTTL: see `turn_ttl`.
+            turn_ttl: HumanDuration::from_secs(3600),
         }
     }
 }

@@ -103,13 +103,38 @@ pub async fn authenticate<A: Adapter>(
     }
 }
 
-/// A namespace admitted the socket (its connect handler runs this): follow the token's
-/// lifetime from now on (`auth:expiring`, then `auth:expired` and a disconnect unless the
-/// client refreshes).
+/// A namespace admitted the socket (its connect handler runs this): check revocation
+/// once more, then follow the token's lifetime (`auth:expiring`, then `auth:expired` and
+/// a disconnect unless the client refreshes).
+///
+/// Why check again: a socket enters its namespace (where a revocation's disconnect can
+/// find it) only once admission is over, so a revocation that landed between the
+/// handshake's check and that moment would miss it. Any revocation stored before this
+/// check is seen here; any later one finds the socket in its identity rooms.
 pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
-    let (Some(clock), Some(hub)) = (s.extensions.get::<Clock>(), app.hub()) else {
+    let (Some(id), Some(clock), Some(hub)) = (
+        s.extensions.get::<Arc<Identity>>(),
+        s.extensions.get::<Clock>(),
+        app.hub(),
+    ) else {
         return;
     };
+    let verdict = app.stores.revocations.check(&id).await;
+    if !matches!(verdict, Ok(None)) {
+        match verdict {
+            Ok(Some(reason)) => {
+                tracing::info!(tenant = %id.tenant, user = %id.user_id, reason, "revoked during admission, disconnecting");
+                Metrics::kind(&app.metrics.disconnects, "revoked");
+            }
+            // Refused, never waved through: the client reconnects and is checked afresh.
+            _ => {
+                tracing::warn!(tenant = %id.tenant, user = %id.user_id, "revocation check failed after admission, disconnecting");
+                Metrics::kind(&app.metrics.disconnects, "unavailable");
+            }
+        }
+        let _ = s.clone().disconnect();
+        return;
+    }
     lifetime::spawn(
         &clock,
         lifetime::Target {
@@ -122,6 +147,33 @@ pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
             live: app.metrics.token_clocks.clone(),
         },
     );
+}
+
+/// For requests that hand out something that cannot be taken back (TURN credentials):
+/// is this socket's token still unrevoked? A revoked socket gets `unauthorized` and is
+/// disconnected after the ack (its revocation's kick, at most once over Redis pub/sub,
+/// did not reach it); `unavailable` when revocations cannot be checked.
+pub async fn not_revoked<A: Adapter>(cx: &Cx<A>) -> Result<(), AckError> {
+    let id = cx
+        .socket
+        .extensions
+        .get::<Arc<Identity>>()
+        .unwrap_or_else(|| cx.id.clone());
+    match cx.app.stores.revocations.check(&id).await {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => {
+            tracing::info!(tenant = %id.tenant, user = %id.user_id, reason, "revoked socket still connected, disconnecting");
+            Metrics::kind(&cx.app.metrics.disconnects, "revoked");
+            Err(AckError::revoked(AuthError::Revoked(reason).to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation check failed");
+            Err(AckError::new(
+                Code::Unavailable,
+                "revocations cannot be checked right now, retry later",
+            ))
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -237,6 +289,9 @@ where
             };
             app.metrics.event(event, outcome, started.elapsed());
             let _ = ack.send(&envelope(&result));
+            if matches!(&result, Err(e) if e.then_disconnect) {
+                let _ = s.clone().disconnect();
+            }
             if verdict == Verdict::Abusive {
                 tracing::warn!(tenant = %id.tenant, user = %id.user_id, event, "abuse threshold crossed, disconnecting");
                 Metrics::kind(&app.metrics.disconnects, "abuse");

@@ -177,6 +177,11 @@ struct History {
 
 async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
     let w = &cx.app.config.webrtc;
+    if w.turn_secret.is_some() && !w.turn_urls.is_empty() {
+        // TURN credentials cannot be taken back (coturn checks only their signature and
+        // expiry): a revoked user gets none, even before its disconnect reaches this socket.
+        handler::not_revoked(&cx).await?;
+    }
     let servers = ice::ice_servers(
         &w.stun_urls,
         &w.turn_urls,

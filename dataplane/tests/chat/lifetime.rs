@@ -234,3 +234,62 @@ async fn node_metric(node: &Node, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// Rounds of connects racing a revocation (each round: `RACERS` sockets of one user).
+const ROUNDS: usize = 30;
+const RACERS: usize = 16;
+
+#[tokio::test]
+async fn a_socket_admitted_while_its_revocation_lands_does_not_survive_it() {
+    // Shared mode when Redis is there: admission then takes Redis round trips, the
+    // window the old code left open.
+    let mut cfg = mk_config();
+    if let Some(url) = redis_url() {
+        cfg.redis.url = Some(url);
+        cfg.node_id = Some(unique("race"));
+    }
+    let node = start(cfg).await;
+    let mut survivors = Vec::new();
+    let mut admitted = 0;
+
+    for round in 0..ROUNDS {
+        let tenant = unique("race");
+        let t = token(&claims(&tenant, "alice"));
+        // The revocation goes out as soon as the first socket is in, while the others
+        // are still on their way (whatever the machine's speed), a little later each round.
+        let first_in = tokio::sync::Notify::new();
+        let connects = (0..RACERS).map(|i| {
+            let (node, t, first_in) = (&node, t.clone(), &first_in);
+            let ns = NAMESPACES[i % NAMESPACES.len()];
+            async move {
+                tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+                let c = Client::connect_ns(node, ns, Some(json!({ "token": t })), None)
+                    .await
+                    .ok();
+                first_in.notify_one();
+                c.map(|c| (ns, c))
+            }
+        });
+        let revoking = async {
+            first_in.notified().await;
+            tokio::time::sleep(Duration::from_millis((round % 10) as u64)).await;
+            let r = revoke(&node, json!({"tenant": tenant, "user_id": "alice"})).await;
+            assert_eq!(r.status(), 200);
+        };
+        let (clients, ()) = tokio::join!(futures::future::join_all(connects), revoking);
+        for (ns, client) in clients.into_iter().flatten() {
+            admitted += 1;
+            if !client.wait_closed(Duration::from_secs(1)).await {
+                survivors.push(format!("round {round}: {ns}"));
+            }
+        }
+    }
+    eprintln!(
+        "{admitted} of {} sockets got in around their revocation",
+        ROUNDS * RACERS
+    );
+    assert!(
+        survivors.is_empty(),
+        "sockets survived their user's revocation: {survivors:?}"
+    );
+}
