@@ -1,4 +1,4 @@
-//! Arbitrary JSON to every /chat event: every answer is a well-formed ack with a
+//! Arbitrary JSON to every /chat event (and `auth:refresh`, on every namespace): every answer is a well-formed ack with a
 //! protocol error code, and the node keeps serving.
 
 use serde_json::json;
@@ -21,6 +21,7 @@ const EVENTS: &[&str] = &[
     "typing:stop",
     "typing:get-aggregated",
     "privacy:set",
+    "auth:refresh",
 ];
 
 /// Keys /chat payloads use, so random objects often hit a real field.
@@ -35,6 +36,7 @@ const KEYS: &[&str] = &[
     "meta",
     "kind",
     "reply_to",
+    "token",
 ];
 
 #[tokio::test]
