@@ -45,6 +45,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "limits.max_rooms_per_user",
     ),
     ("SWITCHBOARD_MAX_PAYLOAD_BYTES", "limits.max_payload_bytes"),
+    (
+        "SWITCHBOARD_MAX_CONNECTIONS_PER_USER",
+        "limits.max_connections_per_user",
+    ),
     ("SWITCHBOARD_STUN_URLS", "webrtc.stun_urls"),
     ("SWITCHBOARD_TURN_URLS", "webrtc.turn_urls"),
     ("SWITCHBOARD_TURN_SECRET", "webrtc.turn_secret"),
@@ -265,6 +269,10 @@ pub struct LimitsConfig {
     pub max_payload_bytes: u64,
     /// Rooms a user may belong to.
     pub max_rooms_per_user: usize,
+    /// Namespace connections one user may hold at once over all nodes (a client app
+    /// usually opens one per namespace per device); past it a handshake gets
+    /// `too_many_connections`. 1 to 10000.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for DataplaneConfig {
@@ -373,6 +381,7 @@ impl Default for LimitsConfig {
             abuse_window: HumanDuration::from_secs(10),
             max_payload_bytes: 64 * 1024,
             max_rooms_per_user: 500,
+            max_connections_per_user: 50,
         }
     }
 }
@@ -714,6 +723,9 @@ impl DataplaneConfig {
             "chat.history_max_len" => self.chat.history_max_len = num(key, value)?,
             "limits.max_rooms_per_user" => self.limits.max_rooms_per_user = num(key, value)?,
             "limits.max_payload_bytes" => self.limits.max_payload_bytes = num(key, value)?,
+            "limits.max_connections_per_user" => {
+                self.limits.max_connections_per_user = num(key, value)?
+            }
             "limits.abuse_threshold" => self.limits.abuse_threshold = num(key, value)?,
             "limits.abuse_window" => self.limits.abuse_window = dur(key, value)?,
             "webrtc.stun_urls" => self.webrtc.stun_urls = list(value),
@@ -892,6 +904,12 @@ impl DataplaneConfig {
             errors.push(err(
                 "limits.max_rooms_per_user",
                 "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=10_000).contains(&l.max_connections_per_user) {
+            errors.push(err(
+                "limits.max_connections_per_user",
+                "must be between 1 and 10000",
             ));
         }
         self.validate_webrtc(&mut errors);
@@ -1304,6 +1322,22 @@ mod tests {
         let mut c = mk_valid();
         c.set("jwt.leeway", "1h").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("jwt.leeway"));
+    }
+
+    #[test]
+    fn connections_per_user_has_a_default_env_and_bounds() {
+        let mut c = mk_valid();
+        assert_eq!(c.limits.max_connections_per_user, 50);
+        c.apply_env(|v| (v == "SWITCHBOARD_MAX_CONNECTIONS_PER_USER").then(|| "3".into()))
+            .unwrap();
+        assert_eq!(c.limits.max_connections_per_user, 3);
+        c.validate().unwrap();
+        c.set("limits.max_connections_per_user", "0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_connections_per_user (SWITCHBOARD_MAX_CONNECTIONS_PER_USER)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum AuthError {
     Revoked(&'static str),
     #[error("tenant_required: the token has no tenant claim")]
     TenantRequired,
+    /// The user holds `limits.max_connections_per_user` connections already.
+    #[error("too_many_connections: this user holds {0} connections already, the most allowed")]
+    TooManyConnections(usize),
     /// The token could not be checked (storage down): refused, never waved through.
     #[error("unauthorized: the server cannot check tokens right now, retry later")]
     Unavailable,
@@ -41,6 +44,7 @@ impl AuthError {
             AuthError::Expired => "token_expired",
             AuthError::Revoked(_) => "token_revoked",
             AuthError::TenantRequired => "tenant_required",
+            AuthError::TooManyConnections(_) => "too_many_connections",
         }
     }
 }

@@ -82,6 +82,7 @@ pub async fn admit<A: Adapter>(
         async move |s: SocketRef<A>,
                     State(app): State<App>,
                     Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             let conn = handler::conn_id(&app, &s.id);
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {

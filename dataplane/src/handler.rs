@@ -12,6 +12,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use crate::app::App;
 use crate::auth::lifetime::{self, Clock};
 use crate::auth::{AuthError, Identity};
+use crate::conns::{self, Held};
 use crate::error::{AckError, Code, envelope};
 use crate::hub::{session_room, token_room, user_room};
 use crate::limits::{Class, SocketLimits, Verdict};
@@ -77,18 +78,36 @@ pub async fn authenticate<A: Adapter>(
         })?;
         let id = app.verifier.verify(&token)?;
         match app.stores.revocations.check(&id).await {
-            Ok(None) => Ok(id),
-            Ok(Some(reason)) => Err(AuthError::Revoked(reason)),
+            Ok(None) => {}
+            Ok(Some(reason)) => return Err(AuthError::Revoked(reason)),
             Err(e) => {
                 tracing::warn!(error = %e, "revocation check failed");
+                return Err(AuthError::Unavailable);
+            }
+        }
+        // A lease among the user's connections, on every node (released at the
+        // disconnect; one taken by an admission that fails later lapses on its own).
+        let held = Held {
+            tenant: id.tenant.clone(),
+            user_id: id.user_id.clone(),
+            conn: conns::member(s.ns(), &conn_id(app, &s.id)),
+        };
+        let max = app.config.limits.max_connections_per_user;
+        let lease = conns::lease(app.config.presence.heartbeat_ttl.0);
+        match app.stores.conns.admit(&held, max, lease).await {
+            Ok(true) => Ok((id, held)),
+            Ok(false) => Err(AuthError::TooManyConnections(max)),
+            Err(e) => {
+                tracing::warn!(error = %e, "connection lease store failed");
                 Err(AuthError::Unavailable)
             }
         }
     }
     .await;
     match result {
-        Ok(id) => {
+        Ok((id, held)) => {
             let id = Arc::new(id);
+            s.extensions.insert(held);
             s.join(identity_rooms(&id));
             s.extensions.insert(id.clone());
             s.extensions.insert(Clock::new(id.exp));
@@ -112,6 +131,10 @@ pub async fn authenticate<A: Adapter>(
 /// handshake's check and that moment would miss it. Any revocation stored before this
 /// check is seen here; any later one finds the socket in its identity rooms.
 pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
+    // Renewed from now on, until `released` (at the disconnect).
+    if let Some(held) = s.extensions.get::<Held>() {
+        app.leases.hold(held);
+    }
     let (Some(id), Some(clock), Some(hub)) = (
         s.extensions.get::<Arc<Identity>>(),
         s.extensions.get::<Clock>(),
@@ -147,6 +170,18 @@ pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
             live: app.metrics.token_clocks.clone(),
         },
     );
+}
+
+/// A socket is gone (every namespace's disconnect handler runs this): its connection
+/// lease goes, so the user may connect again.
+pub async fn released<A: Adapter>(s: &SocketRef<A>, app: &App) {
+    let Some(held) = s.extensions.get::<Held>() else {
+        return;
+    };
+    app.leases.drop_conn(&held.conn);
+    if let Err(e) = app.stores.conns.release(&held).await {
+        tracing::warn!(error = %e, "connection lease not released; it lapses within one lease");
+    }
 }
 
 /// For requests that hand out something that cannot be taken back (TURN credentials):

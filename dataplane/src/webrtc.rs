@@ -74,6 +74,7 @@ pub async fn admit<A: Adapter>(
         async move |s: SocketRef<A>,
                     State(app): State<App>,
                     Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             app.limits.detach(t, u);
             app.metrics.connection(WEBRTC, -1);

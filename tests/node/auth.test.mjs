@@ -2,14 +2,15 @@
 // Authentication, "Token lifetime"): on every namespace the server sends `auth:expiring`
 // before `exp`, takes `auth:refresh {token}`, and at `exp` + leeway sends `auth:expired`
 // and disconnects a socket that did not refresh. The node runs with a 2 s notice and a
-// 1 s leeway (`--set`), so the whole file takes seconds.
+// 1 s leeway (`--set`), so the whole file takes seconds. Also: the per-user connection
+// cap (`too_many_connections`).
 //
 // Run: cargo build -p switchboard-dataplane, then cd tests/node && node --test auth.test.mjs
 
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 
-import { closeAll, connectUser, disconnected, fails, ok, scenario, sleep, waitFor } from './lib/client.mjs';
+import { closeAll, connectError, connectUser, disconnected, fails, ok, scenario, sleep, socketFor, waitFor } from './lib/client.mjs';
 import { nowSecs, token } from './lib/jwt.mjs';
 import { randomId, startNode, stopAll } from './lib/server.mjs';
 
@@ -74,4 +75,18 @@ scenario('a refresh for another tenant or user is refused and the old expiry sta
   assert.equal(data.expires_at, exp * 1000, 'the old expiry stays');
   await waitFor(alice, 'auth:expired', () => true, 4000);
   assert.equal(await disconnected(alice, 1000), 'io server disconnect');
+});
+
+scenario('past limits.max_connections_per_user a handshake gets too_many_connections', { timeout: 30_000 }, async () => {
+  const capped = await startNode({ name: 'capped', args: ['--set', 'limits.max_connections_per_user=2'] });
+  const tenant = `cap-${randomId()}`;
+  const first = await connectUser(capped, 'alice', tenant, { namespace: '/chat' });
+  await connectUser(capped, 'alice', tenant, { namespace: '/presence' });
+  const err = await connectError(socketFor(capped, { namespace: '/notifications', token: token(capped.secret, 'alice', tenant) }));
+  assert.ok(err.message.startsWith('too_many_connections'), err.message);
+  await connectUser(capped, 'bob', tenant, { namespace: '/notifications' });
+  // Closing one frees its place.
+  first.disconnect();
+  await sleep(200);
+  await connectUser(capped, 'alice', tenant, { namespace: '/notifications' });
 });

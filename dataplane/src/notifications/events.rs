@@ -70,7 +70,10 @@ pub async fn admit<A: Adapter>(
     app.limits.attach(&id.tenant, &id.user_id);
     app.metrics.connection(NOTIFICATIONS, 1);
     s.on_disconnect(
-        async move |State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+        async move |s: SocketRef<A>,
+                    State(app): State<App>,
+                    Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             app.limits.detach(&id.tenant, &id.user_id);
             app.metrics.connection(NOTIFICATIONS, -1);
         },

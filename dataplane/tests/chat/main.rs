@@ -5,6 +5,7 @@
 mod support;
 
 mod auth_matrix;
+mod conns;
 mod flows;
 mod fuzz;
 mod lifetime;
