@@ -135,11 +135,7 @@ pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
     if let Some(held) = s.extensions.get::<Held>() {
         app.leases.hold(held);
     }
-    let (Some(id), Some(clock), Some(hub)) = (
-        s.extensions.get::<Arc<Identity>>(),
-        s.extensions.get::<Clock>(),
-        app.hub(),
-    ) else {
+    let Some(id) = s.extensions.get::<Arc<Identity>>() else {
         return;
     };
     let verdict = app.stores.revocations.check(&id).await;
@@ -158,6 +154,9 @@ pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
         let _ = s.clone().disconnect();
         return;
     }
+    let (Some(clock), Some(hub)) = (s.extensions.get::<Clock>(), app.hub()) else {
+        return;
+    };
     lifetime::spawn(
         &clock,
         lifetime::Target {

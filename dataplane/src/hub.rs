@@ -47,8 +47,9 @@ pub trait Hub: Send + Sync {
     async fn disconnect(&self, ns: &str, room: String);
     /// Emit to one socket of this node; false when it is gone or its buffer is full.
     fn emit_to_socket(&self, ns: &str, sid: Sid, event: &'static str, data: &Value) -> bool;
-    /// Disconnect one socket of this node from `ns` (nothing when it is gone).
-    fn disconnect_socket(&self, ns: &str, sid: Sid);
+    /// Disconnect one socket of this node from `ns`. False when it is still there (its
+    /// send buffer is full, so the disconnect packet could not be queued): try again.
+    fn disconnect_socket(&self, ns: &str, sid: Sid) -> bool;
 }
 
 #[async_trait]
@@ -99,11 +100,10 @@ impl<A: Adapter> Hub for SocketIo<A> {
             .is_some_and(|s| s.emit(event, data).is_ok())
     }
 
-    fn disconnect_socket(&self, ns: &str, sid: Sid) {
-        if let Some(s) = self.of(ns).and_then(|op| op.get_socket(sid))
-            && let Err(e) = s.disconnect()
-        {
-            tracing::debug!(error = %e, "disconnect of a closing socket");
+    fn disconnect_socket(&self, ns: &str, sid: Sid) -> bool {
+        match self.of(ns).and_then(|op| op.get_socket(sid)) {
+            None => true,
+            Some(s) => s.disconnect().is_ok(),
         }
     }
 }

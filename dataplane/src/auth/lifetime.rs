@@ -32,6 +32,10 @@ pub const EXPIRED: &str = "auth:expired";
 /// client → server: `{token}` → ack `{expires_at}`.
 pub const REFRESH: &str = "auth:refresh";
 
+/// How soon an expired socket that could not be disconnected (full send buffer) is tried
+/// again.
+const DISCONNECT_RETRY: Duration = Duration::from_secs(1);
+
 /// What happens next to a connection whose token expires at `exp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -175,13 +179,11 @@ async fn follow(mut exp: watch::Receiver<u64>, target: Target) {
         }
         match step {
             Step::Warn { .. } => {
+                // Best effort: a socket that could not take it is still expired on time.
                 let data = json!({ "expires_at": current.saturating_mul(1000) });
-                if !target
+                target
                     .hub
-                    .emit_to_socket(&target.ns, target.sid, EXPIRING, &data)
-                {
-                    return;
-                }
+                    .emit_to_socket(&target.ns, target.sid, EXPIRING, &data);
                 warned_for = Some(current);
             }
             Step::Expire { .. } => {
@@ -189,13 +191,20 @@ async fn follow(mut exp: watch::Receiver<u64>, target: Target) {
                 target
                     .hub
                     .emit_to_socket(&target.ns, target.sid, EXPIRED, &json!({}));
-                target.hub.disconnect_socket(&target.ns, target.sid);
                 target
                     .disconnects
                     .get_or_create(&KindLabel {
                         kind: "token_expired".into(),
                     })
                     .inc();
+                // A socket whose send buffer is full cannot be told to go yet: try again
+                // until it goes (or the transport's own heartbeat closes it).
+                while !target.hub.disconnect_socket(&target.ns, target.sid) {
+                    tokio::select! {
+                        changed = exp.changed() => if changed.is_err() { return; },
+                        () = tokio::time::sleep(DISCONNECT_RETRY) => {}
+                    }
+                }
                 return;
             }
         }
@@ -234,11 +243,11 @@ mod tests {
                 .push(event);
             true
         }
-        fn disconnect_socket(&self, _: &str, _: Sid) {
-            self.seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push("disconnect");
+        fn disconnect_socket(&self, _: &str, _: Sid) -> bool {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push("disconnect");
+            // The first attempt finds the socket's send buffer full.
+            seen.iter().filter(|e| **e == "disconnect").count() > 1
         }
     }
 
@@ -276,7 +285,16 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(hub.seen(), [EXPIRING, EXPIRING]);
         tokio::time::sleep(Duration::from_secs(4)).await;
-        assert_eq!(hub.seen(), [EXPIRING, EXPIRING, EXPIRED, "disconnect"]);
+        assert_eq!(
+            hub.seen().get(..4),
+            Some(&[EXPIRING, EXPIRING, EXPIRED, "disconnect"][..])
+        );
+        // The send buffer was full: tried again a second later, then done.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            hub.seen(),
+            [EXPIRING, EXPIRING, EXPIRED, "disconnect", "disconnect"]
+        );
         assert_eq!(clock.0.exp.receiver_count(), 0, "the task ended");
     }
 
