@@ -29,7 +29,7 @@ pub fn lease(heartbeat_ttl: Duration) -> Duration {
     heartbeat_ttl.saturating_mul(3)
 }
 
-/// Leases renewed in one round trip at most.
+/// Users whose leases are renewed in one round trip at most.
 pub const RENEW_BATCH: usize = 1000;
 
 /// A connection as the lease sets name it: its namespace and `node_id/socket_id`.

@@ -6,6 +6,7 @@
 //! Admission prunes lapsed leases and counts in one script, so two nodes admitting the
 //! same user at once cannot both take the last place.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,23 +81,27 @@ impl ConnStore for RedisConns {
     }
 
     async fn renew(&self, held: &[Held], lease: Duration) -> Result<(), StoreError> {
-        for batch in held.chunks(RENEW_BATCH) {
+        // One ZADD and one PEXPIRE per user, not per connection: a device usually holds
+        // one connection per namespace.
+        let mut by_key: HashMap<String, Vec<&str>> = HashMap::new();
+        for h in held {
+            by_key
+                .entry(keys::leases(&h.tenant, &h.user_id))
+                .or_default()
+                .push(&h.conn);
+        }
+        let by_key: Vec<_> = by_key.into_iter().collect();
+        for batch in by_key.chunks(RENEW_BATCH) {
             let end = crate::app::now_ms().saturating_add(ms(lease)) as f64;
             let pipeline = self.client.pipeline();
-            for h in batch {
-                let key = keys::leases(&h.tenant, &h.user_id);
+            for (key, conns) in batch {
+                let members: Vec<(f64, String)> =
+                    conns.iter().map(|c| (end, (*c).to_owned())).collect();
                 // XX: a released or lapsed lease is not brought back.
                 let _: () = pipeline
-                    .zadd(
-                        &key,
-                        Some(SetOptions::XX),
-                        None,
-                        false,
-                        false,
-                        (end, h.conn.clone()),
-                    )
+                    .zadd(key, Some(SetOptions::XX), None, false, false, members)
                     .await?;
-                let _: () = pipeline.pexpire(&key, ms(lease), None).await?;
+                let _: () = pipeline.pexpire(key, ms(lease), None).await?;
             }
             let _: Vec<Value> = pipeline.all().await?;
         }

@@ -103,6 +103,13 @@ async fn the_cap_holds_across_nodes_and_a_killed_nodes_connections_lapse() {
             "too_many_connections"
         );
     }
+    // Past one lease (3 s): the live connections' leases were renewed in Redis.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        code(connect(&b, "/webrtc", &claims(&tenant, "alice")).await),
+        "too_many_connections",
+        "renewed leases still count"
+    );
 
     // A node killed without a goodbye: its connection counts until its lease lapses.
     let env = [
