@@ -13,7 +13,7 @@
 
 pub mod redis;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ pub trait ConnStore: Send + Sync {
     async fn admit(&self, held: &Held, max: usize, lease: Duration) -> Result<bool, StoreError>;
     async fn release(&self, held: &Held) -> Result<(), StoreError>;
     /// Extend these leases (those not released or lapsed).
-    async fn renew(&self, held: &[Held], lease: Duration) -> Result<(), StoreError>;
+    async fn renew(&self, held: &[Arc<Held>], lease: Duration) -> Result<(), StoreError>;
 }
 
 /// The decision, shared by the stores: with `live` leases of the user held now (and
@@ -63,17 +63,41 @@ pub fn admits(live: usize, mine: bool, max: usize) -> bool {
 }
 
 /// This node's live connections, whose leases it renews. One entry per admitted
-/// connection (bounded by the node's connections), removed at its disconnect.
+/// connection (bounded by the node's connections), removed at its disconnect; it shares
+/// the `Held` of the socket's extensions.
 #[derive(Default)]
 pub struct Leases {
-    held: Mutex<HashMap<String, Held>>,
+    held: Mutex<HashSet<ByConn>>,
+}
+
+/// A lease in [`Leases`], found by its connection.
+struct ByConn(Arc<Held>);
+
+impl PartialEq for ByConn {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.conn == other.0.conn
+    }
+}
+
+impl Eq for ByConn {}
+
+impl std::hash::Hash for ByConn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.conn.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for ByConn {
+    fn borrow(&self) -> &str {
+        &self.0.conn
+    }
 }
 
 // === impl Leases ===
 
 impl Leases {
-    pub fn hold(&self, held: Held) {
-        self.lock().insert(held.conn.clone(), held);
+    pub fn hold(&self, held: Arc<Held>) {
+        self.lock().insert(ByConn(held));
     }
 
     pub fn drop_conn(&self, conn: &str) {
@@ -81,8 +105,8 @@ impl Leases {
     }
 
     /// What to renew now.
-    pub fn snapshot(&self) -> Vec<Held> {
-        self.lock().values().cloned().collect()
+    pub fn snapshot(&self) -> Vec<Arc<Held>> {
+        self.lock().iter().map(|h| h.0.clone()).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -93,7 +117,7 @@ impl Leases {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<ByConn>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -153,7 +177,7 @@ impl ConnStore for MemoryConns {
         Ok(())
     }
 
-    async fn renew(&self, held: &[Held], lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, held: &[Arc<Held>], lease: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         for h in held {
@@ -215,7 +239,7 @@ mod tests {
         );
         // b is renewed, c is not: c lapses.
         tokio::time::advance(Duration::from_secs(2)).await;
-        store.renew(std::slice::from_ref(&b), lease).await.unwrap();
+        store.renew(&[Arc::new(b.clone())], lease).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(store.admit(&a, 2, lease).await.unwrap(), "c lapsed");
         assert!(!store.admit(&c, 2, lease).await.unwrap(), "b still counts");

@@ -107,7 +107,7 @@ pub async fn authenticate<A: Adapter>(
     match result {
         Ok((id, held)) => {
             let id = Arc::new(id);
-            s.extensions.insert(held);
+            s.extensions.insert(Arc::new(held));
             s.join(identity_rooms(&id));
             s.extensions.insert(id.clone());
             s.extensions.insert(Clock::new(id.exp));
@@ -132,7 +132,7 @@ pub async fn authenticate<A: Adapter>(
 /// check is seen here; any later one finds the socket in its identity rooms.
 pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
     // Renewed from now on, until `released` (at the disconnect).
-    if let Some(held) = s.extensions.get::<Held>() {
+    if let Some(held) = s.extensions.get::<Arc<Held>>() {
         app.leases.hold(held);
     }
     let Some(id) = s.extensions.get::<Arc<Identity>>() else {
@@ -174,7 +174,7 @@ pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
 /// A socket is gone (every namespace's disconnect handler runs this): its connection
 /// lease goes, so the user may connect again.
 pub async fn released<A: Adapter>(s: &SocketRef<A>, app: &App) {
-    let Some(held) = s.extensions.get::<Held>() else {
+    let Some(held) = s.extensions.get::<Arc<Held>>() else {
         return;
     };
     app.leases.drop_conn(&held.conn);

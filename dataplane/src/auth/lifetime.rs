@@ -3,16 +3,17 @@
 //! at `exp` + leeway for a connection that did not refresh.
 //!
 //! ```text
-//!  admitted ──▶ Clock (exp, in the socket's extensions) ──watch──▶ one task per socket
+//!  admitted ──▶ Clock (exp, in the socket's extensions) ──notify──▶ one task per socket
 //!                 ▲                                                  │ exp − notice: auth:expiring {expires_at}
 //!   auth:refresh ─┘ verified, same sub/tenant/sid, not revoked       │ exp + leeway: auth:expired {}, disconnect
 //! ```
 //!
 //! [`next_step`] decides (no I/O); [`spawn`] waits and acts. The task holds no socket: it
 //! finds it by id through the hub when a step is due, and it ends when the socket is
-//! dropped (its extensions go, and the clock's sender with them) or has expired.
+//! dropped (its extensions go, and the clock with them) or has expired.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -20,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::json;
 use socketioxide::socket::Sid;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::hub::Hub;
 use crate::metrics::KindLabel;
@@ -78,43 +79,62 @@ fn now_ms() -> u64 {
 }
 
 /// A connection's token expiry: written by `auth:refresh`, read by the connection's task.
-/// Cheap to clone; lives in the socket's extensions.
+/// Cheap to clone; lives in the socket's extensions. When its last clone goes (the socket
+/// is dropped), the task ends.
 #[derive(Clone)]
-pub struct Clock(Arc<ClockInner>);
+pub struct Clock(Arc<Owner>);
 
-struct ClockInner {
-    exp: watch::Sender<u64>,
+/// The socket's side of the clock: its drop tells the task the socket is gone.
+struct Owner(Arc<Shared>);
+
+/// What the socket and its task share. Small on purpose: every connection has one.
+struct Shared {
+    exp: AtomicU64,
+    gone: AtomicBool,
+    /// Wakes the task: a new `exp`, or the socket gone.
+    changed: Notify,
     /// One refresh at a time per connection (each swaps the identity rooms).
     refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::SeqCst);
+        // Kept as a permit if the task is not waiting right now.
+        self.0.changed.notify_one();
+    }
 }
 
 // === impl Clock ===
 
 impl Clock {
     pub fn new(exp: u64) -> Self {
-        Self(Arc::new(ClockInner {
-            exp: watch::Sender::new(exp),
+        Self(Arc::new(Owner(Arc::new(Shared {
+            exp: AtomicU64::new(exp),
+            gone: AtomicBool::new(false),
+            changed: Notify::new(),
             refreshing: tokio::sync::Mutex::new(()),
-        }))
+        }))))
     }
 
     /// The token's `exp` now.
     pub fn exp(&self) -> u64 {
-        *self.0.exp.borrow()
+        self.shared().exp.load(Ordering::SeqCst)
     }
 
     /// A refreshed token took over: its `exp` replaces the old one.
     pub fn set(&self, exp: u64) {
-        self.0.exp.send_replace(exp);
+        self.shared().exp.store(exp, Ordering::SeqCst);
+        self.shared().changed.notify_one();
     }
 
     /// Held for the whole of one refresh.
     pub async fn refreshing(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.0.refreshing.lock().await
+        self.shared().refreshing.lock().await
     }
 
-    fn watch(&self) -> watch::Receiver<u64> {
-        self.0.exp.subscribe()
+    fn shared(&self) -> &Arc<Shared> {
+        &(self.0).0
     }
 }
 
@@ -143,19 +163,25 @@ impl Drop for Live {
 /// Start following `clock` for one connection, once it is admitted: until its token
 /// expires (then tell the client and disconnect it) or the connection is gone.
 pub fn spawn(clock: &Clock, target: Target) {
-    let exp = clock.watch();
+    let shared = clock.shared().clone();
     let span = tracing::debug_span!("token_clock", ns = %target.ns, sid = %target.sid);
-    tokio::spawn(tracing::Instrument::instrument(follow(exp, target), span));
+    tokio::spawn(tracing::Instrument::instrument(
+        follow(shared, target),
+        span,
+    ));
 }
 
-/// The task of [`spawn`]. It holds only a receiver: dropping the socket drops the
-/// clock's sender, which ends it.
-async fn follow(mut exp: watch::Receiver<u64>, target: Target) {
+/// The task of [`spawn`]. It holds only the shared state, not the clock: dropping the
+/// socket drops the clock's owner, which ends it.
+async fn follow(shared: Arc<Shared>, target: Target) {
     target.live.inc();
     let _live = Live(target.live.clone());
     let mut warned_for = None;
     loop {
-        let current = *exp.borrow_and_update();
+        if shared.gone.load(Ordering::SeqCst) {
+            return;
+        }
+        let current = shared.exp.load(Ordering::SeqCst);
         let step = next_step(
             current,
             warned_for == Some(current),
@@ -164,16 +190,11 @@ async fn follow(mut exp: watch::Receiver<u64>, target: Target) {
         );
         let wait = Duration::from_millis(step.at_ms().saturating_sub(now_ms()));
         tokio::select! {
-            changed = exp.changed() => {
-                if changed.is_err() {
-                    // The socket, and its clock with it, is gone.
-                    return;
-                }
-                continue;
-            }
+            // A new exp, or the socket gone: plan again.
+            () = shared.changed.notified() => continue,
             () = tokio::time::sleep(wait) => {}
         }
-        if exp.has_changed().unwrap_or(false) {
+        if shared.exp.load(Ordering::SeqCst) != current {
             // A refresh landed just as the step came due: plan again for the new exp.
             continue;
         }
@@ -200,8 +221,11 @@ async fn follow(mut exp: watch::Receiver<u64>, target: Target) {
                 // A socket whose send buffer is full cannot be told to go yet: try again
                 // until it goes (or the transport's own heartbeat closes it).
                 while !target.hub.disconnect_socket(&target.ns, target.sid) {
+                    if shared.gone.load(Ordering::SeqCst) {
+                        return;
+                    }
                     tokio::select! {
-                        changed = exp.changed() => if changed.is_err() { return; },
+                        () = shared.changed.notified() => {}
                         () = tokio::time::sleep(DISCONNECT_RETRY) => {}
                     }
                 }
@@ -295,7 +319,7 @@ mod tests {
             hub.seen(),
             [EXPIRING, EXPIRING, EXPIRED, "disconnect", "disconnect"]
         );
-        assert_eq!(clock.0.exp.receiver_count(), 0, "the task ended");
+        assert_eq!(Arc::strong_count(clock.shared()), 1, "the task ended");
     }
 
     #[tokio::test(start_paused = true)]

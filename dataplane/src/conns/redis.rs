@@ -7,6 +7,7 @@
 //! same user at once cannot both take the last place.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,7 +81,7 @@ impl ConnStore for RedisConns {
         Ok(())
     }
 
-    async fn renew(&self, held: &[Held], lease: Duration) -> Result<(), StoreError> {
+    async fn renew(&self, held: &[Arc<Held>], lease: Duration) -> Result<(), StoreError> {
         // One ZADD and one PEXPIRE per user, not per connection: a device usually holds
         // one connection per namespace.
         let mut by_key: HashMap<String, Vec<&str>> = HashMap::new();
