@@ -60,6 +60,9 @@ pub struct Metrics {
     /// Deliveries by provider (fcm, apns, email, in_app) and outcome (sent, failed, pruned).
     pub deliveries: Family<DeliveryLabel, Counter>,
     pub calls_ended: Family<KindLabel, Counter>,
+    /// Connections whose token expiry this node follows (one task each; see
+    /// `auth::lifetime`): back to the connection count once closed sockets are dropped.
+    pub token_clocks: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +148,12 @@ impl Metrics {
             "Calls ended on this node, by end reason",
             calls_ended.clone(),
         );
+        let token_clocks = Gauge::default();
+        reg.register(
+            "token_clocks",
+            "Connections whose token expiry this node follows",
+            token_clocks.clone(),
+        );
         Self {
             registry: Arc::new(reg),
             connections,
@@ -159,6 +168,7 @@ impl Metrics {
             notifications,
             deliveries,
             calls_ended,
+            token_clocks,
         }
     }
 
