@@ -29,6 +29,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_JWT_ALGORITHM", "jwt.algorithm"),
     ("SWITCHBOARD_JWT_ISSUER", "jwt.issuer"),
     ("SWITCHBOARD_JWT_AUDIENCE", "jwt.audience"),
+    ("SWITCHBOARD_JWT_EXPIRY_NOTICE", "jwt.expiry_notice"),
     ("SWITCHBOARD_ADMIN_TOKEN", "admin_token"),
     ("SWITCHBOARD_SERVICE_TOKEN", "service_token"),
     ("SWITCHBOARD_DRAIN_WINDOW", "server.drain_window"),
@@ -46,6 +47,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "limits.max_rooms_per_user",
     ),
     ("SWITCHBOARD_MAX_PAYLOAD_BYTES", "limits.max_payload_bytes"),
+    (
+        "SWITCHBOARD_MAX_CONNECTIONS_PER_USER",
+        "limits.max_connections_per_user",
+    ),
     ("SWITCHBOARD_STUN_URLS", "webrtc.stun_urls"),
     ("SWITCHBOARD_TURN_URLS", "webrtc.turn_urls"),
     ("SWITCHBOARD_TURN_SECRET", "webrtc.turn_secret"),
@@ -147,8 +152,12 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
     pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf`. A live connection whose token was not
+    /// refreshed is closed at `exp` plus this. At most 10m.
     pub leeway: HumanDuration,
+    /// How long before its token's `exp` a live connection is told `auth:expiring`, so
+    /// the client can send `auth:refresh` in time. 1s to 1h.
+    pub expiry_notice: HumanDuration,
 }
 
 /// Longest in-flight work (request handlers computing their acks, disconnect handlers,
@@ -267,6 +276,10 @@ pub struct LimitsConfig {
     pub max_payload_bytes: u64,
     /// Rooms a user may belong to.
     pub max_rooms_per_user: usize,
+    /// Namespace connections one user may hold at once over all nodes (a client app
+    /// usually opens one per namespace per device); past it a handshake gets
+    /// `too_many_connections`. 1 to 10000.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for DataplaneConfig {
@@ -299,6 +312,7 @@ impl Default for JwtConfig {
             issuer: None,
             audience: None,
             leeway: HumanDuration::from_secs(30),
+            expiry_notice: HumanDuration::from_secs(60),
         }
     }
 }
@@ -376,6 +390,7 @@ impl Default for LimitsConfig {
             abuse_window: HumanDuration::from_secs(10),
             max_payload_bytes: 64 * 1024,
             max_rooms_per_user: 500,
+            max_connections_per_user: 50,
         }
     }
 }
@@ -393,7 +408,9 @@ pub struct WebrtcConfig {
     /// The secret before the last rotation; coturn still accepts it, so credentials
     /// issued before a rotation keep working until they expire.
     pub turn_previous_secret: Option<String>,
-    /// Lifetime of issued TURN credentials.
+    /// Lifetime of issued TURN credentials. They cannot be revoked (coturn checks only
+    /// their signature and expiry), so this is how long a revoked user may still relay
+    /// with credentials fetched before the revocation. 1m to 7d.
     pub turn_ttl: HumanDuration,
 }
 
@@ -404,7 +421,8 @@ impl Default for WebrtcConfig {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_previous_secret: None,
-            turn_ttl: HumanDuration::from_secs(86_400),
+            // One hour, as the operator's default credentialTTL: see `turn_ttl`.
+            turn_ttl: HumanDuration::from_secs(3600),
         }
     }
 }
@@ -699,6 +717,7 @@ impl DataplaneConfig {
             "jwt.issuer" => self.jwt.issuer = opt(value),
             "jwt.audience" => self.jwt.audience = opt(value),
             "jwt.leeway" => self.jwt.leeway = dur(key, value)?,
+            "jwt.expiry_notice" => self.jwt.expiry_notice = dur(key, value)?,
             "admin_token" => self.admin_token = opt(value),
             "service_token" => self.service_token = opt(value),
             "server.drain_window" => self.server.drain_window = dur(key, value)?,
@@ -715,6 +734,9 @@ impl DataplaneConfig {
             "chat.max_edits" => self.chat.max_edits = num(key, value)?,
             "limits.max_rooms_per_user" => self.limits.max_rooms_per_user = num(key, value)?,
             "limits.max_payload_bytes" => self.limits.max_payload_bytes = num(key, value)?,
+            "limits.max_connections_per_user" => {
+                self.limits.max_connections_per_user = num(key, value)?
+            }
             "limits.abuse_threshold" => self.limits.abuse_threshold = num(key, value)?,
             "limits.abuse_window" => self.limits.abuse_window = dur(key, value)?,
             "webrtc.stun_urls" => self.webrtc.stun_urls = list(value),
@@ -902,6 +924,12 @@ impl DataplaneConfig {
             errors.push(err(
                 "limits.max_rooms_per_user",
                 "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=10_000).contains(&l.max_connections_per_user) {
+            errors.push(err(
+                "limits.max_connections_per_user",
+                "must be between 1 and 10000",
             ));
         }
         self.validate_webrtc(&mut errors);
@@ -1163,6 +1191,15 @@ impl DataplaneConfig {
 
     fn validate_jwt(&self, errors: &mut Vec<ConfigError>) {
         let j = &self.jwt;
+        if j.leeway.0 > std::time::Duration::from_secs(600) {
+            errors.push(err("jwt.leeway", "must be between 0s and 10m"));
+        }
+        let notice = j.expiry_notice.0;
+        if notice < std::time::Duration::from_secs(1)
+            || notice > std::time::Duration::from_secs(3600)
+        {
+            errors.push(err("jwt.expiry_notice", "must be between 1s and 1h"));
+        }
         let alg = j.algorithm.as_str();
         if !JWT_ALGORITHMS.contains(&alg) {
             errors.push(err(
@@ -1206,6 +1243,33 @@ impl DataplaneConfig {
     /// True when no Redis is configured: one node, state in memory.
     pub fn embedded(&self) -> bool {
         self.redis.url.is_none()
+    }
+
+    /// True when a key to check tokens with is configured.
+    pub fn has_jwt_key(&self) -> bool {
+        self.jwt.secret.is_some() || self.jwt.public_key_file.is_some()
+    }
+
+    /// [`Self::validate`] plus what a socket node (`switchboard serve`) needs on top: in
+    /// shared mode a configured JWT key. Only an embedded node may run on a generated dev
+    /// secret: nodes sharing a Redis would each make up their own, and a token signed by
+    /// one would be refused by the others.
+    pub fn validate_serve(&self) -> Result<(), ConfigErrors> {
+        let mut errors = self.validate().err().map(|e| e.0).unwrap_or_default();
+        if !self.embedded() && !self.has_jwt_key() {
+            errors.push(err(
+                "jwt.secret",
+                "shared mode (redis.url is set) needs a configured JWT key: set jwt.secret \
+                 (SWITCHBOARD_JWT_SECRET) for HS256/384/512 or jwt.public_key_file \
+                 (SWITCHBOARD_JWT_PUBLIC_KEY_FILE) for RS256/ES256/EdDSA; only embedded mode \
+                 generates a dev secret",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 }
 
@@ -1253,6 +1317,70 @@ mod tests {
     #[test]
     fn defaults_are_valid_with_a_secret() {
         mk_valid().validate().expect("defaults");
+    }
+
+    #[test]
+    fn token_lifetime_keys_have_defaults_env_and_bounds() {
+        let c = mk_valid();
+        assert_eq!(c.jwt.expiry_notice, HumanDuration::from_secs(60));
+        assert_eq!(c.jwt.leeway, HumanDuration::from_secs(30));
+        let mut c = mk_valid();
+        c.apply_env(|v| (v == "SWITCHBOARD_JWT_EXPIRY_NOTICE").then(|| "5s".into()))
+            .unwrap();
+        assert_eq!(c.jwt.expiry_notice, HumanDuration::from_secs(5));
+        c.validate().unwrap();
+        for bad in ["0s", "2h"] {
+            c.set("jwt.expiry_notice", bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "jwt.expiry_notice (SWITCHBOARD_JWT_EXPIRY_NOTICE): must be between 1s and 1h"
+                ),
+                "{bad}: {e}"
+            );
+        }
+        let mut c = mk_valid();
+        c.set("jwt.leeway", "1h").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("jwt.leeway"));
+    }
+
+    #[test]
+    fn connections_per_user_has_a_default_env_and_bounds() {
+        let mut c = mk_valid();
+        assert_eq!(c.limits.max_connections_per_user, 50);
+        c.apply_env(|v| (v == "SWITCHBOARD_MAX_CONNECTIONS_PER_USER").then(|| "3".into()))
+            .unwrap();
+        assert_eq!(c.limits.max_connections_per_user, 3);
+        c.validate().unwrap();
+        c.set("limits.max_connections_per_user", "0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_connections_per_user (SWITCHBOARD_MAX_CONNECTIONS_PER_USER)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shared_mode_needs_a_configured_jwt_key() {
+        let mut c = DataplaneConfig::default();
+        c.validate_serve()
+            .expect("embedded mode may run on a dev secret");
+        c.set("redis.url", "redis://127.0.0.1:6379").unwrap();
+        let e = c.validate_serve().unwrap_err().to_string();
+        for name in [
+            "jwt.secret",
+            "SWITCHBOARD_JWT_SECRET",
+            "jwt.public_key_file",
+            "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+        ] {
+            assert!(e.contains(name), "{name} missing from: {e}");
+        }
+        c.set("jwt.secret", &"k".repeat(32)).unwrap();
+        c.validate_serve().expect("shared mode with a key");
+        c.set("jwt.secret", "").unwrap();
+        c.set("jwt.public_key_file", "/etc/hostname").unwrap();
+        c.set("jwt.algorithm", "RS256").unwrap();
+        c.validate_serve().expect("shared mode with a public key");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Stores {
     pub devices: Arc<dyn crate::devices::DeviceStore>,
     pub preferences: Arc<dyn crate::preferences::PreferenceStore>,
     pub delivery: Arc<dyn crate::notifications::delivery::DeliveryStore>,
+    /// Connection leases per user (`limits.max_connections_per_user`).
+    pub conns: Arc<dyn crate::conns::ConnStore>,
 }
 
 impl Stores {
@@ -50,6 +52,7 @@ impl Stores {
             devices: Arc::new(crate::devices::MemoryDevices::default()),
             preferences: Arc::new(crate::preferences::MemoryPreferences::default()),
             delivery: Arc::new(crate::notifications::delivery::MemoryDelivery::default()),
+            conns: Arc::new(crate::conns::MemoryConns::default()),
         }
     }
 
@@ -73,6 +76,7 @@ impl Stores {
             delivery: Arc::new(crate::notifications::redis::RedisDelivery::new(
                 client.clone(),
             )),
+            conns: Arc::new(crate::conns::redis::RedisConns::new(client.clone())),
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Inner {
     pub redis: Option<fred::clients::Client>,
     /// Graceful drain: readiness, refused handshakes, handlers in flight.
     pub drain: crate::drain::Drain,
+    /// This node's connection leases, renewed in the background (see `conns`).
+    pub leases: Arc<crate::conns::Leases>,
     /// Set once the Socket.IO server exists (it needs the app as its state first).
     hub: OnceLock<Arc<dyn Hub>>,
     /// Where `POST /api/v1/notifications` sends (Kafka, or this node's dispatcher).
@@ -135,6 +141,7 @@ impl App {
             presence,
             redis,
             drain: crate::drain::Drain::default(),
+            leases: Arc::default(),
             hub: OnceLock::new(),
             intake: OnceLock::new(),
             calls: OnceLock::new(),

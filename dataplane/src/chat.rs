@@ -111,6 +111,7 @@ pub async fn admit<A: Adapter>(
         async move |s: SocketRef<A>,
                     State(app): State<App>,
                     Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             let conn = handler::conn_id(&app, &s.id);
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
@@ -123,8 +124,10 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-/// Connect handler of /chat: everything happened in [`admit`].
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+/// Connect handler of /chat: admission happened in [`admit`]; the token's clock starts.
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 // === rooms ===
 

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::auth::now_secs;
 use crate::auth::revocation::Target;
+use crate::auth::{MAX_REVOCABLE_ID_BYTES, now_secs};
 use crate::hub::{CHAT, session_room, token_room, user_room};
 use crate::ids;
 use crate::metrics::Metrics;
@@ -197,7 +197,7 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
     if !ids::valid_tenant(&req.tenant) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid tenant");
     }
-    let bounded = |s: &String| !s.is_empty() && s.len() <= 128;
+    let bounded = |s: &String| !s.is_empty() && s.len() <= MAX_REVOCABLE_ID_BYTES;
     let (target, room) = match (&req.jti, &req.sid, &req.user_id) {
         (Some(j), None, None) if bounded(j) => (Target::Jti(j.clone()), token_room(&req.tenant, j)),
         (None, Some(s), None) if bounded(s) => {

@@ -96,6 +96,9 @@ pub struct Metrics {
     /// Redis `INFO memory`: used_memory and maxmemory (0: no limit).
     pub redis_used_memory: Gauge,
     pub redis_max_memory: Gauge,
+    /// Connections whose token expiry this node follows (one task each; see
+    /// `auth::lifetime`): back to the connection count once closed sockets are dropped.
+    pub token_clocks: Gauge,
 }
 
 impl Default for Metrics {
@@ -237,6 +240,12 @@ impl Metrics {
             prometheus_client::registry::Unit::Bytes,
             redis_max_memory.clone(),
         );
+        let token_clocks = Gauge::default();
+        reg.register(
+            "token_clocks",
+            "Connections whose token expiry this node follows",
+            token_clocks.clone(),
+        );
         Self {
             registry: Arc::new(reg),
             connections,
@@ -260,6 +269,7 @@ impl Metrics {
             redis_up,
             redis_used_memory,
             redis_max_memory,
+            token_clocks,
         }
     }
 

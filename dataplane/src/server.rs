@@ -190,6 +190,11 @@ fn finish<A: Adapter>(
 ) -> (App, axum::Router, Arc<dyn Sessions>) {
     app.set_hub(Arc::new(io.clone()));
     app.presence.spawn();
+    crate::conns::spawn_renewal(
+        app.stores.conns.clone(),
+        app.leases.clone(),
+        app.config.presence.heartbeat_ttl.0,
+    );
     if let Some(calls) = app.calls() {
         calls.spawn(app.clone());
     }

@@ -206,3 +206,34 @@ fn serve_refuses_to_start_when_the_call_history_database_does_not_answer() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn shared_mode_without_a_jwt_key_refuses_to_start_naming_the_keys() {
+    // Nothing needs to listen at the Redis URL: the node must stop before connecting.
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "shared mode started without a key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "jwt.secret",
+        "SWITCHBOARD_JWT_SECRET",
+        "jwt.public_key_file",
+        "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+    ] {
+        assert!(err.contains(name), "{name} not named: {err}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("SWITCHBOARD_JWT_SECRET="),
+        "a dev secret was generated: {stdout}"
+    );
+
+    // `config check` applies the same rule.
+    let file = write("shared.yaml", "redis:\n  url: redis://127.0.0.1:1\n");
+    let out = bin().args(["config", "check"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHBOARD_JWT_PUBLIC_KEY_FILE"));
+}

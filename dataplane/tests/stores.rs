@@ -36,20 +36,9 @@ use switchboard_dataplane::typing::{MemoryTyping, TypingStore, Typist};
 
 /// A connected client, `None` when the Redis tests are skipped.
 async fn redis() -> Result<Option<Client>> {
-    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_default();
-    if url.is_empty() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            bail!(
-                "SWITCHBOARD_TEST_REDIS_URL is not set and CI=true: run `tests/env/envctl up redis` \
-                 and `source tests/.state/env` before the tests"
-            );
-        }
-        eprintln!(
-            "skip: SWITCHBOARD_TEST_REDIS_URL is not set (run `tests/env/envctl up redis` and \
-             `source tests/.state/env` to run the Redis stores)"
-        );
+    let Some(url) = switchboard_smoke::endpoint("SWITCHBOARD_TEST_REDIS_URL") else {
         return Ok(None);
-    }
+    };
     let mut config = Config::from_url(&url)?;
     config.version = RespVersion::RESP3;
     let client = Builder::from_config(config).build()?;

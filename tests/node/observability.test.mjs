@@ -27,7 +27,7 @@ import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import { closeAll, connectUser, fails, ok, waitFor } from './lib/client.mjs';
-import { BIN, freePort, LOG_DIR, randomId, REPO, startNode, startProcess, stopAll } from './lib/server.mjs';
+import { BIN, freePort, LOG_DIR, randomId, REPO, services, startNode, startProcess, stopAll } from './lib/server.mjs';
 
 const RUN = randomId(4);
 const TENANT = `obs-${RUN}`;
@@ -41,25 +41,19 @@ const RULE_TESTS = join(REPO, 'tests/observability/rules.test.yaml');
 const BIN_DIR = dirname(BIN);
 
 const env = process.env;
-const NEEDS = {
-  SWITCHBOARD_TEST_PROMETHEUS: 'tests/env/envctl up prometheus',
-  SWITCHBOARD_TEST_PROMTOOL: 'tests/env/envctl up prometheus',
-  SWITCHBOARD_TEST_DASHBOARD_CHECK: 'tests/env/envctl up prometheus',
-  SWITCHBOARD_TEST_REDIS_URL: 'tests/env/envctl up redis',
-  SWITCHBOARD_TEST_KAFKA_BROKERS: 'tests/env/envctl up kafka',
-  SWITCHBOARD_TEST_KUBECTL: 'tests/env/envctl up etcd kube_apiserver kube_controller_manager kube_scheduler kwok',
-  KUBECONFIG: 'tests/env/envctl up kube_apiserver',
-};
-const missing = Object.keys(NEEDS).filter((k) => !env[k]);
+const NEEDS = [
+  'SWITCHBOARD_TEST_PROMETHEUS',
+  'SWITCHBOARD_TEST_PROMTOOL',
+  'SWITCHBOARD_TEST_DASHBOARD_CHECK',
+  'SWITCHBOARD_TEST_REDIS_URL',
+  'SWITCHBOARD_TEST_KAFKA_BROKERS',
+  'SWITCHBOARD_TEST_KUBECTL',
+  'KUBECONFIG',
+];
+const WHY = 'Prometheus, promtool and the dashboard check (component prometheus) watch nodes on Redis and Kafka and the operator on the API server';
 
 /** Skip (by hand) or fail (CI) when the environment lacks what this file needs. */
-function need(t) {
-  if (missing.length === 0) return true;
-  const why = missing.map((k) => `${k} (${NEEDS[k]})`).join(', ');
-  assert.notEqual(env.CI, 'true', `not set: ${why}`);
-  t.skip(`not set: ${why}`);
-  return false;
-}
+const need = (t) => services(t, NEEDS, WHY) !== null;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const kubectl = (args, input) => run(env.SWITCHBOARD_TEST_KUBECTL, args, input);
@@ -170,7 +164,7 @@ async function startPrometheus() {
 }
 
 before(async () => {
-  if (missing.length > 0) return;
+  if (!services(null, NEEDS, WHY)) return;
   mkdirSync(LOG_DIR, { recursive: true });
   tmp = mkdtempSync(join(tmpdir(), `switchboard-obs-${RUN}-`));
   fcm = await startFakeFcm();

@@ -1,4 +1,4 @@
-//! Arbitrary JSON to every /chat event: every answer is a well-formed ack with a
+//! Arbitrary JSON to every /chat event (and `auth:refresh`, on every namespace): every answer is a well-formed ack with a
 //! protocol error code, and the node keeps serving.
 
 use serde_json::json;
@@ -26,6 +26,7 @@ const EVENTS: &[&str] = &[
     "message:delete",
     "message:react",
     "message:thread",
+    "auth:refresh",
 ];
 
 /// Keys /chat payloads use, so random objects often hit a real field.
@@ -46,6 +47,7 @@ const KEYS: &[&str] = &[
     "thread_root",
     "root_seq",
     "after_seq",
+    "token",
 ];
 
 #[tokio::test]

@@ -6,8 +6,10 @@ mod support;
 
 mod auth_matrix;
 mod changes;
+mod conns;
 mod flows;
 mod fuzz;
+mod lifetime;
 mod limits;
 mod multinode;
 mod presence;

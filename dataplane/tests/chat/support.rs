@@ -39,18 +39,7 @@ pub fn mk_config() -> DataplaneConfig {
 /// Redis for multi-node tests: `SWITCHBOARD_TEST_REDIS_URL`. Missing: fail under CI,
 /// skip (None) otherwise.
 pub fn redis_url() -> Option<String> {
-    match std::env::var("SWITCHBOARD_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "SWITCHBOARD_TEST_REDIS_URL is not set: run tests/env/envctl up redis and source tests/.state/env"
-            )
-        }
-        _ => {
-            eprintln!("skipped: SWITCHBOARD_TEST_REDIS_URL is not set (tests/env/envctl up redis)");
-            None
-        }
-    }
+    switchboard_smoke::endpoint("SWITCHBOARD_TEST_REDIS_URL")
 }
 
 pub async fn start(config: DataplaneConfig) -> Node {
@@ -562,7 +551,9 @@ pub fn arb_payload(
     })
 }
 
-/// An ack is `{ok: true, data}` or `{ok: false, error: {code, message}}` with a known code.
+/// An ack is `{ok: true, data}` or `{ok: false, error: {code, message}}` with a known code
+/// that blames the request: the stores are up while fuzzing, so `unavailable` or
+/// `internal` for a payload means bad input reached a fault path.
 pub fn assert_ack(event: &str, payload: &Value, ack: &Value) {
     match ack["ok"].as_bool() {
         Some(true) => assert!(ack.get("data").is_some(), "{event} {payload} → {ack}"),
@@ -571,6 +562,10 @@ pub fn assert_ack(event: &str, payload: &Value, ack: &Value) {
             assert!(
                 CODES.contains(&code),
                 "{event} {payload} → unknown code in {ack}"
+            );
+            assert!(
+                !["unavailable", "internal"].contains(&code),
+                "{event} {payload} → a server fault for a client's payload: {ack}"
             );
             assert!(
                 ack["error"]["message"].is_string(),

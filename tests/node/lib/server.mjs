@@ -3,6 +3,7 @@
 // an `after` hook); a last-resort `exit` handler kills whatever is left, so a crashed
 // test run does not leave servers behind.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
@@ -197,4 +198,19 @@ export async function revoke(node, body, adminToken = node.adminToken) {
     json = text;
   }
   return { status: res.status, body: json };
+}
+
+/**
+ * The test environment's endpoints `names` (written by `tests/env/envctl up`), or null when
+ * one is missing. The one rule of every suite: under CI=true a missing endpoint fails (a
+ * CI run never passes by skipping); elsewhere `t`, when given, is skipped saying `why` and
+ * the command that starts the services.
+ */
+export function services(t, names, why) {
+  const missing = names.filter((n) => !process.env[n]);
+  if (!missing.length) return names.map((n) => process.env[n]);
+  const text = `${missing.join(' and ')} not set: ${why}; run \`tests/env/envctl up\` then \`source tests/.state/env\``;
+  if (process.env.CI === 'true') assert.fail(text);
+  t?.skip(text);
+  return null;
 }
