@@ -421,12 +421,7 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
     );
     bob.ok("call:hangup", json!({ "call_id": id2 })).await;
     // What operators see: reports, their issues by kind, calls ended by reason.
-    let metrics = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     for line in [
         "switchboard_call_quality_reports_total 1",
         "switchboard_call_quality_issues_total{kind=\"high_latency\"} 1",

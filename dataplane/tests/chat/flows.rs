@@ -393,14 +393,7 @@ async fn health_metrics_and_room_limit() {
         http.get(node.url("/readyz")).send().await.unwrap().status(),
         200
     );
-    let m = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = node.metrics().await;
     assert!(
         m.contains("switchboard_connections{socketio_namespace=\"/chat\"} 1"),
         "{m}"
