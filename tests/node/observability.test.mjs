@@ -94,6 +94,9 @@ async function startFakeFcm() {
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`switchboard-fake-fcm exited ${code} (cargo build --workspace)`)));
   });
+  // Not one of server.mjs's children (it answers HTTP/2 only, no health URL for fetch):
+  // killed here if this process ends without `after`.
+  process.on('exit', () => child.kill('SIGKILL'));
   return { child, ...JSON.parse(line) };
 }
 
