@@ -356,12 +356,19 @@ test('promtool checks the rules and runs their unit tests', async (t) => {
   assert.match(checked, /SUCCESS: 9 rules found/);
   const tested = await run(env.SWITCHBOARD_TEST_PROMTOOL, ['test', 'rules', RULE_TESTS]);
   assert.match(tested, /SUCCESS/);
-  // Every alert of the rule file has firing and quiet cases in the unit tests.
+  // Every alert of the rule file has firing and quiet cases in the unit tests, and a
+  // runbook section that its runbook_url points at.
   const tests = readFileSync(RULE_TESTS, 'utf8');
-  for (const [, name] of readFileSync(RULES, 'utf8').matchAll(/- alert: (\w+)/g)) {
+  const rules = readFileSync(RULES, 'utf8');
+  const runbook = readFileSync(join(REPO, 'docs/runbook.md'), 'utf8');
+  const names = [...rules.matchAll(/- alert: (\w+)/g)].map((m) => m[1]);
+  assert.equal(names.length, 9);
+  for (const name of names) {
     const cases = [...tests.matchAll(new RegExp(`alertname: ${name}\\n\\s+exp_alerts:(.*)`, 'g'))].map((m) => m[1].trim());
     assert.ok(cases.includes('[]'), `${name}: no case where it stays quiet`);
     assert.ok(cases.includes(''), `${name}: no case where it fires`);
+    assert.match(runbook, new RegExp(`^## ${name}$`, 'm'), `docs/runbook.md has no section for ${name}`);
+    assert.ok(rules.includes(`docs/runbook.md#${name.toLowerCase()}"`), `${name}: runbook_url is not docs/runbook.md#${name.toLowerCase()}`);
   }
 });
 
