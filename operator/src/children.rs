@@ -170,6 +170,7 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
     )?;
     push("Service", Desired::of(&socket::service(rc, &names)))?;
     push("Service", Desired::of(&socket::headless_service(&names)))?;
+    push("Service", Desired::of(&socket::internal_service(&names)))?;
     push("PodDisruptionBudget", Desired::of(&socket::pdb(rc, &names)))?;
     if let Some(hpa) = socket::hpa(rc, &names) {
         push("HorizontalPodAutoscaler", Desired::of(&hpa))?;
@@ -370,9 +371,37 @@ mod tests {
                 "Deployment/chat-socket",
                 "Service/chat-socket",
                 "Service/chat-socket-headless",
+                "Service/chat-internal",
                 "PodDisruptionBudget/chat-socket",
             ]
         );
+        // The public Service carries Socket.IO only; the internal APIs have their own
+        // ClusterIP Service and container port.
+        let object = |label: &str| &d.iter().find(|c| c.label() == label).unwrap().object;
+        let port_names = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            port_names(&object("Service/chat-socket")["spec"]["ports"]),
+            ["http"]
+        );
+        let internal = &object("Service/chat-internal")["spec"];
+        assert_eq!(internal["type"], "ClusterIP");
+        assert_eq!(internal["ports"][0]["port"], 9090);
+        assert_eq!(
+            port_names(
+                &object("Deployment/chat-socket")["spec"]["template"]["spec"]["containers"][0]["ports"]
+            ),
+            ["http", "internal"]
+        );
+        let config = object("ConfigMap/chat-config")["data"][config::CONFIG_KEY]
+            .as_str()
+            .unwrap();
+        assert!(config.contains("internal_listen: 0.0.0.0:9090"), "{config}");
         for child in &d {
             let owners = &child.object["metadata"]["ownerReferences"];
             assert_eq!(owners[0]["uid"], "0000-uid", "{}", child.label());
@@ -430,6 +459,24 @@ mod tests {
                 .iter()
                 .any(|p| p["name"] == pm.object["spec"]["podMetricsEndpoints"][0]["port"]),
             "{ports:?}"
+        );
+        // The ServiceMonitor scrapes a port the metrics Service has: the internal one.
+        let sm = d
+            .iter()
+            .find(|c| c.resource.kind == "ServiceMonitor")
+            .unwrap();
+        let scraped = &sm.object["spec"]["endpoints"][0]["port"];
+        assert_eq!(scraped, "internal");
+        let headless = d
+            .iter()
+            .find(|c| c.label() == "Service/chat-socket-headless")
+            .unwrap();
+        assert!(
+            headless.object["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| &p["name"] == scraped)
         );
         // No workers, no PodMonitor.
         let mut no_workers = rc.clone();

@@ -67,7 +67,8 @@ pub fn service_monitor(names: &Names) -> Desired {
         "spec": {
             "selector": {"matchLabels": selector},
             "namespaceSelector": {"matchNames": [names.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            // The nodes serve /metrics on their internal port (server.internal_listen).
+            "endpoints": [{"port": "internal", "path": "/metrics", "interval": "30s"}],
         }
     });
     Desired {
