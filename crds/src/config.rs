@@ -29,10 +29,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_JWT_ALGORITHM", "jwt.algorithm"),
     ("SWITCHBOARD_JWT_ISSUER", "jwt.issuer"),
     ("SWITCHBOARD_JWT_AUDIENCE", "jwt.audience"),
+    ("SWITCHBOARD_JWT_EXPIRY_NOTICE", "jwt.expiry_notice"),
     ("SWITCHBOARD_ADMIN_TOKEN", "admin_token"),
     ("SWITCHBOARD_SERVICE_TOKEN", "service_token"),
     ("SWITCHBOARD_DRAIN_WINDOW", "server.drain_window"),
     ("SWITCHBOARD_RECONNECT_GRACE", "server.reconnect_grace"),
+    ("SWITCHBOARD_INTERNAL_LISTEN", "server.internal_listen"),
     ("SWITCHBOARD_TYPING_TIMEOUT", "chat.typing_timeout"),
     ("SWITCHBOARD_IDLE_TIMEOUT", "presence.idle_timeout"),
     ("SWITCHBOARD_HEARTBEAT_TTL", "presence.heartbeat_ttl"),
@@ -46,6 +48,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "limits.max_rooms_per_user",
     ),
     ("SWITCHBOARD_MAX_PAYLOAD_BYTES", "limits.max_payload_bytes"),
+    (
+        "SWITCHBOARD_MAX_CONNECTIONS_PER_USER",
+        "limits.max_connections_per_user",
+    ),
     ("SWITCHBOARD_STUN_URLS", "webrtc.stun_urls"),
     ("SWITCHBOARD_TURN_URLS", "webrtc.turn_urls"),
     ("SWITCHBOARD_TURN_SECRET", "webrtc.turn_secret"),
@@ -147,8 +153,12 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
     pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`.
+    /// Clock skew tolerated on `exp` and `nbf`. A live connection whose token was not
+    /// refreshed is closed at `exp` plus this. At most 10m.
     pub leeway: HumanDuration,
+    /// How long before its token's `exp` a live connection is told `auth:expiring`, so
+    /// the client can send `auth:refresh` in time. 1s to 1h.
+    pub expiry_notice: HumanDuration,
 }
 
 /// Longest in-flight work (request handlers computing their acks, disconnect handlers,
@@ -170,6 +180,12 @@ pub struct ServerConfig {
     /// this long: its presence devices stay (no offline flap) and a call it is in waits at
     /// least this long for it (instead of `calls.disconnect_grace` alone). 1s to 10m.
     pub reconnect_grace: HumanDuration,
+    /// A second address (IP:PORT) for `/metrics`, `/admin/*` and `/api/*`; when set, the
+    /// `listen` port serves only Socket.IO, `/healthz` and `/readyz`, so the public
+    /// Service and the Ingress never expose the operators' and backends' APIs. Unset:
+    /// everything on `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -177,6 +193,7 @@ impl Default for ServerConfig {
         Self {
             drain_window: HumanDuration::from_secs(10),
             reconnect_grace: HumanDuration::from_secs(30),
+            internal_listen: None,
         }
     }
 }
@@ -267,6 +284,10 @@ pub struct LimitsConfig {
     pub max_payload_bytes: u64,
     /// Rooms a user may belong to.
     pub max_rooms_per_user: usize,
+    /// Namespace connections one user may hold at once over all nodes (a client app
+    /// usually opens one per namespace per device); past it a handshake gets
+    /// `too_many_connections`. 1 to 10000.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for DataplaneConfig {
@@ -299,6 +320,7 @@ impl Default for JwtConfig {
             issuer: None,
             audience: None,
             leeway: HumanDuration::from_secs(30),
+            expiry_notice: HumanDuration::from_secs(60),
         }
     }
 }
@@ -376,6 +398,7 @@ impl Default for LimitsConfig {
             abuse_window: HumanDuration::from_secs(10),
             max_payload_bytes: 64 * 1024,
             max_rooms_per_user: 500,
+            max_connections_per_user: 50,
         }
     }
 }
@@ -393,7 +416,9 @@ pub struct WebrtcConfig {
     /// The secret before the last rotation; coturn still accepts it, so credentials
     /// issued before a rotation keep working until they expire.
     pub turn_previous_secret: Option<String>,
-    /// Lifetime of issued TURN credentials.
+    /// Lifetime of issued TURN credentials. They cannot be revoked (coturn checks only
+    /// their signature and expiry), so this is how long a revoked user may still relay
+    /// with credentials fetched before the revocation. 1m to 7d.
     pub turn_ttl: HumanDuration,
 }
 
@@ -404,7 +429,8 @@ impl Default for WebrtcConfig {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_previous_secret: None,
-            turn_ttl: HumanDuration::from_secs(86_400),
+            // One hour, as the operator's default credentialTTL: see `turn_ttl`.
+            turn_ttl: HumanDuration::from_secs(3600),
         }
     }
 }
@@ -699,10 +725,12 @@ impl DataplaneConfig {
             "jwt.issuer" => self.jwt.issuer = opt(value),
             "jwt.audience" => self.jwt.audience = opt(value),
             "jwt.leeway" => self.jwt.leeway = dur(key, value)?,
+            "jwt.expiry_notice" => self.jwt.expiry_notice = dur(key, value)?,
             "admin_token" => self.admin_token = opt(value),
             "service_token" => self.service_token = opt(value),
             "server.drain_window" => self.server.drain_window = dur(key, value)?,
             "server.reconnect_grace" => self.server.reconnect_grace = dur(key, value)?,
+            "server.internal_listen" => self.server.internal_listen = opt(value),
             "chat.typing_timeout" => self.chat.typing_timeout = dur(key, value)?,
             "presence.idle_timeout" => self.presence.idle_timeout = dur(key, value)?,
             "presence.heartbeat_ttl" => self.presence.heartbeat_ttl = dur(key, value)?,
@@ -715,6 +743,9 @@ impl DataplaneConfig {
             "chat.max_edits" => self.chat.max_edits = num(key, value)?,
             "limits.max_rooms_per_user" => self.limits.max_rooms_per_user = num(key, value)?,
             "limits.max_payload_bytes" => self.limits.max_payload_bytes = num(key, value)?,
+            "limits.max_connections_per_user" => {
+                self.limits.max_connections_per_user = num(key, value)?
+            }
             "limits.abuse_threshold" => self.limits.abuse_threshold = num(key, value)?,
             "limits.abuse_window" => self.limits.abuse_window = dur(key, value)?,
             "webrtc.stun_urls" => self.webrtc.stun_urls = list(value),
@@ -822,6 +853,21 @@ impl DataplaneConfig {
         {
             errors.push(err("server.reconnect_grace", "must be between 1s and 10m"));
         }
+        if let Some(internal) = &s.internal_listen {
+            match internal.parse::<SocketAddr>() {
+                Err(_) => errors.push(err(
+                    "server.internal_listen",
+                    format!("{internal:?} is not an address; expected IP:PORT such as 0.0.0.0:9090"),
+                )),
+                Ok(a) if a.port() != 0 && self.listen.parse::<SocketAddr>().is_ok_and(|l| l.port() == a.port()) => {
+                    errors.push(err(
+                        "server.internal_listen",
+                        format!("{internal} uses the port of listen ({}); the internal APIs need their own", self.listen),
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
         let c = &self.chat;
         if c.typing_timeout.0.as_millis() < 500 || c.typing_timeout.0.as_secs() > 300 {
             errors.push(err("chat.typing_timeout", "must be between 500ms and 5m"));
@@ -902,6 +948,12 @@ impl DataplaneConfig {
             errors.push(err(
                 "limits.max_rooms_per_user",
                 "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=10_000).contains(&l.max_connections_per_user) {
+            errors.push(err(
+                "limits.max_connections_per_user",
+                "must be between 1 and 10000",
             ));
         }
         self.validate_webrtc(&mut errors);
@@ -1163,6 +1215,15 @@ impl DataplaneConfig {
 
     fn validate_jwt(&self, errors: &mut Vec<ConfigError>) {
         let j = &self.jwt;
+        if j.leeway.0 > std::time::Duration::from_secs(600) {
+            errors.push(err("jwt.leeway", "must be between 0s and 10m"));
+        }
+        let notice = j.expiry_notice.0;
+        if notice < std::time::Duration::from_secs(1)
+            || notice > std::time::Duration::from_secs(3600)
+        {
+            errors.push(err("jwt.expiry_notice", "must be between 1s and 1h"));
+        }
         let alg = j.algorithm.as_str();
         if !JWT_ALGORITHMS.contains(&alg) {
             errors.push(err(
@@ -1206,6 +1267,33 @@ impl DataplaneConfig {
     /// True when no Redis is configured: one node, state in memory.
     pub fn embedded(&self) -> bool {
         self.redis.url.is_none()
+    }
+
+    /// True when a key to check tokens with is configured.
+    pub fn has_jwt_key(&self) -> bool {
+        self.jwt.secret.is_some() || self.jwt.public_key_file.is_some()
+    }
+
+    /// [`Self::validate`] plus what a socket node (`switchboard serve`) needs on top: in
+    /// shared mode a configured JWT key. Only an embedded node may run on a generated dev
+    /// secret: nodes sharing a Redis would each make up their own, and a token signed by
+    /// one would be refused by the others.
+    pub fn validate_serve(&self) -> Result<(), ConfigErrors> {
+        let mut errors = self.validate().err().map(|e| e.0).unwrap_or_default();
+        if !self.embedded() && !self.has_jwt_key() {
+            errors.push(err(
+                "jwt.secret",
+                "shared mode (redis.url is set) needs a configured JWT key: set jwt.secret \
+                 (SWITCHBOARD_JWT_SECRET) for HS256/384/512 or jwt.public_key_file \
+                 (SWITCHBOARD_JWT_PUBLIC_KEY_FILE) for RS256/ES256/EdDSA; only embedded mode \
+                 generates a dev secret",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 }
 
@@ -1253,6 +1341,70 @@ mod tests {
     #[test]
     fn defaults_are_valid_with_a_secret() {
         mk_valid().validate().expect("defaults");
+    }
+
+    #[test]
+    fn token_lifetime_keys_have_defaults_env_and_bounds() {
+        let c = mk_valid();
+        assert_eq!(c.jwt.expiry_notice, HumanDuration::from_secs(60));
+        assert_eq!(c.jwt.leeway, HumanDuration::from_secs(30));
+        let mut c = mk_valid();
+        c.apply_env(|v| (v == "SWITCHBOARD_JWT_EXPIRY_NOTICE").then(|| "5s".into()))
+            .unwrap();
+        assert_eq!(c.jwt.expiry_notice, HumanDuration::from_secs(5));
+        c.validate().unwrap();
+        for bad in ["0s", "2h"] {
+            c.set("jwt.expiry_notice", bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "jwt.expiry_notice (SWITCHBOARD_JWT_EXPIRY_NOTICE): must be between 1s and 1h"
+                ),
+                "{bad}: {e}"
+            );
+        }
+        let mut c = mk_valid();
+        c.set("jwt.leeway", "1h").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("jwt.leeway"));
+    }
+
+    #[test]
+    fn connections_per_user_has_a_default_env_and_bounds() {
+        let mut c = mk_valid();
+        assert_eq!(c.limits.max_connections_per_user, 50);
+        c.apply_env(|v| (v == "SWITCHBOARD_MAX_CONNECTIONS_PER_USER").then(|| "3".into()))
+            .unwrap();
+        assert_eq!(c.limits.max_connections_per_user, 3);
+        c.validate().unwrap();
+        c.set("limits.max_connections_per_user", "0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_connections_per_user (SWITCHBOARD_MAX_CONNECTIONS_PER_USER)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shared_mode_needs_a_configured_jwt_key() {
+        let mut c = DataplaneConfig::default();
+        c.validate_serve()
+            .expect("embedded mode may run on a dev secret");
+        c.set("redis.url", "redis://127.0.0.1:6379").unwrap();
+        let e = c.validate_serve().unwrap_err().to_string();
+        for name in [
+            "jwt.secret",
+            "SWITCHBOARD_JWT_SECRET",
+            "jwt.public_key_file",
+            "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+        ] {
+            assert!(e.contains(name), "{name} missing from: {e}");
+        }
+        c.set("jwt.secret", &"k".repeat(32)).unwrap();
+        c.validate_serve().expect("shared mode with a key");
+        c.set("jwt.secret", "").unwrap();
+        c.set("jwt.public_key_file", "/etc/hostname").unwrap();
+        c.set("jwt.algorithm", "RS256").unwrap();
+        c.validate_serve().expect("shared mode with a public key");
     }
 
     #[test]
@@ -1404,6 +1556,33 @@ mod tests {
         );
         ok.set("redis.url", "redis://127.0.0.1:6379").unwrap();
         ok.validate().expect("valid");
+    }
+
+    #[test]
+    fn internal_listen_is_an_address_with_its_own_port() {
+        let mut c = mk_valid();
+        assert_eq!(c.server.internal_listen, None, "off by default");
+        c.apply_env(|v| (v == "SWITCHBOARD_INTERNAL_LISTEN").then(|| "0.0.0.0:9090".into()))
+            .unwrap();
+        assert_eq!(c.server.internal_listen.as_deref(), Some("0.0.0.0:9090"));
+        c.validate().expect("its own port");
+        for bad in ["9090", "localhost:9090"] {
+            c.set("server.internal_listen", bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("server.internal_listen (SWITCHBOARD_INTERNAL_LISTEN)"),
+                "{e}"
+            );
+        }
+        c.set("listen", "0.0.0.0:3000").unwrap();
+        c.set("server.internal_listen", "127.0.0.1:3000").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("uses the port of listen"), "{e}");
+        c.set("server.internal_listen", "").unwrap();
+        assert_eq!(
+            c.server.internal_listen, None,
+            "an empty value turns it off"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Stores {
     pub delivery: Arc<dyn crate::notifications::delivery::DeliveryStore>,
     /// What changed in which room, for `sync:get`.
     pub changes: Arc<dyn crate::sync::ChangeIndex>,
+    /// Connection leases per user (`limits.max_connections_per_user`).
+    pub conns: Arc<dyn crate::conns::ConnStore>,
 }
 
 impl Stores {
@@ -53,6 +55,7 @@ impl Stores {
             preferences: Arc::new(crate::preferences::MemoryPreferences::default()),
             delivery: Arc::new(crate::notifications::delivery::MemoryDelivery::default()),
             changes: Arc::new(crate::sync::MemoryChanges::default()),
+            conns: Arc::new(crate::conns::MemoryConns::default()),
         }
     }
 
@@ -77,6 +80,7 @@ impl Stores {
                 client.clone(),
             )),
             changes: Arc::new(crate::sync::redis::RedisChanges::new(client.clone())),
+            conns: Arc::new(crate::conns::redis::RedisConns::new(client.clone())),
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Inner {
     pub redis: Option<fred::clients::Client>,
     /// Graceful drain: readiness, refused handshakes, handlers in flight.
     pub drain: crate::drain::Drain,
+    /// This node's connection leases, renewed in the background (see `conns`).
+    pub leases: Arc<crate::conns::Leases>,
     /// Set once the Socket.IO server exists (it needs the app as its state first).
     hub: OnceLock<Arc<dyn Hub>>,
     /// Where `POST /api/v1/notifications` sends (Kafka, or this node's dispatcher).
@@ -139,6 +145,7 @@ impl App {
             presence,
             redis,
             drain: crate::drain::Drain::default(),
+            leases: Arc::default(),
             hub: OnceLock::new(),
             intake: OnceLock::new(),
             calls: OnceLock::new(),
@@ -154,6 +161,7 @@ impl App {
     /// handlers run: the hub is set before the listener accepts).
     pub async fn emit(&self, ns: &str, room: String, event: &'static str, data: Value) {
         if let Some(h) = self.0.hub.get() {
+            self.0.metrics.broadcast(ns, event);
             h.emit(ns, room, event, data).await;
         }
     }

@@ -6,6 +6,7 @@
 //!                                  Revocations::check ◀┘ (jti, sid, user-before-time)
 //! ```
 
+pub mod lifetime;
 pub mod revocation;
 
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub enum AuthError {
     Revoked(&'static str),
     #[error("tenant_required: the token has no tenant claim")]
     TenantRequired,
+    /// The user holds `limits.max_connections_per_user` connections already.
+    #[error("too_many_connections: this user holds {0} connections already, the most allowed")]
+    TooManyConnections(usize),
     /// The token could not be checked (storage down): refused, never waved through.
     #[error("unauthorized: the server cannot check tokens right now, retry later")]
     Unavailable,
@@ -40,6 +44,7 @@ impl AuthError {
             AuthError::Expired => "token_expired",
             AuthError::Revoked(_) => "token_revoked",
             AuthError::TenantRequired => "tenant_required",
+            AuthError::TooManyConnections(_) => "too_many_connections",
         }
     }
 }
@@ -79,6 +84,32 @@ pub struct Identity {
     /// Issued-at, used by "revoke every token of this user issued before T".
     pub iat: Option<u64>,
     pub exp: u64,
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// May a connection of this identity go on with `new` (a verified, refreshed token)?
+    /// Only for the same tenant and user, and the same login session when this one has
+    /// one.
+    pub fn check_refresh(&self, new: &Identity) -> Result<(), AuthError> {
+        if new.tenant != self.tenant {
+            return Err(AuthError::Unauthorized(
+                "the new token is for another tenant".into(),
+            ));
+        }
+        if new.user_id != self.user_id {
+            return Err(AuthError::Unauthorized(
+                "the new token is for another user".into(),
+            ));
+        }
+        if self.sid.is_some() && new.sid != self.sid {
+            return Err(AuthError::Unauthorized(
+                "the new token is for another login session".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Checks tokens against the one configured algorithm and key.
@@ -198,7 +229,10 @@ impl Verifier {
                 "sub claim has characters outside A-Z a-z 0-9 - _ . @ +".into(),
             ));
         }
-        let bounded = |s: Option<String>| s.filter(|s| !s.is_empty() && s.len() <= 128);
+        // A jti or sid that revocation could not name must not get in: refused, never
+        // dropped (a dropped jti would make the token impossible to revoke by its id).
+        let jti = revocable_id("jti", c.jti)?;
+        let sid = revocable_id("sid", c.sid)?;
         let name = c
             .name
             .map(|n| {
@@ -213,11 +247,34 @@ impl Verifier {
             tenant,
             user_id: c.sub,
             name,
-            jti: bounded(c.jti),
-            sid: bounded(c.sid),
+            jti,
+            sid,
             iat: c.iat,
             exp: c.exp,
         })
+    }
+}
+
+/// Longest `jti` or `sid` accepted, in bytes: the admin API revokes ids up to this long.
+pub const MAX_REVOCABLE_ID_BYTES: usize = 128;
+
+/// A `jti` or `sid` claim as revocation can name it: 1 to [`MAX_REVOCABLE_ID_BYTES`]
+/// bytes without control characters (they end up in Redis keys and room names).
+fn revocable_id(claim: &str, v: Option<String>) -> Result<Option<String>, AuthError> {
+    match v {
+        None => Ok(None),
+        Some(v)
+            if !v.is_empty()
+                && v.len() <= MAX_REVOCABLE_ID_BYTES
+                && !v.chars().any(char::is_control) =>
+        {
+            Ok(Some(v))
+        }
+        Some(v) => Err(AuthError::Unauthorized(format!(
+            "{claim} claim must be 1 to {MAX_REVOCABLE_ID_BYTES} bytes without control \
+             characters (it has {} bytes)",
+            v.len()
+        ))),
     }
 }
 
@@ -307,6 +364,57 @@ mod tests {
         let mut c = mk_claims();
         c.sub = "a:b".into();
         assert_eq!(verify(&cfg, &c).unwrap_err().code(), "unauthorized");
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_tenant_user_and_session() {
+        let cfg = mk_cfg();
+        let old = verify(&cfg, &mk_claims()).unwrap();
+        let mut c = mk_claims();
+        c.jti = Some("j2".into());
+        c.exp += 600;
+        old.check_refresh(&verify(&cfg, &c).unwrap()).unwrap();
+        for change in [
+            |c: &mut Claims| c.tenant = Some("globex".into()),
+            |c: &mut Claims| c.sub = "mallory".into(),
+            |c: &mut Claims| c.sid = Some("s2".into()),
+            |c: &mut Claims| c.sid = None,
+        ] {
+            let mut c = mk_claims();
+            change(&mut c);
+            let e = old.check_refresh(&verify(&cfg, &c).unwrap()).unwrap_err();
+            assert_eq!(e.code(), "unauthorized", "{c:?}");
+        }
+        // A connection without a session may go on with one.
+        let mut c = mk_claims();
+        c.sid = None;
+        let no_session = verify(&cfg, &c).unwrap();
+        no_session
+            .check_refresh(&verify(&cfg, &mk_claims()).unwrap())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_jti_or_sid_revocation_cannot_name_is_refused_not_dropped() {
+        let cfg = mk_cfg();
+        for (jti, sid) in [
+            (Some("j".repeat(129)), Some("s1".to_owned())),
+            (Some("j1".to_owned()), Some("s".repeat(129))),
+            (Some(String::new()), None),
+            (Some("a\nb".to_owned()), None),
+        ] {
+            let mut c = mk_claims();
+            c.jti = jti;
+            c.sid = sid;
+            let e = verify(&cfg, &c).unwrap_err();
+            assert_eq!(e.code(), "unauthorized", "{c:?}");
+        }
+        let mut c = mk_claims();
+        c.jti = Some("j".repeat(128));
+        c.sid = None;
+        let id = verify(&cfg, &c).unwrap();
+        assert_eq!(id.jti.as_deref().map(str::len), Some(128));
+        assert_eq!(id.sid, None);
     }
 
     #[test]

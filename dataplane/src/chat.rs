@@ -146,6 +146,7 @@ pub async fn admit<A: Adapter>(
         async move |s: SocketRef<A>,
                     State(app): State<App>,
                     Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             let conn = handler::conn_id(&app, &s.id);
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
@@ -158,8 +159,10 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-/// Connect handler of /chat: everything happened in [`admit`].
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+/// Connect handler of /chat: admission happened in [`admit`]; the token's clock starts.
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 // === rooms ===
 
@@ -606,6 +609,7 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             .await?;
         stop_typing(&cx.app, t, me, &message.room_id).await?;
         let out = json!({ "message": message });
+        cx.app.metrics.broadcast(CHAT, "message:new");
         if let Err(e) = cx
             .socket
             .to(chat_room(t, &message.room_id))
@@ -716,6 +720,7 @@ async fn apply_receipt<A: Adapter>(
         Kind::Delivered => ("receipt:delivered", delivered),
     };
     let out = json!({ "room_id": room_id, "user_id": me, "up_to_seq": pointer });
+    cx.app.metrics.broadcast(CHAT, event);
     if let Err(e) = cx.socket.to(room).emit(event, &out).await {
         tracing::warn!(error = %e, event, "receipt broadcast failed");
     }

@@ -22,7 +22,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a socket node (with no configuration: one node, in memory, dev JWT secret).
+    /// Run a socket node (with no configuration: one node, in memory, dev JWT secret;
+    /// with redis.url a JWT key must be configured).
     Serve(ServeArgs),
     /// Run a notification worker: Kafka `notifications` in; in-app, FCM, APNs, e-mail out
     /// (needs redis.url and notifications.kafka.brokers).
@@ -172,7 +173,7 @@ impl Cli {
                 let mut cfg = DataplaneConfig::from_file(&file)?;
                 // Check what a node would run with: the file plus SWITCHBOARD_* variables.
                 cfg.apply_env(|v| std::env::var(v).ok())?;
-                cfg.validate()?;
+                cfg.validate_serve()?;
                 println!("{}: ok", file.display());
                 Ok(())
             }
@@ -204,11 +205,14 @@ impl Cli {
             }
             Command::Serve(args) => {
                 let mut cfg = args.config.load()?;
-                let dev = cfg.jwt.secret.is_none() && cfg.jwt.public_key_file.is_none();
+                // Refuses shared mode without a key, before a dev secret could fill it in.
+                cfg.validate_serve()?;
+                let dev = !cfg.has_jwt_key();
                 if dev {
                     cfg.jwt.secret = Some(dev_secret());
+                    // The dev secret must suit the configured algorithm (HS*).
+                    cfg.validate()?;
                 }
-                cfg.validate()?;
                 crate::telemetry::init(&cfg.log_format);
                 let rt = tokio::runtime::Runtime::new()?;
                 rt.block_on(async move {
@@ -239,13 +243,9 @@ fn print_dev_banner(cfg: &DataplaneConfig, addr: std::net::SocketAddr) {
         sid: None,
     };
     let example = make_token(cfg, &args).unwrap_or_default();
-    let mode = if cfg.embedded() {
-        "embedded mode: one node, state in memory"
-    } else {
-        "shared mode: state in Redis"
-    };
+    // Only embedded mode gets here: shared mode refuses to start without a key.
     println!(
-        "switchboard on http://{addr} ({mode})\n\
+        "switchboard on http://{addr} (embedded mode: one node, state in memory)\n\
          No JWT key configured: generated a dev secret for this run.\n\
          Get a token:  SWITCHBOARD_JWT_SECRET={secret} switchboard token --sub alice --tenant acme --name Alice\n\
          Example token (alice@acme, 1h): {example}\n\

@@ -44,6 +44,8 @@ impl Code {
 pub struct AckError {
     pub code: Code,
     pub message: String,
+    /// The server closes the socket once this ack is out (the socket's token is revoked).
+    pub then_disconnect: bool,
 }
 
 impl AckError {
@@ -51,6 +53,15 @@ impl AckError {
         Self {
             code,
             message: message.into(),
+            then_disconnect: false,
+        }
+    }
+    /// `unauthorized` for a socket whose token turned out revoked; the socket is closed
+    /// after the ack.
+    pub fn revoked(message: impl Into<String>) -> Self {
+        Self {
+            then_disconnect: true,
+            ..Self::new(Code::Unauthorized, message)
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {

@@ -10,7 +10,9 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
 use crate::app::App;
+use crate::auth::lifetime::{self, Clock};
 use crate::auth::{AuthError, Identity};
+use crate::conns::{self, Held};
 use crate::error::{AckError, Code, envelope};
 use crate::hub::{session_room, token_room, user_room};
 use crate::limits::{Class, SocketLimits, Verdict};
@@ -49,9 +51,20 @@ pub fn handshake_token<A: Adapter>(
         })
 }
 
+/// The Socket.IO rooms an identity's sockets sit in (user, session, token), so a
+/// revocation or a kick reaches them wherever they are.
+fn identity_rooms(id: &Identity) -> Vec<String> {
+    let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
+    let mut rooms = vec![user_room(t, u)];
+    rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
+    rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
+    rooms
+}
+
 /// Authenticate a handshake (every namespace's admission starts here): verify the token,
-/// refuse revoked ones, join the identity rooms (user, session, token) and leave the
-/// identity and limiter state in the socket's extensions.
+/// refuse revoked ones, join the identity rooms (user, session, token), leave the
+/// identity, its token clock and limiter state in the socket's extensions, and take
+/// `auth:refresh`.
 pub async fn authenticate<A: Adapter>(
     s: &SocketRef<A>,
     app: &App,
@@ -65,27 +78,41 @@ pub async fn authenticate<A: Adapter>(
         })?;
         let id = app.verifier.verify(&token)?;
         match app.stores.revocations.check(&id).await {
-            Ok(None) => Ok(id),
-            Ok(Some(reason)) => Err(AuthError::Revoked(reason)),
+            Ok(None) => {}
+            Ok(Some(reason)) => return Err(AuthError::Revoked(reason)),
             Err(e) => {
                 tracing::warn!(error = %e, "revocation check failed");
+                return Err(AuthError::Unavailable);
+            }
+        }
+        // A lease among the user's connections, on every node (released at the
+        // disconnect; one taken by an admission that fails later lapses on its own).
+        let held = Held {
+            tenant: id.tenant.clone(),
+            user_id: id.user_id.clone(),
+            conn: conns::member(s.ns(), &conn_id(app, &s.id)),
+        };
+        let max = app.config.limits.max_connections_per_user;
+        let lease = conns::lease(app.config.presence.heartbeat_ttl.0);
+        match app.stores.conns.admit(&held, max, lease).await {
+            Ok(true) => Ok((id, held)),
+            Ok(false) => Err(AuthError::TooManyConnections(max)),
+            Err(e) => {
+                tracing::warn!(error = %e, "connection lease store failed");
                 Err(AuthError::Unavailable)
             }
         }
     }
     .await;
     match result {
-        Ok(id) => {
+        Ok((id, held)) => {
             let id = Arc::new(id);
-            // Every namespace's sockets sit in the identity rooms, so a revocation or a
-            // kick reaches them wherever they are.
-            let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-            let mut rooms = vec![user_room(t, u)];
-            rooms.extend(id.sid.as_deref().map(|sid| session_room(t, sid)));
-            rooms.extend(id.jti.as_deref().map(|jti| token_room(t, jti)));
-            s.join(rooms);
+            s.extensions.insert(Arc::new(held));
+            s.join(identity_rooms(&id));
             s.extensions.insert(id.clone());
+            s.extensions.insert(Clock::new(id.exp));
             s.extensions.insert::<SocketLimitsRef>(Arc::default());
+            on(s, lifetime::REFRESH, Class::Room, refresh::<A>);
             Ok(id)
         }
         Err(e) => {
@@ -93,6 +120,158 @@ pub async fn authenticate<A: Adapter>(
             Err(e)
         }
     }
+}
+
+/// A namespace admitted the socket (its connect handler runs this): check revocation
+/// once more, then follow the token's lifetime (`auth:expiring`, then `auth:expired` and
+/// a disconnect unless the client refreshes).
+///
+/// Why check again: a socket enters its namespace (where a revocation's disconnect can
+/// find it) only once admission is over, so a revocation that landed between the
+/// handshake's check and that moment would miss it. Any revocation stored before this
+/// check is seen here; any later one finds the socket in its identity rooms.
+pub async fn admitted<A: Adapter>(s: &SocketRef<A>, app: &App) {
+    // Renewed from now on, until `released` (at the disconnect).
+    if let Some(held) = s.extensions.get::<Arc<Held>>() {
+        app.leases.hold(held);
+    }
+    let Some(id) = s.extensions.get::<Arc<Identity>>() else {
+        return;
+    };
+    let verdict = app.stores.revocations.check(&id).await;
+    if !matches!(verdict, Ok(None)) {
+        match verdict {
+            Ok(Some(reason)) => {
+                tracing::info!(tenant = %id.tenant, user = %id.user_id, reason, "revoked during admission, disconnecting");
+                Metrics::kind(&app.metrics.disconnects, "revoked");
+            }
+            // Refused, never waved through: the client reconnects and is checked afresh.
+            _ => {
+                tracing::warn!(tenant = %id.tenant, user = %id.user_id, "revocation check failed after admission, disconnecting");
+                Metrics::kind(&app.metrics.disconnects, "unavailable");
+            }
+        }
+        let _ = s.clone().disconnect();
+        return;
+    }
+    let (Some(clock), Some(hub)) = (s.extensions.get::<Clock>(), app.hub()) else {
+        return;
+    };
+    lifetime::spawn(
+        &clock,
+        lifetime::Target {
+            hub: hub.clone(),
+            ns: s.ns().to_owned(),
+            sid: s.id,
+            notice: app.config.jwt.expiry_notice.0,
+            leeway: app.config.jwt.leeway.0,
+            disconnects: app.metrics.disconnects.clone(),
+            live: app.metrics.token_clocks.clone(),
+        },
+    );
+}
+
+/// A socket is gone (every namespace's disconnect handler runs this): its connection
+/// lease goes, so the user may connect again.
+pub async fn released<A: Adapter>(s: &SocketRef<A>, app: &App) {
+    let Some(held) = s.extensions.get::<Arc<Held>>() else {
+        return;
+    };
+    app.leases.drop_conn(&held.conn);
+    if let Err(e) = app.stores.conns.release(&held).await {
+        tracing::warn!(error = %e, "connection lease not released; it lapses within one lease");
+    }
+}
+
+/// For requests that hand out something that cannot be taken back (TURN credentials):
+/// is this socket's token still unrevoked? A revoked socket gets `unauthorized` and is
+/// disconnected after the ack (its revocation's kick, at most once over Redis pub/sub,
+/// did not reach it); `unavailable` when revocations cannot be checked.
+pub async fn not_revoked<A: Adapter>(cx: &Cx<A>) -> Result<(), AckError> {
+    let id = cx
+        .socket
+        .extensions
+        .get::<Arc<Identity>>()
+        .unwrap_or_else(|| cx.id.clone());
+    match cx.app.stores.revocations.check(&id).await {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => {
+            tracing::info!(tenant = %id.tenant, user = %id.user_id, reason, "revoked socket still connected, disconnecting");
+            Metrics::kind(&cx.app.metrics.disconnects, "revoked");
+            Err(AckError::revoked(AuthError::Revoked(reason).to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation check failed");
+            Err(AckError::new(
+                Code::Unavailable,
+                "revocations cannot be checked right now, retry later",
+            ))
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Refresh {
+    token: String,
+}
+
+/// `auth:refresh {token}`: go on with a new token of the same tenant, user and (when
+/// set) session. Anything else, a revoked token or a bad one gets `unauthorized` and
+/// changes nothing: the old expiry stays.
+async fn refresh<A: Adapter>(cx: Cx<A>, req: Refresh) -> Result<Value, AckError> {
+    let s = &cx.socket;
+    let Some(clock) = s.extensions.get::<Clock>() else {
+        return Err(AckError::new(
+            Code::Internal,
+            "no token clock on this socket",
+        ));
+    };
+    let _one_at_a_time = clock.refreshing().await;
+    // As of now: a refresh before this one may have replaced the handshake's identity.
+    let current = s.extensions.get::<Arc<Identity>>().unwrap_or(cx.id);
+    let refused = |e: AuthError| {
+        Metrics::kind(&cx.app.metrics.auth_failures, e.code());
+        let code = match e {
+            AuthError::Unavailable => Code::Unavailable,
+            _ => Code::Unauthorized,
+        };
+        AckError::new(code, e.to_string())
+    };
+    let new = cx.app.verifier.verify(&req.token).map_err(refused)?;
+    current.check_refresh(&new).map_err(refused)?;
+    // Into the new token's rooms before its revocation check, so a revocation that
+    // lands after the check still finds this socket.
+    let (old_rooms, new_rooms) = (identity_rooms(&current), identity_rooms(&new));
+    let added: Vec<String> = new_rooms
+        .iter()
+        .filter(|r| !old_rooms.contains(r))
+        .cloned()
+        .collect();
+    s.join(added.clone());
+    let verdict = match cx.app.stores.revocations.check(&new).await {
+        Ok(None) => Ok(()),
+        Ok(Some(reason)) => Err(AuthError::Revoked(reason)),
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation check failed");
+            Err(AuthError::Unavailable)
+        }
+    };
+    if let Err(e) = verdict {
+        s.leave(added);
+        return Err(refused(e));
+    }
+    // The old token's own rooms go: revoking it no longer concerns this socket.
+    s.leave(
+        old_rooms
+            .into_iter()
+            .filter(|r| !new_rooms.contains(r))
+            .collect::<Vec<_>>(),
+    );
+    let exp = new.exp;
+    s.extensions.insert(Arc::new(new));
+    clock.set(exp);
+    tracing::debug!(tenant = %current.tenant, user = %current.user_id, exp, "token refreshed");
+    Ok(serde_json::json!({ "expires_at": exp.saturating_mul(1000) }))
 }
 
 /// The id of a connection in the stores: `node_id/socket_id`, so a node's entries can be
@@ -144,6 +323,9 @@ where
             };
             app.metrics.event(event, outcome, started.elapsed());
             let _ = ack.send(&envelope(&result));
+            if matches!(&result, Err(e) if e.then_disconnect) {
+                let _ = s.clone().disconnect();
+            }
             if verdict == Verdict::Abusive {
                 tracing::warn!(tenant = %id.tenant, user = %id.user_id, event, "abuse threshold crossed, disconnecting");
                 Metrics::kind(&app.metrics.disconnects, "abuse");

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::App;
-use crate::auth::now_secs;
 use crate::auth::revocation::Target;
+use crate::auth::{MAX_REVOCABLE_ID_BYTES, now_secs};
 use crate::hub::{CHAT, session_room, token_room, user_room};
 use crate::ids;
 use crate::metrics::Metrics;
@@ -23,10 +23,30 @@ use crate::presence::tracker::PRESENCE;
 pub const DEFAULT_REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_REVOCATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Every HTTP route on one port (no `server.internal_listen`).
 pub fn router(app: App) -> Router {
+    probes().merge(internal_routes()).with_state(app)
+}
+
+/// The public port's routes when `server.internal_listen` is set: the probes only (the
+/// Socket.IO layer goes on top).
+pub fn public_router(app: App) -> Router {
+    probes().with_state(app)
+}
+
+/// The internal port's routes: the probes, `/metrics`, `/admin/*` and `/api/*`.
+pub fn internal_router(app: App) -> Router {
+    router(app)
+}
+
+fn probes() -> Router<App> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+}
+
+fn internal_routes() -> Router<App> {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/v1/revocations", post(revoke))
         .route(
@@ -38,7 +58,6 @@ pub fn router(app: App) -> Router {
             get(calls_quality),
         )
         .merge(crate::notifications::api::routes())
-        .with_state(app)
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -197,7 +216,7 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
     if !ids::valid_tenant(&req.tenant) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid tenant");
     }
-    let bounded = |s: &String| !s.is_empty() && s.len() <= 128;
+    let bounded = |s: &String| !s.is_empty() && s.len() <= MAX_REVOCABLE_ID_BYTES;
     let (target, room) = match (&req.jti, &req.sid, &req.user_id) {
         (Some(j), None, None) if bounded(j) => (Target::Jti(j.clone()), token_room(&req.tenant, j)),
         (None, Some(s), None) if bounded(s) => {

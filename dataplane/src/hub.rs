@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
+use socketioxide::socket::Sid;
 
 /// The /chat namespace.
 pub const CHAT: &str = "/chat";
@@ -44,6 +45,11 @@ pub trait Hub: Send + Sync {
     async fn leave(&self, ns: &str, from: String, room: String);
     /// Disconnect every socket of `room`, on every node.
     async fn disconnect(&self, ns: &str, room: String);
+    /// Emit to one socket of this node; false when it is gone or its buffer is full.
+    fn emit_to_socket(&self, ns: &str, sid: Sid, event: &'static str, data: &Value) -> bool;
+    /// Disconnect one socket of this node from `ns`. False when it is still there (its
+    /// send buffer is full, so the disconnect packet could not be queued): try again.
+    fn disconnect_socket(&self, ns: &str, sid: Sid) -> bool;
 }
 
 #[async_trait]
@@ -85,6 +91,19 @@ impl<A: Adapter> Hub for SocketIo<A> {
             && let Err(e) = op.within(room).disconnect().await
         {
             tracing::warn!(error = %e, "remote disconnect failed");
+        }
+    }
+
+    fn emit_to_socket(&self, ns: &str, sid: Sid, event: &'static str, data: &Value) -> bool {
+        self.of(ns)
+            .and_then(|op| op.get_socket(sid))
+            .is_some_and(|s| s.emit(event, data).is_ok())
+    }
+
+    fn disconnect_socket(&self, ns: &str, sid: Sid) -> bool {
+        match self.of(ns).and_then(|op| op.get_socket(sid)) {
+            None => true,
+            Some(s) => s.disconnect().is_ok(),
         }
     }
 }

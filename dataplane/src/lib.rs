@@ -14,6 +14,7 @@ pub mod auth;
 pub mod calls;
 pub mod chat;
 pub mod cli;
+pub mod conns;
 pub mod devices;
 pub mod drain;
 pub mod email;
@@ -43,4 +44,4 @@ pub mod typing;
 pub mod webrtc;
 pub mod worker;
 
-pub use server::serve;
+pub use server::{serve, serve_split};

@@ -17,6 +17,7 @@ use crate::calls::{Event, Media, Sample};
 use crate::error::{AckError, Code};
 use crate::handler::{self, Cx, on};
 use crate::limits::Class;
+use crate::metrics::Metrics;
 use crate::signaling::Signal;
 use crate::{ice, ids, signaling};
 
@@ -74,6 +75,7 @@ pub async fn admit<A: Adapter>(
         async move |s: SocketRef<A>,
                     State(app): State<App>,
                     Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
             app.limits.detach(t, u);
             app.metrics.connection(WEBRTC, -1);
@@ -94,8 +96,10 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-/// Connect handler of /webrtc: everything happened in [`admit`].
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+/// Connect handler of /webrtc: admission happened in [`admit`]; the token's clock starts.
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 fn calls(app: &App) -> Result<&Calls, AckError> {
     app.calls()
@@ -175,6 +179,11 @@ struct History {
 
 async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
     let w = &cx.app.config.webrtc;
+    if w.turn_secret.is_some() && !w.turn_urls.is_empty() {
+        // TURN credentials cannot be taken back (coturn checks only their signature and
+        // expiry): a revoked user gets none, even before its disconnect reaches this socket.
+        handler::not_revoked(&cx).await?;
+    }
     let servers = ice::ice_servers(
         &w.stun_urls,
         &w.turn_urls,
@@ -335,6 +344,10 @@ async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, Ac
     let issues = calls(&cx.app)?
         .report_quality(&cx.id.tenant, &cx.id.user_id, &req.call_id, &sample)
         .await?;
+    cx.app.metrics.call_quality_reports.inc();
+    for issue in &issues {
+        Metrics::kind(&cx.app.metrics.call_quality_issues, issue.as_str());
+    }
     if !issues.is_empty() {
         let data = json!({ "call_id": req.call_id, "issues": issues, "report": sample });
         if let Err(e) = cx.socket.emit("call:quality-issue", &data) {

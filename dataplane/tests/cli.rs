@@ -147,6 +147,24 @@ fn serve_refuses_a_bad_setting_at_start_up_naming_it() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis.url (SWITCHBOARD_REDIS_URL)"));
+
+    // The internal listener's address is taken: named, and the node does not start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = bin()
+        .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+        .env(
+            "SWITCHBOARD_INTERNAL_LISTEN",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.internal_listen (SWITCHBOARD_INTERNAL_LISTEN): cannot bind"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -205,4 +223,35 @@ fn serve_refuses_to_start_when_the_call_history_database_does_not_answer() {
         "{err}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn shared_mode_without_a_jwt_key_refuses_to_start_naming_the_keys() {
+    // Nothing needs to listen at the Redis URL: the node must stop before connecting.
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "shared mode started without a key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "jwt.secret",
+        "SWITCHBOARD_JWT_SECRET",
+        "jwt.public_key_file",
+        "SWITCHBOARD_JWT_PUBLIC_KEY_FILE",
+    ] {
+        assert!(err.contains(name), "{name} not named: {err}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("SWITCHBOARD_JWT_SECRET="),
+        "a dev secret was generated: {stdout}"
+    );
+
+    // `config check` applies the same rule.
+    let file = write("shared.yaml", "redis:\n  url: redis://127.0.0.1:1\n");
+    let out = bin().args(["config", "check"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHBOARD_JWT_PUBLIC_KEY_FILE"));
 }

@@ -37,13 +37,11 @@ import {
   waitFor,
 } from './lib/client.mjs';
 import { claimsFor, nowSecs, sign, token, unsigned } from './lib/jwt.mjs';
-import { randomId, revoke, startNode, stopAll, writeConfig } from './lib/server.mjs';
+import { randomId, revoke, services, startNode, stopAll, writeConfig } from './lib/server.mjs';
 
 /** Distinguishes this run's data in a shared Redis from earlier runs'. */
 const RUN = randomId(4);
 
-const NEED_REDIS =
-  'SWITCHBOARD_TEST_REDIS_URL is not set: the multi-node tests need Redis; run `tests/env/envctl up redis` then `source tests/.state/env`';
 
 /** The embedded (single-node, in-memory) server most tests use. */
 let node;
@@ -63,12 +61,8 @@ const test = scenario;
 /** The cross-node pair (two nodes, one Redis), started on first use. */
 let shared;
 async function sharedNodes(t) {
-  const redisUrl = process.env.SWITCHBOARD_TEST_REDIS_URL;
-  if (!redisUrl) {
-    if (process.env.CI === 'true') assert.fail(NEED_REDIS);
-    t.skip(NEED_REDIS);
-    return null;
-  }
+  const [redisUrl] = services(t, ['SWITCHBOARD_TEST_REDIS_URL'], 'the multi-node tests need Redis') ?? [];
+  if (!redisUrl) return null;
   if (!shared) {
     const secret = `shared-secret-${randomId(16)}`;
     const adminToken = `admin-${randomId(8)}`;

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 
 import { closeAll, connectUser, expectNone, fails, ok, scenario, waitFor } from './lib/client.mjs';
-import { randomId, startNode, stopAll } from './lib/server.mjs';
+import { randomId, services, startNode, stopAll } from './lib/server.mjs';
 
 const RUN = randomId(4);
 const SERVICE = `service-${randomId(8)}`;
@@ -110,12 +110,8 @@ test('a notification for one tenant never reaches the same user id in another', 
 });
 
 test('in-app delivery reaches the user on another node through Redis', async (t) => {
-  const redisUrl = process.env.SWITCHBOARD_TEST_REDIS_URL;
-  if (!redisUrl) {
-    assert.notEqual(process.env.CI, 'true', 'SWITCHBOARD_TEST_REDIS_URL is not set: tests/env/envctl up redis');
-    t.skip('SWITCHBOARD_TEST_REDIS_URL is not set');
-    return;
-  }
+  const [redisUrl] = services(t, ['SWITCHBOARD_TEST_REDIS_URL'], 'the cross-node test needs Redis') ?? [];
+  if (!redisUrl) return;
   const secret = `secret-${randomId(16)}`;
   const env = { SWITCHBOARD_SERVICE_TOKEN: SERVICE };
   const a = await startNode({ name: 'notif-a', secret, redisUrl, env });

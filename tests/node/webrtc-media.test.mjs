@@ -14,21 +14,17 @@ import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 import { closeAll, connectUser, ok, scenario, waitFor } from './lib/client.mjs';
-import { randomId, startNode, stopAll } from './lib/server.mjs';
+import { randomId, services, startNode, stopAll } from './lib/server.mjs';
 
-const NEED =
-  'the media test needs coturn and Chromium: run `tests/env/envctl up coturn node` then `source tests/.state/env`';
+const NEED = ['SWITCHBOARD_TEST_TURN_URL', 'SWITCHBOARD_TEST_TURN_SECRET', 'SWITCHBOARD_TEST_CHROMIUM'];
+const WHY = 'the media test needs coturn and Chromium';
 const E = process.env;
-const ready = !!(E.SWITCHBOARD_TEST_TURN_URL && E.SWITCHBOARD_TEST_TURN_SECRET && E.SWITCHBOARD_TEST_CHROMIUM);
 
 let node;
 let browser;
 
 before(async () => {
-  if (!ready) {
-    if (E.CI === 'true') assert.fail(NEED);
-    return;
-  }
+  if (!services(null, NEED, WHY)) return;
   node = await startNode({
     name: 'webrtc-media',
     env: {
@@ -106,10 +102,7 @@ async function peerPage(socket, callId, peer, iceServers) {
 }
 
 scenario('two Chromium peers connect relay-only through coturn with Switchboard-issued credentials and signaling', { timeout: 60_000 }, async (t) => {
-  if (!ready) {
-    t.skip(NEED);
-    return;
-  }
+  if (!services(t, NEED, WHY)) return;
   const tenant = `media-${randomId(3)}`;
   const alice = await connectUser(node, 'alice', tenant, { namespace: '/webrtc' });
   const bob = await connectUser(node, 'bob', tenant, { namespace: '/webrtc' });

@@ -70,7 +70,10 @@ pub async fn admit<A: Adapter>(
     app.limits.attach(&id.tenant, &id.user_id);
     app.metrics.connection(NOTIFICATIONS, 1);
     s.on_disconnect(
-        async move |State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+        async move |s: SocketRef<A>,
+                    State(app): State<App>,
+                    Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
             app.limits.detach(&id.tenant, &id.user_id);
             app.metrics.connection(NOTIFICATIONS, -1);
         },
@@ -78,7 +81,9 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 /// The `email` claim of a token that `authenticate` has just verified, when it is a
 /// plausible address.

@@ -44,6 +44,7 @@ pub async fn admit<A: Adapter>(
     app.limits.attach(t, u);
     app.metrics.connection(super::tracker::PRESENCE, 1);
     s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
+        handler::released(&s, &app).await;
         let conn = handler::conn_id(&app, &s.id);
         if app.drain.closed_by_drain(s.id) {
             // The client is reconnecting to another node: its device stays until
@@ -58,7 +59,9 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
-pub async fn on_connect<A: Adapter>(_s: SocketRef<A>) {}
+pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
+    handler::admitted(&s, &app).await;
+}
 
 #[derive(Deserialize)]
 struct SetStatus {

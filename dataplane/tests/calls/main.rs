@@ -18,18 +18,7 @@ use switchboard_crds::duration::HumanDuration;
 
 use support::*;
 
-fn env(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{name} is not set: run tests/env/envctl up and source tests/.state/env")
-        }
-        _ => {
-            eprintln!("skipped: {name} is not set (tests/env/envctl up)");
-            None
-        }
-    }
-}
+use switchboard_smoke::endpoint as env;
 
 /// The tests sharing Redis run one at a time: timers and dead-node sweeps are shared by
 /// every node on that Redis, and a node torn down by another test while it holds a timer
@@ -425,7 +414,22 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
     let call = initiate(&alice, "bob", "video").await;
     let id2 = call["id"].as_str().unwrap().to_owned();
     bob.ok("call:answer", json!({ "call_id": id2 })).await;
+    let poor = json!({ "call_id": id2, "latency_ms": 900, "packet_loss_percentage": 0.5, "jitter_ms": 4, "bitrate_kbps": 900 });
+    assert_eq!(
+        bob.ok("call:report-quality", poor).await["issues"],
+        json!(["high_latency"])
+    );
     bob.ok("call:hangup", json!({ "call_id": id2 })).await;
+    // What operators see: reports, their issues by kind, calls ended by reason.
+    let metrics = node.metrics().await;
+    for line in [
+        "switchboard_call_quality_reports_total 1",
+        "switchboard_call_quality_issues_total{kind=\"high_latency\"} 1",
+        "switchboard_calls_ended_total{kind=\"timeout\"} 1",
+        "switchboard_calls_ended_total{kind=\"hangup\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     let h = alice.ok("call:history", json!({})).await;
     let ids: Vec<&str> = h["calls"]
         .as_array()
@@ -570,17 +574,25 @@ async fn an_ended_call_reaches_mongodb_after_an_outage_though_its_node_was_kille
     let (Some(url), Some(mongo)) = (redis_url(), env("SWITCHBOARD_TEST_MONGODB_URI")) else {
         return;
     };
-    // mongodb://host:port/...: one plain host, which the proxy stands in for.
-    let rest = mongo.trim_start_matches("mongodb://");
+    // mongodb://[user:pass@]host:port/...: the proxy stands in for the one host (the
+    // credentials pass through it). A replica set's driver would find the other members
+    // and go around the proxy, so several hosts (or mongodb+srv) cannot be tested here.
+    let rest = mongo.strip_prefix("mongodb://").unwrap_or_default();
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    if authority.contains([',', '@']) || !mongo.starts_with("mongodb://") {
-        eprintln!("skipped: the proxy needs a single-host mongodb:// URI without credentials");
+    let (userinfo, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    if host.is_empty() || host.contains(',') {
+        switchboard_smoke::skip_or_fail(
+            "the outage test needs SWITCHBOARD_TEST_MONGODB_URI to be mongodb:// with one host",
+        );
         return;
     }
     let _one_at_a_time = SHARED_REDIS.lock().await;
-    let proxy = Proxy::start(authority.to_owned()).await;
-    let proxied = format!("mongodb://{}{tail}", proxy.addr);
+    let proxy = Proxy::start(host.to_owned()).await;
+    let proxied = format!("mongodb://{userinfo}{}{tail}", proxy.addr);
     let database = unique("sb_outbox").replace('-', "_");
 
     let mut doomed = spawn_node(

@@ -262,3 +262,90 @@ async fn header_auth_and_revocation_by_jti_sid_and_user() {
         400
     );
 }
+
+#[tokio::test]
+async fn a_jti_or_sid_too_long_to_revoke_is_refused_at_the_handshake() {
+    let node = start(mk_config()).await;
+    let tenant = format!("longids-{}", uuid::Uuid::new_v4().simple());
+    for ns in ["/chat", "/presence", "/webrtc", "/notifications"] {
+        let mut long_jti = claims(&tenant, "alice");
+        long_jti.jti = Some("j".repeat(129));
+        let mut long_sid = claims(&tenant, "alice");
+        long_sid.sid = Some("s".repeat(129));
+        for (what, c) in [("jti", long_jti), ("sid", long_sid)] {
+            let auth = json!({ "token": token(&c) });
+            match Client::connect_ns(&node, ns, Some(auth), None).await {
+                Ok(_) => panic!("{ns}: a token with a 129-byte {what} was accepted"),
+                Err(ConnectError(m)) => {
+                    assert_eq!(code(&m), "unauthorized", "{ns} {what}: {m}");
+                    assert!(m.contains(what), "{ns}: the message names the claim: {m}");
+                }
+            }
+        }
+    }
+    // The longest accepted jti connects, and revoking it by that id kicks and refuses it.
+    let mut c = claims(&tenant, "alice");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    c.jti = Some(format!("{id}{}", "j".repeat(128 - id.len())));
+    let live = Client::connect(&node, Some(&token(&c)))
+        .await
+        .expect("a 128-byte jti connects");
+    assert_eq!(
+        revoke(&node, json!({"tenant": tenant, "jti": c.jti}))
+            .await
+            .status(),
+        200
+    );
+    assert!(live.wait_closed(Duration::from_secs(1)).await, "kicked");
+    assert_eq!(code(&refused(&node, &token(&c)).await), "token_revoked");
+}
+
+#[tokio::test]
+async fn a_revoked_socket_gets_no_turn_credentials_even_if_its_kick_was_lost() {
+    use fred::interfaces::ClientLike;
+    use switchboard_dataplane::auth::revocation::redis::RedisRevocations;
+    use switchboard_dataplane::auth::revocation::{RevocationStore, Target};
+
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(url.clone());
+    cfg.node_id = Some(format!("turn-{}", uuid::Uuid::new_v4().simple()));
+    cfg.webrtc.turn_urls = vec!["turn:turn.example.test:3478".into()];
+    cfg.webrtc.turn_secret = Some("turn-secret-for-tests".into());
+    let node = start(cfg).await;
+    let tenant = format!("turn-{}", uuid::Uuid::new_v4().simple());
+    let c = claims(&tenant, "alice");
+    let socket = Client::connect_ns(&node, "/webrtc", Some(json!({ "token": token(&c) })), None)
+        .await
+        .expect("connect /webrtc");
+    let ice = socket.ok("webrtc:get-ice-servers", json!({})).await;
+    assert!(
+        ice["ice_servers"][0]["credential"].is_string(),
+        "TURN credentials before the revocation: {ice}"
+    );
+
+    // The revocation is stored but its kick never reaches the node (Redis pub/sub is at
+    // most once): written straight to the store, without the admin API's broadcast.
+    let mut rc = fred::prelude::Config::from_url(&url).unwrap();
+    rc.version = fred::types::RespVersion::RESP3;
+    let client = fred::prelude::Builder::from_config(rc).build().unwrap();
+    client.init().await.unwrap();
+    RedisRevocations::new(client)
+        .revoke(
+            &tenant,
+            &Target::Jti(c.jti.clone().unwrap()),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+
+    let r = socket.req("webrtc:get-ice-servers", json!({})).await;
+    assert_eq!(r["error"]["code"], "unauthorized", "{r}");
+    assert!(r.get("data").is_none(), "no credentials: {r}");
+    assert!(
+        socket.wait_closed(Duration::from_secs(1)).await,
+        "and the socket is disconnected"
+    );
+}

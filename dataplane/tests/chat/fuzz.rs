@@ -1,4 +1,4 @@
-//! Arbitrary JSON to every /chat event: every answer is a well-formed ack with a
+//! Arbitrary JSON to every /chat event (and `auth:refresh`, on every namespace): every answer is a well-formed ack with a
 //! protocol error code, and the node keeps serving.
 
 use serde_json::json;
@@ -33,6 +33,7 @@ const EVENTS: &[&str] = &[
     "room:unban",
     "room:mute",
     "room:set-slow-mode",
+    "auth:refresh",
 ];
 
 /// Keys /chat payloads use, so random objects often hit a real field.
@@ -59,6 +60,7 @@ const KEYS: &[&str] = &[
     "until",
     "interval_s",
     "cursor",
+    "token",
 ];
 
 #[tokio::test]

@@ -6,8 +6,11 @@ mod support;
 
 mod auth_matrix;
 mod changes;
+mod conns;
 mod flows;
 mod fuzz;
+mod internal;
+mod lifetime;
 mod limits;
 mod moderation;
 mod multinode;

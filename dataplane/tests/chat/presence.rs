@@ -248,10 +248,14 @@ async fn updates_cross_three_nodes_and_analytics_count_sessions() {
         })
         .collect::<futures::future::JoinAll<_>>()
         .await;
+    // One of the two writes wins (last writer), everywhere; losing both would leave
+    // "online".
+    let winner = views[0]["status"].clone();
     assert!(
-        views.iter().all(|v| v["status"] == views[0]["status"]),
-        "{views:?}"
+        winner == "busy" || winner == "away",
+        "neither concurrent update landed: {views:?}"
     );
+    assert!(views.iter().all(|v| v["status"] == winner), "{views:?}");
     let admin = reqwest::Client::new()
         .get(a.url(&format!("/admin/v1/tenants/{tenant}/presence/metrics")))
         .bearer_auth(ADMIN)

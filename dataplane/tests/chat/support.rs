@@ -39,21 +39,24 @@ pub fn mk_config() -> DataplaneConfig {
 /// Redis for multi-node tests: `SWITCHBOARD_TEST_REDIS_URL`. Missing: fail under CI,
 /// skip (None) otherwise.
 pub fn redis_url() -> Option<String> {
-    match std::env::var("SWITCHBOARD_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "SWITCHBOARD_TEST_REDIS_URL is not set: run tests/env/envctl up redis and source tests/.state/env"
-            )
-        }
-        _ => {
-            eprintln!("skipped: SWITCHBOARD_TEST_REDIS_URL is not set (tests/env/envctl up redis)");
-            None
-        }
-    }
+    switchboard_smoke::endpoint("SWITCHBOARD_TEST_REDIS_URL")
 }
 
 pub async fn start(config: DataplaneConfig) -> Node {
+    launch(config, None).await
+}
+
+/// A node with its internal APIs on a listener of their own (`server.internal_listen`):
+/// (the public node, the internal address as a node that is stopped with the public one).
+pub async fn start_split(config: DataplaneConfig) -> (Node, Node) {
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = internal.local_addr().expect("addr");
+    (launch(config, Some(internal)).await, Node::external(addr))
+}
+
+async fn launch(config: DataplaneConfig, internal: Option<tokio::net::TcpListener>) -> Node {
     config.validate().expect("test config is valid");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -65,7 +68,7 @@ pub async fn start(config: DataplaneConfig) -> Node {
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let r = switchboard_dataplane::serve(listener, config, shutdown);
+        let r = switchboard_dataplane::serve_split(listener, internal, config, shutdown);
         let _ = ready_tx.send(());
         if let Err(e) = r.await {
             eprintln!("node failed: {e:#}");
@@ -99,6 +102,16 @@ impl Node {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -603,7 +616,9 @@ pub fn arb_payload(
     })
 }
 
-/// An ack is `{ok: true, data}` or `{ok: false, error: {code, message}}` with a known code.
+/// An ack is `{ok: true, data}` or `{ok: false, error: {code, message}}` with a known code
+/// that blames the request: the stores are up while fuzzing, so `unavailable` or
+/// `internal` for a payload means bad input reached a fault path.
 pub fn assert_ack(event: &str, payload: &Value, ack: &Value) {
     match ack["ok"].as_bool() {
         Some(true) => assert!(ack.get("data").is_some(), "{event} {payload} → {ack}"),
@@ -612,6 +627,10 @@ pub fn assert_ack(event: &str, payload: &Value, ack: &Value) {
             assert!(
                 CODES.contains(&code),
                 "{event} {payload} → unknown code in {ack}"
+            );
+            assert!(
+                !["unavailable", "internal"].contains(&code),
+                "{event} {payload} → a server fault for a client's payload: {ack}"
             );
             assert!(
                 ack["error"]["message"].is_string(),

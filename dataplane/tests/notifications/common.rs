@@ -107,18 +107,7 @@ pub fn states(data: &Value) -> Vec<String> {
 
 /// Kafka brokers from tests/env, or None (skip) outside CI.
 pub fn kafka() -> Option<String> {
-    match std::env::var("SWITCHBOARD_TEST_KAFKA_BROKERS") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("SWITCHBOARD_TEST_KAFKA_BROKERS is not set: tests/env/envctl up kafka")
-        }
-        _ => {
-            eprintln!(
-                "skipped: SWITCHBOARD_TEST_KAFKA_BROKERS is not set (tests/env/envctl up kafka)"
-            );
-            None
-        }
-    }
+    switchboard_smoke::endpoint("SWITCHBOARD_TEST_KAFKA_BROKERS")
 }
 
 /// Quiet hours from an hour before to an hour after now on `tz`'s wall clock, so the

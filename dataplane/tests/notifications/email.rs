@@ -11,19 +11,11 @@ use crate::common::{
 use crate::support::start;
 
 fn smtp() -> Option<(String, PathBuf)> {
-    match (
-        std::env::var("SWITCHBOARD_TEST_SMTP_URL"),
-        std::env::var("SWITCHBOARD_TEST_SMTP_MAILDIR"),
-    ) {
-        (Ok(u), Ok(d)) if !u.is_empty() => Some((u, PathBuf::from(d))),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("SWITCHBOARD_TEST_SMTP_URL is not set: tests/env/envctl up smtp")
-        }
-        _ => {
-            eprintln!("skipped: SWITCHBOARD_TEST_SMTP_URL is not set (tests/env/envctl up smtp)");
-            None
-        }
-    }
+    let [url, maildir] = switchboard_smoke::endpoints([
+        "SWITCHBOARD_TEST_SMTP_URL",
+        "SWITCHBOARD_TEST_SMTP_MAILDIR",
+    ])?;
+    Some((url, PathBuf::from(maildir)))
 }
 
 /// Every message in the Maildir that mentions `needle`.

@@ -22,6 +22,9 @@ export const ACK_CODES = [
   'internal',
 ];
 
+/** Server → client token lifetime events, on every namespace. */
+const AUTH_EVENTS = ['auth:expiring', 'auth:expired'];
+
 /** Server → client events of /chat that the recorder keeps. */
 const CHAT_EVENTS = [
   'message:new',
@@ -33,10 +36,11 @@ const CHAT_EVENTS = [
   'message:reactions',
   'room:deleted',
   'room:kicked',
+  ...AUTH_EVENTS,
 ];
 
 /** Server → client events of /presence that the recorder keeps. */
-const PRESENCE_EVENTS = ['presence:update'];
+const PRESENCE_EVENTS = ['presence:update', ...AUTH_EVENTS];
 
 /** The server events recorded per namespace (others: every event, through onAny). */
 const EVENTS_OF = { '/chat': CHAT_EVENTS, '/presence': PRESENCE_EVENTS };
