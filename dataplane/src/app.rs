@@ -35,6 +35,8 @@ pub struct Stores {
     pub delivery: Arc<dyn crate::notifications::delivery::DeliveryStore>,
     /// Connection leases per user (`limits.max_connections_per_user`).
     pub conns: Arc<dyn crate::conns::ConnStore>,
+    /// Per-user rate budgets (`limits.per_user`), outliving sockets.
+    pub budgets: Arc<dyn crate::limits::UserBudgets>,
 }
 
 impl Stores {
@@ -53,6 +55,7 @@ impl Stores {
             preferences: Arc::new(crate::preferences::MemoryPreferences::default()),
             delivery: Arc::new(crate::notifications::delivery::MemoryDelivery::default()),
             conns: Arc::new(crate::conns::MemoryConns::default()),
+            budgets: Arc::new(crate::limits::MemoryBudgets::default()),
         }
     }
 
@@ -77,6 +80,7 @@ impl Stores {
                 client.clone(),
             )),
             conns: Arc::new(crate::conns::redis::RedisConns::new(client.clone())),
+            budgets: Arc::new(crate::limits::redis::RedisBudgets::new(client.clone())),
         }
     }
 }
@@ -122,8 +126,12 @@ impl App {
         bus: Arc<dyn Bus>,
         redis: Option<fred::clients::Client>,
     ) -> Self {
-        let limits = Limiter::new(config.limits.clone());
         let metrics = Metrics::new();
+        let limits = Limiter::new(
+            config.limits.clone(),
+            stores.budgets.clone(),
+            metrics.redis_errors.clone(),
+        );
         let presence = Tracker::new(
             stores.presence.clone(),
             bus,

@@ -103,7 +103,6 @@ pub async fn admit<A: Adapter>(
     if let Err(e) = app.stores.online.connect(t, u, &conn).await {
         tracing::warn!(error = %e, "online store unavailable");
     }
-    app.limits.attach(t, u);
     app.metrics.connection(CHAT, 1);
     tracing::debug!(tenant = %t, user = %u, sid = %s.id, "chat connected");
 
@@ -117,7 +116,6 @@ pub async fn admit<A: Adapter>(
             if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
                 tracing::warn!(error = %e, "online store unavailable");
             }
-            app.limits.detach(t, u);
             app.metrics.connection(CHAT, -1);
         },
     );

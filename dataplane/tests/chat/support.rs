@@ -402,6 +402,13 @@ impl Client {
             .unwrap_or_else(|| panic!("no {name} event within 3s"))
     }
 
+    /// Leave the namespace and close the session, as `socket.disconnect()` does.
+    #[allow(dead_code)] // tests/drain.rs
+    pub async fn close(self) {
+        self.post(format!("41{},", self.ns)).await;
+        self.post("1".into()).await;
+    }
+
     /// How and when the session ended (see `closed_how`), once it has.
     #[allow(dead_code)] // tests/drain.rs
     pub fn closed_how(&self) -> Option<(&'static str, tokio::time::Instant)> {
