@@ -147,6 +147,27 @@ fn serve_refuses_a_bad_setting_at_start_up_naming_it() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis.url (SWITCHBOARD_REDIS_URL)"));
+
+    // Admin and service tokens shorter than 32 bytes, named by key and variable, never
+    // shown.
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_ADMIN_TOKEN", "admin-short")
+        .env("SWITCHBOARD_SERVICE_TOKEN", "service-short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with short bearer tokens");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for named in [
+        "admin_token (SWITCHBOARD_ADMIN_TOKEN): must be at least 32 bytes",
+        "service_token (SWITCHBOARD_SERVICE_TOKEN): must be at least 32 bytes",
+    ] {
+        assert!(err.contains(named), "{named} not in: {err}");
+    }
+    assert!(
+        !err.contains("admin-short") && !err.contains("service-short"),
+        "{err}"
+    );
 }
 
 #[test]

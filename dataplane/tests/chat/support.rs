@@ -13,7 +13,7 @@ use switchboard_dataplane::auth::{Claims, Signer, now_secs};
 use tokio::sync::{mpsc, oneshot};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
-pub const ADMIN: &str = "admin-token-for-tests";
+pub const ADMIN: &str = "admin-token-for-tests-admin-token-for-tests";
 
 /// A running node; dropped → shut down.
 pub struct Node {
