@@ -123,7 +123,8 @@ pub struct DataplaneConfig {
     pub jwt: JwtConfig,
     /// Bearer token for `/admin/v1/*`, at least 32 bytes. Unset: the admin API answers 404.
     pub admin_token: Option<String>,
-    /// Bearer token for `/api/v1/*`, at least 32 bytes. Unset: the service API answers 404.
+    /// Global bearer token for `/api/v1/*` (every tenant), at least 32 bytes. Tenant-scoped
+    /// service JWTs (`scope: "service"`) work with or without it.
     pub service_token: Option<String>,
     pub server: ServerConfig,
     pub chat: ChatConfig,

@@ -120,6 +120,27 @@ fn token_is_signed_with_the_configured_secret() {
         ("acme", "alice", "Alice", Some("s1"))
     );
     assert!(id.exp <= switchboard_dataplane::auth::now_secs() + 600);
+    assert!(v.verify_service(token.trim()).is_err(), "a user's token");
+
+    // A tenant-scoped service token: a service token only.
+    let out = bin()
+        .env("SWITCHBOARD_JWT_SECRET", secret)
+        .args([
+            "token", "--scope", "service", "--sub", "billing", "--tenant", "acme",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let service = String::from_utf8(out.stdout).unwrap();
+    let id = v.verify_service(service.trim()).unwrap();
+    assert_eq!(
+        (id.tenant.as_str(), id.user_id.as_str()),
+        ("acme", "billing")
+    );
+    assert!(
+        v.verify(service.trim()).is_err(),
+        "a service token is no user's"
+    );
 
     let out = bin()
         .args(["token", "--sub", "alice", "--tenant", "acme"])
