@@ -34,6 +34,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_SERVICE_TOKEN", "service_token"),
     ("SWITCHBOARD_DRAIN_WINDOW", "server.drain_window"),
     ("SWITCHBOARD_RECONNECT_GRACE", "server.reconnect_grace"),
+    ("SWITCHBOARD_INTERNAL_LISTEN", "server.internal_listen"),
     ("SWITCHBOARD_TYPING_TIMEOUT", "chat.typing_timeout"),
     ("SWITCHBOARD_IDLE_TIMEOUT", "presence.idle_timeout"),
     ("SWITCHBOARD_HEARTBEAT_TTL", "presence.heartbeat_ttl"),
@@ -184,6 +185,12 @@ pub struct ServerConfig {
     /// this long: its presence devices stay (no offline flap) and a call it is in waits at
     /// least this long for it (instead of `calls.disconnect_grace` alone). 1s to 10m.
     pub reconnect_grace: HumanDuration,
+    /// A second address (IP:PORT) for `/metrics`, `/admin/*` and `/api/*`; when set, the
+    /// `listen` port serves only Socket.IO, `/healthz` and `/readyz`, so the public
+    /// Service and the Ingress never expose the operators' and backends' APIs. Unset:
+    /// everything on `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -191,6 +198,7 @@ impl Default for ServerConfig {
         Self {
             drain_window: HumanDuration::from_secs(10),
             reconnect_grace: HumanDuration::from_secs(30),
+            internal_listen: None,
         }
     }
 }
@@ -727,6 +735,7 @@ impl DataplaneConfig {
             "service_token" => self.service_token = opt(value),
             "server.drain_window" => self.server.drain_window = dur(key, value)?,
             "server.reconnect_grace" => self.server.reconnect_grace = dur(key, value)?,
+            "server.internal_listen" => self.server.internal_listen = opt(value),
             "chat.typing_timeout" => self.chat.typing_timeout = dur(key, value)?,
             "presence.idle_timeout" => self.presence.idle_timeout = dur(key, value)?,
             "presence.heartbeat_ttl" => self.presence.heartbeat_ttl = dur(key, value)?,
@@ -866,6 +875,21 @@ impl DataplaneConfig {
         if grace < std::time::Duration::from_secs(1) || grace > std::time::Duration::from_secs(600)
         {
             errors.push(err("server.reconnect_grace", "must be between 1s and 10m"));
+        }
+        if let Some(internal) = &s.internal_listen {
+            match internal.parse::<SocketAddr>() {
+                Err(_) => errors.push(err(
+                    "server.internal_listen",
+                    format!("{internal:?} is not an address; expected IP:PORT such as 0.0.0.0:9090"),
+                )),
+                Ok(a) if a.port() != 0 && self.listen.parse::<SocketAddr>().is_ok_and(|l| l.port() == a.port()) => {
+                    errors.push(err(
+                        "server.internal_listen",
+                        format!("{internal} uses the port of listen ({}); the internal APIs need their own", self.listen),
+                    ))
+                }
+                Ok(_) => {}
+            }
         }
         let c = &self.chat;
         if c.typing_timeout.0.as_millis() < 500 || c.typing_timeout.0.as_secs() > 300 {
@@ -1578,6 +1602,33 @@ mod tests {
         );
         ok.set("redis.url", "redis://127.0.0.1:6379").unwrap();
         ok.validate().expect("valid");
+    }
+
+    #[test]
+    fn internal_listen_is_an_address_with_its_own_port() {
+        let mut c = mk_valid();
+        assert_eq!(c.server.internal_listen, None, "off by default");
+        c.apply_env(|v| (v == "SWITCHBOARD_INTERNAL_LISTEN").then(|| "0.0.0.0:9090".into()))
+            .unwrap();
+        assert_eq!(c.server.internal_listen.as_deref(), Some("0.0.0.0:9090"));
+        c.validate().expect("its own port");
+        for bad in ["9090", "localhost:9090"] {
+            c.set("server.internal_listen", bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("server.internal_listen (SWITCHBOARD_INTERNAL_LISTEN)"),
+                "{e}"
+            );
+        }
+        c.set("listen", "0.0.0.0:3000").unwrap();
+        c.set("server.internal_listen", "127.0.0.1:3000").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("uses the port of listen"), "{e}");
+        c.set("server.internal_listen", "").unwrap();
+        assert_eq!(
+            c.server.internal_listen, None,
+            "an empty value turns it off"
+        );
     }
 
     #[test]

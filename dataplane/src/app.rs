@@ -165,6 +165,7 @@ impl App {
     /// handlers run: the hub is set before the listener accepts).
     pub async fn emit(&self, ns: &str, room: String, event: &'static str, data: Value) {
         if let Some(h) = self.0.hub.get() {
+            self.0.metrics.broadcast(ns, event);
             h.emit(ns, room, event, data).await;
         }
     }

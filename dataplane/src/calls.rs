@@ -733,6 +733,9 @@ pub trait CallStore: Send + Sync {
     async fn node_conns(&self, node: &str) -> Result<Vec<(String, String, String)>, StoreError>;
     /// Drop a swept node's bookkeeping.
     async fn forget_node(&self, node: &str) -> Result<(), StoreError>;
+    /// Live calls (ringing or active) of every tenant at `now` (ms), for the
+    /// `switchboard_calls_active` gauge.
+    async fn live_calls(&self, now: i64) -> Result<u64, StoreError>;
 }
 
 // === impl MemoryCalls ===
@@ -1021,6 +1024,14 @@ impl CallStore for MemoryCalls {
 
     async fn forget_node(&self, _node: &str) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn live_calls(&self, _now: i64) -> Result<u64, StoreError> {
+        let m = self.lock();
+        Ok(m.calls
+            .values()
+            .filter(|(c, _)| c.state != CallState::Ended)
+            .count() as u64)
     }
 }
 

@@ -511,6 +511,7 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             .await?;
         stop_typing(&cx.app, &cx.id, &message.room_id).await?;
         let out = json!({ "message": message });
+        cx.app.metrics.broadcast(CHAT, "message:new");
         if let Err(e) = cx
             .socket
             .to(chat_room(t, &message.room_id))
@@ -616,6 +617,7 @@ async fn apply_receipt<A: Adapter>(
         Kind::Delivered => ("receipt:delivered", delivered),
     };
     let out = json!({ "room_id": room_id, "user_id": me, "up_to_seq": pointer });
+    cx.app.metrics.broadcast(CHAT, event);
     if let Err(e) = cx.socket.to(room).emit(event, &out).await {
         tracing::warn!(error = %e, event, "receipt broadcast failed");
     }

@@ -24,10 +24,30 @@ use crate::presence::tracker::PRESENCE;
 pub const DEFAULT_REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_REVOCATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Every HTTP route on one port (no `server.internal_listen`).
 pub fn router(app: App) -> Router {
+    probes().merge(internal_routes()).with_state(app)
+}
+
+/// The public port's routes when `server.internal_listen` is set: the probes only (the
+/// Socket.IO layer goes on top).
+pub fn public_router(app: App) -> Router {
+    probes().with_state(app)
+}
+
+/// The internal port's routes: the probes, `/metrics`, `/admin/*` and `/api/*`.
+pub fn internal_router(app: App) -> Router {
+    router(app)
+}
+
+fn probes() -> Router<App> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+}
+
+fn internal_routes() -> Router<App> {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/v1/revocations", post(revoke))
         .route(
@@ -39,7 +59,6 @@ pub fn router(app: App) -> Router {
             get(calls_quality),
         )
         .merge(crate::notifications::api::routes())
-        .with_state(app)
 }
 
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {

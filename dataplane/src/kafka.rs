@@ -17,6 +17,7 @@
 //!                                                                  └▶ store + commit prefix
 //! ```
 
+pub mod lag;
 pub mod offsets;
 
 use std::sync::Arc;
@@ -114,7 +115,10 @@ pub async fn run_worker(
     hub: Option<Arc<dyn Hub>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let context = lag::LagContext {
+        metrics: dispatcher.metrics.clone(),
+    };
+    let consumer: StreamConsumer<lag::LagContext> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("group.id", &cfg.group)
         .set("enable.auto.commit", "false")
@@ -124,7 +128,11 @@ pub async fn run_worker(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .create()
+        .set(
+            "statistics.interval.ms",
+            lag::STATS_INTERVAL.as_millis().to_string(),
+        )
+        .create_with_context(context)
         .map_err(|e| anyhow::anyhow!("notifications.kafka.brokers: {e}"))?;
     consumer
         .subscribe(&[cfg.topic.as_str()])

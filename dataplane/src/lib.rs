@@ -43,4 +43,4 @@ pub mod typing;
 pub mod webrtc;
 pub mod worker;
 
-pub use server::serve;
+pub use server::{serve, serve_split};

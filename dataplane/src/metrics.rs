@@ -1,4 +1,10 @@
-//! Prometheus metrics of a socket node, registered under the `switchboard` prefix.
+//! Prometheus metrics of a socket node and of a notification worker, registered under the
+//! `switchboard` prefix. Grafana's dashboard and the alert rules of the chart
+//! (`charts/switchboard/dashboards/`, `templates/prometheusrule.yaml`) read these names;
+//! `tests/observability` checks every expression of both against a real Prometheus.
+//!
+//! No label is called `namespace`, `pod`, `job` or `instance`: a Prometheus Operator
+//! scrape sets those on every series, and a clash would rename ours to `exported_*`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +16,23 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A Socket.IO namespace (`/chat`, `/presence`, …).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NsLabel {
-    pub namespace: String,
+    pub socketio_namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastLabel {
+    pub socketio_namespace: String,
+    pub event: String,
+}
+
+/// A partition of a Kafka topic the worker consumes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub topic: String,
+    pub partition: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +80,22 @@ pub struct Metrics {
     /// Deliveries by provider (fcm, apns, email, in_app) and outcome (sent, failed, pruned).
     pub deliveries: Family<DeliveryLabel, Counter>,
     pub calls_ended: Family<KindLabel, Counter>,
+    /// Events this node fanned out to a room (one per broadcast, at the sending node).
+    pub broadcasts: Family<BroadcastLabel, Counter>,
+    /// Publish-to-receive time of presence updates between nodes over Redis pub/sub.
+    pub cross_node_lag: Histogram,
+    /// Live calls (ringing or active) of the whole cluster, counted in the call store.
+    pub calls_active: Gauge,
+    /// Call quality reports, and the issues they showed by kind.
+    pub call_quality_reports: Counter,
+    pub call_quality_issues: Family<KindLabel, Counter>,
+    /// Worker only: messages behind the group's committed offset, per assigned partition.
+    pub kafka_consumer_lag: Family<PartitionLabel, Gauge>,
+    /// 1 when Redis answered the last sample ([`crate::redis::spawn_sampler`]), else 0.
+    pub redis_up: Gauge,
+    /// Redis `INFO memory`: used_memory and maxmemory (0: no limit).
+    pub redis_used_memory: Gauge,
+    pub redis_max_memory: Gauge,
     /// Connections whose token expiry this node follows (one task each; see
     /// `auth::lifetime`): back to the connection count once closed sockets are dropped.
     pub token_clocks: Gauge,
@@ -148,6 +184,62 @@ impl Metrics {
             "Calls ended on this node, by end reason",
             calls_ended.clone(),
         );
+        let broadcasts = Family::<BroadcastLabel, Counter>::default();
+        reg.register(
+            "broadcasts",
+            "Events fanned out to a room by this node, by Socket.IO namespace and event",
+            broadcasts.clone(),
+        );
+        let cross_node_lag = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        reg.register(
+            "cross_node_lag_seconds",
+            "Time from a node publishing a presence update on Redis to another node receiving it",
+            cross_node_lag.clone(),
+        );
+        let calls_active = Gauge::default();
+        reg.register(
+            "calls_active",
+            "Live calls (ringing or active) in the whole cluster; every node reports the same count",
+            calls_active.clone(),
+        );
+        let call_quality_reports = Counter::default();
+        reg.register(
+            "call_quality_reports",
+            "Call quality reports accepted",
+            call_quality_reports.clone(),
+        );
+        let call_quality_issues = Family::<KindLabel, Counter>::default();
+        reg.register(
+            "call_quality_issues",
+            "Issues found in call quality reports, by kind",
+            call_quality_issues.clone(),
+        );
+        let kafka_consumer_lag = Family::<PartitionLabel, Gauge>::default();
+        reg.register(
+            "worker_kafka_consumer_lag",
+            "Messages of a partition not yet committed by the worker's consumer group",
+            kafka_consumer_lag.clone(),
+        );
+        let redis_up = Gauge::default();
+        reg.register(
+            "redis_up",
+            "1 when Redis answered the last INFO sample, 0 when it did not",
+            redis_up.clone(),
+        );
+        let redis_used_memory = Gauge::default();
+        reg.register_with_unit(
+            "redis_used_memory",
+            "Memory Redis uses (INFO memory used_memory)",
+            prometheus_client::registry::Unit::Bytes,
+            redis_used_memory.clone(),
+        );
+        let redis_max_memory = Gauge::default();
+        reg.register_with_unit(
+            "redis_maxmemory",
+            "Redis memory limit (INFO memory maxmemory; 0 means none)",
+            prometheus_client::registry::Unit::Bytes,
+            redis_max_memory.clone(),
+        );
         let token_clocks = Gauge::default();
         reg.register(
             "token_clocks",
@@ -168,8 +260,26 @@ impl Metrics {
             notifications,
             deliveries,
             calls_ended,
+            broadcasts,
+            cross_node_lag,
+            calls_active,
+            call_quality_reports,
+            call_quality_issues,
+            kafka_consumer_lag,
+            redis_up,
+            redis_used_memory,
+            redis_max_memory,
             token_clocks,
         }
+    }
+
+    pub fn broadcast(&self, socketio_namespace: &str, event: &str) {
+        self.broadcasts
+            .get_or_create(&BroadcastLabel {
+                socketio_namespace: socketio_namespace.into(),
+                event: event.into(),
+            })
+            .inc();
     }
 
     pub fn delivery(&self, provider: &str, outcome: &str) {
@@ -205,7 +315,7 @@ impl Metrics {
     pub fn connection(&self, namespace: &str, delta: i64) {
         self.connections
             .get_or_create(&NsLabel {
-                namespace: namespace.into(),
+                socketio_namespace: namespace.into(),
             })
             .inc_by(delta);
     }

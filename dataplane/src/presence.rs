@@ -230,6 +230,26 @@ pub struct Update {
     pub tenant: String,
     pub version: u64,
     pub presence: Presence,
+    /// The node that published it and when: receivers measure the cross-node lag.
+    /// Absent in updates from nodes that predate it (and ignored by those nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Who published an [`Update`], and when (milliseconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: String,
+    pub sent_ms: i64,
+}
+
+/// How long `u` took from another node to this one (`me`) at `now_ms`: `None` for this
+/// node's own updates and for updates without an origin. Clocks a little apart never
+/// make it negative.
+pub fn cross_node_lag(u: &Update, me: &str, now_ms: i64) -> Option<std::time::Duration> {
+    let origin = u.origin.as_ref().filter(|o| o.node != me)?;
+    let ms = now_ms.saturating_sub(origin.sent_ms).max(0);
+    Some(std::time::Duration::from_millis(ms as u64))
 }
 
 /// What travels on the presence bus between nodes.
@@ -482,6 +502,44 @@ mod tests {
             }
         }
         s
+    }
+
+    #[test]
+    fn cross_node_lag_counts_only_other_nodes_updates() {
+        let s = run(&[Change::Connect(dev("a"))]);
+        let mut u = Update {
+            tenant: "t".into(),
+            version: 1,
+            presence: aggregate("u", &s, 5),
+            origin: None,
+        };
+        assert_eq!(cross_node_lag(&u, "n1", 1_000), None, "no origin");
+        u.origin = Some(Origin {
+            node: "n1".into(),
+            sent_ms: 990,
+        });
+        assert_eq!(cross_node_lag(&u, "n1", 1_000), None, "own update");
+        assert_eq!(
+            cross_node_lag(&u, "n2", 1_000),
+            Some(std::time::Duration::from_millis(10))
+        );
+        // The receiver's clock a little behind the sender's: no negative lag.
+        assert_eq!(
+            cross_node_lag(&u, "n2", 980),
+            Some(std::time::Duration::ZERO)
+        );
+        // Nodes that predate `origin` read the message and ignore it; this node reads
+        // theirs too.
+        let json = serde_json::to_string(&BusMsg::Update(u.clone())).unwrap();
+        assert!(
+            json.contains(r#""origin":{"node":"n1","sent_ms":990}"#),
+            "{json}"
+        );
+        let old = json.replace(r#","origin":{"node":"n1","sent_ms":990}"#, "");
+        let BusMsg::Update(read) = serde_json::from_str(&old).unwrap() else {
+            panic!("not an update: {old}");
+        };
+        assert_eq!(read.origin, None);
     }
 
     #[test]

@@ -122,6 +122,67 @@ pub(crate) async fn connect_redis(url: &str) -> anyhow::Result<(Config, Client)>
     Ok((cfg, client))
 }
 
+/// How often a node or a worker samples Redis (`INFO memory`) for its metrics.
+pub(crate) const REDIS_SAMPLE_EVERY: Duration = Duration::from_secs(15);
+
+/// `used_memory` and `maxmemory` of an `INFO memory` reply (bytes; `None` when absent).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MemoryInfo {
+    pub used: Option<i64>,
+    pub max: Option<i64>,
+}
+
+pub(crate) fn parse_memory_info(info: &str) -> MemoryInfo {
+    let mut out = MemoryInfo::default();
+    for line in info.lines() {
+        let Some((key, value)) = line.trim_end().split_once(':') else {
+            continue;
+        };
+        let value = value.parse().ok();
+        match key {
+            "used_memory" => out.used = value,
+            "maxmemory" => out.max = value,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Sample Redis every [`REDIS_SAMPLE_EVERY`] until the process ends: whether it answers
+/// (`switchboard_redis_up`) and its memory (`switchboard_redis_used_memory_bytes`,
+/// `switchboard_redis_maxmemory_bytes`). Every node and worker of a cluster reports the
+/// same Redis: dashboards take the max.
+pub(crate) fn spawn_sampler(client: Client, metrics: crate::metrics::Metrics) {
+    use fred::types::InfoKind;
+    let span = tracing::info_span!("redis_sampler");
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let mut interval = tokio::time::interval(REDIS_SAMPLE_EVERY);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                match client.info::<String>(Some(InfoKind::Memory)).await {
+                    Ok(text) => {
+                        let m = parse_memory_info(&text);
+                        metrics.redis_up.set(1);
+                        if let Some(used) = m.used {
+                            metrics.redis_used_memory.set(used);
+                        }
+                        if let Some(max) = m.max {
+                            metrics.redis_max_memory.set(max);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis INFO memory failed");
+                        metrics.redis_up.set(0);
+                    }
+                }
+            }
+        },
+        span,
+    ));
+}
+
 /// `text` with the user info of `url` (`user:password@`) replaced by `***@`.
 pub(crate) fn redacted(text: &str, url: &str) -> String {
     let authority = url
@@ -136,6 +197,22 @@ pub(crate) fn redacted(text: &str, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_info_is_read_from_the_reply() {
+        // As Redis 7 sends it: CRLF lines, a section header, human-readable twins.
+        let reply = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n\
+                     used_memory_rss:4194304\r\nmaxmemory:268435456\r\n\
+                     maxmemory_human:256.00M\r\nmaxmemory_policy:noeviction\r\n";
+        assert_eq!(
+            parse_memory_info(reply),
+            MemoryInfo {
+                used: Some(1_048_576),
+                max: Some(268_435_456)
+            }
+        );
+        assert_eq!(parse_memory_info("# Memory\r\n"), MemoryInfo::default());
+    }
 
     #[test]
     fn redis_passwords_never_reach_messages() {

@@ -53,12 +53,32 @@ pub fn node_id(config: &DataplaneConfig) -> String {
 }
 
 /// Run a node on `listener` until `shutdown` completes, then drain it (see
-/// [`crate::drain`]) and return. `config` must be validated.
+/// [`crate::drain`]) and return. `config` must be validated. With
+/// `server.internal_listen` set, the internal APIs get that address of their own.
 pub async fn serve(
     listener: TcpListener,
     config: DataplaneConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let internal = match &config.server.internal_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("server.internal_listen (SWITCHBOARD_INTERNAL_LISTEN): cannot bind {addr}")
+        })?),
+        None => None,
+    };
+    serve_split(listener, internal, config, shutdown).await
+}
+
+/// [`serve`] with the internal listener given: Socket.IO and the probes on `listener`;
+/// `/metrics`, `/admin/*` and `/api/*` on `internal` (and the probes too), or on
+/// `listener` when there is none.
+pub async fn serve_split(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    config: DataplaneConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let split = internal.is_some();
     let verifier = Verifier::new(&config.jwt).map_err(anyhow::Error::msg)?;
     let node = node_id(&config);
     let base = |app: &App| {
@@ -85,7 +105,7 @@ pub async fn serve(
             io.ns(PRESENCE, events::on_connect.with(events::admit));
             io.ns(NOTIFICATIONS, notify::on_connect.with(notify::admit));
             io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit));
-            finish(&app, io, layer)
+            finish(&app, io, layer, split)
         }
         Some(url) => {
             let (cfg, client) = connect_redis(&url).await?;
@@ -112,6 +132,9 @@ pub async fn serve(
                 Some(client),
             );
             app.set_calls(Calls::build(&app.config, app.redis.as_ref()).await?);
+            if let Some(client) = &app.redis {
+                crate::redis::spawn_sampler(client.clone(), app.metrics.clone());
+            }
             let (layer, io) = base(&app).with_adapter::<FredAdapter<_>>(ctr).build_layer();
             io.ns(CHAT, chat::on_connect.with(chat::admit))
                 .await
@@ -125,7 +148,7 @@ pub async fn serve(
             io.ns(WEBRTC, webrtc::on_connect.with(webrtc::admit))
                 .await
                 .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
-            finish(&app, io, layer)
+            finish(&app, io, layer, split)
         }
     };
     app.set_intake(crate::worker::intake(&app).map_err(anyhow::Error::msg)?);
@@ -138,13 +161,30 @@ pub async fn serve(
         // Before accepting: a sweep running alongside could take a new connection down.
         calls.sweep_earlier_life(&app.node_id).await;
     }
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let mut internal_server = match internal {
+        Some(l) => {
+            tracing::info!(addr = %l.local_addr()?, "internal APIs listening");
+            let mut stopped = http_stopped.clone();
+            let server = axum::serve(l, http::internal_router(app.clone())).with_graceful_shutdown(
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            );
+            Some(tokio::spawn(tracing::Instrument::instrument(
+                server.into_future(),
+                tracing::info_span!("http_internal"),
+            )))
+        }
+        None => None,
+    };
+    let mut http_stopped = http_stopped;
     let server = axum::serve(
         listener,
         router.clone().into_make_service_with_connect_info::<Link>(),
     )
     .with_graceful_shutdown(async move {
-        let _ = http_stopped.await;
+        let _ = http_stopped.wait_for(|s| *s).await;
     });
     let mut server = tokio::spawn(tracing::Instrument::instrument(
         server.into_future(),
@@ -156,17 +196,35 @@ pub async fn serve(
             r.context("serve")?.context("serve")?;
             anyhow::bail!("serve: the server stopped");
         }
+        r = async {
+            match internal_server.as_mut() {
+                Some(s) => s.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            r.context("server.internal_listen")?.context("server.internal_listen")?;
+            anyhow::bail!("server.internal_listen: the server stopped");
+        }
         () = shutdown => {}
     }
     // The HTTP server keeps serving while the node drains: readiness, the refused
     // handshakes and the last polls of the closing sessions go through it.
     crate::drain::run(&app, sessions.as_ref(), &router).await;
-    let _ = stop_http.send(());
-    match tokio::time::timeout(HTTP_CLOSE_WAIT, &mut server).await {
-        Ok(r) => r.context("serve")?.context("serve")?,
-        Err(_) => {
-            tracing::warn!("HTTP requests still open after the drain; closing them");
-            server.abort();
+    let _ = stop_http.send(true);
+    for (name, server) in std::iter::once(("serve", &mut server)).chain(
+        internal_server
+            .as_mut()
+            .map(|s| ("server.internal_listen", s)),
+    ) {
+        match tokio::time::timeout(HTTP_CLOSE_WAIT, &mut *server).await {
+            Ok(r) => r.context(name)?.context(name)?,
+            Err(_) => {
+                tracing::warn!(
+                    listener = name,
+                    "HTTP requests still open after the drain; closing them"
+                );
+                server.abort();
+            }
         }
     }
     app.presence
@@ -184,6 +242,7 @@ fn finish<A: Adapter>(
     app: &App,
     io: SocketIo<A>,
     layer: socketioxide::layer::SocketIoLayer<A>,
+    split: bool,
 ) -> (App, axum::Router, Arc<dyn Sessions>) {
     app.set_hub(Arc::new(io.clone()));
     app.presence.spawn();
@@ -195,7 +254,12 @@ fn finish<A: Adapter>(
     if let Some(calls) = app.calls() {
         calls.spawn(app.clone());
     }
-    let router = http::router(app.clone())
+    let routes = if split {
+        http::public_router
+    } else {
+        http::router
+    };
+    let router = routes(app.clone())
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(
             app.drain.clone(),

@@ -17,6 +17,7 @@ use crate::calls::{Event, Media, Sample};
 use crate::error::{AckError, Code};
 use crate::handler::{self, Cx, on};
 use crate::limits::Class;
+use crate::metrics::Metrics;
 use crate::signaling::Signal;
 use crate::{ice, ids, signaling};
 
@@ -341,6 +342,10 @@ async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, Ac
     let issues = calls(&cx.app)?
         .report_quality(&cx.id.tenant, &cx.id.user_id, &req.call_id, &sample)
         .await?;
+    cx.app.metrics.call_quality_reports.inc();
+    for issue in &issues {
+        Metrics::kind(&cx.app.metrics.call_quality_issues, issue.as_str());
+    }
     if !issues.is_empty() {
         let data = json!({ "call_id": req.call_id, "issues": issues, "report": sample });
         if let Err(e) = cx.socket.emit("call:quality-issue", &data) {

@@ -175,6 +175,7 @@ pub async fn run(
     let hub: Arc<dyn Hub> = Arc::new(io);
     let stores = Stores::redis(&client);
     let metrics = Metrics::new();
+    crate::redis::spawn_sampler(client.clone(), metrics.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listen (SWITCHBOARD_LISTEN): cannot bind {}", config.listen))?;

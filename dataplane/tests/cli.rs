@@ -189,6 +189,24 @@ fn serve_refuses_a_bad_setting_at_start_up_naming_it() {
         !err.contains("admin-short") && !err.contains("service-short"),
         "{err}"
     );
+
+    // The internal listener's address is taken: named, and the node does not start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = bin()
+        .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+        .env(
+            "SWITCHBOARD_INTERNAL_LISTEN",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.internal_listen (SWITCHBOARD_INTERNAL_LISTEN): cannot bind"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1494,6 +1494,54 @@ async fn calls_conform(s: &dyn CallStore, t: &str, other: &str) -> Result<()> {
     Ok(())
 }
 
+/// The live-call count behind `switchboard_calls_active`: a call counts from the commit
+/// that makes it live until the one that ends it.
+#[tokio::test]
+async fn calls_memory_live_count_follows_commits() -> Result<()> {
+    let (t, _) = tenants();
+    let s = MemoryCalls::default();
+    assert_eq!(s.live_calls(0).await?, 0);
+    let call = Call::direct("c_live".into(), "alice", "bob", Media::Audio, 1_000);
+    let both = strings(&["alice", "bob"]);
+    s.commit(&t, &call, 0, &both, &[], None).await?;
+    assert_eq!(s.live_calls(2_000).await?, 1);
+    s.commit(&t, &call.clone().busy(3_000), 1, &[], &both, None)
+        .await?;
+    assert_eq!(s.live_calls(4_000).await?, 0);
+    Ok(())
+}
+
+/// On Redis the count is cluster-wide (`sb:calls:live`, shared with every test using this
+/// Redis): the call's own entry is checked, and that it counts.
+#[tokio::test]
+async fn calls_redis_live_index_follows_commits() -> Result<()> {
+    use fred::interfaces::SortedSetsInterface;
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (t, _) = tenants();
+    let s = RedisCalls::new(client.clone());
+    let id = format!("c_{}", uuid::Uuid::new_v4().simple());
+    let member = format!("{t}|{id}");
+    let call = Call::direct(id.clone(), "alice", "bob", Media::Audio, 1_000);
+    let both = strings(&["alice", "bob"]);
+    let before = switchboard_dataplane::app::now_ms();
+    s.commit(&t, &call, 0, &both, &[], None).await?;
+    let until: Option<f64> = client.zscore("sb:calls:live", &member).await?;
+    let until = until.expect("a live call is indexed") as i64;
+    assert!(
+        until >= before + 23 * 3_600_000,
+        "kept as long as the call's keys"
+    );
+    assert!(s.live_calls(switchboard_dataplane::app::now_ms()).await? >= 1);
+    s.commit(&t, &call.clone().busy(3_000), 1, &[], &both, None)
+        .await?;
+    let gone: Option<f64> = client.zscore("sb:calls:live", &member).await?;
+    assert_eq!(gone, None, "an ended call leaves the index");
+    client.quit().await?;
+    Ok(())
+}
+
 /// A commit refreshes the TTL of every user the call still holds, with the call's.
 #[tokio::test]
 async fn calls_redis_commit_refreshes_holders_ttl() -> Result<()> {

@@ -107,6 +107,8 @@ pub struct Observed {
     pub turn: Option<turn::TurnSecretState>,
     /// Whether the ServiceMonitor CRD (monitoring.coreos.com) is installed.
     pub service_monitor_crd: bool,
+    /// Whether the PodMonitor CRD (monitoring.coreos.com) is installed.
+    pub pod_monitor_crd: bool,
     /// The bytes of the Secret keys the spec references (hashed onto pod templates).
     pub secret_data: config::SecretData,
 }
@@ -168,6 +170,7 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
     )?;
     push("Service", Desired::of(&socket::service(rc, &names)))?;
     push("Service", Desired::of(&socket::headless_service(&names)))?;
+    push("Service", Desired::of(&socket::internal_service(&names)))?;
     push("PodDisruptionBudget", Desired::of(&socket::pdb(rc, &names)))?;
     if let Some(hpa) = socket::hpa(rc, &names) {
         push("HorizontalPodAutoscaler", Desired::of(&hpa))?;
@@ -188,8 +191,12 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
             Desired::of(&workers::deployment(rc, n, &names, &pod)),
         )?;
     }
-    if spec.monitoring.as_ref().is_some_and(|m| m.service_monitor) && observed.service_monitor_crd {
+    let monitored = spec.monitoring.as_ref().is_some_and(|m| m.service_monitor);
+    if monitored && observed.service_monitor_crd {
         out.push(monitor::service_monitor(&names));
+    }
+    if monitored && observed.pod_monitor_crd && spec.notifications.is_some() {
+        out.push(monitor::worker_pod_monitor(&names));
     }
     for d in &mut out {
         if let Some(p) = &spec.placement {
@@ -364,9 +371,37 @@ mod tests {
                 "Deployment/chat-socket",
                 "Service/chat-socket",
                 "Service/chat-socket-headless",
+                "Service/chat-internal",
                 "PodDisruptionBudget/chat-socket",
             ]
         );
+        // The public Service carries Socket.IO only; the internal APIs have their own
+        // ClusterIP Service and container port.
+        let object = |label: &str| &d.iter().find(|c| c.label() == label).unwrap().object;
+        let port_names = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            port_names(&object("Service/chat-socket")["spec"]["ports"]),
+            ["http"]
+        );
+        let internal = &object("Service/chat-internal")["spec"];
+        assert_eq!(internal["type"], "ClusterIP");
+        assert_eq!(internal["ports"][0]["port"], 9090);
+        assert_eq!(
+            port_names(
+                &object("Deployment/chat-socket")["spec"]["template"]["spec"]["containers"][0]["ports"]
+            ),
+            ["http", "internal"]
+        );
+        let config = object("ConfigMap/chat-config")["data"][config::CONFIG_KEY]
+            .as_str()
+            .unwrap();
+        assert!(config.contains("internal_listen: 0.0.0.0:9090"), "{config}");
         for child in &d {
             let owners = &child.object["metadata"]["ownerReferences"];
             assert_eq!(owners[0]["uid"], "0000-uid", "{}", child.label());
@@ -388,6 +423,7 @@ mod tests {
                 "2026-01-01T00:00:00Z".into(),
             )),
             service_monitor_crd: true,
+            pod_monitor_crd: true,
             ..Default::default()
         };
         let d = desired(&rc, &observed).unwrap();
@@ -400,20 +436,66 @@ mod tests {
             "Service/chat-coturn",
             "Deployment/chat-worker",
             "ServiceMonitor/chat",
+            "PodMonitor/chat-worker",
         ] {
             assert!(k.contains(&want.to_string()), "{want} missing from {k:?}");
         }
+        // The PodMonitor scrapes the worker pods' port, as the Deployment names it.
+        let pm = d.iter().find(|c| c.resource.kind == "PodMonitor").unwrap();
+        let worker = d
+            .iter()
+            .find(|c| c.resource.kind == "Deployment" && c.name == "chat-worker")
+            .unwrap();
+        let template = &worker.object["spec"]["template"];
+        assert_eq!(
+            pm.object["spec"]["selector"]["matchLabels"],
+            worker.object["spec"]["selector"]["matchLabels"]
+        );
+        let ports = template["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p["name"] == pm.object["spec"]["podMetricsEndpoints"][0]["port"]),
+            "{ports:?}"
+        );
+        // The ServiceMonitor scrapes a port the metrics Service has: the internal one.
+        let sm = d
+            .iter()
+            .find(|c| c.resource.kind == "ServiceMonitor")
+            .unwrap();
+        let scraped = &sm.object["spec"]["endpoints"][0]["port"];
+        assert_eq!(scraped, "internal");
+        let headless = d
+            .iter()
+            .find(|c| c.label() == "Service/chat-socket-headless")
+            .unwrap();
+        assert!(
+            headless.object["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| &p["name"] == scraped)
+        );
+        // No workers, no PodMonitor.
+        let mut no_workers = rc.clone();
+        no_workers.spec.notifications = None;
+        let k = kinds(&desired(&no_workers, &observed).unwrap());
+        assert!(!k.contains(&"PodMonitor/chat-worker".to_string()), "{k:?}");
         // External Redis: no StatefulSet.
         assert!(!k.iter().any(|k| k.starts_with("StatefulSet/")), "{k:?}");
-        // Without the ServiceMonitor CRD, no ServiceMonitor.
+        // Without the CRDs, no ServiceMonitor and no PodMonitor.
         let d = desired(
             &rc,
             &Observed {
                 service_monitor_crd: false,
+                pod_monitor_crd: false,
                 ..observed
             },
         )
         .unwrap();
         assert!(!kinds(&d).contains(&"ServiceMonitor/chat".to_string()));
+        assert!(!kinds(&d).contains(&"PodMonitor/chat-worker".to_string()));
     }
 }

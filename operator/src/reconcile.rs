@@ -31,7 +31,7 @@ use crate::checks::spec_problems;
 use crate::children::meta::{FIELD_MANAGER, Names};
 use crate::children::turn::{TurnChange, TurnSecretState, next_state};
 use crate::children::{self, BuildError, Observed, config, monitor, socket, turn};
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterFacts, Metrics};
 use crate::status::{Facts, Observation, Workload, decide};
 
 /// Everything a reconcile needs; shared by all of them.
@@ -140,6 +140,7 @@ fn prunable(names: &Names) -> Vec<(ApiResource, String)> {
         ar(ApiResource::erase::<Service>(&()), names.redis_headless()),
         ar(ApiResource::erase::<Secret>(&()), names.turn_secret()),
         ar(monitor::resource(), names.instance.clone()),
+        ar(monitor::pod_monitor_resource(), names.worker()),
     ]
 }
 
@@ -156,6 +157,8 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     if rc.metadata.deletion_timestamp.is_some() {
         // Being deleted: the garbage collector removes the children; re-creating them
         // now would only race it.
+        ctx.metrics
+            .forget_cluster(&rc.namespace().unwrap_or_default(), &rc.name_any());
         return Ok(Action::await_change());
     }
     let names = Names::of(&rc)?;
@@ -216,6 +219,15 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             .await?
             .is_some();
 
+    // Workers are scraped through a PodMonitor (the Prometheus Operator ships both CRDs;
+    // without this one the workers simply go unscraped).
+    let pod_monitor_crd = wants_monitor
+        && rc.spec.notifications.is_some()
+        && Api::<CustomResourceDefinition>::all(client.clone())
+            .get_opt(monitor::POD_MONITOR_CRD_NAME)
+            .await?
+            .is_some();
+
     if wants_monitor && !service_monitor_crd {
         problems.push(format!(
             "spec.monitoring.serviceMonitor: the ServiceMonitor CRD ({}) is not installed; install the Prometheus Operator or turn this off",
@@ -226,6 +238,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     let observed = Observed {
         turn: turn_state.clone(),
         service_monitor_crd,
+        pod_monitor_crd,
         secret_data,
     };
     let desired = children::desired(&rc, &observed)?;
@@ -357,6 +370,22 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     };
     let workers = observe_deployment(rc.spec.notifications.is_some(), names.worker()).await?;
     let coturn = observe_deployment(turn::managed(&rc).is_some(), names.coturn()).await?;
+    ctx.metrics.cluster(
+        &ns,
+        &rc.name_any(),
+        &ClusterFacts {
+            socket: socket.as_ref().map(|w| (w.desired, w.ready)),
+            turn: match (&turn_state, &rc.spec.turn) {
+                (Some(t), Some(spec)) => t.rotated_at.parse::<Timestamp>().ok().map(|at| {
+                    (
+                        at.as_millisecond() as f64 / 1000.0,
+                        turn::rotation_interval(spec).as_secs_f64(),
+                    )
+                }),
+                _ => None,
+            },
+        },
+    );
     let facts = Facts {
         generation: rc.metadata.generation,
         socket,
@@ -547,6 +576,35 @@ mod tests {
     use super::*;
     use crate::children::fixtures::mk_cluster;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn every_error_kind_is_registered_up_front() {
+        let serde = serde_json::from_str::<u8>("x").unwrap_err();
+        let errors = [
+            Error::Kube(kube::Error::SerdeError(
+                serde_json::from_str::<u8>("x").unwrap_err(),
+            )),
+            Error::Build(BuildError::Serialize {
+                what: "x",
+                source: serde,
+            }),
+            Error::Apply {
+                count: 1,
+                first: "x".into(),
+            },
+        ];
+        for e in &errors {
+            // A new variant must be added to `errors` (the match) and to ERROR_KINDS.
+            match e {
+                Error::Kube(_) | Error::Build(_) | Error::Apply { .. } => {}
+            }
+            assert!(
+                crate::metrics::ERROR_KINDS.contains(&e.metric_label()),
+                "{}",
+                e.metric_label()
+            );
+        }
+    }
 
     /// A cluster being deleted gets no children re-created: the reconcile returns before
     /// any request (this client reaches nothing, so any request would fail it).

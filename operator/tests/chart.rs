@@ -104,6 +104,169 @@ fn helm_lint_is_clean_and_the_schema_refuses_bad_values() -> Result<()> {
     Ok(())
 }
 
+/// `helm template sb CHART EXTRA…`, which must succeed: the objects it renders.
+fn template(home: &Path, extra: &[&str]) -> Result<Vec<serde_yaml::Value>> {
+    let chart = chart();
+    let mut args = vec!["template", "sb", chart.as_str()];
+    args.extend_from_slice(extra);
+    let (ok, out) = helm(home, &args)?;
+    ensure!(ok, "helm {}: {out}", args.join(" "));
+    Ok(serde_yaml::Deserializer::from_str(&out)
+        .map(serde::Deserialize::deserialize)
+        .collect::<Result<Vec<serde_yaml::Value>, _>>()?
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect())
+}
+
+fn of_kind<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+/// The rules of every group of a PrometheusRule.
+fn rules_of(rule: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
+    rule["spec"]["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn the_chart_renders_rules_and_monitors_when_their_crds_are_served_and_the_dashboard_when_asked()
+-> Result<()> {
+    if endpoint("SWITCHBOARD_TEST_HELM").is_none() {
+        return Ok(());
+    }
+    let home = scratch("sb-helm-obs");
+    let rules_file = repo().join("charts/switchboard/rules/switchboard.rules.yaml");
+    let rules: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(rules_file)?)?;
+    let dashboard_file = repo().join("charts/switchboard/dashboards/switchboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dashboard_file)?)?;
+    const RULE_API: &str = "monitoring.coreos.com/v1/PrometheusRule";
+
+    // By default: no dashboard, and no PrometheusRule or ServiceMonitor where their CRDs
+    // are not served.
+    let plain = template(&home, &[])?;
+    assert!(of_kind(&plain, "PrometheusRule").is_empty());
+    assert!(of_kind(&plain, "ServiceMonitor").is_empty());
+    assert!(of_kind(&plain, "ConfigMap").is_empty());
+
+    // The operator's own metrics: a ServiceMonitor on its -metrics Service.
+    let monitored = template(
+        &home,
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    )?;
+    let sm = of_kind(&monitored, "ServiceMonitor");
+    assert_eq!(sm.len(), 1, "{monitored:?}");
+    let svc = of_kind(&monitored, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "sb-switchboard-metrics")
+        .context("the metrics Service")?;
+    for (k, v) in sm[0]["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .context("matchLabels")?
+    {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "the ServiceMonitor selects the metrics Service"
+        );
+    }
+    assert_eq!(
+        sm[0]["spec"]["endpoints"][0]["port"],
+        svc["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(sm[0]["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // Where the Prometheus Operator is installed: the rules, exactly the rule file.
+    let with_crd = template(&home, &["--api-versions", RULE_API])?;
+    let rule = of_kind(&with_crd, "PrometheusRule");
+    assert_eq!(rule.len(), 1, "{with_crd:?}");
+    assert_eq!(rule[0]["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule[0]["metadata"]["name"], "sb-switchboard");
+    assert_eq!(
+        rule[0]["spec"], rules,
+        "the PrometheusRule's spec is the rule file"
+    );
+    assert_eq!(rules_of(rule[0]).len(), 9);
+
+    // Runbook links follow prometheusRule.runbookBaseUrl; labels for a ruleSelector.
+    let moved = template(
+        &home,
+        &[
+            "--api-versions",
+            RULE_API,
+            "--set",
+            "prometheusRule.runbookBaseUrl=https://wiki.example.com/switchboard",
+            "--set",
+            "prometheusRule.labels.release=kube-prometheus-stack",
+        ],
+    )?;
+    let rule = of_kind(&moved, "PrometheusRule")[0];
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let moved_rules = rules_of(rule);
+    assert_eq!(moved_rules.len(), 9);
+    for r in &moved_rules {
+        let url = r["annotations"]["runbook_url"].as_str().unwrap_or("");
+        assert!(
+            url.starts_with("https://wiki.example.com/switchboard#switchboard"),
+            "{url}"
+        );
+    }
+
+    // Turned off: none even with the CRD served.
+    let off = template(
+        &home,
+        &[
+            "--api-versions",
+            RULE_API,
+            "--set",
+            "prometheusRule.enabled=false",
+        ],
+    )?;
+    assert!(of_kind(&off, "PrometheusRule").is_empty());
+
+    // The dashboard: a ConfigMap with the sidecar's label holding the dashboard JSON.
+    let with_dashboard = template(
+        &home,
+        &[
+            "--set",
+            "grafanaDashboard.enabled=true",
+            "--set",
+            "grafanaDashboard.namespace=monitoring",
+        ],
+    )?;
+    let cm = of_kind(&with_dashboard, "ConfigMap");
+    assert_eq!(cm.len(), 1, "{with_dashboard:?}");
+    assert_eq!(cm[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm[0]["metadata"]["namespace"], "monitoring");
+    let json = cm[0]["data"]["switchboard.json"]
+        .as_str()
+        .context("data.switchboard.json")?;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(json)?, dashboard);
+
+    // And lint stays clean with the dashboard on (lint cannot be told the CRD is served).
+    let chart = chart();
+    let (ok, out) = helm(
+        &home,
+        &[
+            "lint",
+            "--strict",
+            &chart,
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
+    )?;
+    assert!(ok && !out.contains("[WARNING]"), "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(())
+}
+
 /// A kubeconfig that acts as `user` (impersonation) with the admin credentials.
 fn impersonating_kubeconfig(dir: &Path, user: &str) -> Result<std::path::PathBuf> {
     let path = endpoint("KUBECONFIG").context("KUBECONFIG")?;

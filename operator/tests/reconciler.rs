@@ -519,6 +519,25 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
         &monitor.metadata,
         &clusters.get("chat-full").await?.uid().unwrap()
     ));
+    // And its notification workers, which have no Service, through a PodMonitor.
+    let pod_monitors: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &switchboard_operator::children::monitor::pod_monitor_resource(),
+    );
+    let pod_monitor = pod_monitors.get("chat-full-worker").await?;
+    assert_eq!(
+        pod_monitor.data["spec"]["podMetricsEndpoints"][0]["port"], "http",
+        "{pod_monitor:?}"
+    );
+    assert_eq!(
+        pod_monitor.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "worker"
+    );
+    assert!(owned_by(
+        &pod_monitor.metadata,
+        &clusters.get("chat-full").await?.uid().unwrap()
+    ));
     eventually(
         "chat-full to be Ready",
         Duration::from_secs(120),

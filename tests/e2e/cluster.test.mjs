@@ -94,10 +94,15 @@ async function socketPods() {
 /** A client target for the test helpers: {url, secret}. */
 const at = (host, port = 3000) => ({ url: `http://${host}:${port}`, secret });
 
-async function clusterIp() {
-  const svc = await getJson('svc', '-n', NS, `${CLUSTER}-socket`);
+async function clusterIp(service = `${CLUSTER}-socket`) {
+  const svc = await getJson('svc', '-n', NS, service);
   return { ip: svc.spec.clusterIP, port: svc.spec.ports[0].port };
 }
+
+/** The internal APIs' Service (service and admin tokens, metrics): in-cluster only. */
+const internalIp = () => clusterIp(`${CLUSTER}-internal`);
+/** The socket pods' internal port (server.internal_listen, set by the operator). */
+const INTERNAL_PORT = 9090;
 
 /** GET http://host:port/path → {status, body}. */
 async function http(host, port, path) {
@@ -189,6 +194,13 @@ test('a RealtimeCluster comes up on real pods through real readiness probes', as
   const svc = await clusterIp();
   await until('the Service answers through kube-proxy', async () => (await http(svc.ip, svc.port, '/healthz')).status === 200, 60000, 200);
   console.log(`# kubectl apply -> Service answering: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  // The public Service carries Socket.IO and the probes only; metrics and the admin and
+  // service APIs answer on the internal Service.
+  for (const path of ['/metrics', '/admin/v1/tenants/x/presence/metrics', '/api/v1/tenants/x/notifications/y']) {
+    assert.equal((await http(svc.ip, svc.port, path)).status, 404, `${path} on the public Service`);
+  }
+  const internal = await internalIp();
+  await until('the internal Service answers', async () => (await http(internal.ip, internal.port, '/metrics').catch(() => ({}))).status === 200, 30000, 200);
   clusterUp = true;
   console.log(`# kubectl apply -> Ready: ${(readyAfterMs / 1000).toFixed(1)} s`);
   const table = await kubectl('get', 'rtc', '-n', NS);
@@ -293,7 +305,7 @@ test('a notification posted to the service API reaches Bob in-app through Kafka 
   const device = `ok-e2e-${suffix}`;
   await ok(bob, 'notification:register-device', { platform: 'fcm', token: device, app_id: 'dev.switchboard.e2e' });
   const id = `n-${suffix}`;
-  const svc = await clusterIp();
+  const svc = await internalIp();
   const res = await fetch(`http://${svc.ip}:${svc.port}/api/v1/notifications`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${SERVICE_TOKEN}` },
@@ -329,7 +341,7 @@ test('an admin revocation through the Service disconnects the user on both pods'
   const socks = await Promise.all(pods2.map((p) => connectUser(at(p.status.podIP), 'erin', TENANT, { transports: ['websocket'] })));
   const other = await connectUser(at(pods2[0].status.podIP), 'erin', `${TENANT}-other`, { transports: ['websocket'] });
   const gone = socks.map((s) => new Promise((r) => s.once('disconnect', r)));
-  const svc = await clusterIp();
+  const svc = await internalIp();
   const res = await fetch(`http://${svc.ip}:${svc.port}/admin/v1/revocations`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
@@ -458,8 +470,8 @@ function watchConnections() {
     while (running) {
       for (const p of await socketPods().catch(() => [])) {
         try {
-          const { body } = await http(p.status.podIP, 3000, '/metrics');
-          const m = /^switchboard_connections\{namespace="\/chat"\} (\d+)/m.exec(body);
+          const { body } = await http(p.status.podIP, INTERNAL_PORT, '/metrics');
+          const m = /^switchboard_connections\{socketio_namespace="\/chat"\} (\d+)/m.exec(body);
           if (m) {
             if (!samples.has(p.metadata.name)) samples.set(p.metadata.name, []);
             samples.get(p.metadata.name).push([Date.now(), Number(m[1])]);

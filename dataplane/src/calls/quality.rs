@@ -28,6 +28,18 @@ pub enum Issue {
     LowBitrate,
 }
 
+impl Issue {
+    /// The wire name (also the `kind` label of `switchboard_call_quality_issues_total`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Issue::HighLatency => "high_latency",
+            Issue::PacketLoss => "packet_loss",
+            Issue::HighJitter => "high_jitter",
+            Issue::LowBitrate => "low_bitrate",
+        }
+    }
+}
+
 /// Check ranges; the message names the field.
 pub fn validate(s: &Sample) -> Result<(), String> {
     let check = |name: &str, v: f64, max: f64| {
@@ -142,6 +154,21 @@ mod tests {
             packet_loss_percentage: loss,
             jitter_ms,
             bitrate_kbps: kbps,
+        }
+    }
+
+    #[test]
+    fn issue_labels_are_the_wire_names() {
+        for i in [
+            Issue::HighLatency,
+            Issue::PacketLoss,
+            Issue::HighJitter,
+            Issue::LowBitrate,
+        ] {
+            assert_eq!(
+                serde_json::to_value(i).unwrap(),
+                serde_json::Value::from(i.as_str())
+            );
         }
     }
 

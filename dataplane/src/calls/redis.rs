@@ -13,6 +13,11 @@
 //!   done, and if it dies first another node fires it after the lease (transitions are
 //!   idempotent, so a repeat changes nothing).
 //!
+//! - `sb:calls:live`: a sorted set of `tenant|call` by expiry (ms) of every live call,
+//!   cluster-wide like the timers: written after each commit (added while live, removed
+//!   once ended), counted for `switchboard_calls_active`. An entry a node could not
+//!   remove (it died right after the commit) lapses with the call's keys.
+//!
 //! - `sb:{T}:calls:outbox`: history records of ended calls not yet in the history
 //!   database (a list, oldest first), pushed by the commit that ends the call;
 //!   `sb:calls:outbox:tenants` names the tenants with a non-empty outbox. Every node
@@ -55,6 +60,10 @@ mod keys {
         format!("sb:{{{tenant}}}:quality")
     }
     pub const TIMERS: &str = "sb:calls:timers";
+    pub const LIVE: &str = "sb:calls:live";
+    pub fn live_member(tenant: &str, call_id: &str) -> String {
+        format!("{tenant}|{call_id}")
+    }
     pub fn outbox(tenant: &str) -> String {
         format!("sb:{{{tenant}}}:calls:outbox")
     }
@@ -181,6 +190,24 @@ impl RedisCalls {
             .await?;
         Ok(())
     }
+
+    /// Keep `sb:calls:live` in step with a committed call. After the commit, not in it
+    /// (the index is cluster-wide, the call's keys are the tenant's slot): a failure here
+    /// only skews the gauge until the entry lapses, so it is logged, not returned.
+    async fn index_live(&self, tenant: &str, call: &Call) {
+        let member = keys::live_member(tenant, &call.id);
+        let done: Result<i64, _> = if call.state == CallState::Ended {
+            self.client.zrem(keys::LIVE, member).await
+        } else {
+            let until = crate::app::now_ms() + LIVE_TTL_MS;
+            self.client
+                .zadd(keys::LIVE, None, None, false, false, (until as f64, member))
+                .await
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, call = %call.id, "live-call index not updated");
+        }
+    }
 }
 
 fn text(v: Value, what: &str) -> Result<String, StoreError> {
@@ -281,6 +308,7 @@ impl CallStore for RedisCalls {
                     if record.is_some() {
                         let _: i64 = self.client.sadd(keys::OUTBOX_TENANTS, tenant).await?;
                     }
+                    self.index_live(tenant, call).await;
                     let v = text(it.next().unwrap_or(Value::Null), "commit version")?;
                     Ok(Commit::Done(v.parse().unwrap_or(expected + 1)))
                 }
@@ -531,6 +559,15 @@ impl CallStore for RedisCalls {
                 ))
             })
             .collect())
+    }
+
+    async fn live_calls(&self, now: i64) -> Result<u64, StoreError> {
+        let _: i64 = self
+            .client
+            .zremrangebyscore(keys::LIVE, f64::NEG_INFINITY, now as f64)
+            .await?;
+        let n: i64 = self.client.zcard(keys::LIVE).await?;
+        Ok(n.max(0) as u64)
     }
 
     async fn forget_node(&self, node: &str) -> Result<(), StoreError> {

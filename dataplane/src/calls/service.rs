@@ -733,6 +733,12 @@ impl Calls {
                     if let Err(e) = me.liveness_tick(&node, ms(ttl)).await {
                         tracing::warn!(error = %e, "call node heartbeat or dead-node sweep failed");
                     }
+                    match me.0.store.live_calls(now_ms()).await {
+                        Ok(n) => {
+                            app.metrics.calls_active.set(n as i64);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "live calls not counted"),
+                    }
                 }
             }
             .instrument(tracing::info_span!("call_liveness")),
@@ -984,6 +990,9 @@ mod tests {
         }
         async fn forget_node(&self, n: &str) -> Result<(), StoreError> {
             self.inner.forget_node(n).await
+        }
+        async fn live_calls(&self, now: i64) -> Result<u64, StoreError> {
+            self.inner.live_calls(now).await
         }
     }
 

@@ -110,6 +110,7 @@ async fn change<A: Adapter>(
 
 /// Tell the room's other sockets (the sender's socket has the ack).
 async fn tell_room<A: Adapter>(cx: &Cx<A>, room_id: &str, event: &'static str, data: &Value) {
+    cx.app.metrics.broadcast(crate::hub::CHAT, event);
     if let Err(e) = cx
         .socket
         .to(chat_room(&cx.id.tenant, room_id))

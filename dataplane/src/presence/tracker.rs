@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
-    BusMsg, Change, Device, Manual, Presence, PresenceStore, Transition, Update, aggregate,
+    BusMsg, Change, Device, Manual, Origin, Presence, PresenceStore, Transition, Update, aggregate,
     date_of, newer,
 };
 use crate::app::now_ms;
@@ -188,6 +188,10 @@ impl Tracker {
                 tenant: tenant.into(),
                 version: snap.version,
                 presence: presence.clone(),
+                origin: Some(Origin {
+                    node: self.0.node.clone(),
+                    sent_ms: now_ms(),
+                }),
             }))
             .await?;
         Ok(Some(presence))
@@ -384,6 +388,9 @@ impl Tracker {
     /// An update from the bus: cache it if newer, then tell this node's subscribers.
     /// The cache changes before the event goes out, so a read after the event is fresh.
     pub async fn on_update(&self, u: Update) {
+        if let Some(lag) = super::cross_node_lag(&u, &self.0.node, now_ms()) {
+            self.0.metrics.cross_node_lag.observe(lag.as_secs_f64());
+        }
         let key = (u.tenant.clone(), u.presence.user_id.clone());
         // What to emit: the newest state this node knows, if its subscribers have not had it.
         let emit = {
@@ -413,6 +420,7 @@ impl Tracker {
             }
         };
         if let (Some(presence), Some(hub)) = (emit, self.0.hub.get()) {
+            self.0.metrics.broadcast(PRESENCE, "presence:update");
             let room = watch_room(&u.tenant, &presence.user_id);
             hub.emit_local(
                 PRESENCE,

@@ -414,7 +414,22 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
     let call = initiate(&alice, "bob", "video").await;
     let id2 = call["id"].as_str().unwrap().to_owned();
     bob.ok("call:answer", json!({ "call_id": id2 })).await;
+    let poor = json!({ "call_id": id2, "latency_ms": 900, "packet_loss_percentage": 0.5, "jitter_ms": 4, "bitrate_kbps": 900 });
+    assert_eq!(
+        bob.ok("call:report-quality", poor).await["issues"],
+        json!(["high_latency"])
+    );
     bob.ok("call:hangup", json!({ "call_id": id2 })).await;
+    // What operators see: reports, their issues by kind, calls ended by reason.
+    let metrics = node.metrics().await;
+    for line in [
+        "switchboard_call_quality_reports_total 1",
+        "switchboard_call_quality_issues_total{kind=\"high_latency\"} 1",
+        "switchboard_calls_ended_total{kind=\"timeout\"} 1",
+        "switchboard_calls_ended_total{kind=\"hangup\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     let h = alice.ok("call:history", json!({})).await;
     let ids: Vec<&str> = h["calls"]
         .as_array()

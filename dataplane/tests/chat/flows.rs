@@ -385,21 +385,17 @@ async fn health_metrics_and_room_limit() {
             .await,
         "forbidden"
     );
+    alice
+        .ok("message:send", json!({"room_id": "a", "body": "hi"}))
+        .await;
     let http = reqwest::Client::new();
     assert_eq!(
         http.get(node.url("/readyz")).send().await.unwrap().status(),
         200
     );
-    let m = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = node.metrics().await;
     assert!(
-        m.contains("switchboard_connections{namespace=\"/chat\"} 1"),
+        m.contains("switchboard_connections{socketio_namespace=\"/chat\"} 1"),
         "{m}"
     );
     assert!(
@@ -407,4 +403,11 @@ async fn health_metrics_and_room_limit() {
         "{m}"
     );
     assert!(m.contains("switchboard_ack_latency_seconds_bucket"), "{m}");
+    // The message fanned out to its room once.
+    assert!(
+        m.contains(
+            "switchboard_broadcasts_total{socketio_namespace=\"/chat\",event=\"message:new\"} 1"
+        ),
+        "{m}"
+    );
 }

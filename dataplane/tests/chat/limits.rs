@@ -52,12 +52,7 @@ async fn flooder_is_rate_limited_then_disconnected() {
     // The calm user still chats.
     calm.ok("message:send", json!({"room_id": "r", "body": "hello"}))
         .await;
-    let m = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = node.metrics().await;
     assert!(
         m.contains("switchboard_forced_disconnects_total{kind=\"abuse\"} 1"),
         "{m}"

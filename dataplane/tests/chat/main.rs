@@ -9,6 +9,7 @@ mod changes;
 mod conns;
 mod flows;
 mod fuzz;
+mod internal;
 mod lifetime;
 mod limits;
 mod multinode;

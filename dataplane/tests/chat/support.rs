@@ -43,6 +43,20 @@ pub fn redis_url() -> Option<String> {
 }
 
 pub async fn start(config: DataplaneConfig) -> Node {
+    launch(config, None).await
+}
+
+/// A node with its internal APIs on a listener of their own (`server.internal_listen`):
+/// (the public node, the internal address as a node that is stopped with the public one).
+pub async fn start_split(config: DataplaneConfig) -> (Node, Node) {
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = internal.local_addr().expect("addr");
+    (launch(config, Some(internal)).await, Node::external(addr))
+}
+
+async fn launch(config: DataplaneConfig, internal: Option<tokio::net::TcpListener>) -> Node {
     config.validate().expect("test config is valid");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -54,7 +68,7 @@ pub async fn start(config: DataplaneConfig) -> Node {
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let r = switchboard_dataplane::serve(listener, config, shutdown);
+        let r = switchboard_dataplane::serve_split(listener, internal, config, shutdown);
         let _ = ready_tx.send(());
         if let Err(e) = r.await {
             eprintln!("node failed: {e:#}");
@@ -88,6 +102,16 @@ impl Node {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 

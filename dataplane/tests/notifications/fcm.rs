@@ -278,12 +278,7 @@ async fn a_node_pushes_records_status_and_prunes_dead_tokens() {
     assert_eq!(post(&node, &urgent, Some(SERVICE)).await.0, 202);
     let data = wait_status(&node, &t, &id4, |d| d["progress"] == "done").await;
     assert_eq!(states(&data), ["apns:failed", "fcm:failed", "fcm:sent"]);
-    let metrics = reqwest::get(node.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains(
             r#"switchboard_notification_deliveries_total{provider="fcm",outcome="pruned"} 1"#

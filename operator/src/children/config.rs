@@ -13,7 +13,7 @@ use switchboard_crds::cluster::{RealtimeCluster, RedisMode, SecretKeyRef};
 use switchboard_crds::config::DataplaneConfig;
 
 use super::BuildError;
-use super::meta::{Names, SOCKET_PORT};
+use super::meta::{INTERNAL_PORT, Names, SOCKET_PORT};
 
 /// Key of the configuration file in the ConfigMap.
 pub const CONFIG_KEY: &str = "switchboard.yaml";
@@ -48,6 +48,9 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
         log_format: "json".into(),
         ..Default::default()
     };
+    // The public Service and the Ingress reach Socket.IO only; the APIs and metrics
+    // answer on a port of their own (the workers, which share this file, ignore it).
+    c.server.internal_listen = Some(format!("0.0.0.0:{INTERNAL_PORT}"));
     if spec.redis.mode == RedisMode::Managed {
         c.redis.url = Some(format!(
             "redis://{}.{}.svc:{REDIS_PORT}",

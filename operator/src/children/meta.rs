@@ -19,8 +19,12 @@ pub const TURN_ROTATED_ANNOTATION: &str = "switchboard.dev/turn-rotated-at";
 pub const SECRETS_HASH_ANNOTATION: &str = "switchboard.dev/secrets-hash";
 /// Annotation on every child: hash of what the operator last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "switchboard.dev/applied-hash";
-/// Container port of socket nodes (Socket.IO, health and metrics).
+/// Container port of socket nodes (Socket.IO and the probes; the workers' health and
+/// metrics).
 pub const SOCKET_PORT: i32 = 3000;
+/// Container port of the socket nodes' internal APIs (`server.internal_listen`):
+/// `/metrics`, `/admin/*`, `/api/*`; never behind the public Service or the Ingress.
+pub const INTERNAL_PORT: i32 = 9090;
 
 /// The names of one cluster's children, derived from the cluster's name.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +67,10 @@ impl Names {
     }
     pub fn headless(&self) -> String {
         format!("{}-socket-headless", self.instance)
+    }
+    /// The ClusterIP Service of the internal APIs (backends, admin tools).
+    pub fn internal(&self) -> String {
+        format!("{}-internal", self.instance)
     }
     pub fn redis(&self) -> String {
         format!("{}-redis", self.instance)

@@ -26,8 +26,8 @@ use switchboard_crds::config::{DRAIN_IN_FLIGHT_WAIT, ServerConfig};
 
 use super::config::{Role, SecretData, pod_wiring, secrets_hash};
 use super::meta::{
-    CONFIG_HASH_ANNOTATION, Names, SECRETS_HASH_ANNOTATION, SOCKET_PORT, TURN_ROTATED_ANNOTATION,
-    container_security, pod_security,
+    CONFIG_HASH_ANNOTATION, INTERNAL_PORT, Names, SECRETS_HASH_ANNOTATION, SOCKET_PORT,
+    TURN_ROTATED_ANNOTATION, container_security, pod_security,
 };
 
 pub const COMPONENT: &str = "socket";
@@ -144,12 +144,7 @@ pub fn pod_template(
         image: Some(image.reference()),
         image_pull_policy: Some(image.pull_policy.as_str().into()),
         args: Some(vec![args.to_owned()]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: SOCKET_PORT,
-            protocol: Some("TCP".into()),
-            ..Default::default()
-        }]),
+        ports: Some(container_ports(role)),
         env: Some(wiring.env),
         volume_mounts: Some(wiring.mounts),
         resources: Some(resources.cloned().unwrap_or_else(default_resources)),
@@ -257,12 +252,47 @@ pub fn deployment(rc: &RealtimeCluster, names: &Names, inputs: &PodInputs<'_>) -
     }
 }
 
-fn http_port(port: i32) -> ServicePort {
-    ServicePort {
-        name: Some("http".into()),
-        port,
-        target_port: Some(IntOrString::String("http".into())),
+/// `http` (Socket.IO and the probes; a worker's metrics too) and, on socket nodes,
+/// `internal` (`/metrics`, `/admin/*`, `/api/*`).
+fn container_ports(role: Role) -> Vec<ContainerPort> {
+    let port = |name: &str, container_port| ContainerPort {
+        name: Some(name.into()),
+        container_port,
         protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let mut ports = vec![port("http", SOCKET_PORT)];
+    if role == Role::Socket {
+        ports.push(port("internal", INTERNAL_PORT));
+    }
+    ports
+}
+
+fn named_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+fn http_port(port: i32) -> ServicePort {
+    named_port("http", port)
+}
+
+/// Where backends and admin tools reach the internal APIs (service and admin tokens),
+/// inside the cluster only.
+pub fn internal_service(names: &Names) -> Service {
+    Service {
+        metadata: names.meta(names.internal(), COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(names.selector_labels(COMPONENT)),
+            ports: Some(vec![named_port("internal", INTERNAL_PORT)]),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -297,7 +327,10 @@ pub fn headless_service(names: &Names) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(names.selector_labels(COMPONENT)),
-            ports: Some(vec![http_port(SOCKET_PORT)]),
+            ports: Some(vec![
+                http_port(SOCKET_PORT),
+                named_port("internal", INTERNAL_PORT),
+            ]),
             publish_not_ready_addresses: Some(true),
             ..Default::default()
         }),

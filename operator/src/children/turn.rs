@@ -115,6 +115,11 @@ fn until(now: Timestamp, t: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
 }
 
+/// How often the secret is replaced: `spec.rotationInterval`, at least a minute.
+pub fn rotation_interval(spec: &TurnSpec) -> Duration {
+    spec.rotation_interval.0.max(Duration::from_secs(60))
+}
+
 /// Decide the TURN secret at `now`. `fresh` makes a new random secret (only called when
 /// one is needed). An unreadable time in the Secret counts as due for rotation.
 pub fn next_state(
@@ -123,7 +128,7 @@ pub fn next_state(
     now: Timestamp,
     fresh: impl FnOnce() -> String,
 ) -> TurnDecision {
-    let rotation = spec.rotation_interval.0.max(Duration::from_secs(60));
+    let rotation = rotation_interval(spec);
     let ttl = spec.credential_ttl.0;
     let Some(mut state) = existing else {
         return TurnDecision {

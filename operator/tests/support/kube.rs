@@ -130,18 +130,29 @@ impl Drop for RunningOperator {
     }
 }
 
-/// A stand-in for the Prometheus Operator's ServiceMonitor CRD (same group, kind and
-/// scope; its schema accepts any spec), so the operator sees "the CRD exists".
+/// Install the Prometheus Operator's ServiceMonitor and PodMonitor CRDs (schemaless
+/// stand-ins: the operator only needs the kinds to exist) and wait until they are served.
 pub async fn install_service_monitor_crd(client: &Client) -> Result<()> {
+    for (kind, plural) in [
+        ("ServiceMonitor", "servicemonitors"),
+        ("PodMonitor", "podmonitors"),
+    ] {
+        install_monitoring_crd(client, kind, plural).await?;
+    }
+    Ok(())
+}
+
+async fn install_monitoring_crd(client: &Client, kind: &str, plural: &str) -> Result<()> {
+    let name = format!("{plural}.monitoring.coreos.com");
     let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "metadata": {"name": name},
         "spec": {
             "group": "monitoring.coreos.com",
             "scope": "Namespaced",
-            "names": {"kind": "ServiceMonitor", "plural": "servicemonitors",
-                      "singular": "servicemonitor", "listKind": "ServiceMonitorList"},
+            "names": {"kind": kind, "plural": plural,
+                      "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
             "versions": [{"name": "v1", "served": true, "storage": true,
                           "schema": {"openAPIV3Schema": {"type": "object",
                                      "x-kubernetes-preserve-unknown-fields": true}}}]
@@ -149,12 +160,12 @@ pub async fn install_service_monitor_crd(client: &Client) -> Result<()> {
     }))?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.patch(
-        "servicemonitors.monitoring.coreos.com",
+        &name,
         &PatchParams::apply("switchboard-tests").force(),
         &Patch::Apply(&crd),
     )
     .await?;
-    established(&crds, "servicemonitors.monitoring.coreos.com").await
+    established(&crds, &name).await
 }
 
 async fn established(crds: &Api<CustomResourceDefinition>, name: &str) -> Result<()> {

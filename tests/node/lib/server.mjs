@@ -78,25 +78,36 @@ export async function startNode(options = {}) {
   const secret = options.secret ?? `test-secret-${randomId(16)}`;
   const adminToken = options.adminToken ?? `admin-${randomId(16)}`;
   const port = await freePort();
-  // Nothing from the caller's SWITCHBOARD_* variables leaks in (a stray
-  // SWITCHBOARD_REDIS_URL would silently turn an embedded node into a shared one).
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
-  Object.assign(env, {
+  const env = {
     SWITCHBOARD_JWT_SECRET: secret,
     SWITCHBOARD_ADMIN_TOKEN: adminToken,
-    RUST_LOG: process.env.RUST_LOG ?? 'info',
     SWITCHBOARD_DRAIN_WINDOW: '500ms',
     ...(options.redisUrl ? { SWITCHBOARD_REDIS_URL: options.redisUrl } : {}),
     ...(options.nodeId ? { SWITCHBOARD_NODE_ID: options.nodeId } : {}),
     ...(options.env ?? {}),
-  });
+  };
   const args = ['serve', '--listen', `127.0.0.1:${port}`, ...(options.args ?? [])];
+  const node = await startProcess({ name, bin: BIN, args, env, port, healthPath: '/healthz' });
+  return Object.assign(node, { secret, adminToken });
+}
+
+/**
+ * Start `bin args` (a switchboard program, or any server the tests need) with its output
+ * in LOG_DIR/NAME-PORT.log, and wait until GET http://127.0.0.1:PORT{healthPath} answers
+ * 2xx (within `timeoutMs`). No SWITCHBOARD_* variable of the caller leaks in (a stray
+ * SWITCHBOARD_REDIS_URL would silently turn an embedded node into a shared one); `env`
+ * adds variables. `stopAll()` stops it with the nodes.
+ * Returns { name, port, url, pid, logFile, output(), stop(), whenExited, child }.
+ */
+export async function startProcess({ name, bin, args, env = {}, port, healthPath, timeoutMs = 20_000 }) {
+  const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
+  Object.assign(childEnv, { RUST_LOG: process.env.RUST_LOG ?? 'info', ...env });
 
   mkdirSync(LOG_DIR, { recursive: true });
   const logFile = join(LOG_DIR, `${name}-${port}.log`);
   const log = createWriteStream(logFile);
   let tail = '';
-  const child = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (chunk) => {
     log.write(chunk);
     tail = (tail + chunk.toString()).slice(-4000);
@@ -109,8 +120,6 @@ export async function startNode(options = {}) {
     port,
     url: `http://127.0.0.1:${port}`,
     pid: child.pid,
-    secret,
-    adminToken,
     logFile,
     exited: null,
     output: () => tail,
@@ -126,21 +135,21 @@ export async function startNode(options = {}) {
     });
   });
   node.whenExited = exited;
-  const spawnError = new Promise((_, rej) => child.on('error', (e) => rej(new Error(`cannot start ${BIN}: ${e.message} (build it with: cargo build -p switchboard-dataplane, or set SWITCHBOARD_BIN)`))));
+  const spawnError = new Promise((_, rej) => child.on('error', (e) => rej(new Error(`cannot start ${bin}: ${e.message} (build it with: cargo build --workspace, or set SWITCHBOARD_BIN)`))));
   spawnError.catch(() => {});
   children.add(node);
 
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (node.exited) {
-      throw new Error(`${name}: switchboard exited (${JSON.stringify(node.exited)}) before answering /healthz; output:\n${tail}`);
+      throw new Error(`${name}: ${bin} exited (${JSON.stringify(node.exited)}) before answering ${healthPath}; output:\n${tail}`);
     }
     if (Date.now() > deadline) {
       await stopNode(node);
-      throw new Error(`${name}: /healthz did not answer within 20 s; output:\n${tail}`);
+      throw new Error(`${name}: ${healthPath} did not answer within ${timeoutMs / 1000} s; output:\n${tail}`);
     }
     try {
-      const res = await Promise.race([fetch(`${node.url}/healthz`, { signal: AbortSignal.timeout(1000) }), spawnError]);
+      const res = await Promise.race([fetch(`${node.url}${healthPath}`, { signal: AbortSignal.timeout(1000) }), spawnError]);
       if (res.ok) return node;
     } catch (e) {
       if (e.message?.startsWith('cannot start')) throw e;
