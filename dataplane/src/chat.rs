@@ -182,6 +182,8 @@ async fn load_room(app: &App, tenant: &str, room_id: &str) -> Result<Room, AckEr
 }
 
 /// `forbidden` unless the user belongs to the room (checked after the room exists).
+/// A room deleted between the two reads takes its members with it: that is `not_found`,
+/// as it would have been a moment later, not `forbidden`.
 async fn require_member(app: &App, id: &Identity, room_id: &str) -> Result<(), AckError> {
     load_room(app, &id.tenant, room_id).await?;
     if app
@@ -190,10 +192,10 @@ async fn require_member(app: &App, id: &Identity, room_id: &str) -> Result<(), A
         .is_member(&id.tenant, room_id, &id.user_id)
         .await?
     {
-        Ok(())
-    } else {
-        Err(AckError::forbidden("you are not a member of this room"))
+        return Ok(());
     }
+    load_room(app, &id.tenant, room_id).await?;
+    Err(AckError::forbidden("you are not a member of this room"))
 }
 
 fn too_many_rooms(app: &App) -> AckError {
