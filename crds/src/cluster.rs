@@ -307,8 +307,9 @@ pub struct AuthSpec {
     /// socket nodes); unset: the admin API is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_token_secret_ref: Option<SecretKeyRef>,
-    /// Secret key holding the service API's bearer token (`SWITCHBOARD_SERVICE_TOKEN` on
-    /// the socket nodes: backends send notifications with it); unset: the service API is off.
+    /// Secret key holding the service API's global bearer token (`SWITCHBOARD_SERVICE_TOKEN`
+    /// on the socket nodes; every tenant, for operators). Tenants' backends can instead use
+    /// service JWTs (`scope: "service"`) signed with the JWT key, each acting in its tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_token_secret_ref: Option<SecretKeyRef>,
 }

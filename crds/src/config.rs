@@ -103,6 +103,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_EMAIL_FROM", "notifications.email.from"),
 ];
 
+/// Shortest admin or service bearer token accepted, in bytes: as long as a JWT secret,
+/// so neither can be guessed.
+pub const MIN_BEARER_TOKEN_BYTES: usize = 32;
+
 /// APNs environments.
 pub const APNS_ENVIRONMENTS: &[&str] = &["production", "sandbox"];
 
@@ -118,9 +122,10 @@ pub struct DataplaneConfig {
     pub log_format: String,
     pub redis: RedisConfig,
     pub jwt: JwtConfig,
-    /// Bearer token for `/admin/v1/*`. Unset: the admin API answers 404.
+    /// Bearer token for `/admin/v1/*`, at least 32 bytes. Unset: the admin API answers 404.
     pub admin_token: Option<String>,
-    /// Bearer token for `/api/v1/*`. Unset: the service API answers 404.
+    /// Global bearer token for `/api/v1/*` (every tenant), at least 32 bytes. Tenant-scoped
+    /// service JWTs (`scope: "service"`) work with or without it.
     pub service_token: Option<String>,
     pub server: ServerConfig,
     pub chat: ChatConfig,
@@ -844,6 +849,24 @@ impl DataplaneConfig {
             ));
         }
         self.validate_jwt(&mut errors);
+        for (key, token) in [
+            ("admin_token", &self.admin_token),
+            ("service_token", &self.service_token),
+        ] {
+            // Never the value (it comes from a Secret); its length says enough.
+            if token
+                .as_ref()
+                .is_some_and(|t| t.len() < MIN_BEARER_TOKEN_BYTES)
+            {
+                errors.push(err(
+                    key,
+                    format!(
+                        "must be at least {MIN_BEARER_TOKEN_BYTES} bytes (for example: \
+                         openssl rand -hex 32)"
+                    ),
+                ));
+            }
+        }
         let s = &self.server;
         if s.drain_window.0 > std::time::Duration::from_secs(600) {
             errors.push(err("server.drain_window", "must be between 0s and 10m"));
@@ -1405,6 +1428,29 @@ mod tests {
         c.set("jwt.public_key_file", "/etc/hostname").unwrap();
         c.set("jwt.algorithm", "RS256").unwrap();
         c.validate_serve().expect("shared mode with a public key");
+    }
+
+    #[test]
+    fn short_admin_and_service_tokens_are_refused_naming_key_and_env() {
+        let mut c = mk_valid();
+        c.set("admin_token", &"a".repeat(31)).unwrap();
+        c.set("service_token", "service-token").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("admin_token (SWITCHBOARD_ADMIN_TOKEN): must be at least 32 bytes"),
+            "{e}"
+        );
+        assert!(
+            e.contains("service_token (SWITCHBOARD_SERVICE_TOKEN): must be at least 32 bytes"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("service-token") && !e.contains(&"a".repeat(31)),
+            "{e}"
+        );
+        c.set("admin_token", &"a".repeat(32)).unwrap();
+        c.set("service_token", &"s".repeat(64)).unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

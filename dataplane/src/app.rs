@@ -37,6 +37,8 @@ pub struct Stores {
     pub changes: Arc<dyn crate::sync::ChangeIndex>,
     /// Connection leases per user (`limits.max_connections_per_user`).
     pub conns: Arc<dyn crate::conns::ConnStore>,
+    /// Per-user rate budgets (`limits.per_user`), outliving sockets.
+    pub budgets: Arc<dyn crate::limits::UserBudgets>,
 }
 
 impl Stores {
@@ -56,6 +58,7 @@ impl Stores {
             delivery: Arc::new(crate::notifications::delivery::MemoryDelivery::default()),
             changes: Arc::new(crate::sync::MemoryChanges::default()),
             conns: Arc::new(crate::conns::MemoryConns::default()),
+            budgets: Arc::new(crate::limits::MemoryBudgets::default()),
         }
     }
 
@@ -81,6 +84,7 @@ impl Stores {
             )),
             changes: Arc::new(crate::sync::redis::RedisChanges::new(client.clone())),
             conns: Arc::new(crate::conns::redis::RedisConns::new(client.clone())),
+            budgets: Arc::new(crate::limits::redis::RedisBudgets::new(client.clone())),
         }
     }
 }
@@ -126,8 +130,12 @@ impl App {
         bus: Arc<dyn Bus>,
         redis: Option<fred::clients::Client>,
     ) -> Self {
-        let limits = Limiter::new(config.limits.clone());
         let metrics = Metrics::new();
+        let limits = Limiter::new(
+            config.limits.clone(),
+            stores.budgets.clone(),
+            metrics.redis_errors.clone(),
+        );
         let presence = Tracker::new(
             stores.presence.clone(),
             bus,

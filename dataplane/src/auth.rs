@@ -72,6 +72,34 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
+/// The `scope` claim of a tenant-scoped service token: it acts on the service API
+/// (`/api/v1/*`) in its `tenant` only, and never connects as a user.
+pub const SERVICE_SCOPE: &str = "service";
+
+/// A token's claims with its `scope` (OAuth access tokens often carry one, as a string or
+/// a list; only the exact string [`SERVICE_SCOPE`] means anything here).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScopedClaims {
+    #[serde(flatten)]
+    pub claims: Claims,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub scope: serde_json::Value,
+}
+
+impl ScopedClaims {
+    /// Claims of a service token for `claims.tenant`.
+    pub fn service(claims: Claims) -> Self {
+        Self {
+            claims,
+            scope: SERVICE_SCOPE.into(),
+        }
+    }
+
+    fn is_service(&self) -> bool {
+        self.scope.as_str() == Some(SERVICE_SCOPE)
+    }
+}
+
 /// What a connected socket is: fixed at the handshake, stored in the socket's extensions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
@@ -194,10 +222,36 @@ impl Verifier {
         })
     }
 
-    /// Verify a token and turn it into an identity. Revocation is checked separately.
+    /// Verify a user's token and turn it into an identity. Revocation is checked
+    /// separately. A service token is refused: it never connects as a user.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
+        let (id, service) = self.decode(token)?;
+        if service {
+            return Err(AuthError::Unauthorized(
+                "a service token (scope \"service\") cannot be used as a user's token".into(),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Verify a tenant-scoped service token (`scope: "service"`, `tenant`, `sub` naming
+    /// the service, `exp`): checked like a user's token (key, algorithm, iss/aud, exp),
+    /// revocable by its `jti` or `sub` like one. Its identity's tenant is the only one it
+    /// may act in.
+    pub fn verify_service(&self, token: &str) -> Result<Identity, AuthError> {
+        let (id, service) = self.decode(token)?;
+        if !service {
+            return Err(AuthError::Unauthorized(
+                "not a service token: its scope claim must be \"service\"".into(),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Check a token and read its identity, and whether it is a service token.
+    fn decode(&self, token: &str) -> Result<(Identity, bool), AuthError> {
+        let data = jsonwebtoken::decode::<ScopedClaims>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => {
                     AuthError::Unauthorized("token not valid yet (nbf)".into())
@@ -212,9 +266,9 @@ impl Verifier {
                     AuthError::Unauthorized(format!("missing claim {c}"))
                 }
                 _ => AuthError::Unauthorized("malformed token".into()),
-            },
-        )?;
-        let c = data.claims;
+            })?;
+        let service = data.claims.is_service();
+        let c = data.claims.claims;
         let tenant = c
             .tenant
             .filter(|t| !t.is_empty())
@@ -243,7 +297,7 @@ impl Verifier {
             })
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| c.sub.clone());
-        Ok(Identity {
+        let id = Identity {
             tenant,
             user_id: c.sub,
             name,
@@ -251,7 +305,8 @@ impl Verifier {
             sid,
             iat: c.iat,
             exp: c.exp,
-        })
+        };
+        Ok((id, service))
     }
 }
 
@@ -298,7 +353,7 @@ impl Signer {
         })
     }
 
-    pub fn sign(&self, claims: &Claims) -> Result<String, String> {
+    pub fn sign(&self, claims: &impl Serialize) -> Result<String, String> {
         jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key).map_err(|e| e.to_string())
     }
 }
@@ -484,6 +539,45 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "unauthorized"
+        );
+    }
+
+    #[test]
+    fn a_service_token_is_only_a_service_token() {
+        let cfg = mk_cfg();
+        let signer = Signer::hmac(&cfg).unwrap();
+        let v = Verifier::new(&cfg).unwrap();
+        let service = signer.sign(&ScopedClaims::service(mk_claims())).unwrap();
+        let id = v.verify_service(&service).unwrap();
+        assert_eq!((id.tenant.as_str(), id.user_id.as_str()), ("acme", "alice"));
+        assert_eq!(v.verify(&service).unwrap_err().code(), "unauthorized");
+        // A user's token is not a service token, whatever other scope it carries.
+        let user = signer.sign(&mk_claims()).unwrap();
+        assert_eq!(v.verify_service(&user).unwrap_err().code(), "unauthorized");
+        for scope in [
+            serde_json::json!("openid profile"),
+            serde_json::json!(["service"]),
+        ] {
+            let t = signer
+                .sign(&ScopedClaims {
+                    claims: mk_claims(),
+                    scope,
+                })
+                .unwrap();
+            v.verify(&t).unwrap();
+            assert_eq!(v.verify_service(&t).unwrap_err().code(), "unauthorized");
+        }
+        // Checked like any token: expiry, tenant.
+        let mut c = mk_claims();
+        c.exp = now_secs() - 3600;
+        let expired = signer.sign(&ScopedClaims::service(c)).unwrap();
+        assert_eq!(v.verify_service(&expired).unwrap_err(), AuthError::Expired);
+        let mut c = mk_claims();
+        c.tenant = None;
+        let no_tenant = signer.sign(&ScopedClaims::service(c)).unwrap();
+        assert_eq!(
+            v.verify_service(&no_tenant).unwrap_err(),
+            AuthError::TenantRequired
         );
     }
 }

@@ -138,7 +138,6 @@ pub async fn admit<A: Adapter>(
     if let Err(e) = app.stores.online.connect(t, u, &conn).await {
         tracing::warn!(error = %e, "online store unavailable");
     }
-    app.limits.attach(t, u);
     app.metrics.connection(CHAT, 1);
     tracing::debug!(tenant = %t, user = %u, sid = %s.id, "chat connected");
 
@@ -152,7 +151,6 @@ pub async fn admit<A: Adapter>(
             if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
                 tracing::warn!(error = %e, "online store unavailable");
             }
-            app.limits.detach(t, u);
             app.metrics.connection(CHAT, -1);
         },
     );
@@ -219,7 +217,8 @@ async fn load_room(app: &App, tenant: &str, room_id: &str) -> Result<Room, AckEr
 }
 
 /// The room and the user's standing in it; `forbidden` unless the user belongs to it
-/// (checked after the room exists).
+/// (checked after the room exists). A room deleted between the two reads takes its
+/// members with it: that is `not_found`, as it would have been a moment later.
 async fn membership(app: &App, id: &Identity, room_id: &str) -> Result<(Room, Standing), AckError> {
     let room = load_room(app, &id.tenant, room_id).await?;
     let standing = app
@@ -228,10 +227,10 @@ async fn membership(app: &App, id: &Identity, room_id: &str) -> Result<(Room, St
         .standing(&id.tenant, room_id, &id.user_id)
         .await?;
     if standing.member {
-        Ok((room, standing))
-    } else {
-        Err(AckError::forbidden("you are not a member of this room"))
+        return Ok((room, standing));
     }
+    load_room(app, &id.tenant, room_id).await?;
+    Err(AckError::forbidden("you are not a member of this room"))
 }
 
 /// `forbidden` unless the user belongs to the room (checked after the room exists).

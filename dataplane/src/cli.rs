@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_crds::config::{ConfigErrors, DataplaneConfig};
 use switchboard_crds::duration::HumanDuration;
 
-use crate::auth::{Claims, Signer, now_secs};
+use crate::auth::{Claims, SERVICE_SCOPE, ScopedClaims, Signer, now_secs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,6 +92,10 @@ pub struct TokenArgs {
     /// Login session id.
     #[arg(long)]
     pub sid: Option<String>,
+    /// `service`: a tenant-scoped service token for the service API (`/api/v1/*`) of
+    /// `--tenant` only (`--sub` names the service); it cannot connect as a user.
+    #[arg(long, value_parser = [SERVICE_SCOPE])]
+    pub scope: Option<String>,
 }
 
 impl ConfigArgs {
@@ -154,6 +158,10 @@ pub fn make_token(cfg: &DataplaneConfig, a: &TokenArgs) -> anyhow::Result<String
         sid: a.sid.clone(),
         iss: cfg.jwt.issuer.clone(),
         aud: cfg.jwt.audience.clone(),
+    };
+    let claims = ScopedClaims {
+        claims,
+        scope: a.scope.clone().map_or(serde_json::Value::Null, Into::into),
     };
     let signer = Signer::hmac(&cfg.jwt).map_err(anyhow::Error::msg)?;
     signer
@@ -241,6 +249,7 @@ fn print_dev_banner(cfg: &DataplaneConfig, addr: std::net::SocketAddr) {
         ttl: HumanDuration::from_secs(3600),
         jti: None,
         sid: None,
+        scope: None,
     };
     let example = make_token(cfg, &args).unwrap_or_default();
     // Only embedded mode gets here: shared mode refuses to start without a key.

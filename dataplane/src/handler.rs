@@ -309,7 +309,7 @@ where
             let _busy = app.drain.busy();
             let started = tokio::time::Instant::now();
             app.presence.activity(&id.tenant, &id.user_id);
-            let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started);
+            let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started).await;
             let result = match verdict {
                 Verdict::Allow => match decode::<Req>(data) {
                     Ok(req) => f(Cx { app: app.clone(), socket: s.clone(), id: id.clone() }, req).await,

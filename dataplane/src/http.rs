@@ -1,4 +1,5 @@
-//! Plain HTTP on the socket port: `/healthz`, `/readyz`, `/metrics` and the admin API.
+//! Plain HTTP on the socket port: `/healthz`, `/readyz`, `/metrics`, the admin API and
+//! the service API's gate (global token or a tenant's service JWT).
 
 use std::time::Duration;
 
@@ -100,17 +101,97 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
-/// `Authorization: Bearer <expected>`, compared in constant time.
-fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
-    let Some(got) = headers
+/// The `Authorization: Bearer` token of a request.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
+}
+
+/// Equal, compared in constant time.
+fn same_secret(got: &str, expected: &str) -> bool {
     let (a, b) = (got.as_bytes(), expected.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `Authorization: Bearer <expected>`, compared in constant time.
+fn bearer_ok(headers: &HeaderMap, expected: &str) -> bool {
+    bearer(headers).is_some_and(|got| same_secret(got, expected))
+}
+
+// === the service API's callers ===
+
+/// Who calls the service API (`/api/v1/*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceCaller {
+    /// The global `service_token`: operators, every tenant.
+    Operator,
+    /// A tenant-scoped service JWT: this tenant only.
+    Tenant(String),
+}
+
+impl ServiceCaller {
+    /// May it act in `tenant`? A tenant-scoped caller gets 403 `forbidden` anywhere else.
+    pub fn may_act_in(&self, tenant: &str) -> Result<(), Box<Response>> {
+        match self {
+            ServiceCaller::Tenant(own) if own != tenant => Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this service token acts only in its own tenant",
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The service API's gate: the global `service_token` (every tenant), or a service JWT
+/// (`scope: "service"`, signed with the node's JWT key, unrevoked) acting in its tenant.
+/// 401 for anything else; 503 when revocations cannot be checked (never waved through).
+pub(crate) async fn service_gate(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<ServiceCaller, Box<Response>> {
+    let refused = |why: String| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!(
+                "service bearer token required (service_token, or a service JWT of the \
+                 tenant): {why}"
+            ),
+        ))
+    };
+    let Some(got) = bearer(headers) else {
+        return Err(refused("no Authorization: Bearer header".into()));
+    };
+    if app
+        .config
+        .service_token
+        .as_deref()
+        .is_some_and(|global| same_secret(got, global))
+    {
+        return Ok(ServiceCaller::Operator);
+    }
+    let id = app.verifier.verify_service(got).map_err(|e| {
+        Metrics::kind(&app.metrics.auth_failures, e.code());
+        refused(e.to_string())
+    })?;
+    match app.stores.revocations.check(&id).await {
+        Ok(None) => Ok(ServiceCaller::Tenant(id.tenant)),
+        Ok(Some(reason)) => {
+            Metrics::kind(&app.metrics.auth_failures, "token_revoked");
+            Err(refused(format!("token_revoked: {reason}")))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation check failed");
+            Err(Box::new(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "service tokens cannot be checked right now, retry later",
+            )))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -135,7 +216,7 @@ fn admin_gate(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
 
 /// An API behind a configured bearer token: 404 (off) when `expected` is unset, naming
 /// the setting that turns it on; 401 without the right bearer.
-pub(crate) fn bearer_gate(
+fn bearer_gate(
     headers: &HeaderMap,
     expected: Option<&str>,
     api: &str,

@@ -69,7 +69,6 @@ pub async fn admit<A: Adapter>(
         tracing::warn!(error = %e, "call store unavailable at connect");
         return Err(AuthError::Unavailable);
     }
-    app.limits.attach(t, u);
     app.metrics.connection(WEBRTC, 1);
     s.on_disconnect(
         async move |s: SocketRef<A>,
@@ -77,7 +76,6 @@ pub async fn admit<A: Adapter>(
                     Extension(id): Extension<Arc<Identity>>| {
             handler::released(&s, &app).await;
             let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-            app.limits.detach(t, u);
             app.metrics.connection(WEBRTC, -1);
             let conn = handler::conn_id(&app, &s.id);
             // A client the drain sent to another node keeps its call for at least

@@ -120,6 +120,27 @@ fn token_is_signed_with_the_configured_secret() {
         ("acme", "alice", "Alice", Some("s1"))
     );
     assert!(id.exp <= switchboard_dataplane::auth::now_secs() + 600);
+    assert!(v.verify_service(token.trim()).is_err(), "a user's token");
+
+    // A tenant-scoped service token: a service token only.
+    let out = bin()
+        .env("SWITCHBOARD_JWT_SECRET", secret)
+        .args([
+            "token", "--scope", "service", "--sub", "billing", "--tenant", "acme",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let service = String::from_utf8(out.stdout).unwrap();
+    let id = v.verify_service(service.trim()).unwrap();
+    assert_eq!(
+        (id.tenant.as_str(), id.user_id.as_str()),
+        ("acme", "billing")
+    );
+    assert!(
+        v.verify(service.trim()).is_err(),
+        "a service token is no user's"
+    );
 
     let out = bin()
         .args(["token", "--sub", "alice", "--tenant", "acme"])
@@ -147,6 +168,27 @@ fn serve_refuses_a_bad_setting_at_start_up_naming_it() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis.url (SWITCHBOARD_REDIS_URL)"));
+
+    // Admin and service tokens shorter than 32 bytes, named by key and variable, never
+    // shown.
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SWITCHBOARD_ADMIN_TOKEN", "admin-short")
+        .env("SWITCHBOARD_SERVICE_TOKEN", "service-short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with short bearer tokens");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for named in [
+        "admin_token (SWITCHBOARD_ADMIN_TOKEN): must be at least 32 bytes",
+        "service_token (SWITCHBOARD_SERVICE_TOKEN): must be at least 32 bytes",
+    ] {
+        assert!(err.contains(named), "{named} not in: {err}");
+    }
+    assert!(
+        !err.contains("admin-short") && !err.contains("service-short"),
+        "{err}"
+    );
 
     // The internal listener's address is taken: named, and the node does not start.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

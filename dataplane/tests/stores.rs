@@ -23,6 +23,8 @@ use switchboard_dataplane::error::StoreError;
 use switchboard_dataplane::history::change::{Change, Reaction, Refusal};
 use switchboard_dataplane::history::redis::RedisHistory;
 use switchboard_dataplane::history::{MemoryHistory, Message, MessageStore, Page, select_page};
+use switchboard_dataplane::limits::redis::RedisBudgets;
+use switchboard_dataplane::limits::{Class, MemoryBudgets, UserBudgets};
 use switchboard_dataplane::online::redis::RedisOnline;
 use switchboard_dataplane::online::{MemoryOnline, OnlineStore};
 use switchboard_dataplane::receipts::redis::RedisReceipts;
@@ -175,8 +177,51 @@ conformance!(
     RedisRevocations
 );
 
+conformance!(
+    budgets_conform,
+    budgets_memory,
+    budgets_redis,
+    MemoryBudgets::default(),
+    RedisBudgets
+);
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// === per-user budgets ===
+
+/// A burst at once, then refusals; another class, user and tenant have their own; the
+/// budget refills at its rate.
+async fn budgets_conform(s: &dyn UserBudgets, t: &str, u: &str) -> Result<()> {
+    let b = switchboard_crds::config::Bucket {
+        rate: 10.0,
+        burst: 5,
+    };
+    let mut taken = 0;
+    for _ in 0..8 {
+        if s.take(t, "alice", Class::Message, b).await? {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 5, "the burst, then nothing");
+    assert!(s.take(t, "alice", Class::Read, b).await?, "another class");
+    assert!(s.take(t, "bob", Class::Message, b).await?, "another user");
+    assert!(
+        s.take(u, "alice", Class::Message, b).await?,
+        "another tenant"
+    );
+    // One event per 100 ms.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let mut refilled = 0;
+    while s.take(t, "alice", Class::Message, b).await? {
+        refilled += 1;
+    }
+    assert!(
+        (2..=3).contains(&refilled),
+        "{refilled} after 250 ms at 10/s"
+    );
+    Ok(())
 }
 
 // === rooms ===

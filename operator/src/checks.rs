@@ -199,11 +199,33 @@ mod tests {
                 ("mongo", secret("uri", "mongodb://m:27017")),
                 ("fcm", secret("sa.json", "{}")),
                 ("apns", secret("key.p8", "pem")),
+                ("admin", secret("token", &"a".repeat(32))),
+                ("service", secret("token", &"s".repeat(32))),
+            ],
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn short_admin_and_service_tokens_name_their_refs() {
+        let mut rc = mk_full_cluster();
+        rc.spec.notifications = None;
+        rc.spec.call_history = None;
+        let p = problems(
+            &rc,
+            &[
+                ("jwt", secret("secret", &"k".repeat(32))),
+                ("redis", secret("url", "redis://r:6379")),
                 ("admin", secret("token", "admin-token")),
                 ("service", secret("token", "service-token")),
             ],
         );
-        assert!(p.is_empty(), "{p:?}");
+        for field in [
+            "spec.auth.adminTokenSecretRef: value in Secret \"admin\" key \"token\" must be at least 32 bytes",
+            "spec.auth.serviceTokenSecretRef: value in Secret \"service\" key \"token\" must be at least 32 bytes",
+        ] {
+            assert!(p.iter().any(|m| m.starts_with(field)), "{field}: {p:?}");
+        }
     }
 
     #[test]

@@ -458,7 +458,7 @@ async fn a_reconcile_with_nothing_changed_writes_nothing() -> Result<()> {
     }
     let tokens: Secret = serde_json::from_value(json!({
         "metadata": {"name": "chat-tokens"},
-        "stringData": {"admin": "an-admin-token", "service": "a-service-token"}
+        "stringData": {"admin": "an-admin-token-an-admin-token-an-admin-token", "service": "a-service-token-a-service-token-a-service-token"}
     }))?;
     Api::<Secret>::namespaced(client.clone(), &ns)
         .create(&kube::api::PostParams::default(), &tokens)

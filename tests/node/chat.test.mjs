@@ -65,7 +65,7 @@ async function sharedNodes(t) {
   if (!redisUrl) return null;
   if (!shared) {
     const secret = `shared-secret-${randomId(16)}`;
-    const adminToken = `admin-${randomId(8)}`;
+    const adminToken = `admin-${randomId(16)}`;
     const common = { redisUrl, secret, adminToken };
     const [a, b] = await Promise.all([
       startNode({ ...common, name: 'shared-A', nodeId: `node-a-${RUN}` }),

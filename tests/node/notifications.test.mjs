@@ -14,7 +14,7 @@ import { closeAll, connectUser, expectNone, fails, ok, scenario, waitFor } from 
 import { randomId, services, startNode, stopAll } from './lib/server.mjs';
 
 const RUN = randomId(4);
-const SERVICE = `service-${randomId(8)}`;
+const SERVICE = `service-${randomId(16)}`;
 const NS = { namespace: '/notifications' };
 const test = scenario;
 

@@ -33,7 +33,7 @@ const RUN = randomId(4);
 const TENANT = `obs-${RUN}`;
 /** The Kubernetes namespace of the RealtimeCluster, and the `namespace` label of every target. */
 const NAMESPACE = `sb-obs-${RUN}`;
-const SERVICE = `service-${randomId(8)}`;
+const SERVICE = `service-${randomId(16)}`;
 const SCRAPE_INTERVAL = '2s';
 const DASHBOARD = join(REPO, 'charts/switchboard/dashboards/switchboard.json');
 const RULES = join(REPO, 'charts/switchboard/rules/switchboard.rules.yaml');

@@ -302,7 +302,7 @@ function redisOr(t) {
 test('3. cross-node: three nodes, one Redis; devices add up, updates within 1 s', { timeout: 30_000 }, async (t) => {
   const redisUrl = redisOr(t);
   if (!redisUrl) return;
-  const common = { redisUrl, secret: `shared-secret-${randomId(16)}`, adminToken: `admin-${randomId(8)}` };
+  const common = { redisUrl, secret: `shared-secret-${randomId(16)}`, adminToken: `admin-${randomId(16)}` };
   const [a, b, c] = await Promise.all(
     ['a', 'b', 'c'].map((n) => startNode({ ...common, name: `presence-shared-${n.toUpperCase()}`, nodeId: `pres-${n}-${RUN}` })),
   );

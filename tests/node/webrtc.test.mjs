@@ -33,7 +33,7 @@ before(async () => {
   if (!found) return;
   const [redisUrl, mongo] = found;
   const secret = `webrtc-secret-${randomId(12)}`;
-  const adminToken = `admin-${randomId(8)}`;
+  const adminToken = `admin-${randomId(16)}`;
   const env = {
     SWITCHBOARD_RINGING_TIMEOUT: `${RINGING_MS}ms`,
     SWITCHBOARD_CALL_DISCONNECT_GRACE: `${GRACE_MS}ms`,

@@ -1,4 +1,5 @@
-//! The service API for notifications (bearer `service_token`):
+//! The service API for notifications (bearer `service_token`, or a tenant's service JWT
+//! acting in that tenant only: [`crate::http::service_gate`]):
 //!
 //! - `POST /api/v1/notifications`: validate, produce to Kafka then record `queued`, or (no
 //!   Kafka configured: embedded mode) record `queued` and deliver from this node, retrying
@@ -22,7 +23,7 @@ use super::Notification;
 use super::dispatch::{DispatchError, Dispatcher};
 use crate::app::{App, now_ms};
 use crate::email::valid_address;
-use crate::http::{bearer_gate, error};
+use crate::http::{error, service_gate};
 use crate::ids;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -71,24 +72,18 @@ pub fn routes() -> Router<App> {
         )
 }
 
-/// The service API's gate: off without `service_token`, 401 without the right bearer.
-fn service_gate(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    bearer_gate(
-        headers,
-        app.config.service_token.as_deref(),
-        "service",
-        "service_token / SWITCHBOARD_SERVICE_TOKEN",
-    )
-}
-
 async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(r) = service_gate(&app, &headers) {
-        return *r;
-    }
+    let caller = match service_gate(&app, &headers).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let mut n = match Notification::parse(&body) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
+    if let Err(r) = caller.may_act_in(&n.tenant) {
+        return *r;
+    }
     n.created_at = Some(n.created_at_clamped(now_ms()));
     let Some(intake) = app.intake() else {
         return error(
@@ -182,7 +177,10 @@ async fn status(
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = service_gate(&app, &headers) {
+    if let Err(r) = match service_gate(&app, &headers).await {
+        Ok(caller) => caller.may_act_in(&tenant),
+        Err(r) => Err(r),
+    } {
         return *r;
     }
     if !ids::valid_tenant(&tenant) || !ids::valid_id(&id) {
@@ -193,17 +191,59 @@ async fn status(
         );
     }
     match app.stores.delivery.status(&tenant, &id).await {
-        Ok(Some((progress, deliveries))) => (
+        Ok(Some((progress, mut deliveries))) => {
+            for d in &mut deliveries {
+                d.target = redact(&d.channel, &d.target);
+            }
+            (
             StatusCode::OK,
             axum::Json(json!({ "ok": true, "data": { "id": id, "tenant": tenant, "progress": progress, "deliveries": deliveries } })),
         )
-            .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", "no such notification in this tenant"),
+            .into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such notification in this tenant",
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "delivery store unavailable");
-            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable, retry later")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage is unavailable, retry later",
+            )
         }
     }
+}
+
+/// Shortest push token whose last [`SHOWN_TOKEN_CHARS`] characters are shown.
+const MIN_SHOWN_TOKEN_CHARS: usize = 16;
+const SHOWN_TOKEN_CHARS: usize = 4;
+
+/// A delivery target as the status API shows it, never in full: an e-mail address keeps
+/// the first character of its local part and its domain (`f***@example.com`); a push
+/// token its last 4 characters when it has at least 16 (`***a1b2`), else nothing.
+/// Enough to tell a user's devices apart, not to push to one.
+pub fn redact(channel: &str, target: &str) -> String {
+    if target.is_empty() {
+        return String::new();
+    }
+    if channel == "email" {
+        return match target.rsplit_once('@') {
+            Some((local, domain)) => {
+                let first: String = local.chars().take(1).collect();
+                format!("{first}***@{domain}")
+            }
+            None => "***".into(),
+        };
+    }
+    let n = target.chars().count();
+    if n < MIN_SHOWN_TOKEN_CHARS {
+        return "***".into();
+    }
+    let tail: String = target.chars().skip(n - SHOWN_TOKEN_CHARS).collect();
+    format!("***{tail}")
 }
 
 #[derive(Deserialize)]
@@ -218,7 +258,10 @@ async fn set_email(
     Path((tenant, user)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = service_gate(&app, &headers) {
+    if let Err(r) = match service_gate(&app, &headers).await {
+        Ok(caller) => caller.may_act_in(&tenant),
+        Err(r) => Err(r),
+    } {
         return *r;
     }
     if !ids::valid_tenant(&tenant) || !ids::valid_id(&user) {
@@ -264,5 +307,21 @@ async fn set_email(
                 "storage is unavailable, retry later",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn targets_are_never_shown_in_full() {
+        assert_eq!(redact("email", "fay@example.test"), "f***@example.test");
+        assert_eq!(redact("email", "é@x.y"), "é***@x.y");
+        assert_eq!(redact("email", "no-at-sign"), "***");
+        let token = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH";
+        assert_eq!(redact("fcm", token), "***aFUH");
+        assert_eq!(redact("apns", "short-token"), "***");
+        assert_eq!(redact("in_app", ""), "");
     }
 }

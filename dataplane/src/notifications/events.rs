@@ -2,16 +2,14 @@
 //! Every call acts on the caller's own tenant and user (from the token); nothing here
 //! takes a tenant or user id from the payload.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{Extension, SocketRef, State, TryData};
+use socketioxide::extract::{SocketRef, State, TryData};
 
 use super::{DEFAULT_LIST, MAX_LIST, MAX_MARK_READ, NOTIFICATIONS};
 use crate::app::{App, now_ms};
-use crate::auth::{AuthError, Identity};
+use crate::auth::AuthError;
 use crate::devices::{MAX_DEVICES_PER_USER, Registered, Registration};
 use crate::error::AckError;
 use crate::handler::{self, Cx, on};
@@ -67,17 +65,11 @@ pub async fn admit<A: Adapter>(
     );
     on(&s, "notification:list", Class::Read, list::<A>);
     on(&s, "notification:mark-read", Class::Read, mark_read::<A>);
-    app.limits.attach(&id.tenant, &id.user_id);
     app.metrics.connection(NOTIFICATIONS, 1);
-    s.on_disconnect(
-        async move |s: SocketRef<A>,
-                    State(app): State<App>,
-                    Extension(id): Extension<Arc<Identity>>| {
-            handler::released(&s, &app).await;
-            app.limits.detach(&id.tenant, &id.user_id);
-            app.metrics.connection(NOTIFICATIONS, -1);
-        },
-    );
+    s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>| {
+        handler::released(&s, &app).await;
+        app.metrics.connection(NOTIFICATIONS, -1);
+    });
     Ok(())
 }
 

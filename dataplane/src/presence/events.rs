@@ -41,7 +41,6 @@ pub async fn admit<A: Adapter>(
         tracing::warn!(error = %e, "presence store unavailable");
         AuthError::Unavailable
     })?;
-    app.limits.attach(t, u);
     app.metrics.connection(super::tracker::PRESENCE, 1);
     s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
         handler::released(&s, &app).await;
@@ -53,7 +52,6 @@ pub async fn admit<A: Adapter>(
         } else if let Err(e) = app.presence.disconnect(&id.tenant, &id.user_id, &conn).await {
             tracing::warn!(error = %e, "presence disconnect not stored; the node sweep will expire it");
         }
-        app.limits.detach(&id.tenant, &id.user_id);
         app.metrics.connection(super::tracker::PRESENCE, -1);
     });
     Ok(())

@@ -13,7 +13,7 @@ use switchboard_dataplane::auth::{Claims, Signer, now_secs};
 use tokio::sync::{mpsc, oneshot};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
-pub const ADMIN: &str = "admin-token-for-tests";
+pub const ADMIN: &str = "admin-token-for-tests-admin-token-for-tests";
 
 /// A running node; dropped → shut down.
 pub struct Node {
@@ -424,6 +424,13 @@ impl Client {
         self.next(name, Duration::from_secs(3))
             .await
             .unwrap_or_else(|| panic!("no {name} event within 3s"))
+    }
+
+    /// Leave the namespace and close the session, as `socket.disconnect()` does.
+    #[allow(dead_code)] // tests/drain.rs
+    pub async fn close(self) {
+        self.post(format!("41{},", self.ns)).await;
+        self.post("1".into()).await;
     }
 
     /// How and when the session ended (see `closed_how`), once it has.

@@ -251,8 +251,8 @@ async fn the_service_api_needs_its_token_and_refuses_bad_notifications() {
     let off = start(crate::support::mk_config()).await;
     assert_eq!(
         post(&off, &n, Some(SERVICE)).await.0,
-        404,
-        "no service token configured: API off"
+        401,
+        "no service token configured: only tenants' service JWTs"
     );
     assert_eq!(status(&node, &t, "never-sent").await.0, 404);
 }

@@ -14,6 +14,7 @@ mod email;
 use switchboard_fakes::fcm as fake_fcm;
 mod embedded;
 mod fcm;
+mod scoped;
 mod startup;
 mod stores;
 mod worker;

@@ -76,7 +76,7 @@ export function writeConfig(name, text) {
 export async function startNode(options = {}) {
   const name = options.name ?? `node-${randomId(3)}`;
   const secret = options.secret ?? `test-secret-${randomId(16)}`;
-  const adminToken = options.adminToken ?? `admin-${randomId(8)}`;
+  const adminToken = options.adminToken ?? `admin-${randomId(16)}`;
   const port = await freePort();
   const env = {
     SWITCHBOARD_JWT_SECRET: secret,
