@@ -134,15 +134,22 @@ scenario('two Chromium peers connect relay-only through coturn with Switchboard-
     const cands = await p.page.evaluate(() => window.candidates);
     assert.ok(cands.length > 0, 'no candidates gathered');
     assert.ok(cands.every((c) => / typ relay /.test(c)), `non-relay candidate: ${cands.join(' | ')}`);
-    const pair = await p.page.evaluate(async () => {
-      const stats = await window.pc.getStats();
-      let transport;
-      stats.forEach((s) => {
-        if (s.type === 'transport') transport = s;
+    // The selected pair may still show `in-progress` for a moment after the channel opened
+    // (its checks settle in the stats shortly after): read it again for up to 5 s.
+    let pair;
+    for (const until = Date.now() + 5000; ;) {
+      pair = await p.page.evaluate(async () => {
+        const stats = await window.pc.getStats();
+        let transport;
+        stats.forEach((s) => {
+          if (s.type === 'transport') transport = s;
+        });
+        const sel = transport && stats.get(transport.selectedCandidatePairId);
+        return sel && { local: stats.get(sel.localCandidateId)?.candidateType, remote: stats.get(sel.remoteCandidateId)?.candidateType, state: sel.state };
       });
-      const sel = transport && stats.get(transport.selectedCandidatePairId);
-      return sel && { local: stats.get(sel.localCandidateId)?.candidateType, remote: stats.get(sel.remoteCandidateId)?.candidateType, state: sel.state };
-    });
+      if (pair?.state === 'succeeded' || Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.deepEqual(pair, { local: 'relay', remote: 'relay', state: 'succeeded' });
   }
   assert.ok(a.sent.length >= 2 && b.sent.length >= 2, 'signaling went through Switchboard');
