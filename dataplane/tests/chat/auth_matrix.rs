@@ -1,7 +1,6 @@
 //! The JWT attack matrix: every refusal gives the protocol's connect_error code.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -22,39 +21,13 @@ fn code(message: &str) -> &str {
     message.split(':').next().unwrap_or_default()
 }
 
-/// An RSA key pair made by openssl for this test run.
+/// An RSA key pair for this test run (the one maker the push stand-in uses too), the
+/// public half also written to a file: (public key file, private PEM, public PEM).
 fn rsa_keys() -> (PathBuf, Vec<u8>, Vec<u8>) {
-    let dir = std::env::temp_dir().join(format!("sb-rsa-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (private, public) = (dir.join("key.pem"), dir.join("pub.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&private)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-        && Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&private)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "openssl could not make a key pair");
-    (
-        public.clone(),
-        std::fs::read(&private).unwrap(),
-        std::fs::read(&public).unwrap(),
-    )
+    let (private, public) = switchboard_fakes::fcm::rsa_keys();
+    let path = std::env::temp_dir().join(format!("sb-rsa-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, &public).unwrap();
+    (path, private.into_bytes(), public)
 }
 
 #[tokio::test]
