@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -95,6 +96,10 @@ pub struct RealtimeClusterSpec {
     /// node labels they require and taints they tolerate, e.g. for a dedicated node pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementSpec>,
+    /// NetworkPolicies around the cluster's pods (on by default; they take effect where
+    /// the cluster's network plugin enforces NetworkPolicy).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 // === Placement ===
@@ -451,6 +456,16 @@ pub struct ManagedRedisSpec {
     /// CPU and memory of the Redis container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Redis `maxmemory` (a quantity, for example `512Mi`). Redis runs with
+    /// `maxmemory-policy noeviction`: past it, writes are refused (clients get
+    /// `unavailable`) and nothing stored is evicted. Unset: three quarters of the
+    /// container's memory limit, else of its memory request, else 192Mi.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"),
+        length(max = 32)
+    )]
+    pub max_memory: Option<String>,
 }
 
 impl Default for ManagedRedisSpec {
@@ -460,6 +475,7 @@ impl Default for ManagedRedisSpec {
             storage: None,
             storage_class_name: None,
             resources: None,
+            max_memory: None,
         }
     }
 }
@@ -519,6 +535,10 @@ impl Default for TurnSpec {
 /// The coturn Deployment (reachable inside the cluster network only; see `managed`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.allowedPeerIPs) || self.allowedPeerIPs.all(p, isIP(p) || isCIDR(p) || (p.split('-').size() == 2 && isIP(p.split('-')[0]) && isIP(p.split('-')[1])))",
+     "message": "spec.turn.managed.allowedPeerIPs: each entry must be an IP address, a CIDR block (10.244.0.0/16) or a range (10.0.0.1-10.0.0.9)"}
+]))]
 pub struct ManagedTurnSpec {
     /// Run coturn.
     pub enabled: bool,
@@ -535,6 +555,22 @@ pub struct ManagedTurnSpec {
     /// CPU and memory of each coturn container.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Peer addresses coturn may relay to although they are in a denied range. By default
+    /// coturn refuses relays to private (RFC 1918, unique local), loopback, link-local,
+    /// carrier-grade NAT and unspecified addresses, so a TURN credential cannot reach
+    /// the cluster network. Each entry is an address (`10.0.0.5`), a range
+    /// (`10.0.0.1-10.0.0.9`) or a CIDR block (`10.244.0.0/16`).
+    #[serde(rename = "allowedPeerIPs", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(pattern = r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$"), length(min = 2, max = 90))
+    )]
+    pub allowed_peer_ips: Vec<String>,
+    /// Relay TCP as well as UDP (RFC 6062). Off by default: only UDP relays.
+    pub tcp_relay: bool,
+    /// Most relay allocations one TURN user (one credential) may hold at once.
+    #[schemars(range(min = 1, max = 1000))]
+    pub user_quota: i32,
 }
 
 impl Default for ManagedTurnSpec {
@@ -545,6 +581,9 @@ impl Default for ManagedTurnSpec {
             image: default_image("coturn"),
             realm: "switchboard".into(),
             resources: None,
+            allowed_peer_ips: Vec::new(),
+            tcp_relay: false,
+            user_quota: 12,
         }
     }
 }
@@ -776,6 +815,31 @@ pub struct MonitoringSpec {
     /// Create a Prometheus Operator ServiceMonitor for the nodes (only when its CRD exists).
     #[serde(default)]
     pub service_monitor: bool,
+}
+
+/// NetworkPolicies: the managed Redis admits only this cluster's socket and worker pods;
+/// the socket pods' public port admits everyone and their internal port (service and
+/// admin APIs, metrics) only the peers listed here and pods labelled
+/// `switchboard.dev/internal-access: "true"` in the cluster's namespace.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicies.
+    pub enabled: bool,
+    /// More peers allowed to reach the socket pods' internal port (9090), for example
+    /// the namespace Prometheus runs in, or a backend in another namespace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub internal_from: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            internal_from: Vec::new(),
+        }
+    }
 }
 
 // === Status ===

@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!   RealtimeCluster ─┬─ config    ConfigMap  <name>-config          (DataplaneConfig YAML)
-//!                    ├─ socket    Deployment/Service/headless/PDB/HPA  <name>-socket
-//!                    ├─ redis     StatefulSet/Service/headless       <name>-redis (managed)
+//!                    ├─ socket    Deployment/Service/headless/PDB/HPA/NetworkPolicy <name>-socket
+//!                    ├─ redis     StatefulSet/Service/headless/NetworkPolicy <name>-redis (managed),
+//!                    │            Secret <name>-redis-auth (generated password and URL)
 //!                    ├─ turn      Secret <name>-turn, Deployment/Service <name>-coturn
 //!                    ├─ workers   Deployment                         <name>-worker
 //!                    ├─ ingress   Ingress                            <name>
@@ -109,8 +110,12 @@ pub struct Observed {
     pub service_monitor_crd: bool,
     /// Whether the PodMonitor CRD (monitoring.coreos.com) is installed.
     pub pod_monitor_crd: bool,
-    /// The bytes of the Secret keys the spec references (hashed onto pod templates).
+    /// The bytes of the Secret keys the spec references (hashed onto pod templates),
+    /// and of the managed Redis' URL.
     pub secret_data: config::SecretData,
+    /// The managed Redis' password: read from `<name>-redis-auth`, or generated when that
+    /// Secret is missing (`None` only when Redis is external).
+    pub redis_password: Option<String>,
 }
 
 /// Why desired state could not be computed.
@@ -125,6 +130,8 @@ pub enum BuildError {
     },
     #[error("rendering the data plane configuration: {0}")]
     Config(String),
+    #[error("the managed Redis has no password yet")]
+    MissingRedisPassword,
 }
 
 impl BuildError {
@@ -154,10 +161,21 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
     if let Some(t) = &observed.turn {
         push("Secret", Desired::of(&turn::secret(&names, t)))?;
     }
+    let policies = spec.network_policy.enabled;
     if spec.redis.mode == RedisMode::Managed {
-        push("StatefulSet", Desired::of(&redis::stateful_set(rc, &names)))?;
+        let Some(password) = &observed.redis_password else {
+            return Err(BuildError::MissingRedisPassword);
+        };
+        push("Secret", Desired::of(&redis::auth_secret(&names, password)))?;
+        push(
+            "StatefulSet",
+            Desired::of(&redis::stateful_set(rc, &names, password)),
+        )?;
         push("Service", Desired::of(&redis::service(&names)))?;
         push("Service", Desired::of(&redis::headless_service(&names)))?;
+        if policies {
+            push("NetworkPolicy", Desired::of(&redis::network_policy(&names)))?;
+        }
     }
     let pod = socket::PodInputs {
         config_hash: &rendered.hash,
@@ -172,6 +190,12 @@ pub fn desired(rc: &RealtimeCluster, observed: &Observed) -> Result<Vec<Desired>
     push("Service", Desired::of(&socket::headless_service(&names)))?;
     push("Service", Desired::of(&socket::internal_service(&names)))?;
     push("PodDisruptionBudget", Desired::of(&socket::pdb(rc, &names)))?;
+    if policies {
+        push(
+            "NetworkPolicy",
+            Desired::of(&socket::network_policy(rc, &names)),
+        )?;
+    }
     if let Some(hpa) = socket::hpa(rc, &names) {
         push("HorizontalPodAutoscaler", Desired::of(&hpa))?;
     }
@@ -303,6 +327,14 @@ mod tests {
     use super::fixtures::*;
     use super::*;
 
+    /// What the reconciler observes for a cluster whose Redis password exists.
+    fn with_password() -> Observed {
+        Observed {
+            redis_password: Some("p".repeat(64)),
+            ..Default::default()
+        }
+    }
+
     fn kinds(d: &[Desired]) -> Vec<String> {
         d.iter().map(Desired::label).collect()
     }
@@ -320,7 +352,7 @@ mod tests {
                 ..Default::default()
             }],
         });
-        let d = desired(&rc, &Observed::default()).unwrap();
+        let d = desired(&rc, &with_password()).unwrap();
         let mut placed = Vec::new();
         for child in &d {
             let pod = &child.object["spec"]["template"]["spec"];
@@ -339,7 +371,7 @@ mod tests {
         }
         assert_eq!(placed, ["StatefulSet/chat-redis", "Deployment/chat-socket"]);
         // Unset: the pods say nothing about nodes.
-        let d = desired(&mk_cluster(), &Observed::default()).unwrap();
+        let d = desired(&mk_cluster(), &with_password()).unwrap();
         for child in &d {
             assert!(
                 child
@@ -359,20 +391,23 @@ mod tests {
     #[test]
     fn minimal_cluster_gets_the_core_children_all_owned() {
         let rc = mk_cluster();
-        let d = desired(&rc, &Observed::default()).unwrap();
+        let d = desired(&rc, &with_password()).unwrap();
         assert_eq!(
             kinds(&d),
             [
                 "ServiceAccount/chat-switchboard",
                 "ConfigMap/chat-config",
+                "Secret/chat-redis-auth",
                 "StatefulSet/chat-redis",
                 "Service/chat-redis",
                 "Service/chat-redis-headless",
+                "NetworkPolicy/chat-redis",
                 "Deployment/chat-socket",
                 "Service/chat-socket",
                 "Service/chat-socket-headless",
                 "Service/chat-internal",
                 "PodDisruptionBudget/chat-socket",
+                "NetworkPolicy/chat-socket",
             ]
         );
         // The public Service carries Socket.IO only; the internal APIs have their own
@@ -424,7 +459,7 @@ mod tests {
             )),
             service_monitor_crd: true,
             pod_monitor_crd: true,
-            ..Default::default()
+            ..with_password()
         };
         let d = desired(&rc, &observed).unwrap();
         let k = kinds(&d);
@@ -497,5 +532,130 @@ mod tests {
         .unwrap();
         assert!(!kinds(&d).contains(&"ServiceMonitor/chat".to_string()));
         assert!(!kinds(&d).contains(&"PodMonitor/chat-worker".to_string()));
+    }
+
+    #[test]
+    fn managed_redis_is_locked_down_by_password_and_network_policies() {
+        let mut rc = mk_cluster();
+        // A managed Redis without its password is an error, never a Redis without one.
+        assert!(matches!(
+            desired(&rc, &Observed::default()),
+            Err(BuildError::MissingRedisPassword)
+        ));
+        rc.spec.network_policy.internal_from = vec![
+            k8s_openapi::api::networking::v1::NetworkPolicyPeer {
+                namespace_selector: Some(Default::default()),
+                ..Default::default()
+            },
+        ];
+        let d = desired(&rc, &with_password()).unwrap();
+        let object = |label: &str| &d.iter().find(|c| c.label() == label).unwrap().object;
+        let secret = object("Secret/chat-redis-auth");
+        let decoded = |k: &str| {
+            let b: k8s_openapi::ByteString =
+                serde_json::from_value(secret["data"][k].clone()).unwrap();
+            String::from_utf8(b.0).unwrap()
+        };
+        assert_eq!(decoded("password"), "p".repeat(64));
+        assert_eq!(
+            decoded("url"),
+            format!("redis://:{}@chat-redis.apps.svc:6379", "p".repeat(64))
+        );
+        // Redis requires it (expanded from the Secret, never written into the object),
+        // and refuses writes rather than evict when full.
+        let redis = &object("StatefulSet/chat-redis")["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = redis["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        assert_eq!(after("--requirepass"), "$(REDIS_PASSWORD)");
+        assert_eq!(after("--maxmemory-policy"), "noeviction");
+        assert_eq!(after("--maxmemory"), (192u64 << 20).to_string());
+        assert!(!redis.to_string().contains(&"p".repeat(64)));
+        for var in ["REDIS_PASSWORD", "REDISCLI_AUTH"] {
+            let e = redis["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == var)
+                .unwrap();
+            assert_eq!(e["valueFrom"]["secretKeyRef"]["name"], "chat-redis-auth");
+        }
+        // The socket pods' secrets hash covers the URL: a new password rolls them.
+        let hash = |observed: &Observed| {
+            let d = desired(&rc, observed).unwrap();
+            let dep = d.iter().find(|c| c.label() == "Deployment/chat-socket").unwrap();
+            dep.object["spec"]["template"]["metadata"]["annotations"]
+                [meta::SECRETS_HASH_ANNOTATION]
+                .clone()
+        };
+        let mut observed = with_password();
+        let key = |o: &mut Observed, pw: &str| {
+            o.redis_password = Some(pw.into());
+            o.secret_data.insert(
+                ("chat-redis-auth".into(), "url".into()),
+                redis::url(&Names::of(&rc).unwrap(), pw).into_bytes(),
+            );
+        };
+        key(&mut observed, "one");
+        let one = hash(&observed);
+        key(&mut observed, "two");
+        assert_ne!(one, hash(&observed));
+        // Redis admits this cluster's socket and worker pods only, on its port.
+        let np = &object("NetworkPolicy/chat-redis")["spec"];
+        assert_eq!(np["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "redis");
+        assert_eq!(np["policyTypes"], serde_json::json!(["Ingress"]));
+        let rule = &np["ingress"][0];
+        assert_eq!(np["ingress"].as_array().unwrap().len(), 1);
+        assert_eq!(rule["ports"][0]["port"], 6379);
+        let sel = &rule["from"][0]["podSelector"];
+        assert_eq!(sel["matchLabels"]["app.kubernetes.io/instance"], "chat");
+        assert_eq!(
+            sel["matchExpressions"][0]["values"],
+            serde_json::json!(["socket", "worker"])
+        );
+        assert!(rule["from"][0].get("namespaceSelector").is_none(), "same namespace only");
+        // Socket pods: the public port from anyone; the internal port from labelled pods
+        // and the listed peers only.
+        let np = &object("NetworkPolicy/chat-socket")["spec"];
+        assert_eq!(np["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "socket");
+        let rules = np["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["ports"][0]["port"], 3000);
+        assert!(rules[0].get("from").is_none());
+        assert_eq!(rules[1]["ports"][0]["port"], 9090);
+        assert_eq!(
+            rules[1]["from"][0]["podSelector"]["matchLabels"][meta::INTERNAL_ACCESS_LABEL],
+            "true"
+        );
+        assert_eq!(rules[1]["from"][1]["namespaceSelector"], serde_json::json!({}));
+        // Turned off: no policies (the operator prunes them).
+        rc.spec.network_policy.enabled = false;
+        let k = kinds(&desired(&rc, &with_password()).unwrap());
+        assert!(!k.iter().any(|k| k.starts_with("NetworkPolicy/")), "{k:?}");
+    }
+
+    #[test]
+    fn redis_max_memory_follows_the_spec_then_the_container_memory() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        use switchboard_crds::cluster::ManagedRedisSpec;
+        let mem = |q: &str| Some([("memory".to_string(), Quantity(q.into()))].into());
+        let mut m = ManagedRedisSpec::default();
+        assert_eq!(redis::max_memory(&m), 192 << 20);
+        m.resources = Some(ResourceRequirements {
+            requests: mem("1Gi"),
+            ..Default::default()
+        });
+        assert_eq!(redis::max_memory(&m), 768 << 20);
+        m.resources.as_mut().unwrap().limits = mem("2G");
+        assert_eq!(redis::max_memory(&m), 1_500_000_000);
+        m.max_memory = Some("100Mi".into());
+        assert_eq!(redis::max_memory(&m), 100 << 20);
+        assert_eq!(redis::quantity_bytes("1.5Gi"), None);
+        assert_eq!(redis::quantity_bytes("12"), Some(12));
     }
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
@@ -30,7 +30,7 @@ use crate::apply::{Applied, apply, controlled_by, delete_owned};
 use crate::checks::spec_problems;
 use crate::children::meta::{FIELD_MANAGER, Names};
 use crate::children::turn::{TurnChange, TurnSecretState, next_state};
-use crate::children::{self, BuildError, Observed, config, monitor, socket, turn};
+use crate::children::{self, BuildError, Observed, config, monitor, redis, socket, turn};
 use crate::metrics::{ClusterFacts, Metrics};
 use crate::status::{Facts, Observation, Workload, decide};
 
@@ -139,6 +139,9 @@ fn prunable(names: &Names) -> Vec<(ApiResource, String)> {
         ar(ApiResource::erase::<Service>(&()), names.redis()),
         ar(ApiResource::erase::<Service>(&()), names.redis_headless()),
         ar(ApiResource::erase::<Secret>(&()), names.turn_secret()),
+        ar(ApiResource::erase::<Secret>(&()), names.redis_auth()),
+        ar(ApiResource::erase::<NetworkPolicy>(&()), names.redis()),
+        ar(ApiResource::erase::<NetworkPolicy>(&()), names.socket()),
         ar(monitor::resource(), names.instance.clone()),
         ar(monitor::pod_monitor_resource(), names.worker()),
     ]
@@ -206,6 +209,25 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
         None => None,
     };
 
+    // The managed Redis' password: generated once, kept in `<name>-redis-auth`.
+    let mut secret_data = secret_data;
+    let redis_password = match rc.spec.redis.mode {
+        RedisMode::Managed => {
+            let password = secrets_api
+                .get_opt(&names.redis_auth())
+                .await?
+                .as_ref()
+                .and_then(redis::password_of)
+                .unwrap_or_else(random_secret);
+            secret_data.insert(
+                (names.redis_auth(), redis::URL_KEY.into()),
+                redis::url(&names, &password).into_bytes(),
+            );
+            Some(password)
+        }
+        RedisMode::External => None,
+    };
+
     let mut problems = spec_problems(&rc, &names, turn_state.as_ref(), &secrets);
 
     let wants_monitor = rc
@@ -240,6 +262,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
         service_monitor_crd,
         pod_monitor_crd,
         secret_data,
+        redis_password,
     };
     let desired = children::desired(&rc, &observed)?;
     let owner_uid = rc.uid().unwrap_or_default();

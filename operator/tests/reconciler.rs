@@ -352,6 +352,14 @@ async fn invalid_specs_are_refused_with_the_field_named() -> Result<()> {
             "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  notifications: {kafka: {brokers: [k:9092]}, fcm: {serviceAccountSecretRef: {name: a, key: b}, baseUrl: fcm.example.com}}\n",
             "spec.notifications.fcm.baseUrl",
         ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  turn: {managed: {enabled: true, allowedPeerIPs: [10.244.0.0/16, 10.0.0.300]}}\n",
+            "spec.turn.managed.allowedPeerIPs: each entry must be",
+        ),
+        (
+            "spec:\n  auth: {jwt: {secretRef: {name: a, key: b}}}\n  redis: {managed: {maxMemory: lots}}\n",
+            "spec.redis.managed.maxMemory",
+        ),
     ];
     for (i, (spec, message)) in cases.iter().enumerate() {
         let manifest = format!(

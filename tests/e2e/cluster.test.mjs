@@ -25,6 +25,7 @@ import { execFileSync } from 'node:child_process';
 import { ack, connectUser, expectNone, ok, waitFor, closeAll } from '../node/lib/client.mjs';
 import { token as mintToken } from '../node/lib/jwt.mjs';
 import { startFakeFcm } from './lib/fake_fcm.mjs';
+import { TCP, allocate } from './lib/turn.mjs';
 import {
   apply, crictl, envVar, getJson, helm, isReady, kubectl, pods, portForward, sleep, until,
 } from './lib/kube.mjs';
@@ -72,7 +73,7 @@ spec:${PLACEMENT}
   redis: {mode: managed, managed: {storage: 1Gi, storageClassName: ${STORAGE_CLASS}}}
   turn:
     urls: ["turn:${CLUSTER}-coturn.${NS}.svc.cluster.local:3478"]
-    managed: {enabled: true}
+    managed: {enabled: true, allowedPeerIPs: [10.244.0.0/16], userQuota: 4}
     credentialTTL: 10m
     rotationInterval: ${rotation}
   presence: {idleTimeout: ${idleTimeout}, heartbeatTTL: 6s}
@@ -269,6 +270,81 @@ test('credentials from webrtc:get-ice-servers name the managed coturn', async ()
   const turn = servers.find((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')));
   assert.ok(turn && turn.username && turn.credential, `TURN credentials: ${JSON.stringify(servers)}`);
   closeAll();
+});
+
+/** TURN credentials handed out by a socket pod, for `user`. */
+async function turnCredentials(user = 'alice') {
+  const [a] = await socketPods();
+  const sock = await connectUser(at(a.status.podIP), user, TENANT, { transports: ['websocket'], namespace: '/webrtc' });
+  try {
+    const res = await ack(sock, 'webrtc:get-ice-servers', {});
+    assert.ok(res.ok, JSON.stringify(res));
+    return (res.data.ice_servers ?? res.data.iceServers).find((x) => [].concat(x.urls).some((u) => u.startsWith('turn:')));
+  } finally {
+    sock.close();
+  }
+}
+
+test('the managed coturn relays to the allow-listed pod network only: no private, loopback, metadata or multicast peers, no TCP relays, a per-user quota', async () => {
+  needCluster();
+  const COTURN = `app.kubernetes.io/instance=${CLUSTER},app.kubernetes.io/component=turn`;
+  const coturn = (await pods(NS, COTURN)).find(isReady);
+  const host = coturn.status.podIP;
+  const { username, credential } = await turnCredentials();
+  const held = [];
+  try {
+    const a = await allocate({ host, username, credential });
+    held.push(a);
+    assert.equal(a.code, 0, `allocation: ${a.code} ${a.reason}`);
+    // spec.turn.managed.allowedPeerIPs lists the pod network: a pod is a fine peer.
+    const [pod] = await socketPods();
+    assert.equal(await a.permit(pod.status.podIP), 0, 'a pod address (allow-listed)');
+    // Everything else private stays out of reach: the Service range, the node, loopback,
+    // the cloud metadata address, multicast.
+    const svc = await clusterIp();
+    for (const peer of [svc.ip, '10.0.0.1', '192.168.1.1', '172.16.5.5', '127.0.0.1', '169.254.169.254', '224.0.0.251']) {
+      assert.equal(await a.permit(peer), 403, `a permission towards ${peer} is refused`);
+    }
+    // TCP relays only when spec.turn.managed.tcpRelay asks (RFC 6062 wants a TCP control connection).
+    const tcp = await allocate({ host, username, credential, control: 'tcp', relay: TCP });
+    held.push(tcp);
+    assert.equal(tcp.code, 442, `a TCP relay: ${tcp.code} ${tcp.reason}`);
+    // userQuota: 4 allocations per credential at once; the fifth is refused.
+    for (let i = 2; i <= 4; i++) {
+      const more = await allocate({ host, username, credential });
+      held.push(more);
+      assert.equal(more.code, 0, `allocation ${i}: ${more.code} ${more.reason}`);
+    }
+    const fifth = await allocate({ host, username, credential });
+    held.push(fifth);
+    assert.equal(fifth.code, 486, `allocation past the quota: ${fifth.code} ${fifth.reason}`);
+  } finally {
+    for (const h of held) h.close();
+  }
+});
+
+test('the managed Redis requires the operator-generated password, refuses writes when full rather than evict, and sits behind NetworkPolicies', async () => {
+  needCluster();
+  const auth = await getJson('secret', '-n', NS, `${CLUSTER}-redis-auth`);
+  const password = Buffer.from(auth.data.password, 'base64').toString();
+  assert.match(password, /^[0-9a-f]{64}$/, 'a generated 256-bit password');
+  const url = Buffer.from(auth.data.url, 'base64').toString();
+  assert.equal(url, `redis://:${password}@${CLUSTER}-redis.${NS}.svc:6379`);
+  const redis = (await pods(NS, `app.kubernetes.io/instance=${CLUSTER},app.kubernetes.io/component=redis`)).find(isReady);
+  const cli = (...args) => execFileSync('redis-cli', ['--no-auth-warning', '-h', redis.status.podIP, ...args], { encoding: 'utf8' }).trim();
+  assert.match(cli('ping'), /NOAUTH/, 'no password, no access');
+  assert.match(cli('-a', 'wrong', 'ping'), /WRONGPASS/, 'a wrong password');
+  assert.equal(cli('-a', password, 'ping'), 'PONG');
+  assert.deepEqual(cli('-a', password, 'config', 'get', 'maxmemory-policy').split('\n'), ['maxmemory-policy', 'noeviction']);
+  assert.ok(Number(cli('-a', password, 'config', 'get', 'maxmemory').split('\n')[1]) > 0, 'a maxmemory is set');
+  // The ConfigMap the pods share never holds it.
+  const cm = await getJson('configmap', '-n', NS, `${CLUSTER}-config`);
+  assert.ok(!JSON.stringify(cm).includes(password), 'the password is not in the ConfigMap');
+  const np = await getJson('networkpolicy', '-n', NS, `${CLUSTER}-redis`);
+  assert.deepEqual(np.spec.ingress[0].ports, [{ port: 6379, protocol: 'TCP' }]);
+  assert.deepEqual(np.spec.ingress[0].from[0].podSelector.matchExpressions[0].values, ['socket', 'worker']);
+  const sockets = await getJson('networkpolicy', '-n', NS, `${CLUSTER}-socket`);
+  assert.deepEqual(sockets.spec.ingress.map((r) => r.ports[0].port), [3000, 9090]);
 });
 
 test('a call between the two pods is relayed and recorded in call history on FerretDB', async () => {
@@ -674,13 +750,14 @@ test('the managed Redis pod deleted: nodes go not-ready and recover without a re
 });
 
 /** turnutils_uclient (Debian coturn) with two clients relaying to each other through `host`. */
-function allocates(host, username, credential) {
+/** Whether {username, credential} get a relay on the coturn at `host` and a permission
+ * towards that pod's own address (the allow-listed pod network). */
+async function allocates(host, username, credential) {
+  const a = await allocate({ host, username, credential });
   try {
-    const out = execFileSync('timeout', ['30', 'turnutils_uclient', '-y', '-c', '-n', '2', '-m', '1', '-v',
-      '-u', username, '-w', credential, '-p', '3478', host], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    return out.includes('Received relay addr') && !out.includes('ERROR');
-  } catch {
-    return false;
+    return a.code === 0 && (await a.permit(host)) === 0;
+  } finally {
+    a.close();
   }
 }
 
@@ -707,7 +784,7 @@ test('TURN rotation with no help: the operator rotates on its own schedule, old 
   sock.close();
   const current = (await pods(NS, COTURN)).find(isReady);
   assert.equal(await rotatedAt(), first, 'no rotation while the credentials were fetched');
-  assert.ok(allocates(current.status.podIP, old.username, old.credential), 'the credentials allocate before the rotation');
+  assert.ok(await allocates(current.status.podIP, old.username, old.credential), 'the credentials allocate before the rotation');
   // Nobody touches the cluster from here: only the operator's own requeue can rotate.
   const second = await until('the TURN secret rotated by itself', async () => {
     const r = await rotatedAt();
@@ -719,7 +796,7 @@ test('TURN rotation with no help: the operator rotates on its own schedule, old 
     const p = ps.find((x) => (x.spec.containers[0].args ?? []).includes('--static-auth-secret=$(TURN_PREVIOUS_SECRET)'));
     return ps.length === 1 && p ? p : null;
   }, 120000, 1000);
-  assert.ok(allocates(coturn.status.podIP, old.username, old.credential), 'credentials from before the rotation still allocate');
+  assert.ok(await allocates(coturn.status.podIP, old.username, old.credential), 'credentials from before the rotation still allocate');
   // The socket nodes get both secrets too, and the rotation is recorded as an Event.
   await until('the socket nodes carry the previous secret', async () => {
     const dep = await getJson('deploy', '-n', NS, `${CLUSTER}-socket`);
@@ -727,7 +804,7 @@ test('TURN rotation with no help: the operator rotates on its own schedule, old 
   }, 60000);
   await until('a TurnSecretRotated Event', async () =>
     (await getJson('events', '-n', NS)).items.some((e) => e.reason === 'TurnSecretRotated'), 60000);
-  assert.ok(!allocates(coturn.status.podIP, old.username, 'wrong-password'), 'a wrong password does not');
+  assert.ok(!(await allocates(coturn.status.podIP, old.username, 'wrong-password')), 'a wrong password does not');
   await apply(clusterYaml());
 });
 

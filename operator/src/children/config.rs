@@ -51,13 +51,8 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
     // The public Service and the Ingress reach Socket.IO only; the APIs and metrics
     // answer on a port of their own (the workers, which share this file, ignore it).
     c.server.internal_listen = Some(format!("0.0.0.0:{INTERNAL_PORT}"));
-    if spec.redis.mode == RedisMode::Managed {
-        c.redis.url = Some(format!(
-            "redis://{}.{}.svc:{REDIS_PORT}",
-            names.redis(),
-            names.namespace
-        ));
-    }
+    // The Redis URL carries a password in both modes, so it reaches the pods through
+    // their environment (`pod_wiring`), never the ConfigMap.
     let jwt = &spec.auth.jwt;
     c.jwt.algorithm = jwt.algorithm.as_str().into();
     c.jwt.issuer = jwt.issuer.clone();
@@ -315,14 +310,23 @@ pub fn pod_wiring(rc: &RealtimeCluster, names: &Names, role: Role, with_turn: bo
     if let Some(r) = &jwt.public_key_ref {
         w.secret_file("jwt-public-key", r, JWT_KEY_FILE);
     }
-    if spec.redis.mode == RedisMode::External
-        && let Some(r) = spec
-            .redis
-            .external
-            .as_ref()
-            .and_then(|e| e.url_secret_ref.as_ref())
-    {
-        w.secret_env("SWITCHBOARD_REDIS_URL", r);
+    match spec.redis.mode {
+        RedisMode::Managed => w.env.push(env_secret(
+            "SWITCHBOARD_REDIS_URL",
+            &names.redis_auth(),
+            super::redis::URL_KEY,
+            false,
+        )),
+        RedisMode::External => {
+            if let Some(r) = spec
+                .redis
+                .external
+                .as_ref()
+                .and_then(|e| e.url_secret_ref.as_ref())
+            {
+                w.secret_env("SWITCHBOARD_REDIS_URL", r);
+            }
+        }
     }
     if with_turn {
         let s = names.turn_secret();
@@ -477,14 +481,26 @@ mod tests {
     }
 
     #[test]
-    fn managed_redis_url_points_at_the_redis_service() {
+    fn managed_redis_url_comes_from_the_generated_secret_not_the_config_map() {
         let rc = mk_cluster();
-        let c = dataplane_config(&rc, &names(&rc));
-        assert_eq!(
-            c.redis.url.as_deref(),
-            Some("redis://chat-redis.apps.svc:6379")
-        );
+        let n = names(&rc);
+        let c = dataplane_config(&rc, &n);
+        assert_eq!(c.redis.url, None, "the URL carries the password");
         assert_eq!(c.listen, "0.0.0.0:3000");
+        for role in [Role::Socket, Role::Worker] {
+            let w = pod_wiring(&rc, &n, role, false);
+            let var = w
+                .env
+                .iter()
+                .find(|e| e.name == "SWITCHBOARD_REDIS_URL")
+                .and_then(|e| e.value_from.clone()?.secret_key_ref);
+            let r = var.unwrap_or_else(|| panic!("{role:?} gets no Redis URL"));
+            assert_eq!((r.name.as_str(), r.key.as_str()), ("chat-redis-auth", "url"));
+        }
+        assert_eq!(
+            super::super::redis::url(&n, "p@ss/w:rd"),
+            "redis://:p%40ss%2Fw%3Ard@chat-redis.apps.svc:6379"
+        );
     }
 
     #[test]

@@ -3,6 +3,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
 use switchboard_crds::cluster::RealtimeCluster;
@@ -25,6 +30,40 @@ pub const SOCKET_PORT: i32 = 3000;
 /// Container port of the socket nodes' internal APIs (`server.internal_listen`):
 /// `/metrics`, `/admin/*`, `/api/*`; never behind the public Service or the Ingress.
 pub const INTERNAL_PORT: i32 = 9090;
+
+/// Pod label that lets a pod of the cluster's namespace reach the socket nodes'
+/// internal port (service and admin APIs, metrics) through the NetworkPolicy.
+pub const INTERNAL_ACCESS_LABEL: &str = "switchboard.dev/internal-access";
+
+/// One ingress rule: TCP `port`, from `from` (`None`: from everywhere).
+pub fn ingress_rule(port: i32, from: Option<Vec<NetworkPolicyPeer>>) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from,
+        ports: Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(port)),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// An ingress NetworkPolicy over one component's pods: what `rules` admit, nothing else.
+pub fn ingress_policy(
+    names: &Names,
+    name: String,
+    component: &str,
+    rules: Vec<NetworkPolicyIngressRule>,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: names.meta(name, component),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(names.selector(component)),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(rules),
+            ..Default::default()
+        }),
+    }
+}
 
 /// The names of one cluster's children, derived from the cluster's name.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +117,10 @@ impl Names {
     /// The StatefulSet's governing Service (stable pod DNS).
     pub fn redis_headless(&self) -> String {
         format!("{}-redis-headless", self.instance)
+    }
+    /// The managed Redis' password (and the URL that carries it), generated once.
+    pub fn redis_auth(&self) -> String {
+        format!("{}-redis-auth", self.instance)
     }
     pub fn turn_secret(&self) -> String {
         format!("{}-turn", self.instance)

@@ -15,19 +15,21 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyPeer,
+    ServiceBackendPort,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use switchboard_crds::cluster::RealtimeCluster;
 use switchboard_crds::config::{DRAIN_IN_FLIGHT_WAIT, ServerConfig};
 
 use super::config::{Role, SecretData, pod_wiring, secrets_hash};
 use super::meta::{
-    CONFIG_HASH_ANNOTATION, INTERNAL_PORT, Names, SECRETS_HASH_ANNOTATION, SOCKET_PORT,
-    TURN_ROTATED_ANNOTATION, container_security, pod_security,
+    CONFIG_HASH_ANNOTATION, INTERNAL_ACCESS_LABEL, INTERNAL_PORT, Names, SECRETS_HASH_ANNOTATION,
+    SOCKET_PORT, TURN_ROTATED_ANNOTATION, container_security, ingress_policy, ingress_rule,
+    pod_security,
 };
 
 pub const COMPONENT: &str = "socket";
@@ -280,6 +282,33 @@ fn named_port(name: &str, port: i32) -> ServicePort {
 
 fn http_port(port: i32) -> ServicePort {
     named_port("http", port)
+}
+
+/// Ingress to the socket nodes: the public port from everywhere; the internal port
+/// (service and admin APIs, metrics) only from pods of the namespace labelled
+/// `switchboard.dev/internal-access: "true"` and the peers `spec.networkPolicy.internalFrom`
+/// lists.
+pub fn network_policy(rc: &RealtimeCluster, names: &Names) -> NetworkPolicy {
+    let mut internal = vec![NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                INTERNAL_ACCESS_LABEL.into(),
+                "true".into(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    internal.extend(rc.spec.network_policy.internal_from.iter().cloned());
+    ingress_policy(
+        names,
+        names.socket(),
+        COMPONENT,
+        vec![
+            ingress_rule(SOCKET_PORT, None),
+            ingress_rule(INTERNAL_PORT, Some(internal)),
+        ],
+    )
 }
 
 /// Where backends and admin tools reach the internal APIs (service and admin tokens),

@@ -215,17 +215,77 @@ pub fn managed(rc: &RealtimeCluster) -> Option<&ManagedTurnSpec> {
 /// only REST credentials are used): an emptyDir, the root file system stays read-only.
 const COTURN_RUN_DIR: &str = "/var/run/turnserver";
 
+/// Peer ranges coturn refuses to relay to unless `allowedPeerIPs` lists them: the
+/// unspecified, "this network", private (RFC 1918), carrier-grade NAT (RFC 6598),
+/// loopback, link-local and IETF-reserved IPv4 blocks, and the IPv6 loopback,
+/// unspecified, IPv4-mapped, unique local and link-local blocks. A credential for the
+/// TURN server then cannot reach the cluster network, the node or a cloud metadata
+/// endpoint (169.254.169.254).
+pub const DENIED_PEER_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "::/127",
+    "::ffff:0:0/96",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// An address, a range `a-b` or a CIDR block as coturn's `ip[-ip]`; `None` when it is
+/// none of them (the schema refuses such entries).
+pub fn peer_range(entry: &str) -> Option<String> {
+    use std::net::IpAddr;
+    if let Some((a, b)) = entry.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
+        return (a.is_ipv4() == b.is_ipv4()).then(|| format!("{a}-{b}"));
+    }
+    let Some((ip, bits)) = entry.split_once('/') else {
+        return entry.parse::<IpAddr>().ok().map(|a| a.to_string());
+    };
+    let bits: u32 = bits.parse().ok()?;
+    match ip.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) if bits <= 32 => {
+            let host = u32::MAX.checked_shr(bits).unwrap_or(0);
+            let first = u32::from(a) & !host;
+            Some(format!(
+                "{}-{}",
+                std::net::Ipv4Addr::from(first),
+                std::net::Ipv4Addr::from(first | host)
+            ))
+        }
+        IpAddr::V6(a) if bits <= 128 => {
+            let host = u128::MAX.checked_shr(bits).unwrap_or(0);
+            let first = u128::from(a) & !host;
+            Some(format!(
+                "{}-{}",
+                std::net::Ipv6Addr::from(first),
+                std::net::Ipv6Addr::from(first | host)
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// coturn's arguments: REST shared-secret authentication with the current secret and,
 /// while it exists, the previous one. The secrets come from the environment through the
 /// kubelet's `$(VAR)` expansion, so no shell is needed (the image has none) and a secret
-/// never appears in the pod spec.
-fn coturn_args(s: &TurnSecretState) -> Vec<String> {
+/// never appears in the pod spec. Hardened: no CLI, no multicast or denied-range peers
+/// (bar the allow-list), UDP relays only unless TCP is asked for, a per-user allocation
+/// quota.
+pub fn coturn_args(m: &ManagedTurnSpec, s: &TurnSecretState) -> Vec<String> {
     let mut args: Vec<String> = [
         "-n",
         "--log-file=stdout",
         "--simple-log",
         "--no-cli",
         "--fingerprint",
+        "--no-multicast-peers",
         "--use-auth-secret",
         "--realm=$(TURN_REALM)",
         "--static-auth-secret=$(TURN_SECRET)",
@@ -234,6 +294,16 @@ fn coturn_args(s: &TurnSecretState) -> Vec<String> {
     .to_vec();
     if s.previous.is_some() {
         args.push("--static-auth-secret=$(TURN_PREVIOUS_SECRET)".into());
+    }
+    if !m.tcp_relay {
+        args.push("--no-tcp-relay".into());
+    }
+    args.push(format!("--user-quota={}", m.user_quota));
+    for r in DENIED_PEER_RANGES.iter().filter_map(|r| peer_range(r)) {
+        args.push(format!("--denied-peer-ip={r}"));
+    }
+    for r in m.allowed_peer_ips.iter().filter_map(|r| peer_range(r)) {
+        args.push(format!("--allowed-peer-ip={r}"));
     }
     args.push(format!("--listening-port={TURN_PORT}"));
     args.push(format!("--pidfile={COTURN_RUN_DIR}/turnserver.pid"));
@@ -269,7 +339,7 @@ pub fn coturn_deployment(names: &Names, m: &ManagedTurnSpec, s: &TurnSecretState
         name: "coturn".into(),
         image: Some(m.image.clone()),
         command: Some(vec!["turnserver".into()]),
-        args: Some(coturn_args(s)),
+        args: Some(coturn_args(m, s)),
         env: Some(env),
         volume_mounts: Some(vec![VolumeMount {
             name: "run".into(),
@@ -536,5 +606,51 @@ mod tests {
             .unwrap()
             .optional;
         assert_ne!(optional, Some(true));
+    }
+
+    #[test]
+    fn coturn_is_hardened_with_the_allow_list_on_top() {
+        let fresh = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
+        let mut m = ManagedTurnSpec::default();
+        let args = coturn_args(&m, &fresh);
+        for flag in ["--no-cli", "--no-multicast-peers", "--no-tcp-relay", "--user-quota=12"] {
+            assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
+        }
+        let denied: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--denied-peer-ip="))
+            .collect();
+        for range in [
+            "10.0.0.0-10.255.255.255",
+            "172.16.0.0-172.31.255.255",
+            "192.168.0.0-192.168.255.255",
+            "127.0.0.0-127.255.255.255",
+            "169.254.0.0-169.254.255.255",
+            "100.64.0.0-100.127.255.255",
+            "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::-::1",
+        ] {
+            assert!(denied.contains(&range), "{range} not denied: {denied:?}");
+        }
+        assert!(!args.iter().any(|a| a.starts_with("--allowed-peer-ip")));
+        m.allowed_peer_ips = vec!["10.244.0.0/16".into(), "192.168.1.7".into(), "10.1.0.1-10.1.0.9".into()];
+        m.tcp_relay = true;
+        m.user_quota = 3;
+        let args = coturn_args(&m, &fresh);
+        let allowed: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--allowed-peer-ip="))
+            .collect();
+        assert_eq!(
+            allowed,
+            ["10.244.0.0-10.244.255.255", "192.168.1.7", "10.1.0.1-10.1.0.9"]
+        );
+        assert!(!args.iter().any(|a| a == "--no-tcp-relay"));
+        assert!(args.iter().any(|a| a == "--user-quota=3"));
+        assert_eq!(peer_range("10.0.0.300"), None);
+        assert_eq!(peer_range("10.0.0.1-::1"), None);
+        assert_eq!(peer_range("10.0.0.0/33"), None);
+        assert_eq!(peer_range("0.0.0.0/0").as_deref(), Some("0.0.0.0-255.255.255.255"));
     }
 }
