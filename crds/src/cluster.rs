@@ -743,6 +743,10 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub max_rooms_per_user: Option<i64>,
+    /// Rooms a tenant may hold at once (`limits.max_rooms_per_tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub max_rooms_per_tenant: Option<i64>,
     /// Messages kept per room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 10000000))]

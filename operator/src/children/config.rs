@@ -120,6 +120,9 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
         if let Some(v) = l.max_rooms_per_user {
             c.limits.max_rooms_per_user = usize::try_from(v).unwrap_or(0);
         }
+        if let Some(v) = l.max_rooms_per_tenant {
+            c.limits.max_rooms_per_tenant = usize::try_from(v).unwrap_or(0);
+        }
         if let Some(v) = l.history_max_len {
             c.chat.history_max_len = u64::try_from(v).unwrap_or(0);
         }
@@ -485,6 +488,29 @@ mod tests {
             Some("redis://chat-redis.apps.svc:6379")
         );
         assert_eq!(c.listen, "0.0.0.0:3000");
+    }
+
+    #[test]
+    fn room_limits_reach_the_config() {
+        let mut rc = mk_cluster();
+        let c = dataplane_config(&rc, &names(&rc));
+        assert_eq!(
+            c.limits.max_rooms_per_tenant,
+            switchboard_crds::config::LimitsConfig::default().max_rooms_per_tenant,
+            "unset keeps the data plane's default"
+        );
+        rc.spec.limits = Some(switchboard_crds::cluster::LimitsSpec {
+            max_rooms_per_user: Some(7),
+            max_rooms_per_tenant: Some(2500),
+            ..Default::default()
+        });
+        let c = dataplane_config(&rc, &names(&rc));
+        assert_eq!(c.limits.max_rooms_per_user, 7);
+        assert_eq!(c.limits.max_rooms_per_tenant, 2500);
+        let rendered = render(&rc, &names(&rc)).unwrap();
+        let file = rendered.config_map.data.unwrap_or_default();
+        let text = file.values().next().cloned().unwrap_or_default();
+        assert!(text.contains("max_rooms_per_tenant: 2500"), "{text}");
     }
 
     #[test]
