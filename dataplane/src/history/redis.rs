@@ -364,6 +364,31 @@ impl RedisHistory {
         out.len() != before
     }
 
+    /// What `read` returns, less the messages past the age limit. When it met some, they
+    /// were a prefix the read would have been filled past: the stream is trimmed of them
+    /// and read again, so a page is never cut short by them.
+    async fn unexpired<F, Fut>(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        read: F,
+    ) -> Result<Vec<Message>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Message>, StoreError>>,
+    {
+        let now = now_ms();
+        let mut out = read().await?;
+        if self.drop_expired(&mut out, now)
+            && let Some(cutoff) = self.retention.cutoff(now)
+        {
+            self.expire(tenant, room_id, cutoff).await?;
+            out = read().await?;
+            self.drop_expired(&mut out, now);
+        }
+        Ok(out)
+    }
+
     /// Trim the room's stream of the messages past the age limit.
     async fn expire(&self, tenant: &str, room_id: &str, cutoff: i64) -> Result<(), StoreError> {
         let _: Value = self
@@ -713,17 +738,9 @@ impl MessageStore for RedisHistory {
         if page.limit == 0 {
             return Ok(vec![]);
         }
-        let now = now_ms();
-        let mut out = self.raw_page(tenant, room_id, page).await?;
-        if self.drop_expired(&mut out, now)
-            && let Some(cutoff) = self.retention.cutoff(now)
-        {
-            // They were a prefix the page would have been filled past: trim them and
-            // read again.
-            self.expire(tenant, room_id, cutoff).await?;
-            out = self.raw_page(tenant, room_id, page).await?;
-            self.drop_expired(&mut out, now);
-        }
+        let mut out = self
+            .unexpired(tenant, room_id, || self.raw_page(tenant, room_id, page))
+            .await?;
         self.overlay(tenant, room_id, &mut out).await?;
         Ok(out)
     }
@@ -845,15 +862,11 @@ impl MessageStore for RedisHistory {
         if limit == 0 {
             return Ok(vec![]);
         }
-        let now = now_ms();
-        let mut out = self.raw_thread(tenant, room_id, root, after, limit).await?;
-        if self.drop_expired(&mut out, now)
-            && let Some(cutoff) = self.retention.cutoff(now)
-        {
-            self.expire(tenant, room_id, cutoff).await?;
-            out = self.raw_thread(tenant, room_id, root, after, limit).await?;
-            self.drop_expired(&mut out, now);
-        }
+        let mut out = self
+            .unexpired(tenant, room_id, || {
+                self.raw_thread(tenant, room_id, root, after, limit)
+            })
+            .await?;
         if let Some(stray) = out.iter().find(|m| m.thread_root != Some(root)) {
             return Err(StoreError::Corrupt(format!(
                 "message {} in the thread of {root}",

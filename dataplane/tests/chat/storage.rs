@@ -244,7 +244,7 @@ impl TinyRedis {
             .local_addr()
             .expect("addr")
             .port();
-        let child = std::process::Command::new("redis-server")
+        let mut child = std::process::Command::new("redis-server")
             .args([
                 "--bind",
                 "127.0.0.1",
@@ -273,6 +273,8 @@ impl TinyRedis {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("private redis-server on port {port} did not come up");
     }
 
