@@ -461,10 +461,7 @@ pub struct ManagedRedisSpec {
     /// `unavailable`) and nothing stored is evicted. Unset: three quarters of the
     /// container's memory limit, else of its memory request, else 192Mi.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"),
-        length(max = 32)
-    )]
+    #[schemars(regex(pattern = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"), length(max = 32))]
     pub max_memory: Option<String>,
 }
 
@@ -563,7 +560,10 @@ pub struct ManagedTurnSpec {
     #[serde(rename = "allowedPeerIPs", skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
-        inner(regex(pattern = r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$"), length(min = 2, max = 90))
+        inner(
+            regex(pattern = r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$"),
+            length(min = 2, max = 90)
+        )
     )]
     pub allowed_peer_ips: Vec<String>,
     /// Relay TCP as well as UDP (RFC 6062). Off by default: only UDP relays.
@@ -782,6 +782,10 @@ pub struct LimitsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub max_rooms_per_user: Option<i64>,
+    /// Rooms a tenant may hold at once (`limits.max_rooms_per_tenant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub max_rooms_per_tenant: Option<i64>,
     /// Messages kept per room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 10000000))]

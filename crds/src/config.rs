@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -41,11 +42,17 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_PRESENCE_CACHE_TTL", "presence.cache_ttl"),
     ("SWITCHBOARD_MAX_MESSAGE_BYTES", "chat.max_message_bytes"),
     ("SWITCHBOARD_HISTORY_MAX_LEN", "chat.history_max_len"),
+    ("SWITCHBOARD_HISTORY_MAX_AGE", "chat.history_max_age"),
+    ("SWITCHBOARD_IDEMPOTENCY_TTL", "chat.idempotency_ttl"),
     ("SWITCHBOARD_EDIT_WINDOW", "chat.edit_window"),
     ("SWITCHBOARD_MAX_EDITS", "chat.max_edits"),
     (
         "SWITCHBOARD_MAX_ROOMS_PER_USER",
         "limits.max_rooms_per_user",
+    ),
+    (
+        "SWITCHBOARD_MAX_ROOMS_PER_TENANT",
+        "limits.max_rooms_per_tenant",
     ),
     ("SWITCHBOARD_MAX_PAYLOAD_BYTES", "limits.max_payload_bytes"),
     (
@@ -68,6 +75,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     (
         "SWITCHBOARD_MAX_CALL_PARTICIPANTS",
         "calls.max_participants",
+    ),
+    ("SWITCHBOARD_CALL_HISTORY_MAX_AGE", "calls.history_max_age"),
+    (
+        "SWITCHBOARD_CALL_HISTORY_OUTBOX_MAX",
+        "calls.history_outbox_max",
     ),
     ("SWITCHBOARD_MONGODB_URI", "calls.mongodb_uri"),
     ("SWITCHBOARD_MONGODB_DATABASE", "calls.mongodb_database"),
@@ -215,6 +227,12 @@ pub struct ChatConfig {
     pub max_meta_bytes: usize,
     /// Messages kept per room (the room's stream is trimmed past this).
     pub history_max_len: u64,
+    /// Messages older than this (by their `ts`) are gone from history and storage, besides
+    /// the length bound. `0s`: no age limit. 0s, or 1s to 3650d.
+    pub history_max_age: HumanDuration,
+    /// How long a `client_msg_id` is remembered for de-duplication (a retry within it
+    /// returns the first message while that message is still kept). 1s to 30d.
+    pub idempotency_ttl: HumanDuration,
     /// Members listed by `room:members` at most.
     pub max_members_listed: usize,
     /// How long after sending its sender may edit a message (`0s`: never). Deleting is
@@ -289,6 +307,9 @@ pub struct LimitsConfig {
     pub max_payload_bytes: u64,
     /// Rooms a user may belong to.
     pub max_rooms_per_user: usize,
+    /// Rooms a tenant may hold at once (`room:create` past it is `forbidden`;
+    /// `room:delete` frees a place). 1 to 100000000.
+    pub max_rooms_per_tenant: usize,
     /// Namespace connections one user may hold at once over all nodes (a client app
     /// usually opens one per namespace per device); past it a handshake gets
     /// `too_many_connections`. 1 to 10000.
@@ -337,6 +358,8 @@ impl Default for ChatConfig {
             max_message_bytes: 4096,
             max_meta_bytes: 2048,
             history_max_len: 10_000,
+            history_max_age: HumanDuration::from_secs(0),
+            idempotency_ttl: HumanDuration::from_secs(24 * 3600),
             max_members_listed: 1000,
             edit_window: HumanDuration::from_secs(24 * 3600),
             max_edits: 50,
@@ -403,6 +426,7 @@ impl Default for LimitsConfig {
             abuse_window: HumanDuration::from_secs(10),
             max_payload_bytes: 64 * 1024,
             max_rooms_per_user: 500,
+            max_rooms_per_tenant: 1_000_000,
             max_connections_per_user: 50,
         }
     }
@@ -457,6 +481,12 @@ pub struct CallsConfig {
     pub mongodb_database: String,
     /// Ended calls kept per tenant in memory when no MongoDB is configured.
     pub memory_history_max: usize,
+    /// Call history older than this (by `created_at`) is no longer served and is deleted
+    /// (MongoDB: when one of its participants' next call is recorded). 1h to 3650d.
+    pub history_max_age: HumanDuration,
+    /// History records of ended calls waiting for MongoDB, per tenant, at most; past it
+    /// the oldest is dropped (and counted). 1 to 10000000.
+    pub history_outbox_max: usize,
     pub quality: QualityThresholds,
 }
 
@@ -469,6 +499,8 @@ impl Default for CallsConfig {
             mongodb_uri: None,
             mongodb_database: "switchboard".into(),
             memory_history_max: 10_000,
+            history_max_age: HumanDuration::from_secs(365 * 86_400),
+            history_outbox_max: 100_000,
             quality: QualityThresholds::default(),
         }
     }
@@ -744,9 +776,12 @@ impl DataplaneConfig {
             "chat.max_message_bytes" => self.chat.max_message_bytes = num(key, value)?,
             "chat.max_meta_bytes" => self.chat.max_meta_bytes = num(key, value)?,
             "chat.history_max_len" => self.chat.history_max_len = num(key, value)?,
+            "chat.history_max_age" => self.chat.history_max_age = dur(key, value)?,
+            "chat.idempotency_ttl" => self.chat.idempotency_ttl = dur(key, value)?,
             "chat.edit_window" => self.chat.edit_window = dur(key, value)?,
             "chat.max_edits" => self.chat.max_edits = num(key, value)?,
             "limits.max_rooms_per_user" => self.limits.max_rooms_per_user = num(key, value)?,
+            "limits.max_rooms_per_tenant" => self.limits.max_rooms_per_tenant = num(key, value)?,
             "limits.max_payload_bytes" => self.limits.max_payload_bytes = num(key, value)?,
             "limits.max_connections_per_user" => {
                 self.limits.max_connections_per_user = num(key, value)?
@@ -764,6 +799,8 @@ impl DataplaneConfig {
             "calls.mongodb_uri" => self.calls.mongodb_uri = opt(value),
             "calls.mongodb_database" => self.calls.mongodb_database = value.to_owned(),
             "calls.memory_history_max" => self.calls.memory_history_max = num(key, value)?,
+            "calls.history_max_age" => self.calls.history_max_age = dur(key, value)?,
+            "calls.history_outbox_max" => self.calls.history_outbox_max = num(key, value)?,
             "notifications.max_in_app_per_user" => {
                 self.notifications.max_in_app_per_user = num(key, value)?
             }
@@ -910,6 +947,19 @@ impl DataplaneConfig {
                 "must be between 10 and 10000000",
             ));
         }
+        let age = c.history_max_age.0;
+        if !age.is_zero()
+            && (age < Duration::from_secs(1) || age > Duration::from_secs(3650 * 86_400))
+        {
+            errors.push(err(
+                "chat.history_max_age",
+                "must be 0s (no age limit) or between 1s and 3650d",
+            ));
+        }
+        let ttl = c.idempotency_ttl.0;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(30 * 86_400) {
+            errors.push(err("chat.idempotency_ttl", "must be between 1s and 30d"));
+        }
         if c.edit_window.0.as_secs() > 30 * 86_400 {
             errors.push(err(
                 "chat.edit_window",
@@ -971,6 +1021,12 @@ impl DataplaneConfig {
             errors.push(err(
                 "limits.max_rooms_per_user",
                 "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=100_000_000).contains(&l.max_rooms_per_tenant) {
+            errors.push(err(
+                "limits.max_rooms_per_tenant",
+                "must be between 1 and 100000000",
             ));
         }
         if !(1..=10_000).contains(&l.max_connections_per_user) {
@@ -1063,6 +1119,16 @@ impl DataplaneConfig {
             errors.push(err(
                 "calls.memory_history_max",
                 "must be between 1 and 1000000",
+            ));
+        }
+        let age = c.history_max_age.0;
+        if age < Duration::from_secs(3600) || age > Duration::from_secs(3650 * 86_400) {
+            errors.push(err("calls.history_max_age", "must be between 1h and 3650d"));
+        }
+        if !(1..=10_000_000).contains(&c.history_outbox_max) {
+            errors.push(err(
+                "calls.history_outbox_max",
+                "must be between 1 and 10000000",
             ));
         }
         let q = &c.quality;
@@ -1523,6 +1589,74 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("typing")
+        );
+    }
+
+    #[test]
+    fn storage_bound_keys_have_defaults_env_and_bounds() {
+        let d = DataplaneConfig::default();
+        assert_eq!(
+            d.chat.history_max_age,
+            HumanDuration::from_secs(0),
+            "no age limit"
+        );
+        assert_eq!(d.chat.idempotency_ttl, HumanDuration::from_secs(86_400));
+        assert_eq!(d.limits.max_rooms_per_tenant, 1_000_000);
+        let mut c = mk_valid();
+        c.apply_env(|v| match v {
+            "SWITCHBOARD_HISTORY_MAX_AGE" => Some("30d".into()),
+            "SWITCHBOARD_IDEMPOTENCY_TTL" => Some("1h".into()),
+            "SWITCHBOARD_MAX_ROOMS_PER_TENANT" => Some("20".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.chat.history_max_age,
+            HumanDuration::from_secs(30 * 86_400)
+        );
+        assert_eq!(c.chat.idempotency_ttl, HumanDuration::from_secs(3600));
+        assert_eq!(c.limits.max_rooms_per_tenant, 20);
+        c.validate().expect("30d, 1h and 20 are fine");
+        c.set("chat.history_max_age", "500ms").unwrap();
+        c.set("chat.idempotency_ttl", "0s").unwrap();
+        c.set("limits.max_rooms_per_tenant", "0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        for want in [
+            "chat.history_max_age (SWITCHBOARD_HISTORY_MAX_AGE): must be 0s",
+            "chat.idempotency_ttl (SWITCHBOARD_IDEMPOTENCY_TTL): must be between 1s and 30d",
+            "limits.max_rooms_per_tenant (SWITCHBOARD_MAX_ROOMS_PER_TENANT): must be between 1",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        assert!(c.set("chat.history_max_age", "forever").is_err());
+        let mut c = mk_valid();
+        assert_eq!(
+            c.calls.history_max_age,
+            HumanDuration::from_secs(365 * 86_400)
+        );
+        assert_eq!(c.calls.history_outbox_max, 100_000);
+        c.apply_env(|v| match v {
+            "SWITCHBOARD_CALL_HISTORY_MAX_AGE" => Some("90d".into()),
+            "SWITCHBOARD_CALL_HISTORY_OUTBOX_MAX" => Some("5".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.calls.history_max_age,
+            HumanDuration::from_secs(90 * 86_400)
+        );
+        assert_eq!(c.calls.history_outbox_max, 5);
+        c.validate().expect("90d and 5 are fine");
+        c.set("calls.history_max_age", "30m").unwrap();
+        c.set("calls.history_outbox_max", "0").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("calls.history_max_age (SWITCHBOARD_CALL_HISTORY_MAX_AGE)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("calls.history_outbox_max (SWITCHBOARD_CALL_HISTORY_OUTBOX_MAX)"),
+            "{e}"
         );
     }
 

@@ -8,7 +8,7 @@ use switchboard_crds::config::DataplaneConfig;
 
 use crate::auth::Verifier;
 use crate::auth::revocation::{MemoryRevocations, RevocationStore};
-use crate::history::{MemoryHistory, MessageStore};
+use crate::history::{MemoryHistory, MessageStore, Retention};
 use crate::hub::Hub;
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
@@ -43,10 +43,12 @@ pub struct Stores {
 
 impl Stores {
     /// Embedded mode: everything in this process.
-    pub fn memory() -> Self {
+    pub fn memory(config: &DataplaneConfig) -> Self {
         Self {
             rooms: Arc::new(MemoryRooms::default()),
-            history: Arc::new(MemoryHistory::default()),
+            history: Arc::new(MemoryHistory::with_retention(Retention::from_config(
+                &config.chat,
+            ))),
             receipts: Arc::new(MemoryReceipts::default()),
             typing: Arc::new(MemoryTyping::default()),
             online: Arc::new(MemoryOnline::default()),
@@ -63,10 +65,13 @@ impl Stores {
     }
 
     /// Shared mode: every node reads and writes the same Redis.
-    pub fn redis(client: &fred::clients::Client) -> Self {
+    pub fn redis(client: &fred::clients::Client, config: &DataplaneConfig) -> Self {
         Self {
             rooms: Arc::new(crate::rooms::redis::RedisRooms::new(client.clone())),
-            history: Arc::new(crate::history::redis::RedisHistory::new(client.clone())),
+            history: Arc::new(
+                crate::history::redis::RedisHistory::new(client.clone())
+                    .with_retention(Retention::from_config(&config.chat)),
+            ),
             receipts: Arc::new(crate::receipts::redis::RedisReceipts::new(client.clone())),
             typing: Arc::new(crate::typing::redis::RedisTyping::new(client.clone())),
             online: Arc::new(crate::online::redis::RedisOnline::new(client.clone())),
@@ -195,10 +200,4 @@ impl App {
     }
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;

@@ -338,6 +338,21 @@ impl Participant {
     }
 }
 
+/// A group call's participant list keeps everyone who ever took part (with their
+/// state), so people coming and going could grow it without end: it holds at most this
+/// many times `calls.max_participants` entries. Adding someone new to a full list is
+/// `forbidden`; someone already on it (who left) may always be added again.
+pub const PARTICIPANT_ENTRIES_PER_SEAT: usize = 4;
+
+fn list_full(rules: &Rules) -> CallError {
+    CallError::Forbidden(format!(
+        "this call's participant list is full: it keeps at most {} people who ever took part ({PARTICIPANT_ENTRIES_PER_SEAT} × calls.max_participants); start a new call",
+        rules
+            .max_participants
+            .saturating_mul(PARTICIPANT_ENTRIES_PER_SEAT)
+    ))
+}
+
 fn too_many(rules: &Rules) -> CallError {
     CallError::Forbidden(format!(
         "a call holds at most {} participants (calls.max_participants)",
@@ -519,6 +534,13 @@ pub fn apply(call: &Call, ev: &Event, now: i64, rules: &Rules) -> Result<Outcome
                     return Err(CallError::Conflict("that user is already in the call"));
                 }
                 _ if live + 1 > rules.max_participants => return Err(too_many(rules)),
+                None if call.participants.len()
+                    >= rules
+                        .max_participants
+                        .saturating_mul(PARTICIPANT_ENTRIES_PER_SEAT) =>
+                {
+                    return Err(list_full(rules));
+                }
                 Some(p) => {
                     *p = Participant::ringing(user, now);
                 }
@@ -632,6 +654,16 @@ impl Timer {
     }
 }
 
+/// The history outbox's size and what its bound cost ([`CallStore::outbox_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    pub pending: u64,
+    pub dropped: u64,
+}
+
+/// Default bound on one tenant's history outbox (`calls.history_outbox_max`).
+pub const DEFAULT_OUTBOX_MAX: usize = 100_000;
+
 /// What a commit did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Commit {
@@ -683,6 +715,9 @@ pub trait CallStore: Send + Sync {
     async fn outbox(&self, max: usize) -> Result<Vec<(String, String)>, StoreError>;
     /// The record is in the history database.
     async fn outbox_done(&self, tenant: &str, record: &str) -> Result<(), StoreError>;
+    /// Records waiting in the outbox, over all tenants, and how many this store handle
+    /// dropped since it was made (a tenant's outbox past its bound loses its oldest).
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
     /// The live call a user is held by.
     async fn user_call(&self, tenant: &str, user_id: &str) -> Result<Option<String>, StoreError>;
     async fn schedule(&self, timer: &Timer, at_ms: i64) -> Result<(), StoreError>;
@@ -758,12 +793,31 @@ struct Mem {
 }
 
 /// Embedded mode.
-#[derive(Default)]
-pub struct MemoryCalls(Mutex<Mem>);
+pub struct MemoryCalls {
+    inner: Mutex<Mem>,
+    /// Records one tenant's outbox holds at most (`calls.history_outbox_max`).
+    outbox_max: usize,
+    /// Records dropped from a full outbox.
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Default for MemoryCalls {
+    fn default() -> Self {
+        Self::with_outbox_max(DEFAULT_OUTBOX_MAX)
+    }
+}
 
 impl MemoryCalls {
+    pub fn with_outbox_max(outbox_max: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            outbox_max: outbox_max.max(1),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -829,9 +883,20 @@ impl CallStore for MemoryCalls {
             }
         }
         if let Some(r) = record {
-            if m.outbox.len() >= MAX_MEMORY_CALLS {
-                m.outbox.pop_front();
-                tracing::warn!("memory call history outbox full; the oldest record dropped");
+            let mine = m.outbox.iter().filter(|(t, _)| t == tenant).count();
+            let oldest_mine = m.outbox.iter().position(|(t, _)| t == tenant);
+            let drop_at = if mine >= self.outbox_max {
+                oldest_mine
+            } else if m.outbox.len() >= MAX_MEMORY_CALLS {
+                Some(0)
+            } else {
+                None
+            };
+            if let Some(i) = drop_at {
+                m.outbox.remove(i);
+                self.dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(tenant = %tenant, "call history outbox full; the oldest record dropped");
             }
             m.outbox.push_back((tenant.to_owned(), r.to_owned()));
         }
@@ -873,6 +938,13 @@ impl CallStore for MemoryCalls {
 
     async fn outbox(&self, max: usize) -> Result<Vec<(String, String)>, StoreError> {
         Ok(self.lock().outbox.iter().take(max).cloned().collect())
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        Ok(OutboxStats {
+            pending: self.lock().outbox.len() as u64,
+            dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     async fn outbox_done(&self, tenant: &str, record: &str) -> Result<(), StoreError> {

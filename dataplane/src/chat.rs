@@ -26,9 +26,9 @@ use crate::hub::{CHAT, chat_room, user_room};
 use crate::ids;
 use crate::limits::Class;
 use crate::metrics::Metrics;
-use crate::receipts::{Kind, Privacy, unread};
+use crate::receipts::{Kind, Privacy, RoomAdds, unread};
 use crate::rooms::roles::{SendVerdict, role_of, send_verdict};
-use crate::rooms::{Added, Room, Standing, Visibility};
+use crate::rooms::{Added, Created, Room, Standing, Visibility};
 use crate::typing::{Typist, display_text};
 
 /// Most user ids in one `room:create` or `room:invite`.
@@ -249,30 +249,42 @@ fn banned() -> AckError {
     AckError::forbidden("you are banned from this room")
 }
 
-/// Users `add_members` did not add: `skipped` (all of them) and `banned` (those of them
-/// banned from the room; the others hold too many rooms).
+/// Users `add_members` did not add: `skipped` (all of them), `banned` (those of them
+/// banned from the room) and `declined` (those whose privacy refuses adds by others);
+/// the others were already added to as many rooms by others as they may be.
 #[derive(Default, serde::Serialize)]
 struct NotAdded {
     skipped: Vec<String>,
     banned: Vec<String>,
+    declined: Vec<String>,
 }
 
-/// Add users to a room and make their live sockets (any node) join it.
-/// Returns those skipped because they hold too many rooms or are banned.
+/// Add users to a room and make their live sockets (any node) join it. `actor` (the
+/// creator, or whoever joins) is added by their own choice; anyone else is added on the
+/// actor's behalf, which only their privacy allows and which counts toward the rooms
+/// others put them in, never toward their own (`limits.max_rooms_per_user` each).
+/// Returns those skipped because they are banned, decline adds, or are full.
 async fn add_members(
     app: &App,
     tenant: &str,
     room_id: &str,
+    actor: &str,
     users: &[String],
 ) -> Result<NotAdded, AckError> {
+    let max = app.config.limits.max_rooms_per_user;
     let mut not = NotAdded::default();
     for u in users {
-        match app
-            .stores
-            .rooms
-            .add_member(tenant, room_id, u, app.config.limits.max_rooms_per_user)
-            .await?
-        {
+        let rooms = &app.stores.rooms;
+        let added = if u == actor {
+            rooms.add_member(tenant, room_id, u, max).await?
+        } else if app.stores.receipts.privacy(tenant, u).await?.room_adds == RoomAdds::Nobody {
+            not.skipped.push(u.clone());
+            not.declined.push(u.clone());
+            continue;
+        } else {
+            rooms.add_invitee(tenant, room_id, u, max).await?
+        };
+        match added {
             Added::TooManyRooms => not.skipped.push(u.clone()),
             Added::Banned => {
                 not.skipped.push(u.clone());
@@ -303,7 +315,7 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
         return Err(AckError::bad_request("name must be 1-200 characters"));
     }
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
-    if cx.app.stores.rooms.rooms_of(t, me).await?.len() >= cx.app.config.limits.max_rooms_per_user {
+    if cx.app.stores.rooms.held(t, me).await?.own >= cx.app.config.limits.max_rooms_per_user {
         return Err(too_many_rooms(&cx.app));
     }
     let room = Room {
@@ -314,10 +326,20 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
         created_at: now_ms(),
         slow_mode_s: 0,
     };
-    if !cx.app.stores.rooms.create(t, &room).await? {
-        return Err(AckError::conflict(format!(
-            "room {room_id:?} already exists"
-        )));
+    let max_rooms = cx.app.config.limits.max_rooms_per_tenant;
+    match cx.app.stores.rooms.create(t, &room, max_rooms).await? {
+        Created::Created => {}
+        Created::Taken => {
+            return Err(AckError::conflict(format!(
+                "room {room_id:?} already exists"
+            )));
+        }
+        Created::TooManyRooms => {
+            cx.app.metrics.bound_reached("rooms_per_tenant");
+            return Err(AckError::forbidden(format!(
+                "the tenant's room limit is reached (limits.max_rooms_per_tenant = {max_rooms}); delete a room first"
+            )));
+        }
     }
     // Whatever an earlier room of this id left behind (a `room:delete` cut short by a
     // store outage after the room record went) is not this room's: clear it before
@@ -326,10 +348,12 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
     cx.app.stores.typing.clear_room(t, &room_id).await?;
     let mut users = vec![me.clone()];
     users.extend(req.members.into_iter().filter(|u| u != me));
-    let not = add_members(&cx.app, t, &room_id, &users).await?;
+    let not = add_members(&cx.app, t, &room_id, me, &users).await?;
     cx.socket.join(chat_room(t, &room_id));
     tracing::info!(tenant = %t, room = %room_id, owner = %me, "room created");
-    Ok(json!({ "room": room, "skipped": not.skipped, "banned": not.banned }))
+    Ok(
+        json!({ "room": room, "skipped": not.skipped, "banned": not.banned, "declined": not.declined }),
+    )
 }
 
 async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
@@ -396,8 +420,10 @@ async fn room_invite<A: Adapter>(cx: Cx<A>, req: RoomInvite) -> Result<Value, Ac
         return Err(AckError::bad_request("user_ids must not be empty"));
     }
     check_user_ids(&req.user_ids, MAX_INVITEES)?;
-    let not = add_members(&cx.app, t, &room.id, &req.user_ids).await?;
-    Ok(json!({ "room": room, "skipped": not.skipped, "banned": not.banned }))
+    let not = add_members(&cx.app, t, &room.id, &cx.id.user_id, &req.user_ids).await?;
+    Ok(
+        json!({ "room": room, "skipped": not.skipped, "banned": not.banned, "declined": not.declined }),
+    )
 }
 
 async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
@@ -926,6 +952,7 @@ async fn typing_get_aggregated<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Va
 struct PrivacySet {
     read_receipts: Option<bool>,
     typing_indicators: Option<bool>,
+    room_adds: Option<RoomAdds>,
 }
 
 async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<Value, AckError> {
@@ -936,6 +963,9 @@ async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<Value, Ac
     }
     if let Some(v) = req.typing_indicators {
         p.typing_indicators = v;
+    }
+    if let Some(v) = req.room_adds {
+        p.room_adds = v;
     }
     cx.app.stores.receipts.set_privacy(t, me, p).await?;
     if !p.typing_indicators {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::clock::now_ms;
 use crate::error::StoreError;
 use change::{Change, Reaction, Reactors, Refusal, State, summarize};
 
@@ -96,11 +97,54 @@ pub struct Page {
     pub limit: usize,
 }
 
+/// What a store keeps besides the length bound (`chat.history_max_len`, given per
+/// append): how old a message may get, and how long a `client_msg_id` de-duplicates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages whose `ts` is older than this are gone from every read and dropped from
+    /// storage (`chat.history_max_age`); `None`: no age limit.
+    pub max_age_ms: Option<i64>,
+    /// How long a `client_msg_id` is remembered (`chat.idempotency_ttl`).
+    pub idempotency_ttl_ms: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age_ms: None,
+            idempotency_ttl_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Retention {
+    pub fn from_config(c: &switchboard_crds::config::ChatConfig) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            max_age_ms: Some(ms(c.history_max_age.0)).filter(|a| *a > 0),
+            idempotency_ttl_ms: ms(c.idempotency_ttl.0).max(1),
+        }
+    }
+
+    /// The oldest `ts` still kept at `now`; `None` without an age limit.
+    pub fn cutoff(&self, now: i64) -> Option<i64> {
+        self.max_age_ms.map(|a| now.saturating_sub(a))
+    }
+
+    /// Whether a message is past the age limit at `now`.
+    pub fn expired(&self, m: &Message, now: i64) -> bool {
+        self.cutoff(now).is_some_and(|c| m.ts < c)
+    }
+}
+
 /// Room message logs.
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Store `msg` (its `seq` is ignored and assigned here), trimming the room's log to
-    /// `max_len`. A repeated `client_msg_id` from the same sender returns the first message.
+    /// `max_len` and dropping what is past the store's [`Retention`] age. A repeated
+    /// `client_msg_id` from the same sender returns the first message while it is kept
+    /// and within the retention's idempotency TTL. Reads never return a message past the
+    /// age limit.
     async fn append(
         &self,
         tenant: &str,
@@ -175,6 +219,35 @@ pub fn select_page<'a>(
 #[derive(Default)]
 pub struct MemoryHistory {
     inner: Mutex<HashMap<(String, String), RoomLog>>,
+    retention: Retention,
+}
+
+impl MemoryHistory {
+    pub fn with_retention(retention: Retention) -> Self {
+        Self {
+            inner: Mutex::default(),
+            retention,
+        }
+    }
+
+    /// The rooms (a poisoned lock is taken over: every change leaves them consistent).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), RoomLog>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room's log with what is past the age limit dropped.
+    fn room<'a>(
+        &self,
+        rooms: &'a mut HashMap<(String, String), RoomLog>,
+        tenant: &str,
+        room_id: &str,
+    ) -> Option<&'a mut RoomLog> {
+        let room = rooms.get_mut(&(tenant.to_owned(), room_id.to_owned()))?;
+        if let Some(cutoff) = self.retention.cutoff(now_ms()) {
+            room.expire(cutoff);
+        }
+        Some(room)
+    }
 }
 
 #[derive(Default)]
@@ -187,9 +260,9 @@ struct RoomLog {
     /// Thread root → its replies' seqs; a root's entry goes when it is trimmed (its
     /// replies, being later, outlive it by at most the log's length).
     threads: HashMap<u64, std::collections::BTreeSet<u64>>,
-    /// (sender, client_msg_id) → the seq of the first message; bounded like the log
-    /// (entries of trimmed messages go).
-    by_client_id: HashMap<(String, String), u64>,
+    /// (sender, client_msg_id) → the seq of the first message and when the entry
+    /// expires (ms); bounded like the log (entries of trimmed messages go).
+    by_client_id: HashMap<(String, String), (u64, i64)>,
 }
 
 impl RoomLog {
@@ -202,6 +275,30 @@ impl RoomLog {
             m.reactions = summarize(rx);
         }
         m.thread_replies = self.threads.get(&m.seq).map_or(0, |t| t.len() as u64);
+    }
+
+    /// Drop the oldest message with what is stored beside it.
+    fn drop_oldest(&mut self) {
+        if let Some(old) = self.log.pop_front() {
+            self.reactors.remove(&old.seq);
+            self.threads.remove(&old.seq);
+            if let Some(root) = old.thread_root
+                && let Some(replies) = self.threads.get_mut(&root)
+            {
+                replies.remove(&old.seq);
+            }
+            if let Some(c) = old.client_msg_id {
+                self.by_client_id.remove(&(old.sender_id, c));
+            }
+        }
+    }
+
+    /// Drop the messages sent before `cutoff` (ms). Messages are appended in `ts` order,
+    /// so those are the oldest ones.
+    fn expire(&mut self, cutoff: i64) {
+        while self.log.front().is_some_and(|m| m.ts < cutoff) {
+            self.drop_oldest();
+        }
     }
 
     /// Where message `seq` is in the log (seqs in it are consecutive).
@@ -222,10 +319,14 @@ impl MessageStore for MemoryHistory {
         mut msg: Message,
         max_len: u64,
     ) -> Result<Appended, StoreError> {
-        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let mut rooms = self.lock();
         let room = rooms
             .entry((tenant.to_owned(), msg.room_id.clone()))
             .or_default();
+        if let Some(cutoff) = self.retention.cutoff(now) {
+            room.expire(cutoff);
+        }
         let cid = msg
             .client_msg_id
             .clone()
@@ -233,7 +334,8 @@ impl MessageStore for MemoryHistory {
         if let Some(first) = cid
             .as_ref()
             .and_then(|c| room.by_client_id.get(c))
-            .and_then(|seq| room.at(*seq))
+            .filter(|(_, until)| *until > now)
+            .and_then(|(seq, _)| room.at(*seq))
             .map(|i| &room.log[i])
         {
             return Ok(Appended {
@@ -248,21 +350,11 @@ impl MessageStore for MemoryHistory {
             room.threads.entry(root).or_default().insert(msg.seq);
         }
         if let Some(c) = cid {
-            room.by_client_id.insert(c, msg.seq);
+            let until = now.saturating_add(self.retention.idempotency_ttl_ms);
+            room.by_client_id.insert(c, (msg.seq, until));
         }
         while room.log.len() as u64 > max_len {
-            if let Some(old) = room.log.pop_front() {
-                room.reactors.remove(&old.seq);
-                room.threads.remove(&old.seq);
-                if let Some(root) = old.thread_root
-                    && let Some(replies) = room.threads.get_mut(&root)
-                {
-                    replies.remove(&old.seq);
-                }
-                if let Some(c) = old.client_msg_id {
-                    room.by_client_id.remove(&(old.sender_id, c));
-                }
-            }
+            room.drop_oldest();
         }
         Ok(Appended {
             message: msg,
@@ -276,8 +368,8 @@ impl MessageStore for MemoryHistory {
         room_id: &str,
         page: Page,
     ) -> Result<Vec<Message>, StoreError> {
-        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+        let mut rooms = self.lock();
+        let Some(r) = self.room(&mut rooms, tenant, room_id) else {
             return Ok(vec![]);
         };
         let mut out = select_page(r.log.iter(), page);
@@ -293,8 +385,8 @@ impl MessageStore for MemoryHistory {
         room_id: &str,
         seq: u64,
     ) -> Result<Option<Message>, StoreError> {
-        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+        let mut rooms = self.lock();
+        let Some(r) = self.room(&mut rooms, tenant, room_id) else {
             return Ok(None);
         };
         Ok(r.at(seq).map(|i| {
@@ -312,8 +404,8 @@ impl MessageStore for MemoryHistory {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
-        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(r) = rooms.get(&(tenant.to_owned(), room_id.to_owned())) else {
+        let mut rooms = self.lock();
+        let Some(r) = self.room(&mut rooms, tenant, room_id) else {
             return Ok(vec![]);
         };
         let Some(replies) = r.threads.get(&root) else {
@@ -332,7 +424,7 @@ impl MessageStore for MemoryHistory {
     }
 
     async fn last_seqs(&self, tenant: &str, room_ids: &[String]) -> Result<Vec<u64>, StoreError> {
-        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let rooms = self.lock();
         Ok(room_ids
             .iter()
             .map(|r| {
@@ -348,11 +440,11 @@ impl MessageStore for MemoryHistory {
         tenant: &str,
         room_ids: &[String],
     ) -> Result<Vec<Option<Message>>, StoreError> {
-        let rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = self.lock();
         Ok(room_ids
             .iter()
             .map(|r| {
-                let room = rooms.get(&(tenant.to_owned(), r.clone()))?;
+                let room = self.room(&mut rooms, tenant, r)?;
                 let mut m = room.log.back()?.clone();
                 room.decorate(&mut m);
                 Some(m)
@@ -367,8 +459,8 @@ impl MessageStore for MemoryHistory {
         seq: u64,
         change: &Change,
     ) -> Result<Result<Updated, Refusal>, StoreError> {
-        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(room) = rooms.get_mut(&(tenant.to_owned(), room_id.to_owned())) else {
+        let mut rooms = self.lock();
+        let Some(room) = self.room(&mut rooms, tenant, room_id) else {
             return Ok(Err(Refusal::NotFound));
         };
         let Some(at) = room.at(seq) else {
@@ -395,7 +487,7 @@ impl MessageStore for MemoryHistory {
     }
 
     async fn delete_room(&self, tenant: &str, room_id: &str) -> Result<(), StoreError> {
-        let mut rooms = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = self.lock();
         rooms.remove(&(tenant.to_owned(), room_id.to_owned()));
         Ok(())
     }

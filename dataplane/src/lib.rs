@@ -14,6 +14,7 @@ pub mod auth;
 pub mod calls;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod conns;
 pub mod devices;
 pub mod drain;

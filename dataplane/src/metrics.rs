@@ -99,6 +99,12 @@ pub struct Metrics {
     /// Connections whose token expiry this node follows (one task each; see
     /// `auth::lifetime`): back to the connection count once closed sockets are dropped.
     pub token_clocks: Gauge,
+    /// Storage bounds hit, by bound: `rooms_per_tenant`, `call_participants`,
+    /// `call_history_outbox` (a record dropped), `call_history_age` (records pruned).
+    pub bounds_reached: Family<KindLabel, Counter>,
+    /// Call history records waiting in the outbox for the database (as last drained by
+    /// this node).
+    pub call_history_outbox: Gauge,
 }
 
 impl Default for Metrics {
@@ -246,6 +252,18 @@ impl Metrics {
             "Connections whose token expiry this node follows",
             token_clocks.clone(),
         );
+        let bounds_reached = Family::<KindLabel, Counter>::default();
+        reg.register(
+            "storage_bounds_reached",
+            "Requests refused or records dropped because a storage bound was reached, by bound",
+            bounds_reached.clone(),
+        );
+        let call_history_outbox = Gauge::default();
+        reg.register(
+            "call_history_outbox",
+            "Call history records waiting in the outbox for the history database",
+            call_history_outbox.clone(),
+        );
         Self {
             registry: Arc::new(reg),
             connections,
@@ -270,7 +288,14 @@ impl Metrics {
             redis_used_memory,
             redis_max_memory,
             token_clocks,
+            bounds_reached,
+            call_history_outbox,
         }
+    }
+
+    /// A storage bound was reached (`bound` as in [`Metrics::bounds_reached`]).
+    pub fn bound_reached(&self, bound: &str) {
+        Self::kind(&self.bounds_reached, bound);
     }
 
     pub fn broadcast(&self, socketio_namespace: &str, event: &str) {

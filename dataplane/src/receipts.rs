@@ -27,11 +27,27 @@ impl Kind {
     }
 }
 
-/// `{read_receipts, typing_indicators}`; both on unless the user turns them off.
+/// `{read_receipts, typing_indicators, room_adds}`; both kinds on and adds by anyone
+/// unless the user turns them off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Privacy {
     pub read_receipts: bool,
     pub typing_indicators: bool,
+    /// Whether others may put the user in rooms (`room:create` `members`, `room:invite`).
+    /// Stored choices from before this field read as the default.
+    #[serde(default)]
+    pub room_adds: RoomAdds,
+}
+
+/// Who may add a user to rooms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomAdds {
+    /// Any user of the tenant (within the limit of rooms others may put one in).
+    #[default]
+    Anyone,
+    /// Nobody: the user joins rooms only with `room:join` (public rooms).
+    Nobody,
 }
 
 impl Default for Privacy {
@@ -39,6 +55,7 @@ impl Default for Privacy {
         Self {
             read_receipts: true,
             typing_indicators: true,
+            room_adds: RoomAdds::Anyone,
         }
     }
 }

@@ -54,6 +54,14 @@ pub struct Standing {
     pub muted: Option<Mute>,
 }
 
+/// A user's rooms as counted for `limits.max_rooms_per_user`: their own, and those others
+/// added them to (each kind has its own limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub own: usize,
+    pub added: usize,
+}
+
 /// What a ban or a mute did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sanctioned {
@@ -74,19 +82,52 @@ pub enum Added {
     Banned,
 }
 
+/// What creating a room did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// The id is taken in this tenant; nothing written.
+    Taken,
+    /// The tenant already holds `max_rooms` rooms (`limits.max_rooms_per_tenant`);
+    /// nothing written.
+    TooManyRooms,
+}
+
 /// Room storage. Every call is scoped by tenant; nothing reads across tenants.
 #[async_trait]
 pub trait RoomStore: Send + Sync {
-    /// Store a new room. `false` (and nothing written) when the id is taken.
-    async fn create(&self, tenant: &str, room: &Room) -> Result<bool, StoreError>;
+    /// Store a new room unless its id is taken or the tenant already holds `max_rooms`
+    /// rooms. `room:delete` ([`RoomStore::delete`]) frees the place.
+    async fn create(
+        &self,
+        tenant: &str,
+        room: &Room,
+        max_rooms: usize,
+    ) -> Result<Created, StoreError>;
     async fn get(&self, tenant: &str, room_id: &str) -> Result<Option<Room>, StoreError>;
-    /// Add a member unless they are banned or already hold `max_rooms` rooms.
+    /// The user's own rooms (created or joined with `room:join`) and the rooms others
+    /// added them to, as counted for `limits.max_rooms_per_user`.
+    async fn held(&self, tenant: &str, user_id: &str) -> Result<Held, StoreError>;
+    /// Add a member by their own choice (they create or join the room) unless they are
+    /// banned or already hold `max_rooms` rooms of their own; rooms others added them to
+    /// do not count.
     async fn add_member(
         &self,
         tenant: &str,
         room_id: &str,
         user_id: &str,
         max_rooms: usize,
+    ) -> Result<Added, StoreError>;
+    /// Add a member on someone else's behalf (`room:create` `members`, `room:invite`)
+    /// unless they are banned or others already added them to `max_added` rooms. Such a
+    /// membership never counts toward the user's own rooms, so nobody can use up
+    /// another user's room limit.
+    async fn add_invitee(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        max_added: usize,
     ) -> Result<Added, StoreError>;
     /// `true` when the user was a member. Their role goes with the membership; a mute
     /// stays (leaving and joining again does not lift it).
@@ -184,6 +225,10 @@ struct MemRooms {
     rooms: HashMap<(String, String), Room>,
     members: HashMap<(String, String), BTreeSet<String>>,
     user_rooms: HashMap<(String, String), BTreeSet<String>>,
+    /// The part of `user_rooms` others added the user to.
+    user_added: HashMap<(String, String), BTreeSet<String>>,
+    /// Rooms per tenant (`limits.max_rooms_per_tenant`).
+    per_tenant: HashMap<String, usize>,
     /// Per room: its moderators, banned users, mutes and slow-mode last sends.
     moderation: HashMap<(String, String), Moderation>,
 }
@@ -200,6 +245,67 @@ fn k(a: &str, b: &str) -> (String, String) {
     (a.to_owned(), b.to_owned())
 }
 
+impl MemRooms {
+    /// Add a member by their own choice or (`by_other`) on someone else's behalf, each
+    /// kind within its own `max`.
+    fn add(
+        &mut self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        max: usize,
+        by_other: bool,
+    ) -> Result<Added, StoreError> {
+        if self
+            .moderation
+            .get(&k(tenant, room_id))
+            .is_some_and(|x| x.banned.contains(user_id))
+        {
+            return Ok(Added::Banned);
+        }
+        let key = k(tenant, user_id);
+        let all = self.user_rooms.get(&key);
+        if all.is_some_and(|h| h.contains(room_id)) {
+            return Ok(Added::AlreadyMember);
+        }
+        let added = self.user_added.get(&key).map_or(0, BTreeSet::len);
+        let counted = if by_other {
+            added
+        } else {
+            all.map_or(0, BTreeSet::len).saturating_sub(added)
+        };
+        if counted >= max {
+            return Ok(Added::TooManyRooms);
+        }
+        if by_other {
+            self.user_added
+                .entry(key.clone())
+                .or_default()
+                .insert(room_id.to_owned());
+        }
+        self.user_rooms
+            .entry(key)
+            .or_default()
+            .insert(room_id.to_owned());
+        self.members
+            .entry(k(tenant, room_id))
+            .or_default()
+            .insert(user_id.to_owned());
+        Ok(Added::Added)
+    }
+
+    /// The user is no longer in the room (either kind).
+    fn forget_membership(&mut self, tenant: &str, room_id: &str, user_id: &str) {
+        let key = k(tenant, user_id);
+        if let Some(held) = self.user_rooms.get_mut(&key) {
+            held.remove(room_id);
+        }
+        if let Some(added) = self.user_added.get_mut(&key) {
+            added.remove(room_id);
+        }
+    }
+}
+
 impl MemoryRooms {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemRooms> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -208,18 +314,44 @@ impl MemoryRooms {
 
 #[async_trait]
 impl RoomStore for MemoryRooms {
-    async fn create(&self, tenant: &str, room: &Room) -> Result<bool, StoreError> {
+    async fn create(
+        &self,
+        tenant: &str,
+        room: &Room,
+        max_rooms: usize,
+    ) -> Result<Created, StoreError> {
         let mut m = self.lock();
         let key = k(tenant, &room.id);
         if m.rooms.contains_key(&key) {
-            return Ok(false);
+            return Ok(Created::Taken);
         }
+        let held = m.per_tenant.entry(tenant.to_owned()).or_default();
+        if *held >= max_rooms {
+            return Ok(Created::TooManyRooms);
+        }
+        *held += 1;
         m.rooms.insert(key, room.clone());
-        Ok(true)
+        Ok(Created::Created)
     }
 
     async fn get(&self, tenant: &str, room_id: &str) -> Result<Option<Room>, StoreError> {
         Ok(self.lock().rooms.get(&k(tenant, room_id)).cloned())
+    }
+
+    async fn held(&self, tenant: &str, user_id: &str) -> Result<Held, StoreError> {
+        let m = self.lock();
+        let all = m
+            .user_rooms
+            .get(&k(tenant, user_id))
+            .map_or(0, BTreeSet::len);
+        let added = m
+            .user_added
+            .get(&k(tenant, user_id))
+            .map_or(0, BTreeSet::len);
+        Ok(Held {
+            own: all.saturating_sub(added),
+            added,
+        })
     }
 
     async fn add_member(
@@ -229,26 +361,17 @@ impl RoomStore for MemoryRooms {
         user_id: &str,
         max_rooms: usize,
     ) -> Result<Added, StoreError> {
-        let mut m = self.lock();
-        if m.moderation
-            .get(&k(tenant, room_id))
-            .is_some_and(|x| x.banned.contains(user_id))
-        {
-            return Ok(Added::Banned);
-        }
-        let held = m.user_rooms.entry(k(tenant, user_id)).or_default();
-        if held.contains(room_id) {
-            return Ok(Added::AlreadyMember);
-        }
-        if held.len() >= max_rooms {
-            return Ok(Added::TooManyRooms);
-        }
-        held.insert(room_id.to_owned());
-        m.members
-            .entry(k(tenant, room_id))
-            .or_default()
-            .insert(user_id.to_owned());
-        Ok(Added::Added)
+        self.lock().add(tenant, room_id, user_id, max_rooms, false)
+    }
+
+    async fn add_invitee(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        max_added: usize,
+    ) -> Result<Added, StoreError> {
+        self.lock().add(tenant, room_id, user_id, max_added, true)
     }
 
     async fn remove_member(
@@ -262,9 +385,7 @@ impl RoomStore for MemoryRooms {
             .members
             .get_mut(&k(tenant, room_id))
             .is_some_and(|s| s.remove(user_id));
-        if let Some(held) = m.user_rooms.get_mut(&k(tenant, user_id)) {
-            held.remove(room_id);
-        }
+        m.forget_membership(tenant, room_id, user_id);
         if let Some(x) = m.moderation.get_mut(&k(tenant, room_id)) {
             x.moderators.remove(user_id);
             x.last_sent.remove(user_id);
@@ -311,15 +432,16 @@ impl RoomStore for MemoryRooms {
         if m.rooms.remove(&k(tenant, room_id)).is_none() {
             return Ok(None);
         }
+        if let Some(held) = m.per_tenant.get_mut(tenant) {
+            *held = held.saturating_sub(1);
+        }
         let members: Vec<String> = m
             .members
             .remove(&k(tenant, room_id))
             .map(|s| s.into_iter().collect())
             .unwrap_or_default();
         for u in &members {
-            if let Some(held) = m.user_rooms.get_mut(&k(tenant, u)) {
-                held.remove(room_id);
-            }
+            m.forget_membership(tenant, room_id, u);
         }
         m.moderation.remove(&k(tenant, room_id));
         Ok(Some(members))
@@ -379,9 +501,7 @@ impl RoomStore for MemoryRooms {
         x.moderators.remove(user_id);
         x.last_sent.remove(user_id);
         let was_member = m.members.get_mut(&key).is_some_and(|s| s.remove(user_id));
-        if let Some(held) = m.user_rooms.get_mut(&k(tenant, user_id)) {
-            held.remove(room_id);
-        }
+        m.forget_membership(tenant, room_id, user_id);
         Ok(Sanctioned::Done { was_member })
     }
 

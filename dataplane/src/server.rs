@@ -91,11 +91,12 @@ pub async fn serve_split(
     };
     let (app, router, sessions) = match config.redis.url.clone() {
         None => {
+            let stores = Stores::memory(&config);
             let app = App::new(
                 config,
                 node,
                 verifier,
-                Stores::memory(),
+                stores,
                 Arc::new(LocalBus::default()),
                 None,
             );
@@ -123,14 +124,8 @@ pub async fn serve_split(
                     .await
                     .map_err(|_| anyhow::anyhow!("redis.url: subscriber did not connect"))?
                     .context("redis.url: subscriber")?;
-            let app = App::new(
-                config,
-                node,
-                verifier,
-                Stores::redis(&client),
-                Arc::new(bus),
-                Some(client),
-            );
+            let stores = Stores::redis(&client, &config);
+            let app = App::new(config, node, verifier, stores, Arc::new(bus), Some(client));
             app.set_calls(Calls::build(&app.config, app.redis.as_ref()).await?);
             if let Some(client) = &app.redis {
                 crate::redis::spawn_sampler(client.clone(), app.metrics.clone());

@@ -173,7 +173,7 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("socket.io redis adapter: {e}"))?;
     let hub: Arc<dyn Hub> = Arc::new(io);
-    let stores = Stores::redis(&client);
+    let stores = Stores::redis(&client, &config);
     let metrics = Metrics::new();
     crate::redis::spawn_sampler(client.clone(), metrics.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use fred::clients::Client;
 use fred::interfaces::{
-    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface,
+    ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, StreamsInterface,
 };
 use fred::prelude::{Builder, Config};
 use fred::types::{RespVersion, Value};
@@ -19,19 +19,22 @@ use serde_json::json;
 use switchboard_dataplane::auth::Identity;
 use switchboard_dataplane::auth::revocation::redis::RedisRevocations;
 use switchboard_dataplane::auth::revocation::{MemoryRevocations, RevocationStore, Target};
+use switchboard_dataplane::clock::now_ms;
 use switchboard_dataplane::error::StoreError;
 use switchboard_dataplane::history::change::{Change, Reaction, Refusal};
 use switchboard_dataplane::history::redis::RedisHistory;
-use switchboard_dataplane::history::{MemoryHistory, Message, MessageStore, Page, select_page};
+use switchboard_dataplane::history::{
+    MemoryHistory, Message, MessageStore, Page, Retention, select_page,
+};
 use switchboard_dataplane::limits::redis::RedisBudgets;
 use switchboard_dataplane::limits::{Class, MemoryBudgets, UserBudgets};
 use switchboard_dataplane::online::redis::RedisOnline;
 use switchboard_dataplane::online::{MemoryOnline, OnlineStore};
 use switchboard_dataplane::receipts::redis::RedisReceipts;
-use switchboard_dataplane::receipts::{Kind, MemoryReceipts, Privacy, ReceiptStore};
+use switchboard_dataplane::receipts::{Kind, MemoryReceipts, Privacy, ReceiptStore, RoomAdds};
 use switchboard_dataplane::rooms::redis::RedisRooms;
 use switchboard_dataplane::rooms::{
-    Added, MemoryRooms, Mute, Room, RoomStore, Sanctioned, Standing, Visibility,
+    Added, Created, Held, MemoryRooms, Mute, Room, RoomStore, Sanctioned, Standing, Visibility,
 };
 use switchboard_dataplane::sync::redis::RedisChanges;
 use switchboard_dataplane::sync::{ChangeIndex, Changed, MemoryChanges};
@@ -110,6 +113,20 @@ conformance!(
     rooms_conform,
     rooms_memory,
     rooms_redis,
+    MemoryRooms::default(),
+    RedisRooms
+);
+conformance!(
+    rooms_tenant_cap_conform,
+    rooms_tenant_cap_memory,
+    rooms_tenant_cap_redis,
+    MemoryRooms::default(),
+    RedisRooms
+);
+conformance!(
+    rooms_quota_conform,
+    rooms_quota_memory,
+    rooms_quota_redis,
     MemoryRooms::default(),
     RedisRooms
 );
@@ -237,20 +254,115 @@ fn room(id: &str, name: &str) -> Room {
     }
 }
 
+/// Rooms a tenant may hold at once (`limits.max_rooms_per_tenant`).
+const ANY: usize = 1_000_000;
+
+/// One tenant at its cap gets `TooManyRooms` and nothing is written; another tenant is
+/// not affected; a deletion frees a place.
+async fn rooms_tenant_cap_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
+    assert_eq!(s.create(t, &room("a", "A"), 2).await?, Created::Created);
+    assert_eq!(s.create(t, &room("b", "B"), 2).await?, Created::Created);
+    assert_eq!(
+        s.create(t, &room("c", "C"), 2).await?,
+        Created::TooManyRooms
+    );
+    assert_eq!(s.get(t, "c").await?, None, "nothing written past the cap");
+    assert_eq!(s.create(t, &room("a", "A2"), 2).await?, Created::Taken);
+    // The other tenant has its own count.
+    for id in ["a", "b"] {
+        assert_eq!(s.create(u, &room(id, "Theirs"), 2).await?, Created::Created);
+    }
+    assert_eq!(
+        s.create(u, &room("c", "C"), 2).await?,
+        Created::TooManyRooms
+    );
+    // A deletion frees exactly one place.
+    assert!(s.delete(t, "a").await?.is_some());
+    assert_eq!(s.create(t, &room("c", "C"), 2).await?, Created::Created);
+    assert_eq!(
+        s.create(t, &room("d", "D"), 2).await?,
+        Created::TooManyRooms
+    );
+    assert_eq!(s.get(t, "c").await?, Some(room("c", "C")));
+    assert_eq!(
+        s.create(u, &room("d", "D"), 2).await?,
+        Created::TooManyRooms
+    );
+    Ok(())
+}
+
+/// Rooms others add a user to have their own limit and never use up the user's own:
+/// at 2 added rooms, further adds are refused while the user's own joins still work;
+/// leaving (or a kick, ban or deletion) frees the kind of place it held.
+async fn rooms_quota_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
+    for id in ["x1", "x2", "x3", "own1", "own2", "own3"] {
+        assert_eq!(s.create(t, &room(id, id), ANY).await?, Created::Created);
+    }
+    assert_eq!(s.add_invitee(t, "x1", "victim", 2).await?, Added::Added);
+    assert_eq!(s.add_invitee(t, "x2", "victim", 2).await?, Added::Added);
+    assert_eq!(
+        s.add_invitee(t, "x3", "victim", 2).await?,
+        Added::TooManyRooms
+    );
+    assert_eq!(
+        s.add_invitee(t, "x1", "victim", 2).await?,
+        Added::AlreadyMember
+    );
+    assert_eq!(s.held(t, "victim").await?, Held { own: 0, added: 2 });
+    assert_eq!(s.add_member(t, "own1", "victim", 2).await?, Added::Added);
+    assert_eq!(s.add_member(t, "own2", "victim", 2).await?, Added::Added);
+    assert_eq!(
+        s.add_member(t, "own3", "victim", 2).await?,
+        Added::TooManyRooms
+    );
+    assert_eq!(s.held(t, "victim").await?, Held { own: 2, added: 2 });
+    assert_eq!(
+        s.rooms_of(t, "victim").await?,
+        strings(&["own1", "own2", "x1", "x2"])
+    );
+    // Leaving an added room frees an added place, not an own one.
+    assert!(s.remove_member(t, "x1", "victim").await?);
+    assert_eq!(s.held(t, "victim").await?, Held { own: 2, added: 1 });
+    assert_eq!(
+        s.add_member(t, "own3", "victim", 2).await?,
+        Added::TooManyRooms
+    );
+    assert_eq!(s.add_invitee(t, "x3", "victim", 2).await?, Added::Added);
+    // A ban and a deletion free the place too.
+    assert!(matches!(
+        s.ban(t, "x3", "victim").await?,
+        Sanctioned::Done { was_member: true }
+    ));
+    assert!(s.delete(t, "x2").await?.is_some());
+    assert_eq!(s.held(t, "victim").await?, Held { own: 2, added: 0 });
+    // Per tenant.
+    assert_eq!(s.held(u, "victim").await?, Held::default());
+    Ok(())
+}
+
 async fn rooms_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
     // Create, conflict, get.
-    assert!(s.create(t, &room("general", "General")).await?);
-    assert!(!s.create(t, &room("general", "Other")).await?);
+    assert_eq!(
+        s.create(t, &room("general", "General"), ANY).await?,
+        Created::Created
+    );
+    assert_eq!(
+        s.create(t, &room("general", "Other"), ANY).await?,
+        Created::Taken
+    );
     assert_eq!(s.get(t, "general").await?, Some(room("general", "General")));
     assert_eq!(s.get(t, "nope").await?, None);
     let mut private = room("secret", "Secret");
     private.visibility = Visibility::Private;
-    assert!(s.create(t, &private).await?);
+    assert_eq!(s.create(t, &private, ANY).await?, Created::Created);
     assert_eq!(s.get(t, "secret").await?, Some(private));
 
     // The same id in another tenant is another room.
     assert_eq!(s.get(u, "general").await?, None);
-    assert!(s.create(u, &room("general", "Theirs")).await?);
+    assert_eq!(
+        s.create(u, &room("general", "Theirs"), ANY).await?,
+        Created::Created
+    );
     assert_eq!(s.get(t, "general").await?, Some(room("general", "General")));
     assert_eq!(s.get(u, "general").await?, Some(room("general", "Theirs")));
 
@@ -319,7 +431,10 @@ async fn rooms_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(s.rooms_of(u, "bob").await?, strings(&["general"]));
     // A room without members deletes too, and its id can be taken again.
     assert_eq!(s.delete(t, "secret").await?, Some(vec![]));
-    assert!(s.create(t, &room("general", "Again")).await?);
+    assert_eq!(
+        s.create(t, &room("general", "Again"), ANY).await?,
+        Created::Created
+    );
     assert_eq!(s.members(t, "general", 100).await?, Vec::<String>::new());
     Ok(())
 }
@@ -334,7 +449,10 @@ async fn rooms_moderation_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result
         banned,
         muted,
     };
-    assert!(s.create(t, &room("mod", "Mod")).await?);
+    assert_eq!(
+        s.create(t, &room("mod", "Mod"), ANY).await?,
+        Created::Created
+    );
     for user in ["alice", "bob", "carol"] {
         assert_eq!(s.add_member(t, "mod", user, 10).await?, Added::Added);
     }
@@ -432,7 +550,10 @@ async fn rooms_moderation_conform(s: &dyn RoomStore, t: &str, u: &str) -> Result
     s.set_moderator(t, "mod", "carol", true).await?;
     s.mute(t, "mod", "alice", forever).await?;
     assert!(s.delete(t, "mod").await?.is_some());
-    assert!(s.create(t, &room("mod", "Again")).await?);
+    assert_eq!(
+        s.create(t, &room("mod", "Again"), ANY).await?,
+        Created::Created
+    );
     assert_eq!(s.get(t, "mod").await?.map(|r| r.slow_mode_s), Some(0));
     for user in ["stranger", "carol", "alice"] {
         assert_eq!(s.add_member(t, "mod", user, 10).await?, Added::Added);
@@ -531,6 +652,163 @@ fn message(room: &str, sender: &str, body: &str, client_msg_id: Option<&str>) ->
         client_msg_id: client_msg_id.map(Into::into),
         ..Message::default()
     }
+}
+
+/// How long the stores of the retention tests keep messages: short, as the read path is
+/// tested by letting stored messages age.
+const AGE_MS: i64 = 1000;
+
+/// History retention by age (`chat.history_max_age`): messages that aged past the limit
+/// after they were stored are gone from every read (pages in both directions, single
+/// reads, last messages, edits), their `client_msg_id` no longer de-duplicates, and what
+/// is younger stays; another tenant's room of the same id is untouched. Returns the
+/// messages kept.
+async fn history_age_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<Vec<Message>> {
+    let now = now_ms();
+    // 1..=3 just young enough to be stored; 4..=5 (and the other tenant's) young for long.
+    for i in 1..=5_i64 {
+        let mut m = message("aged", "alice", &format!("m{i}"), Some(&format!("c{i}")));
+        m.ts = if i <= 3 {
+            now - AGE_MS + 300
+        } else {
+            now + 60_000
+        };
+        assert_eq!(s.append(t, m, 1000).await?.message.seq, i as u64);
+    }
+    let mut theirs = message("aged", "alice", "theirs", Some("c1"));
+    theirs.ts = now - AGE_MS + 300;
+    s.append(u, theirs, 1000).await?;
+    assert_eq!(
+        seqs(&s.page(t, "aged", newest(100)).await?),
+        [1, 2, 3, 4, 5]
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Read without any write since: the aged ones are gone from every read.
+    assert_eq!(seqs(&s.page(t, "aged", newest(100)).await?), [4, 5]);
+    let oldest_two = Page {
+        before: None,
+        after: Some(0),
+        limit: 2,
+    };
+    assert_eq!(
+        seqs(&s.page(t, "aged", oldest_two).await?),
+        [4, 5],
+        "a page from the start is not cut short by what aged"
+    );
+    assert_eq!(s.get(t, "aged", 2).await?, None);
+    assert!(s.get(t, "aged", 4).await?.is_some());
+    assert_eq!(
+        s.update(t, "aged", 1, &react("bob", "👍", true)).await?,
+        Err(Refusal::NotFound)
+    );
+    assert_eq!(s.last_seqs(t, &strings(&["aged"])).await?, [5]);
+    // A room whose messages all aged has no last message.
+    let mut lone = message("lone", "alice", "old", None);
+    lone.ts = now_ms() - AGE_MS + 300;
+    s.append(t, lone, 1000).await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let last = s.last_messages(t, &strings(&["aged", "lone"])).await?;
+    assert_eq!(last[0].as_ref().map(|m| m.seq), Some(5));
+    assert_eq!(last[1], None);
+
+    // A client_msg_id of an aged message starts a new message.
+    let mut retry = message("aged", "alice", "m1", Some("c1"));
+    retry.ts = now_ms();
+    let again = s.append(t, retry, 1000).await?;
+    assert!(!again.duplicate);
+    assert_eq!(again.message.seq, 6);
+    // The other tenant's room aged too, on its own: its message is gone, not ours.
+    assert_eq!(
+        seqs(&s.page(u, "aged", newest(100)).await?),
+        Vec::<u64>::new()
+    );
+    let kept = s.page(t, "aged", newest(100)).await?;
+    assert_eq!(seqs(&kept), [4, 5, 6]);
+    Ok(kept)
+}
+
+/// Idempotency keys expire (`chat.idempotency_ttl`): a retry within the TTL returns the
+/// first message, one after it is a new message; per tenant.
+async fn history_idempotency_conform(s: &dyn MessageStore, t: &str, u: &str) -> Result<()> {
+    let first = s
+        .append(t, message("idem", "alice", "hi", Some("k")), 1000)
+        .await?;
+    let retry = s
+        .append(t, message("idem", "alice", "hi", Some("k")), 1000)
+        .await?;
+    assert!(retry.duplicate, "a retry inside the window dedups");
+    assert_eq!(retry.message, first.message);
+    let theirs = s
+        .append(u, message("idem", "alice", "hi", Some("k")), 1000)
+        .await?;
+    assert!(!theirs.duplicate, "another tenant's key is its own");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let late = s
+        .append(t, message("idem", "alice", "hi", Some("k")), 1000)
+        .await?;
+    assert!(!late.duplicate, "the key expired");
+    assert_eq!(late.message.seq, 2);
+    let retry = s
+        .append(t, message("idem", "alice", "hi", Some("k")), 1000)
+        .await?;
+    assert!(retry.duplicate, "the new message has a key of its own");
+    assert_eq!(retry.message.seq, 2);
+    Ok(())
+}
+
+fn retention(max_age_ms: Option<i64>, idempotency_ttl_ms: i64) -> Retention {
+    Retention {
+        max_age_ms,
+        idempotency_ttl_ms,
+    }
+}
+
+#[tokio::test]
+async fn history_age_memory() -> Result<()> {
+    let (a, b) = tenants();
+    let s = MemoryHistory::with_retention(retention(Some(AGE_MS), 60_000));
+    history_age_conform(&s, &a, &b).await.map(drop)
+}
+
+#[tokio::test]
+async fn history_age_redis() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (a, b) = tenants();
+    let s = RedisHistory::new(client.clone()).with_retention(retention(Some(AGE_MS), 60_000));
+    history_age_conform(&s, &a, &b).await?;
+    // Storage holds no more than the reads show: the stream was trimmed.
+    let len: u64 = client.xlen(format!("sb:{{{a}}}:room:aged:log")).await?;
+    assert_eq!(len, 3);
+    assert_keys_tagged(&client, &[&a, &b]).await?;
+    client.quit().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_idempotency_memory() -> Result<()> {
+    let (a, b) = tenants();
+    let s = MemoryHistory::with_retention(retention(None, 1000));
+    history_idempotency_conform(&s, &a, &b).await
+}
+
+#[tokio::test]
+async fn history_idempotency_redis() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (a, b) = tenants();
+    let s = RedisHistory::new(client.clone()).with_retention(retention(None, 1000));
+    history_idempotency_conform(&s, &a, &b).await?;
+    // The key carries its TTL in Redis.
+    let ttl: i64 = client
+        .pttl(format!("sb:{{{a}}}:room:idem:cmid:alice:k"))
+        .await?;
+    assert!((1..=1000).contains(&ttl), "pttl {ttl}");
+    client.quit().await?;
+    Ok(())
 }
 
 fn seqs(v: &[Message]) -> Vec<u64> {
@@ -1103,6 +1381,7 @@ async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> 
     let quiet = Privacy {
         read_receipts: false,
         typing_indicators: true,
+        room_adds: RoomAdds::Anyone,
     };
     s.set_privacy(t, "alice", quiet).await?;
     assert_eq!(s.privacy(t, "alice").await?, quiet);
@@ -1111,6 +1390,7 @@ async fn receipts_conform(s: &dyn ReceiptStore, t: &str, u: &str) -> Result<()> 
     let silent = Privacy {
         read_receipts: false,
         typing_indicators: false,
+        room_adds: RoomAdds::Nobody,
     };
     s.set_privacy(t, "alice", silent).await?;
     assert_eq!(s.privacy(t, "alice").await?, silent);
@@ -2010,5 +2290,113 @@ async fn calls_a_swept_live_node_registers_its_connections_again() -> Result<()>
         ])
         .await?;
     client.quit().await?;
+    Ok(())
+}
+
+/// The call-history outbox is bounded per tenant (`calls.history_outbox_max`): past it
+/// the tenant's oldest record goes and is counted; another tenant's records stay.
+async fn calls_outbox_bound_conform(s: &dyn CallStore, t: &str, u: &str) -> Result<()> {
+    let before = s.outbox_stats().await?;
+    let end = |tenant: &str, i: usize| {
+        let call = Call::direct(
+            format!("c_{i}_{}", uuid::Uuid::new_v4().simple()),
+            "alice",
+            "bob",
+            Media::Audio,
+            1_000,
+        )
+        .busy(2_000);
+        (tenant.to_owned(), call, format!("{tenant}-record-{i}"))
+    };
+    for (tenant, call, rec) in [
+        end(u, 0),
+        end(t, 1),
+        end(t, 2),
+        end(t, 3),
+        end(t, 4),
+        end(t, 5),
+    ] {
+        assert!(matches!(
+            s.commit(&tenant, &call, 0, &[], &[], Some(&rec)).await?,
+            Commit::Done(_)
+        ));
+    }
+    let mine: Vec<String> = s
+        .outbox(1_000_000)
+        .await?
+        .into_iter()
+        .filter(|(tenant, _)| tenant == t || tenant == u)
+        .map(|(_, r)| r)
+        .collect();
+    let want = [
+        format!("{u}-record-0"),
+        format!("{t}-record-3"),
+        format!("{t}-record-4"),
+        format!("{t}-record-5"),
+    ];
+    let mut sorted = mine.clone();
+    sorted.sort();
+    let mut want_sorted = want.to_vec();
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted, "the newest 3 of t, and u's one");
+    let after = s.outbox_stats().await?;
+    assert_eq!(after.dropped - before.dropped, 2);
+    assert!(after.pending >= 4, "{after:?}");
+    for (tenant, r) in [(u, &want[0]), (t, &want[1]), (t, &want[2]), (t, &want[3])] {
+        s.outbox_done(tenant, r).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn calls_outbox_bound_memory() -> Result<()> {
+    let (a, b) = tenants();
+    calls_outbox_bound_conform(&MemoryCalls::with_outbox_max(3), &a, &b).await
+}
+
+#[tokio::test]
+async fn calls_outbox_bound_redis() -> Result<()> {
+    let Some(client) = redis().await? else {
+        return Ok(());
+    };
+    let (a, b) = tenants();
+    calls_outbox_bound_conform(&RedisCalls::new(client.clone()).with_outbox_max(3), &a, &b).await?;
+    client.quit().await?;
+    Ok(())
+}
+
+/// Call history per user is bounded by age (`calls.history_max_age`): older calls are
+/// not listed, and recording a participant's next call deletes them.
+#[tokio::test]
+async fn call_history_memory_ages() -> Result<()> {
+    use switchboard_dataplane::calls::history::{CallHistory, CallRecord, MemoryCallHistory};
+    use switchboard_dataplane::calls::quality::Summary;
+    let (t, _) = tenants();
+    let now = now_ms();
+    let h = MemoryCallHistory::new(100).with_max_age(Some(3_600_000));
+    let old = Call::direct(
+        "c_old".into(),
+        "alice",
+        "bob",
+        Media::Audio,
+        now - 7_200_000,
+    )
+    .busy(now - 7_200_000);
+    let new = Call::direct("c_new".into(), "alice", "bob", Media::Audio, now).busy(now);
+    h.record(&CallRecord::of(&t, &old, Summary::default()))
+        .await?;
+    let ids = |v: Vec<CallRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert!(
+        h.list(&t, "bob", 10, None).await?.is_empty(),
+        "too old to list"
+    );
+    h.record(&CallRecord::of(&t, &new, Summary::default()))
+        .await?;
+    assert_eq!(ids(h.list(&t, "bob", 10, None).await?), ["c_new"]);
+    let unbounded = MemoryCallHistory::new(100);
+    unbounded
+        .record(&CallRecord::of(&t, &old, Summary::default()))
+        .await?;
+    assert_eq!(ids(unbounded.list(&t, "bob", 10, None).await?), ["c_old"]);
     Ok(())
 }

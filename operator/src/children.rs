@@ -542,12 +542,11 @@ mod tests {
             desired(&rc, &Observed::default()),
             Err(BuildError::MissingRedisPassword)
         ));
-        rc.spec.network_policy.internal_from = vec![
-            k8s_openapi::api::networking::v1::NetworkPolicyPeer {
+        rc.spec.network_policy.internal_from =
+            vec![k8s_openapi::api::networking::v1::NetworkPolicyPeer {
                 namespace_selector: Some(Default::default()),
                 ..Default::default()
-            },
-        ];
+            }];
         let d = desired(&rc, &with_password()).unwrap();
         let object = |label: &str| &d.iter().find(|c| c.label() == label).unwrap().object;
         let secret = object("Secret/chat-redis-auth");
@@ -587,9 +586,11 @@ mod tests {
         // The socket pods' secrets hash covers the URL: a new password rolls them.
         let hash = |observed: &Observed| {
             let d = desired(&rc, observed).unwrap();
-            let dep = d.iter().find(|c| c.label() == "Deployment/chat-socket").unwrap();
-            dep.object["spec"]["template"]["metadata"]["annotations"]
-                [meta::SECRETS_HASH_ANNOTATION]
+            let dep = d
+                .iter()
+                .find(|c| c.label() == "Deployment/chat-socket")
+                .unwrap();
+            dep.object["spec"]["template"]["metadata"]["annotations"][meta::SECRETS_HASH_ANNOTATION]
                 .clone()
         };
         let mut observed = with_password();
@@ -606,7 +607,10 @@ mod tests {
         assert_ne!(one, hash(&observed));
         // Redis admits this cluster's socket and worker pods only, on its port.
         let np = &object("NetworkPolicy/chat-redis")["spec"];
-        assert_eq!(np["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "redis");
+        assert_eq!(
+            np["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "redis"
+        );
         assert_eq!(np["policyTypes"], serde_json::json!(["Ingress"]));
         let rule = &np["ingress"][0];
         assert_eq!(np["ingress"].as_array().unwrap().len(), 1);
@@ -617,11 +621,17 @@ mod tests {
             sel["matchExpressions"][0]["values"],
             serde_json::json!(["socket", "worker"])
         );
-        assert!(rule["from"][0].get("namespaceSelector").is_none(), "same namespace only");
+        assert!(
+            rule["from"][0].get("namespaceSelector").is_none(),
+            "same namespace only"
+        );
         // Socket pods: the public port from anyone; the internal port from labelled pods
         // and the listed peers only.
         let np = &object("NetworkPolicy/chat-socket")["spec"];
-        assert_eq!(np["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "socket");
+        assert_eq!(
+            np["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "socket"
+        );
         let rules = np["ingress"].as_array().unwrap();
         assert_eq!(rules.len(), 2);
         assert_eq!(rules[0]["ports"][0]["port"], 3000);
@@ -631,7 +641,10 @@ mod tests {
             rules[1]["from"][0]["podSelector"]["matchLabels"][meta::INTERNAL_ACCESS_LABEL],
             "true"
         );
-        assert_eq!(rules[1]["from"][1]["namespaceSelector"], serde_json::json!({}));
+        assert_eq!(
+            rules[1]["from"][1]["namespaceSelector"],
+            serde_json::json!({})
+        );
         // Turned off: no policies (the operator prunes them).
         rc.spec.network_policy.enabled = false;
         let k = kinds(&desired(&rc, &with_password()).unwrap());

@@ -5,6 +5,12 @@
 //! Documents live in `<calls.mongodb_database>.calls`, `_id` = call id (so a repeated
 //! write of the same call is refused by the server, not duplicated), with the index
 //! `{tenant: 1, participant_ids: 1, created_at: -1}` created at start.
+//!
+//! Both keep a call for `calls.history_max_age` after its `created_at`: older calls are
+//! never listed, and they are deleted as their participants' next calls are recorded
+//! (MongoDB: one `deleteMany` on the index's `tenant, participant_ids` prefix; memory: the
+//! tenant's list). So what a user's history holds is bounded by how many calls they can
+//! make in that time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -19,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::quality::Summary;
 use super::{Call, EndReason, Kind, Media, PartState};
+use crate::clock::now_ms;
 use crate::error::StoreError;
 
 /// Largest and default `call:history` page.
@@ -147,7 +154,14 @@ pub const MAX_MEMORY_HISTORY_TOTAL: usize = 100_000;
 pub struct MemoryCallHistory {
     max: usize,
     total: usize,
+    /// `calls.history_max_age` in ms; `None`: kept until the count bounds drop them.
+    max_age_ms: Option<i64>,
     calls: Mutex<MemHistory>,
+}
+
+/// The oldest `created_at` still kept at `now`.
+fn cutoff(max_age_ms: Option<i64>, now: i64) -> Option<i64> {
+    max_age_ms.map(|a| now.saturating_sub(a))
 }
 
 #[derive(Default)]
@@ -168,8 +182,14 @@ impl MemoryCallHistory {
         Self {
             max,
             total: total.max(1),
+            max_age_ms: None,
             calls: Mutex::default(),
         }
+    }
+
+    /// Keep calls for `max_age_ms` after they were created (`calls.history_max_age`).
+    pub fn with_max_age(self, max_age_ms: Option<i64>) -> Self {
+        Self { max_age_ms, ..self }
     }
 }
 
@@ -181,6 +201,11 @@ impl CallHistory for MemoryCallHistory {
         let q = m.by_tenant.entry(rec.tenant.clone()).or_default();
         if q.iter().any(|r| r.id == rec.id) {
             return Ok(());
+        }
+        if let Some(cutoff) = cutoff(self.max_age_ms, now_ms()) {
+            let before = q.len();
+            q.retain(|r| r.created_at >= cutoff);
+            m.len -= before - q.len();
         }
         q.push_back(rec.clone());
         m.len += 1;
@@ -222,6 +247,7 @@ impl CallHistory for MemoryCallHistory {
         limit: usize,
         before: Option<&Cursor>,
     ) -> Result<Vec<CallRecord>, StoreError> {
+        let now = now_ms();
         let all = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<CallRecord> = all
             .by_tenant
@@ -230,6 +256,7 @@ impl CallHistory for MemoryCallHistory {
             .flatten()
             .filter(|r| r.participant_ids.iter().any(|u| u == user_id))
             .filter(|r| before.is_none_or(|b| b.admits(r.created_at, &r.id)))
+            .filter(|r| cutoff(self.max_age_ms, now).is_none_or(|c| r.created_at >= c))
             .cloned()
             .collect();
         out.sort_by(|a, b| {
@@ -246,6 +273,8 @@ impl CallHistory for MemoryCallHistory {
 
 pub struct MongoHistory {
     calls: Collection<CallRecord>,
+    /// `calls.history_max_age` in ms; `None`: kept for ever.
+    max_age_ms: Option<i64>,
 }
 
 fn mongo_err(e: mongodb::error::Error) -> StoreError {
@@ -281,7 +310,29 @@ impl MongoHistory {
             .map_err(|e| {
                 anyhow::anyhow!("calls.mongodb_uri (SWITCHBOARD_MONGODB_URI): cannot create the call history index: {e}")
             })?;
-        Ok(MongoHistory { calls })
+        Ok(MongoHistory {
+            calls,
+            max_age_ms: None,
+        })
+    }
+
+    /// Keep calls for `max_age_ms` after they were created (`calls.history_max_age`).
+    pub fn with_max_age(self, max_age_ms: Option<i64>) -> Self {
+        Self { max_age_ms, ..self }
+    }
+
+    /// Delete the participants' calls created before `cutoff`; returns how many went.
+    async fn prune(&self, rec: &CallRecord, cutoff: i64) -> Result<u64, StoreError> {
+        let gone = self
+            .calls
+            .delete_many(doc! {
+                "tenant": &rec.tenant,
+                "participant_ids": { "$in": &rec.participant_ids },
+                "created_at": { "$lt": cutoff },
+            })
+            .await
+            .map_err(mongo_err)?;
+        Ok(gone.deleted_count)
     }
 }
 
@@ -289,13 +340,23 @@ impl MongoHistory {
 impl CallHistory for MongoHistory {
     async fn record(&self, rec: &CallRecord) -> Result<(), StoreError> {
         match self.calls.insert_one(rec).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // Duplicate key: this call was written already.
-            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000) => {
-                Ok(())
-            }
-            Err(e) => Err(mongo_err(e)),
+            Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) if w.code == 11000) =>
+                {}
+            Err(e) => return Err(mongo_err(e)),
         }
+        if let Some(cutoff) = cutoff(self.max_age_ms, now_ms()) {
+            // The record is in; a failed prune is retried with the next call.
+            match self.prune(rec, cutoff).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(tenant = %rec.tenant, deleted = n, "expired call history deleted")
+                }
+                Err(e) => tracing::warn!(error = %e, "expired call history not deleted"),
+            }
+        }
+        Ok(())
     }
 
     async fn list(
@@ -326,6 +387,9 @@ impl CallHistory for MongoHistory {
                 filter.insert("created_at", doc! { "$lt": created_at });
             }
             None => {}
+        }
+        if let Some(cutoff) = cutoff(self.max_age_ms, now_ms()) {
+            filter.insert("$and", vec![doc! { "created_at": { "$gte": cutoff } }]);
         }
         let cursor = self
             .calls

@@ -38,7 +38,8 @@ use fred::interfaces::{
 use fred::types::{Expiration, SetOptions, Value};
 
 use super::{
-    Call, CallState, CallStore, Commit, MAX_SAMPLES_PER_CALL, MAX_SAMPLES_PER_TENANT, Sample, Timer,
+    Call, CallState, CallStore, Commit, MAX_SAMPLES_PER_CALL, MAX_SAMPLES_PER_TENANT, OutboxStats,
+    Sample, Timer,
 };
 use crate::error::StoreError;
 
@@ -94,8 +95,8 @@ const SWEEP_LOCK_SECS: i64 = 10;
 /// then kept holders), then one holder call key per claim.
 /// ARGV: expected version, call JSON, TTL ms, call id, history record ('' for none),
 /// n, nc, one op per user key (`c` claim, `r` release, `k` keep: refresh the TTL), then
-/// per claim the holder the client read ('' for none).
-/// Returns {1, new version}, {0} when the version moved, {2} when a claimed user's
+/// per claim the holder the client read ('' for none), and last the outbox bound.
+/// Returns {1, new version, records dropped from the full outbox}, {0} when the version moved, {2} when a claimed user's
 /// holder changed since the client read it, {-1, claim index, holder id} when a claimed
 /// user is held by another live call.
 const COMMIT: &str = r#"
@@ -133,10 +134,16 @@ for i = 1, n do
 end
 redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local dropped = 0
 if ARGV[5] ~= '' then
-  redis.call('RPUSH', KEYS[2], ARGV[5])
+  local len = redis.call('RPUSH', KEYS[2], ARGV[5])
+  local over = len - tonumber(ARGV[#ARGV])
+  if over > 0 then
+    redis.call('LTRIM', KEYS[2], over, -1)
+    dropped = over
+  end
 end
-return {1, v + 1}
+return {1, v + 1, dropped}
 "#;
 
 /// Tries of a commit whose claimed users' holders keep changing under it.
@@ -176,11 +183,26 @@ return 1
 
 pub struct RedisCalls {
     client: Client,
+    /// Records one tenant's outbox holds at most (`calls.history_outbox_max`).
+    outbox_max: usize,
+    /// Records this handle's commits dropped from a full outbox.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl RedisCalls {
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            outbox_max: super::DEFAULT_OUTBOX_MAX,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn with_outbox_max(self, outbox_max: usize) -> Self {
+        Self {
+            outbox_max: outbox_max.max(1),
+            ..self
+        }
     }
 
     async fn push(&self, key: String, json: &str, cap: usize) -> Result<(), StoreError> {
@@ -296,6 +318,7 @@ impl CallStore for RedisCalls {
                 });
                 args.push(h.clone().unwrap_or_default());
             }
+            args.push(self.outbox_max.to_string());
             let reply: Value = self.client.eval(COMMIT, ks, args).await?;
             let Value::Array(parts) = reply else {
                 return Err(StoreError::Corrupt(format!(
@@ -310,6 +333,11 @@ impl CallStore for RedisCalls {
                     }
                     self.index_live(tenant, call).await;
                     let v = text(it.next().unwrap_or(Value::Null), "commit version")?;
+                    if let Some(Value::Integer(n @ 1..)) = it.next() {
+                        self.dropped
+                            .fetch_add(n.unsigned_abs(), std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(tenant = %tenant, dropped = n, "call history outbox full; the oldest records dropped");
+                    }
                     Ok(Commit::Done(v.parse().unwrap_or(expected + 1)))
                 }
                 Some(Value::Integer(0)) => Ok(Commit::Stale),
@@ -355,6 +383,19 @@ impl CallStore for RedisCalls {
             out.extend(recs.into_iter().map(|r| (t.clone(), r)));
         }
         Ok(out)
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let tenants: Vec<String> = self.client.smembers(keys::OUTBOX_TENANTS).await?;
+        let mut pending = 0_u64;
+        for t in tenants {
+            let n: u64 = self.client.llen(keys::outbox(&t)).await?;
+            pending += n;
+        }
+        Ok(OutboxStats {
+            pending,
+            dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     async fn outbox_done(&self, tenant: &str, record: &str) -> Result<(), StoreError> {

@@ -98,13 +98,20 @@ impl Calls {
     ) -> anyhow::Result<Calls> {
         let c = &config.calls;
         let store: Arc<dyn CallStore> = match redis {
-            Some(r) => Arc::new(super::redis::RedisCalls::new(r.clone())),
-            None => Arc::new(MemoryCalls::default()),
+            Some(r) => Arc::new(
+                super::redis::RedisCalls::new(r.clone()).with_outbox_max(c.history_outbox_max),
+            ),
+            None => Arc::new(MemoryCalls::with_outbox_max(c.history_outbox_max)),
         };
         let mongo = c.mongodb_uri.as_deref().filter(|u| !u.is_empty());
+        let max_age = Some(ms(c.history_max_age.0));
         let history: Arc<dyn CallHistory> = match mongo {
-            Some(uri) => Arc::new(MongoHistory::connect(uri, &c.mongodb_database).await?),
-            None => Arc::new(MemoryCallHistory::new(c.memory_history_max)),
+            Some(uri) => Arc::new(
+                MongoHistory::connect(uri, &c.mongodb_database)
+                    .await?
+                    .with_max_age(max_age),
+            ),
+            None => Arc::new(MemoryCallHistory::new(c.memory_history_max).with_max_age(max_age)),
         };
         let durable = match (redis.is_some(), mongo.is_some()) {
             (_, true) => true,
@@ -739,6 +746,24 @@ impl Calls {
                         }
                         Err(e) => tracing::debug!(error = %e, "live calls not counted"),
                     }
+                    match me.0.store.outbox_stats().await {
+                        Ok(stats) => {
+                            let m = &app.metrics;
+                            m.call_history_outbox
+                                .set(i64::try_from(stats.pending).unwrap_or(i64::MAX));
+                            let counted = m
+                                .bounds_reached
+                                .get_or_create(&crate::metrics::KindLabel {
+                                    kind: "call_history_outbox".into(),
+                                })
+                                .clone();
+                            let new = stats.dropped.saturating_sub(counted.get());
+                            if new > 0 {
+                                counted.inc_by(new);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "call history outbox not measured"),
+                    }
                 }
             }
             .instrument(tracing::info_span!("call_liveness")),
@@ -898,7 +923,7 @@ mod tests {
     use super::*;
     use crate::app::Stores;
     use crate::auth::Verifier;
-    use crate::calls::{CallState, Commit, Sample};
+    use crate::calls::{CallState, Commit, OutboxStats, Sample};
     use crate::presence::tracker::LocalBus;
 
     /// The memory store, with faults on demand: timers that cannot be stored, and a
@@ -933,6 +958,9 @@ mod tests {
         }
         async fn outbox_done(&self, t: &str, r: &str) -> Result<(), StoreError> {
             self.inner.outbox_done(t, r).await
+        }
+        async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+            self.inner.outbox_stats().await
         }
         async fn user_call(&self, t: &str, u: &str) -> Result<Option<String>, StoreError> {
             self.inner.user_call(t, u).await
@@ -1003,7 +1031,7 @@ mod tests {
             config.clone(),
             "n1".into(),
             Verifier::new(&config.jwt).expect("verifier"),
-            Stores::memory(),
+            Stores::memory(&config),
             Arc::new(LocalBus::default()),
             None,
         );

@@ -513,3 +513,31 @@ async fn memory_calls_refuse_new_calls_when_full_of_live_ones_and_keep_live_samp
     assert_eq!(s.samples("t", Some("c1")).await.unwrap(), vec![q]);
     assert_eq!(s.samples("t", Some("extra")).await.unwrap(), vec![q]);
 }
+
+/// People coming and going cannot grow a group call's participant list without end: it
+/// keeps at most `PARTICIPANT_ENTRIES_PER_SEAT` × `max_participants` entries; past that a
+/// new person is refused (`forbidden`, naming the bound), while someone already on the
+/// list may come back.
+#[test]
+fn a_group_calls_participant_list_is_bounded() {
+    let mut call = mk_active_group(); // alice joined, bob joined, carol ringing
+    let cap = RULES.max_participants * PARTICIPANT_ENTRIES_PER_SEAT;
+    let mut i = 0;
+    while call.participants.len() < cap {
+        let u = format!("guest{i}");
+        call = ok(&call, add("alice", &u), T0 + 10).call;
+        call = ok(&call, remove("alice", &u), T0 + 11).call;
+        i += 1;
+    }
+    assert_eq!(call.participants.len(), cap);
+    let e = refused(&call, add("alice", "one-too-many"));
+    assert!(
+        matches!(&e, CallError::Forbidden(m) if m.contains("calls.max_participants")),
+        "{e}"
+    );
+    assert_eq!(AckError::from(e).code, Code::Forbidden);
+    // Someone already on the list comes back without a new entry.
+    let back = ok(&call, add("alice", "guest0"), T0 + 20).call;
+    assert_eq!(back.participants.len(), cap);
+    assert_eq!(state_of(&back, "guest0"), PartState::Ringing);
+}

@@ -5,8 +5,9 @@
 //!   `<seq>-1` and one field `m`, the message JSON (seq included), trimmed to `max_len`
 //!   exactly. History pages are `XRANGE`/`XREVRANGE` on those ids.
 //! - `sb:{T}:room:{R}:cmid:{SENDER}:{CLIENT_MSG_ID}`: the seq of the first message with
-//!   that `client_msg_id` (7 days). A repeat returns that message while it is still in
-//!   the log; once trimmed, a repeat is a new message (as the memory store does). The
+//!   that `client_msg_id`, expiring after the retention's idempotency TTL
+//!   (`chat.idempotency_ttl`). A repeat returns that message while it is still in the
+//!   log; once trimmed or expired, a repeat is a new message (as the memory store does). The
 //!   entry found must be that sender's message with that `client_msg_id` (the key may
 //!   outlive a deleted room whose id was taken again); otherwise the send is new.
 //! - `sb:{T}:room:{R}:edits`: a hash, seq → the message's current JSON once it was edited
@@ -17,6 +18,11 @@
 //! - `sb:{T}:room:{R}:threads`: a sorted set (every score 0, ordered by member) of
 //!   `<root>:<reply>`, both seqs zero-padded to 20 digits, so a thread pages with
 //!   `ZRANGEBYLEX`; `...:thread_counts` a hash, root seq → its number of replies.
+//!
+//! With an age limit (`chat.history_max_age`), each append first trims the stream of the
+//! messages sent before the cutoff (`XTRIM MINID`; they are a prefix, found by a binary
+//! search over seqs), and reads leave out any such message they meet (a read that meets
+//! one runs the same trim and reads again, so a page is never short because of them).
 //!
 //! Appends prune the hashes and the thread index below the log's first seq (through the sorted sets, at most
 //! [`PRUNE_BATCH`] a time), so what is stored beside the log stays bounded by it.
@@ -34,11 +40,10 @@ use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, StreamsInte
 use fred::types::Value;
 
 use super::change::{self, Change, Reactors, Refusal, State};
-use super::{Appended, Message, MessageStore, Page, Updated};
+use super::{Appended, Message, MessageStore, Page, Retention, Updated};
+use crate::clock::now_ms;
 use crate::error::StoreError;
 
-/// How long a `client_msg_id` is remembered, in seconds.
-const CLIENT_MSG_ID_TTL_SECS: u64 = 7 * 24 * 3600;
 /// Edit and reaction entries of trimmed messages removed per append at most.
 const PRUNE_BATCH: u32 = 64;
 /// Compare-and-set attempts of one update before giving up as `unavailable`.
@@ -97,14 +102,75 @@ mod keys {
     }
 }
 
+/// Lua: `expire(stream, cutoff)` drops the stream's entries whose message `ts` is before
+/// `cutoff` (ms). Messages are appended in `ts` order, so they are a prefix: a binary
+/// search over the seqs (consecutive in a log) finds the first one kept.
+macro_rules! expire_lua {
+    () => {
+        r"
+local function ts_of(stream, seq)
+  local id = string.format('%d', seq) .. '-1'
+  local e = redis.call('XRANGE', stream, id, id)
+  if #e ~= 1 then
+    return nil
+  end
+  local fields = e[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' then
+      local ok, m = pcall(cjson.decode, fields[i + 1])
+      if ok and type(m) == 'table' and type(m.ts) == 'number' then
+        return m.ts
+      end
+    end
+  end
+  return nil
+end
+local function expire(stream, cutoff)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #first == 0 then
+    return
+  end
+  local lo = tonumber(string.match(first[1][1], '^(%d+)'))
+  local first_ts = ts_of(stream, lo)
+  if not first_ts or first_ts >= cutoff then
+    return
+  end
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  local hi = tonumber(string.match(last[1][1], '^(%d+)')) + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local ts = ts_of(stream, mid)
+    if ts and ts < cutoff then
+      lo = mid + 1
+    else
+      hi = mid
+    end
+  end
+  redis.call('XTRIM', stream, 'MINID', string.format('%d', lo) .. '-1')
+end
+"
+    };
+}
+
+/// KEYS: stream. ARGV: cutoff (ms). Drops the messages sent before the cutoff.
+const EXPIRE: &str = concat!(
+    expire_lua!(),
+    "expire(KEYS[1], tonumber(ARGV[1]))\nreturn 1\n"
+);
+
 /// KEYS: seq counter, stream, idempotency key (unused without a client_msg_id), edits,
 /// edited, reactions, reacted, threads, thread counts.
 /// ARGV: JSON before the seq, JSON after the seq, max_len, "1" when there is a
-/// client_msg_id, its TTL in seconds, sender id, client_msg_id, prune batch, thread root
-/// ("" for none).
+/// client_msg_id, its TTL in ms, sender id, client_msg_id, prune batch, thread root
+/// ("" for none), the age cutoff in ms ("" for none).
 /// Returns {seq, 0, ""} for a new message, {seq, 1, json} for a repeat (its current
 /// version), {x, 2, why} when the stored data is corrupt.
-const APPEND: &str = r"
+const APPEND: &str = concat!(
+    expire_lua!(),
+    r"
+if ARGV[10] ~= '' then
+  expire(KEYS[2], tonumber(ARGV[10]))
+end
 if ARGV[4] == '1' then
   local prev = redis.call('GET', KEYS[3])
   if prev then
@@ -141,7 +207,7 @@ redis.call('INCR', KEYS[1])
 local seq = redis.call('GET', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-1', 'm', ARGV[1] .. seq .. ARGV[2])
 if ARGV[4] == '1' then
-  redis.call('SET', KEYS[3], seq, 'EX', ARGV[5])
+  redis.call('SET', KEYS[3], seq, 'PX', ARGV[5])
 end
 local function pad(n)
   return string.rep('0', 20 - #n) .. n
@@ -150,7 +216,9 @@ if ARGV[9] ~= '' then
   redis.call('ZADD', KEYS[8], 0, pad(ARGV[9]) .. ':' .. pad(seq))
   redis.call('HINCRBY', KEYS[9], ARGV[9], 1)
 end
-local floor = tonumber(seq) - tonumber(ARGV[3])
+-- What is stored beside entries no longer in the stream (trimmed by length or age) goes.
+local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local floor = tonumber(string.match(head[1][1], '^(%d+)')) - 1
 if floor > 0 then
   for i = 4, 6, 2 do
     local old = redis.call('ZRANGEBYSCORE', KEYS[i + 1], '-inf', floor, 'LIMIT', 0, tonumber(ARGV[8]))
@@ -169,7 +237,8 @@ if floor > 0 then
   end
 end
 return {seq, 0, ''}
-";
+"
+);
 
 /// KEYS: stream, edits, reactions, thread counts. ARGV: seq.
 /// Returns {stream JSON, edit JSON, reactions JSON, thread replies}, each nil when absent.
@@ -272,11 +341,123 @@ return 2
 
 pub struct RedisHistory {
     client: Client,
+    retention: Retention,
 }
 
 impl RedisHistory {
+    /// A store with the default [`Retention`] (no age limit).
     pub fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            retention: Retention::default(),
+        }
+    }
+
+    pub fn with_retention(self, retention: Retention) -> Self {
+        Self { retention, ..self }
+    }
+
+    /// Leave out the messages past the age limit at `now`; `true` when there were any.
+    fn drop_expired(&self, out: &mut Vec<Message>, now: i64) -> bool {
+        let before = out.len();
+        out.retain(|m| !self.retention.expired(m, now));
+        out.len() != before
+    }
+
+    /// What `read` returns, less the messages past the age limit. When it met some, they
+    /// were a prefix the read would have been filled past: the stream is trimmed of them
+    /// and read again, so a page is never cut short by them.
+    async fn unexpired<F, Fut>(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        read: F,
+    ) -> Result<Vec<Message>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Message>, StoreError>>,
+    {
+        let now = now_ms();
+        let mut out = read().await?;
+        if self.drop_expired(&mut out, now)
+            && let Some(cutoff) = self.retention.cutoff(now)
+        {
+            self.expire(tenant, room_id, cutoff).await?;
+            out = read().await?;
+            self.drop_expired(&mut out, now);
+        }
+        Ok(out)
+    }
+
+    /// Trim the room's stream of the messages past the age limit.
+    async fn expire(&self, tenant: &str, room_id: &str, cutoff: i64) -> Result<(), StoreError> {
+        let _: Value = self
+            .client
+            .eval(
+                EXPIRE,
+                vec![keys::log(tenant, room_id)],
+                vec![cutoff.to_string()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Replies of a thread as stored (no overlay, no age filter).
+    async fn raw_thread(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        root: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let v: Value = self
+            .client
+            .eval(
+                THREAD,
+                vec![keys::threads(tenant, room_id), keys::log(tenant, room_id)],
+                vec![
+                    format!("({}:{}", pad(root), pad(after)),
+                    format!("[{}:~", pad(root)),
+                    limit.to_string(),
+                ],
+            )
+            .await?;
+        entries_to_messages(v)
+    }
+
+    /// One page from the stream as stored (no overlay, no age filter).
+    async fn raw_page(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        page: Page,
+    ) -> Result<Vec<Message>, StoreError> {
+        let key = keys::log(tenant, room_id);
+        // fred refuses counts from i64::MAX up; no log is that long anyway.
+        let count = Some(
+            u64::try_from(page.limit)
+                .unwrap_or(u64::MAX)
+                .min(i64::MAX as u64 - 1),
+        );
+        let end = page.before.map_or_else(|| "+".to_owned(), exclusive);
+        Ok(match page.after {
+            // The oldest `limit` in (after, before).
+            Some(after) => {
+                let v: Value = self
+                    .client
+                    .xrange(key, exclusive(after), end, count)
+                    .await?;
+                entries_to_messages(v)?
+            }
+            // The newest `limit` below `before`, then oldest first.
+            None => {
+                let v: Value = self.client.xrevrange(key, end, "-", count).await?;
+                let mut out = entries_to_messages(v)?;
+                out.reverse();
+                out
+            }
+        })
     }
 
     /// Replace the messages of a page by their current versions and add their reactions
@@ -500,11 +681,15 @@ impl MessageStore for RedisHistory {
                         "0"
                     }
                     .to_owned(),
-                    CLIENT_MSG_ID_TTL_SECS.to_string(),
+                    self.retention.idempotency_ttl_ms.to_string(),
                     msg.sender_id.clone(),
                     msg.client_msg_id.clone().unwrap_or_default(),
                     PRUNE_BATCH.to_string(),
                     msg.thread_root.map(|r| r.to_string()).unwrap_or_default(),
+                    self.retention
+                        .cutoff(now_ms())
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
                 ],
             )
             .await?;
@@ -553,31 +738,9 @@ impl MessageStore for RedisHistory {
         if page.limit == 0 {
             return Ok(vec![]);
         }
-        let key = keys::log(tenant, room_id);
-        // fred refuses counts from i64::MAX up; no log is that long anyway.
-        let count = Some(
-            u64::try_from(page.limit)
-                .unwrap_or(u64::MAX)
-                .min(i64::MAX as u64 - 1),
-        );
-        let end = page.before.map_or_else(|| "+".to_owned(), exclusive);
-        let mut out = match page.after {
-            // The oldest `limit` in (after, before).
-            Some(after) => {
-                let v: Value = self
-                    .client
-                    .xrange(key, exclusive(after), end, count)
-                    .await?;
-                entries_to_messages(v)?
-            }
-            // The newest `limit` below `before`, then oldest first.
-            None => {
-                let v: Value = self.client.xrevrange(key, end, "-", count).await?;
-                let mut out = entries_to_messages(v)?;
-                out.reverse();
-                out
-            }
-        };
+        let mut out = self
+            .unexpired(tenant, room_id, || self.raw_page(tenant, room_id, page))
+            .await?;
         self.overlay(tenant, room_id, &mut out).await?;
         Ok(out)
     }
@@ -629,6 +792,7 @@ impl MessageStore for RedisHistory {
                 ]
             })
             .collect();
+        let now = now_ms();
         let v: Value = self.client.eval(LAST, keys, Vec::<String>::new()).await?;
         let Value::Array(items) = v else {
             return Err(corrupt("last messages", &v));
@@ -650,6 +814,9 @@ impl MessageStore for RedisHistory {
                             StoreError::Corrupt(format!("last message: {} parts", p.len()))
                         })?;
                     let mut m = entry_to_message(entry)?;
+                    if self.retention.expired(&m, now) {
+                        return Ok(None);
+                    }
                     decorate(
                         &mut m,
                         opt_string(edit, "edit")?,
@@ -695,19 +862,11 @@ impl MessageStore for RedisHistory {
         if limit == 0 {
             return Ok(vec![]);
         }
-        let v: Value = self
-            .client
-            .eval(
-                THREAD,
-                vec![keys::threads(tenant, room_id), keys::log(tenant, room_id)],
-                vec![
-                    format!("({}:{}", pad(root), pad(after)),
-                    format!("[{}:~", pad(root)),
-                    limit.to_string(),
-                ],
-            )
+        let mut out = self
+            .unexpired(tenant, room_id, || {
+                self.raw_thread(tenant, room_id, root, after, limit)
+            })
             .await?;
-        let mut out = entries_to_messages(v)?;
         if let Some(stray) = out.iter().find(|m| m.thread_root != Some(root)) {
             return Err(StoreError::Corrupt(format!(
                 "message {} in the thread of {root}",
@@ -757,6 +916,9 @@ impl MessageStore for RedisHistory {
             let edit = opt_string(edit, "edit")?.unwrap_or_default();
             let reactions = opt_string(reactions, "reactions")?.unwrap_or_default();
             let original: Message = serde_json::from_str(&entry)?;
+            if self.retention.expired(&original, now_ms()) {
+                return Ok(Err(Refusal::NotFound));
+            }
             let message: Message = if edit.is_empty() {
                 original.clone()
             } else {

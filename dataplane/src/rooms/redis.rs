@@ -1,9 +1,14 @@
 //! [`RoomStore`] on Redis.
 //!
 //! - `sb:{T}:room:{R}`: the room as a JSON string (`SET NX` on create).
+//! - `sb:{T}:rooms`: a set of the tenant's room ids (`limits.max_rooms_per_tenant`); a
+//!   create checks its size and adds, a delete removes, each in the same script as the
+//!   room record.
 //! - `sb:{T}:room:{R}:members`: a sorted set of user ids, every score 0, so `ZRANGE 0 n`
 //!   gives the first members in id (byte) order without reading the whole room.
 //! - `sb:{T}:user:{U}:rooms`: a set of the room ids a user belongs to (the room limit).
+//! - `sb:{T}:user:{U}:added`: the part of those that others added the user to; they
+//!   have their own limit and do not count toward the user's own rooms.
 //! - `sb:{T}:room:{R}:moderators`: a set of the members who are moderators.
 //! - `sb:{T}:room:{R}:bans`: a set of banned user ids.
 //! - `sb:{T}:room:{R}:mutes`: a hash, user id → the mute's end (ms) or `-` (until lifted).
@@ -21,15 +26,22 @@ use fred::clients::Client;
 use fred::interfaces::{
     HashesInterface, KeysInterface, LuaInterface, SetsInterface, SortedSetsInterface,
 };
-use fred::types::{SetOptions, Value};
+use fred::types::Value;
 
-use super::{Added, MAX_SANCTIONS_PER_ROOM, Mute, Room, RoomStore, Sanctioned, Standing};
+use super::{
+    Added, Created, Held, MAX_SANCTIONS_PER_ROOM, Mute, Room, RoomStore, Sanctioned, Standing,
+};
 use crate::error::StoreError;
 
 mod keys {
     /// The room's JSON.
     pub fn room(tenant: &str, room_id: &str) -> String {
         format!("sb:{{{tenant}}}:room:{room_id}")
+    }
+
+    /// The tenant's room ids (set).
+    pub fn tenant_rooms(tenant: &str) -> String {
+        format!("sb:{{{tenant}}}:rooms")
     }
 
     /// The room's members (sorted set, scores 0).
@@ -40,6 +52,11 @@ mod keys {
     /// The rooms a user belongs to (set).
     pub fn user_rooms(tenant: &str, user_id: &str) -> String {
         format!("sb:{{{tenant}}}:user:{user_id}:rooms")
+    }
+
+    /// The rooms others added a user to (set; a subset of `user_rooms`).
+    pub fn user_added(tenant: &str, user_id: &str) -> String {
+        format!("sb:{{{tenant}}}:user:{user_id}:added")
     }
 
     /// The room's moderators (set).
@@ -63,7 +80,23 @@ mod keys {
     }
 }
 
-/// KEYS: members, user's rooms, bans. ARGV: room id, user id, max rooms.
+/// KEYS: room, tenant's rooms. ARGV: room id, room JSON, max rooms.
+/// Returns 0 created, 1 taken, 2 too many rooms in the tenant.
+const CREATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 1
+end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  return 2
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 0
+";
+
+/// KEYS: members, user's rooms, bans, user's added rooms. ARGV: room id, user id, max
+/// rooms, '1' when someone else adds the user (counted among the added rooms) or '0' (the
+/// user's own: all rooms but the added ones count).
 /// Returns 0 added, 1 already a member, 2 too many rooms, 3 banned.
 const ADD_MEMBER: &str = r"
 if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then
@@ -72,19 +105,28 @@ end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return 1
 end
-if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+local added = redis.call('SCARD', KEYS[4])
+local counted = added
+if ARGV[4] == '0' then
+  counted = redis.call('SCARD', KEYS[2]) - added
+end
+if counted >= tonumber(ARGV[3]) then
   return 2
+end
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[4], ARGV[1])
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[1], 0, ARGV[2])
 return 0
 ";
 
-/// KEYS: members, user's rooms, moderators, last sends. ARGV: room id, user id.
-/// Returns 1 when the user was a member.
+/// KEYS: members, user's rooms, moderators, last sends, user's added rooms. ARGV: room
+/// id, user id. Returns 1 when the user was a member.
 const REMOVE_MEMBER: &str = r"
 local was = redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
 return was
@@ -112,8 +154,8 @@ end
 return 1
 ";
 
-/// KEYS: bans, members, user's rooms, moderators, last sends. ARGV: room id, user id,
-/// max bans. Returns -1 when the list is full (nothing written), else 1 when the user was
+/// KEYS: bans, members, user's rooms, moderators, last sends, user's added rooms. ARGV:
+/// room id, user id, max bans. Returns -1 when the list is full (nothing written), else 1 when the user was
 /// a member and 0 when not.
 const BAN: &str = r"
 if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then
@@ -122,6 +164,7 @@ end
 redis.call('SADD', KEYS[1], ARGV[2])
 local was = redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[2])
 redis.call('HDEL', KEYS[5], ARGV[2])
 return was
@@ -165,8 +208,8 @@ return 1
 /// Marks a mute with no end in the mutes hash.
 const NO_END: &str = "-";
 
-/// KEYS: room, members, moderators, bans, mutes, last sends, then each member's rooms
-/// set. ARGV: room id, member count read.
+/// KEYS: room, members, moderators, bans, mutes, last sends, tenant's rooms, then each
+/// member's rooms set and added-rooms set. ARGV: room id, member count read.
 /// Returns -1 when there is no room, -2 when the members changed since the read (nothing
 /// done), else the number of members removed.
 const DELETE: &str = r"
@@ -176,11 +219,12 @@ end
 if redis.call('ZCARD', KEYS[2]) ~= tonumber(ARGV[2]) then
   return -2
 end
-for i = 7, #KEYS do
+for i = 8, #KEYS do
   redis.call('SREM', KEYS[i], ARGV[1])
 end
+redis.call('SREM', KEYS[7], ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-return #KEYS - 6
+return #KEYS - 7
 ";
 
 /// Attempts of a compare-and-set (a room deletion racing joins, a slow-mode change racing
@@ -228,37 +272,15 @@ fn strings(v: Value, what: &str) -> Result<Vec<String>, StoreError> {
     }
 }
 
-#[async_trait]
-impl RoomStore for RedisRooms {
-    async fn create(&self, tenant: &str, room: &Room) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(room)?;
-        let set: Value = self
-            .client
-            .set(
-                keys::room(tenant, &room.id),
-                json,
-                None,
-                Some(SetOptions::NX),
-                false,
-            )
-            .await?;
-        Ok(!set.is_null())
-    }
-
-    async fn get(&self, tenant: &str, room_id: &str) -> Result<Option<Room>, StoreError> {
-        let v: Value = self.client.get(keys::room(tenant, room_id)).await?;
-        match opt_string(v, "room")? {
-            None => Ok(None),
-            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
-        }
-    }
-
-    async fn add_member(
+impl RedisRooms {
+    /// [`ADD_MEMBER`]: by the user's own choice or (`by_other`) on someone else's behalf.
+    async fn add(
         &self,
         tenant: &str,
         room_id: &str,
         user_id: &str,
-        max_rooms: usize,
+        max: usize,
+        by_other: bool,
     ) -> Result<Added, StoreError> {
         let v: Value = self
             .client
@@ -268,11 +290,13 @@ impl RoomStore for RedisRooms {
                     keys::members(tenant, room_id),
                     keys::user_rooms(tenant, user_id),
                     keys::bans(tenant, room_id),
+                    keys::user_added(tenant, user_id),
                 ],
                 vec![
                     room_id.to_owned(),
                     user_id.to_owned(),
-                    max_rooms.to_string(),
+                    max.to_string(),
+                    if by_other { "1" } else { "0" }.to_owned(),
                 ],
             )
             .await?;
@@ -283,6 +307,69 @@ impl RoomStore for RedisRooms {
             Value::Integer(3) => Ok(Added::Banned),
             other => Err(corrupt("add_member", &other)),
         }
+    }
+}
+
+#[async_trait]
+impl RoomStore for RedisRooms {
+    async fn create(
+        &self,
+        tenant: &str,
+        room: &Room,
+        max_rooms: usize,
+    ) -> Result<Created, StoreError> {
+        let json = serde_json::to_string(room)?;
+        let v: Value = self
+            .client
+            .eval(
+                CREATE,
+                vec![keys::room(tenant, &room.id), keys::tenant_rooms(tenant)],
+                vec![room.id.clone(), json, max_rooms.to_string()],
+            )
+            .await?;
+        match v {
+            Value::Integer(0) => Ok(Created::Created),
+            Value::Integer(1) => Ok(Created::Taken),
+            Value::Integer(2) => Ok(Created::TooManyRooms),
+            other => Err(corrupt("create room", &other)),
+        }
+    }
+
+    async fn get(&self, tenant: &str, room_id: &str) -> Result<Option<Room>, StoreError> {
+        let v: Value = self.client.get(keys::room(tenant, room_id)).await?;
+        match opt_string(v, "room")? {
+            None => Ok(None),
+            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+        }
+    }
+
+    async fn held(&self, tenant: &str, user_id: &str) -> Result<Held, StoreError> {
+        let all: usize = self.client.scard(keys::user_rooms(tenant, user_id)).await?;
+        let added: usize = self.client.scard(keys::user_added(tenant, user_id)).await?;
+        Ok(Held {
+            own: all.saturating_sub(added),
+            added,
+        })
+    }
+
+    async fn add_member(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        max_rooms: usize,
+    ) -> Result<Added, StoreError> {
+        self.add(tenant, room_id, user_id, max_rooms, false).await
+    }
+
+    async fn add_invitee(
+        &self,
+        tenant: &str,
+        room_id: &str,
+        user_id: &str,
+        max_added: usize,
+    ) -> Result<Added, StoreError> {
+        self.add(tenant, room_id, user_id, max_added, true).await
     }
 
     async fn remove_member(
@@ -300,6 +387,7 @@ impl RoomStore for RedisRooms {
                     keys::user_rooms(tenant, user_id),
                     keys::moderators(tenant, room_id),
                     keys::last_sent(tenant, room_id),
+                    keys::user_added(tenant, user_id),
                 ],
                 vec![room_id.to_owned(), user_id.to_owned()],
             )
@@ -381,8 +469,13 @@ impl RoomStore for RedisRooms {
                 keys::bans(tenant, room_id),
                 keys::mutes(tenant, room_id),
                 keys::last_sent(tenant, room_id),
+                keys::tenant_rooms(tenant),
             ];
-            script_keys.extend(members.iter().map(|u| keys::user_rooms(tenant, u)));
+            script_keys.extend(
+                members
+                    .iter()
+                    .flat_map(|u| [keys::user_rooms(tenant, u), keys::user_added(tenant, u)]),
+            );
             let v: Value = self
                 .client
                 .eval(
@@ -494,6 +587,7 @@ impl RoomStore for RedisRooms {
                     keys::user_rooms(tenant, user_id),
                     keys::moderators(tenant, room_id),
                     keys::last_sent(tenant, room_id),
+                    keys::user_added(tenant, user_id),
                 ],
                 vec![
                     room_id.to_owned(),

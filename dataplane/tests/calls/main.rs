@@ -490,6 +490,72 @@ async fn mongodb_history_pages_break_created_at_ties_by_id() {
     client.database(&database).drop().await.unwrap();
 }
 
+/// Call history per user is bounded by age (`calls.history_max_age`): a call older than
+/// it is never listed, and recording one of its participants' next calls deletes it from
+/// MongoDB; another tenant's old call of the same users stays until its own tenant writes.
+#[tokio::test]
+async fn mongodb_history_past_its_max_age_is_not_listed_and_is_deleted() {
+    use switchboard_dataplane::calls::history::{CallHistory, CallRecord, MongoHistory};
+    use switchboard_dataplane::calls::quality::Summary;
+    use switchboard_dataplane::calls::{Call, Media};
+    let Some(mongo) = env("SWITCHBOARD_TEST_MONGODB_URI") else {
+        return;
+    };
+    let database = unique("sb_age").replace('-', "_");
+    let hour = 3_600_000;
+    let h = MongoHistory::connect(&mongo, &database)
+        .await
+        .unwrap()
+        .with_max_age(Some(hour));
+    let (tenant, other) = (unique("t"), unique("t"));
+    let now = switchboard_dataplane::app::now_ms();
+    let call =
+        |id: &str, at: i64| Call::direct(id.into(), "alice", "bob", Media::Audio, at).busy(at);
+    let client = mongodb::Client::with_uri_str(&mongo).await.unwrap();
+    let coll = client
+        .database(&database)
+        .collection::<mongodb::bson::Document>("calls");
+    // Written before they aged (as by a node without an age limit); call ids are unique
+    // over tenants (`_id`).
+    for (t, id) in [(&tenant, "c_old_1"), (&other, "c_old_2")] {
+        let rec = CallRecord::of(t, &call(id, now - 2 * hour), Summary::default());
+        coll.insert_one(mongodb::bson::to_document(&rec).unwrap())
+            .await
+            .unwrap();
+    }
+    assert!(h.list(&tenant, "bob", 10, None).await.unwrap().is_empty());
+    let count = |t: String| {
+        let coll = coll.clone();
+        async move {
+            coll.count_documents(mongodb::bson::doc! {"tenant": t})
+                .await
+                .unwrap()
+        }
+    };
+    h.record(&CallRecord::of(
+        &tenant,
+        &call("c_new", now),
+        Summary::default(),
+    ))
+    .await
+    .unwrap();
+    let listed: Vec<String> = h
+        .list(&tenant, "bob", 10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, ["c_new"]);
+    assert_eq!(count(tenant.clone()).await, 1, "the old call was deleted");
+    assert_eq!(
+        count(other.clone()).await,
+        1,
+        "the other tenant's is its own"
+    );
+    client.database(&database).drop().await.unwrap();
+}
+
 /// Default limits: a mesh peer's signaling burst (an offer and 20 candidates for each of
 /// 7 others) all goes through, and reads still have their own budget afterwards.
 #[tokio::test]

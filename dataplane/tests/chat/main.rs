@@ -15,5 +15,6 @@ mod limits;
 mod moderation;
 mod multinode;
 mod presence;
+mod storage;
 mod sync;
 mod tenants;

@@ -115,6 +115,9 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
         if let Some(v) = l.max_rooms_per_user {
             c.limits.max_rooms_per_user = usize::try_from(v).unwrap_or(0);
         }
+        if let Some(v) = l.max_rooms_per_tenant {
+            c.limits.max_rooms_per_tenant = usize::try_from(v).unwrap_or(0);
+        }
         if let Some(v) = l.history_max_len {
             c.chat.history_max_len = u64::try_from(v).unwrap_or(0);
         }
@@ -495,12 +498,38 @@ mod tests {
                 .find(|e| e.name == "SWITCHBOARD_REDIS_URL")
                 .and_then(|e| e.value_from.clone()?.secret_key_ref);
             let r = var.unwrap_or_else(|| panic!("{role:?} gets no Redis URL"));
-            assert_eq!((r.name.as_str(), r.key.as_str()), ("chat-redis-auth", "url"));
+            assert_eq!(
+                (r.name.as_str(), r.key.as_str()),
+                ("chat-redis-auth", "url")
+            );
         }
         assert_eq!(
             super::super::redis::url(&n, "p@ss/w:rd"),
             "redis://:p%40ss%2Fw%3Ard@chat-redis.apps.svc:6379"
         );
+    }
+
+    #[test]
+    fn room_limits_reach_the_config() {
+        let mut rc = mk_cluster();
+        let c = dataplane_config(&rc, &names(&rc));
+        assert_eq!(
+            c.limits.max_rooms_per_tenant,
+            switchboard_crds::config::LimitsConfig::default().max_rooms_per_tenant,
+            "unset keeps the data plane's default"
+        );
+        rc.spec.limits = Some(switchboard_crds::cluster::LimitsSpec {
+            max_rooms_per_user: Some(7),
+            max_rooms_per_tenant: Some(2500),
+            ..Default::default()
+        });
+        let c = dataplane_config(&rc, &names(&rc));
+        assert_eq!(c.limits.max_rooms_per_user, 7);
+        assert_eq!(c.limits.max_rooms_per_tenant, 2500);
+        let rendered = render(&rc, &names(&rc)).unwrap();
+        let file = rendered.config_map.data.unwrap_or_default();
+        let text = file.values().next().cloned().unwrap_or_default();
+        assert!(text.contains("max_rooms_per_tenant: 2500"), "{text}");
     }
 
     #[test]

@@ -9,17 +9,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use switchboard_crds::cluster::{ManagedRedisSpec, RealtimeCluster};
 
@@ -47,7 +47,9 @@ fn managed(rc: &RealtimeCluster) -> ManagedRedisSpec {
 /// The password stored in `<name>-redis-auth`, if that Secret holds one.
 pub fn password_of(s: &Secret) -> Option<String> {
     let v = s.data.as_ref()?.get(PASSWORD_KEY)?;
-    String::from_utf8(v.0.clone()).ok().filter(|p| !p.is_empty())
+    String::from_utf8(v.0.clone())
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 /// The URL the pods connect with: the password percent-encoded into the userinfo.
@@ -73,7 +75,10 @@ pub fn auth_secret(names: &Names, password: &str) -> Secret {
         metadata: names.meta(names.redis_auth(), COMPONENT),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([
-            (PASSWORD_KEY.into(), ByteString(password.as_bytes().to_vec())),
+            (
+                PASSWORD_KEY.into(),
+                ByteString(password.as_bytes().to_vec()),
+            ),
             (
                 URL_KEY.into(),
                 ByteString(url(names, password).into_bytes()),

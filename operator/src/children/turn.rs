@@ -613,7 +613,12 @@ mod tests {
         let fresh = TurnSecretState::fresh("c".into(), "2026-01-01T00:00:00Z".into());
         let mut m = ManagedTurnSpec::default();
         let args = coturn_args(&m, &fresh);
-        for flag in ["--no-cli", "--no-multicast-peers", "--no-tcp-relay", "--user-quota=12"] {
+        for flag in [
+            "--no-cli",
+            "--no-multicast-peers",
+            "--no-tcp-relay",
+            "--user-quota=12",
+        ] {
             assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
         }
         let denied: Vec<&str> = args
@@ -634,7 +639,11 @@ mod tests {
             assert!(denied.contains(&range), "{range} not denied: {denied:?}");
         }
         assert!(!args.iter().any(|a| a.starts_with("--allowed-peer-ip")));
-        m.allowed_peer_ips = vec!["10.244.0.0/16".into(), "192.168.1.7".into(), "10.1.0.1-10.1.0.9".into()];
+        m.allowed_peer_ips = vec![
+            "10.244.0.0/16".into(),
+            "192.168.1.7".into(),
+            "10.1.0.1-10.1.0.9".into(),
+        ];
         m.tcp_relay = true;
         m.user_quota = 3;
         let args = coturn_args(&m, &fresh);
@@ -644,13 +653,20 @@ mod tests {
             .collect();
         assert_eq!(
             allowed,
-            ["10.244.0.0-10.244.255.255", "192.168.1.7", "10.1.0.1-10.1.0.9"]
+            [
+                "10.244.0.0-10.244.255.255",
+                "192.168.1.7",
+                "10.1.0.1-10.1.0.9"
+            ]
         );
         assert!(!args.iter().any(|a| a == "--no-tcp-relay"));
         assert!(args.iter().any(|a| a == "--user-quota=3"));
         assert_eq!(peer_range("10.0.0.300"), None);
         assert_eq!(peer_range("10.0.0.1-::1"), None);
         assert_eq!(peer_range("10.0.0.0/33"), None);
-        assert_eq!(peer_range("0.0.0.0/0").as_deref(), Some("0.0.0.0-255.255.255.255"));
+        assert_eq!(
+            peer_range("0.0.0.0/0").as_deref(),
+            Some("0.0.0.0-255.255.255.255")
+        );
     }
 }
