@@ -78,6 +78,18 @@ pub async fn serve_split(
     config: DataplaneConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, internal, config, |s| s, shutdown).await
+}
+
+/// [`serve_split`] with the node's stores passed through `wrap` once built (memory or
+/// Redis, as configured): tests wrap them to count calls or to make steps fail.
+pub async fn serve_with(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    config: DataplaneConfig,
+    wrap: impl FnOnce(Stores) -> Stores,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let split = internal.is_some();
     let verifier = Verifier::new(&config.jwt).map_err(anyhow::Error::msg)?;
     let node = node_id(&config);
@@ -95,7 +107,7 @@ pub async fn serve_split(
                 config,
                 node,
                 verifier,
-                Stores::memory(),
+                wrap(Stores::memory()),
                 Arc::new(LocalBus::default()),
                 None,
             );
@@ -127,7 +139,7 @@ pub async fn serve_split(
                 config,
                 node,
                 verifier,
-                Stores::redis(&client),
+                wrap(Stores::redis(&client)),
                 Arc::new(bus),
                 Some(client),
             );
