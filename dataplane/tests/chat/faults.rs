@@ -248,13 +248,7 @@ async fn shown_online(c: &Client, room: &str, who: &str) -> bool {
 async fn a_killed_nodes_chat_online_flags_go_within_two_ttls() {
     let Some(url) = redis_url() else { return };
     let ttl = Duration::from_secs(2);
-    let mut doomed = spawn_node(
-        &url,
-        &unique("doomed"),
-        &[("SWITCHBOARD_HEARTBEAT_TTL", "2s")],
-    )
-    .await;
-    let survivor = start(redis_cfg(&url, &unique("survivor"), "2s")).await;
+    let (mut doomed, survivor) = doomed_and_survivor(&url).await;
     let tenant = unique("t");
     let bob = user(&survivor, &tenant, "bob").await;
     bob.ok(

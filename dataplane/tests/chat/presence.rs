@@ -284,13 +284,7 @@ async fn updates_cross_three_nodes_and_analytics_count_sessions() {
 async fn a_killed_node_takes_its_users_offline_within_two_ttls() {
     let Some(url) = redis_url() else { return };
     let ttl = Duration::from_secs(2);
-    let mut doomed = spawn_node(
-        &url,
-        &unique("doomed"),
-        &[("SWITCHBOARD_HEARTBEAT_TTL", "2s")],
-    )
-    .await;
-    let survivor = start(redis_cfg(&url, &unique("survivor"), "2s")).await;
+    let (mut doomed, survivor) = doomed_and_survivor(&url).await;
     let tenant = unique("t");
     let watcher = presence_user(&survivor, &tenant, "watcher").await;
     watcher

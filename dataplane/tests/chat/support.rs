@@ -561,6 +561,19 @@ pub async fn spawn_node(url: &str, id: &str, env: &[(&str, &str)]) -> ChildNode 
     panic!("child node did not come up");
 }
 
+/// A node in its own process with a 2 s heartbeat TTL (to be killed) and a surviving
+/// in-process node with the same TTL, both on the shared Redis at `url`.
+pub async fn doomed_and_survivor(url: &str) -> (ChildNode, Node) {
+    let doomed = spawn_node(
+        url,
+        &unique("doomed"),
+        &[("SWITCHBOARD_HEARTBEAT_TTL", "2s")],
+    )
+    .await;
+    let survivor = start(redis_cfg(url, &unique("survivor"), "2s")).await;
+    (doomed, survivor)
+}
+
 // === fresh ids and node pairs ===
 
 pub fn unique(prefix: &str) -> String {

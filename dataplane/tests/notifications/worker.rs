@@ -204,6 +204,18 @@ async fn user_with_device(
     (tenant, node, c)
 }
 
+/// A consumer of the dead-letter topic from its start, in a group of its own.
+fn dlq_reader(brokers: &str, t: &Topics) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", fresh("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[t.dlq.as_str()]).unwrap();
+    consumer
+}
+
 /// Wait until the worker group's committed offset on `partition` is `want`.
 async fn until_committed(brokers: &str, t: &Topics, partition: i32, want: i64, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -335,13 +347,7 @@ async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
         "pushed to another tenant's device"
     );
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", fresh("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[t.dlq.as_str()]).unwrap();
+    let consumer = dlq_reader(&brokers, &t);
     let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a DLQ message")
@@ -655,15 +661,8 @@ async fn notifications_older_than_max_age_are_dead_lettered_as_stale_not_pushed(
     .map_err(|(e, _)| e)
     .unwrap();
     let new = fresh("new-");
-    produce(
-        &p,
-        &t.topic,
-        &new,
-        notification(&tenant, &new, &["alice"])
-            .to_string()
-            .as_bytes(),
-    )
-    .await;
+    let v = notification(&tenant, &new, &["alice"]).to_string();
+    produce(&p, &t.topic, &new, v.as_bytes()).await;
 
     let mut w = spawn_worker_with(
         &redis,
@@ -703,13 +702,7 @@ async fn notifications_older_than_max_age_are_dead_lettered_as_stale_not_pushed(
         "{listed}"
     );
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", fresh("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[t.dlq.as_str()]).unwrap();
+    let consumer = dlq_reader(&brokers, &t);
     let mut stale = HashSet::new();
     while stale.len() < 2 {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
