@@ -83,6 +83,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("SWITCHBOARD_MONGODB_URI", "calls.mongodb_uri"),
     ("SWITCHBOARD_MONGODB_DATABASE", "calls.mongodb_database"),
+    ("SWITCHBOARD_NOTIFICATIONS_MAX_AGE", "notifications.max_age"),
     ("SWITCHBOARD_KAFKA_BROKERS", "notifications.kafka.brokers"),
     ("SWITCHBOARD_KAFKA_TOPIC", "notifications.kafka.topic"),
     ("SWITCHBOARD_KAFKA_GROUP", "notifications.kafka.group"),
@@ -537,6 +538,11 @@ impl Default for QualityThresholds {
 pub struct NotificationsConfig {
     /// In-app notifications kept per user (oldest dropped first).
     pub max_in_app_per_user: usize,
+    /// A notification older than this when the worker reads it (from its `created_at`, or
+    /// the Kafka timestamp without one) is not delivered: it goes to the dead-letter topic
+    /// with reason `stale`. So a consumer group that re-reads a topic from the start (its
+    /// offsets expired) does not push old notifications again.
+    pub max_age: HumanDuration,
     pub kafka: KafkaConfig,
     pub fcm: FcmConfig,
     pub apns: ApnsConfig,
@@ -547,6 +553,7 @@ impl Default for NotificationsConfig {
     fn default() -> Self {
         Self {
             max_in_app_per_user: 500,
+            max_age: HumanDuration::from_secs(24 * 3600),
             kafka: KafkaConfig::default(),
             fcm: FcmConfig::default(),
             apns: ApnsConfig::default(),
@@ -804,6 +811,7 @@ impl DataplaneConfig {
             "notifications.max_in_app_per_user" => {
                 self.notifications.max_in_app_per_user = num(key, value)?
             }
+            "notifications.max_age" => self.notifications.max_age = dur(key, value)?,
             "notifications.kafka.brokers" => self.notifications.kafka.brokers = list(value),
             "notifications.kafka.topic" => self.notifications.kafka.topic = value.to_owned(),
             "notifications.kafka.group" => self.notifications.kafka.group = value.to_owned(),
@@ -1161,6 +1169,13 @@ impl DataplaneConfig {
                 "must be between 1 and 100000",
             ));
         }
+        // At most the oldest `created_at` a producer may give (30 days).
+        if n.max_age.0.as_secs() < 1 || n.max_age.0.as_secs() > 30 * 86_400 {
+            errors.push(err(
+                "notifications.max_age",
+                "must be between 1s and 30 days (720h)",
+            ));
+        }
         let k = &n.kafka;
         for b in &k.brokers {
             let ok = b
@@ -1471,6 +1486,29 @@ mod tests {
             e.contains("limits.max_connections_per_user (SWITCHBOARD_MAX_CONNECTIONS_PER_USER)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn notification_max_age_has_a_default_env_and_bounds() {
+        let mut c = mk_valid();
+        assert_eq!(c.notifications.max_age, HumanDuration::from_secs(86_400));
+        c.apply_env(|v| (v == "SWITCHBOARD_NOTIFICATIONS_MAX_AGE").then(|| "2h".into()))
+            .unwrap();
+        assert_eq!(c.notifications.max_age, HumanDuration::from_secs(7200));
+        c.validate().unwrap();
+        for bad in ["0s", "721h"] {
+            c.set("notifications.max_age", bad).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("notifications.max_age (SWITCHBOARD_NOTIFICATIONS_MAX_AGE)"),
+                "{bad}: {e}"
+            );
+        }
+        let e = c
+            .set("notifications.max_age", "soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("notifications.max_age"), "{e}");
     }
 
     #[test]

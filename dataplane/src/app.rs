@@ -143,6 +143,7 @@ impl App {
         );
         let presence = Tracker::new(
             stores.presence.clone(),
+            stores.online.clone(),
             bus,
             node_id.clone(),
             config.presence.clone(),

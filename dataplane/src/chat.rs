@@ -147,10 +147,11 @@ pub async fn admit<A: Adapter>(
                     Extension(id): Extension<Arc<Identity>>| {
             handler::released(&s, &app).await;
             let conn = handler::conn_id(&app, &s.id);
-            let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
-            if let Err(e) = app.stores.online.disconnect(t, u, &conn).await {
-                tracing::warn!(error = %e, "online store unavailable");
-            }
+            let online = app.stores.online.clone();
+            crate::retry::spawn_until_stored("online disconnect", app.metrics.clone(), move || {
+                let (online, id, conn) = (online.clone(), id.clone(), conn.clone());
+                async move { online.disconnect(&id.tenant, &id.user_id, &conn).await }
+            });
             app.metrics.connection(CHAT, -1);
         },
     );
@@ -616,23 +617,7 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
     }
     let message = stored.message;
     if !stored.duplicate {
-        cx.app
-            .stores
-            .changes
-            .touch_room(t, &message.room_id)
-            .await?;
-        // Sending implies having read everything up to one's own message.
-        cx.app
-            .stores
-            .receipts
-            .advance(t, me, &message.room_id, Kind::Read, message.seq)
-            .await?;
-        cx.app
-            .stores
-            .receipts
-            .advance(t, me, &message.room_id, Kind::Delivered, message.seq)
-            .await?;
-        stop_typing(&cx.app, t, me, &message.room_id).await?;
+        after_stored(&cx.app, t, me, &message).await;
         let out = json!({ "message": message });
         cx.app.metrics.broadcast(CHAT, "message:new");
         if let Err(e) = cx
@@ -645,6 +630,36 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
         }
     }
     Ok(json!({ "message": message, "duplicate": stored.duplicate }))
+}
+
+/// The side effects of a stored message: the room's change index (`sync:get`), the
+/// sender's own receipts and the end of their typing indicator. The message is stored:
+/// whatever happens here, its ack is `ok` and it is broadcast. A step that fails is
+/// logged and counted (`switchboard_side_effect_failures{kind}`) and the others still run.
+async fn after_stored(app: &App, t: &str, me: &str, message: &Message) {
+    let room = &message.room_id;
+    let failed = |kind: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(tenant = %t, room = %room, seq = message.seq, step = kind, error = %e,
+            "side effect of a stored message failed; the message is delivered anyway");
+        Metrics::kind(&app.metrics.side_effect_failures, kind);
+    };
+    if let Err(e) = app.stores.changes.touch_room(t, room).await {
+        failed("sync_index", &e);
+    }
+    // Sending implies having read everything up to one's own message.
+    for kind in [Kind::Read, Kind::Delivered] {
+        if let Err(e) = app
+            .stores
+            .receipts
+            .advance(t, me, room, kind, message.seq)
+            .await
+        {
+            failed("receipt", &e);
+        }
+    }
+    if let Err(e) = stop_typing(app, t, me, room).await {
+        failed("typing", &e);
+    }
 }
 
 async fn message_history<A: Adapter>(cx: Cx<A>, req: MessageHistory) -> Result<Value, AckError> {

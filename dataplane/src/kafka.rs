@@ -103,7 +103,12 @@ pub struct WorkerConfig {
     pub dlq_topic: String,
     /// Messages processed at once (`notifications.kafka.max_in_flight`).
     pub max_in_flight: usize,
+    /// Older notifications are dead-lettered as [`STALE`] (`notifications.max_age`).
+    pub max_age: Duration,
 }
+
+/// The dead-letter reason of a notification older than `notifications.max_age`.
+pub const STALE: &str = "stale";
 
 /// Consume until `shutdown`, processing up to `cfg.max_in_flight` messages at once. A
 /// partition's offset is stored and committed only up to the first message that is not
@@ -175,8 +180,9 @@ pub async fn run_worker(
                 let offset = msg.offset();
                 tracker.start(&partition, offset);
                 let (dispatcher, hub, dlq) = (&dispatcher, hub.as_ref(), &dlq);
+                let max_age = cfg.max_age;
                 in_flight.push(async move {
-                    let r = process(&msg, dispatcher, hub, dlq).await;
+                    let r = process(&msg, dispatcher, hub, dlq, max_age).await;
                     (partition, offset, r)
                 });
             }
@@ -196,18 +202,24 @@ pub async fn run_worker(
     Ok(())
 }
 
-/// Process one message: deliver it, or dead-letter it when malformed (or when what it
-/// touches in the stores is corrupt, so one message cannot block its partition). Retries
-/// Redis and dead-letter failures until they succeed (the caller's shutdown interrupts).
+/// Process one message: deliver it, or dead-letter it when malformed, older than
+/// `max_age` ([`STALE`]), or when what it touches in the stores is corrupt (so one message
+/// cannot block its partition). Retries Redis and dead-letter failures until they succeed
+/// (the caller's shutdown interrupts).
 async fn process(
     msg: &OwnedMessage,
     dispatcher: &Dispatcher,
     hub: Option<&Arc<dyn Hub>>,
     dlq: &Producer,
+    max_age: Duration,
 ) -> anyhow::Result<()> {
     let payload = msg.payload().unwrap_or_default();
     let reason = match Notification::parse(payload) {
         Err(reason) => reason,
+        Ok(n) if n.is_stale(msg.timestamp().to_millis(), crate::app::now_ms(), max_age) => {
+            crate::metrics::Metrics::kind(&dispatcher.metrics.notifications, STALE);
+            STALE.to_owned()
+        }
         Ok(n) => loop {
             match dispatcher.dispatch(&n, hub).await {
                 Ok(_) => return Ok(()),

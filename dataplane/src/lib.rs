@@ -36,6 +36,7 @@ pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod redis;
+pub mod retry;
 pub mod rooms;
 pub mod server;
 pub mod signaling;
@@ -45,4 +46,4 @@ pub mod typing;
 pub mod webrtc;
 pub mod worker;
 
-pub use server::{serve, serve_split};
+pub use server::{serve, serve_split, serve_with};

@@ -75,7 +75,8 @@ pub struct Metrics {
     pub disconnects: Family<KindLabel, Counter>,
     pub auth_failures: Family<KindLabel, Counter>,
     pub presence_online: Family<TenantLabel, Gauge>,
-    /// Notifications by what became of them (accepted, processed, duplicate, dead_lettered).
+    /// Notifications by what became of them (accepted, processed, duplicate, dead_lettered;
+    /// `stale` too for those dead-lettered as older than `notifications.max_age`).
     pub notifications: Family<KindLabel, Counter>,
     /// Deliveries by provider (fcm, apns, email, in_app) and outcome (sent, failed, pruned).
     pub deliveries: Family<DeliveryLabel, Counter>,
@@ -105,6 +106,11 @@ pub struct Metrics {
     /// Call history records waiting in the outbox for the database (as last drained by
     /// this node).
     pub call_history_outbox: Gauge,
+    /// Side effects of a stored write that failed and were skipped (the write stands and
+    /// is delivered), by kind: `receipt`, `typing`, `sync_index`.
+    pub side_effect_failures: Family<KindLabel, Counter>,
+    /// Presence and online-flag writes after a disconnect that failed and were tried again.
+    pub disconnect_write_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -175,7 +181,7 @@ impl Metrics {
         let notifications = Family::<KindLabel, Counter>::default();
         reg.register(
             "notifications",
-            "Notifications by outcome: accepted, processed, duplicate, dead_lettered",
+            "Notifications by outcome: accepted, processed, duplicate, dead_lettered (stale: also counted as stale)",
             notifications.clone(),
         );
         let deliveries = Family::<DeliveryLabel, Counter>::default();
@@ -263,6 +269,17 @@ impl Metrics {
             "call_history_outbox",
             "Call history records waiting in the outbox for the history database",
             call_history_outbox.clone(),
+        let side_effect_failures = Family::<KindLabel, Counter>::default();
+        reg.register(
+            "side_effect_failures",
+            "Side effects of a stored message that failed (the message was delivered anyway), by kind",
+            side_effect_failures.clone(),
+        );
+        let disconnect_write_retries = Counter::default();
+        reg.register(
+            "disconnect_write_retries",
+            "Presence and online-flag writes after a disconnect that failed and were tried again",
+            disconnect_write_retries.clone(),
         );
         Self {
             registry: Arc::new(reg),
@@ -290,6 +307,8 @@ impl Metrics {
             token_clocks,
             bounds_reached,
             call_history_outbox,
+            side_effect_failures,
+            disconnect_write_retries,
         }
     }
 

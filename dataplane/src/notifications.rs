@@ -21,6 +21,7 @@ pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,15 @@ impl Notification {
         self.created_at
             .unwrap_or(now)
             .clamp(now.saturating_sub(MAX_CREATED_AGE_MS), now)
+    }
+
+    /// Whether it is too old to deliver at `now` (ms): its age counts from `created_at`,
+    /// or without one from `produced_at` (the Kafka timestamp); with neither it is not.
+    pub fn is_stale(&self, produced_at: Option<i64>, now: i64, max_age: Duration) -> bool {
+        let max = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        self.created_at
+            .or(produced_at)
+            .is_some_and(|at| now.saturating_sub(at) > max)
     }
 
     /// The in-app entry, as the `notification` event and `notification:list` carry it.
@@ -271,6 +281,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn staleness_counts_from_created_at_else_from_the_kafka_timestamp() {
+        let mut n = Notification::parse(mk_json().to_string().as_bytes()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let now = 10 * 86_400_000;
+        assert!(!n.is_stale(None, now, day), "no time known: delivered");
+        assert!(
+            !n.is_stale(Some(now - 86_400_000), now, day),
+            "exactly max_age"
+        );
+        assert!(n.is_stale(Some(now - 86_400_001), now, day));
+        n.created_at = Some(now - 1000);
+        assert!(
+            !n.is_stale(Some(0), now, day),
+            "created_at wins over an old Kafka timestamp"
+        );
+        n.created_at = Some(now - 2 * 86_400_000);
+        assert!(n.is_stale(Some(now), now, day));
+    }
 
     #[test]
     fn created_at_is_clamped_to_the_past_month() {

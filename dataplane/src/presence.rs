@@ -21,6 +21,7 @@
 //! the highest ([`newer`]), so however updates from several devices and nodes interleave,
 //! every node ends on the state with the highest version: the same result everywhere.
 
+pub mod cache;
 pub mod events;
 pub mod redis;
 pub mod tracker;
@@ -71,12 +72,17 @@ pub struct Device {
     pub idle: bool,
 }
 
-/// Everything stored about one user's presence.
+/// What is stored about one user's presence, besides the devices themselves: their
+/// counts, so a change and a read cost the same however many devices the user has (at
+/// most `limits.max_connections_per_user`: each device is a connection holding a lease).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub version: u64,
     pub manual: Option<Manual>,
-    pub devices: Vec<Device>,
+    /// Connected devices.
+    pub devices: u32,
+    /// Of those, the ones not idle.
+    pub active: u32,
     /// ms: when the last change happened while the user was visible.
     pub last_seen: i64,
     /// ms: when the current session (first device of a run) began; 0 when offline.
@@ -106,7 +112,7 @@ pub enum Change {
 
 /// The presence shown for a snapshot (see the conflict rule in the module docs).
 pub fn aggregate(user_id: &str, s: &Snapshot, now: i64) -> Presence {
-    let devices = s.devices.len() as u32;
+    let devices = s.devices;
     if devices == 0 {
         return Presence {
             user_id: user_id.into(),
@@ -136,7 +142,7 @@ pub fn aggregate(user_id: &str, s: &Snapshot, now: i64) -> Presence {
             devices,
         },
         None => {
-            let status = if s.devices.iter().any(|d| !d.idle) {
+            let status = if s.active > 0 {
                 Status::Online
             } else {
                 Status::Away
@@ -152,29 +158,73 @@ pub fn aggregate(user_id: &str, s: &Snapshot, now: i64) -> Presence {
     }
 }
 
-/// Apply a change to a snapshot (the store does exactly this, atomically).
+impl Change {
+    /// The connection the change is about, if any.
+    pub fn conn(&self) -> Option<&str> {
+        match self {
+            Change::Connect(d) => Some(&d.conn),
+            Change::Disconnect { conn } | Change::Idle { conn, .. } => Some(conn),
+            Change::SetManual(_) => None,
+        }
+    }
+
+    /// The stored device of [`Change::conn`] after the change, given the one before
+    /// (`None` after: removed or absent).
+    pub fn device_after(&self, before: Option<&Device>) -> Option<Device> {
+        match self {
+            Change::Connect(d) => Some(d.clone()),
+            Change::Disconnect { .. } => None,
+            Change::Idle { idle, .. } => before.map(|d| Device {
+                idle: *idle,
+                ..d.clone()
+            }),
+            Change::SetManual(_) => before.cloned(),
+        }
+    }
+}
+
+/// Apply a change to a snapshot (the store does exactly this, atomically). `device` is
+/// the stored device of the change's connection ([`Change::conn`]), `None` when there is
+/// none: the snapshot's counts and that one device are all a change needs, so its cost
+/// does not grow with the user's devices.
 /// Returns `None` when nothing changed (no version bump, nothing to publish).
-pub fn apply(s: &Snapshot, change: &Change, now: i64) -> Option<(Snapshot, Transition)> {
+pub fn apply(
+    s: &Snapshot,
+    device: Option<&Device>,
+    change: &Change,
+    now: i64,
+) -> Option<(Snapshot, Transition)> {
     let mut next = s.clone();
-    let was_on = !s.devices.is_empty();
+    let was_on = s.devices > 0;
+    let active = |d: &Device| u32::from(!d.idle);
     match change {
         Change::Connect(d) => {
-            next.devices.retain(|x| x.conn != d.conn);
-            next.devices.push(d.clone());
-            next.devices.sort_by(|a, b| a.conn.cmp(&b.conn));
+            match device {
+                // The same connection again: its idleness may change.
+                Some(old) => {
+                    next.active = next.active.saturating_sub(active(old)) + active(d);
+                }
+                None => {
+                    next.devices += 1;
+                    next.active += active(d);
+                }
+            }
         }
-        Change::Disconnect { conn } => {
-            if !next.devices.iter().any(|d| &d.conn == conn) {
+        Change::Disconnect { .. } => {
+            let old = device?;
+            next.devices = next.devices.saturating_sub(1);
+            next.active = next.active.saturating_sub(active(old));
+        }
+        Change::Idle { idle, .. } => {
+            let old = device?;
+            if old.idle == *idle {
                 return None;
             }
-            next.devices.retain(|d| &d.conn != conn);
-        }
-        Change::Idle { conn, idle } => {
-            let d = next.devices.iter_mut().find(|d| &d.conn == conn)?;
-            if d.idle == *idle {
-                return None;
-            }
-            d.idle = *idle;
+            next.active = if *idle {
+                next.active.saturating_sub(1)
+            } else {
+                next.active + 1
+            };
         }
         Change::SetManual(m) => {
             // Choosing `online` by hand means "automatic again".
@@ -186,7 +236,7 @@ pub fn apply(s: &Snapshot, change: &Change, now: i64) -> Option<(Snapshot, Trans
             }
         }
     }
-    let is_on = !next.devices.is_empty();
+    let is_on = next.devices > 0;
     let invisible_before = matches!(
         s.manual,
         Some(Manual {
@@ -261,6 +311,9 @@ pub enum BusMsg {
     /// A user was active on a node that holds none of their /presence connections:
     /// nodes that hold some wake them.
     Activity { tenant: String, user_id: String },
+    /// Local only, never published: this node's bus subscription was re-established, so
+    /// updates published meanwhile were lost (the cache reads again).
+    Resync,
 }
 
 /// Whether `update` should replace what a cache holds (higher version wins).
@@ -326,9 +379,32 @@ pub struct MemoryPresence {
 
 #[derive(Default)]
 struct MemState {
-    users: HashMap<(String, String), Snapshot>,
+    users: HashMap<(String, String), MemUser>,
     online: HashMap<String, std::collections::HashSet<String>>,
     daily: HashMap<(String, String), Daily>,
+}
+
+/// One user in [`MemoryPresence`]: the snapshot and the devices by connection.
+#[derive(Default)]
+struct MemUser {
+    snap: Snapshot,
+    devices: HashMap<String, Device>,
+}
+
+impl MemUser {
+    /// [`apply`] and keep the result, devices included.
+    fn apply(&mut self, change: &Change, now: i64) -> Option<(Snapshot, Transition)> {
+        let before = change.conn().and_then(|c| self.devices.get(c)).cloned();
+        let (next, t) = apply(&self.snap, before.as_ref(), change, now)?;
+        if let Some(conn) = change.conn() {
+            match change.device_after(before.as_ref()) {
+                Some(d) => self.devices.insert(conn.to_owned(), d),
+                None => self.devices.remove(conn),
+            };
+        }
+        self.snap = next.clone();
+        Some((next, t))
+    }
 }
 
 #[async_trait]
@@ -341,13 +417,10 @@ impl PresenceStore for MemoryPresence {
         now: i64,
     ) -> Result<Option<(Snapshot, Transition)>, StoreError> {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (tenant.to_owned(), user_id.to_owned());
-        let cur = m.users.get(&key).cloned().unwrap_or_default();
-        let Some((next, t)) = apply(&cur, change, now) else {
-            return Ok(None);
-        };
-        m.users.insert(key, next.clone());
-        Ok(Some((next, t)))
+        Ok(m.users
+            .entry((tenant.to_owned(), user_id.to_owned()))
+            .or_default()
+            .apply(change, now))
     }
 
     async fn snapshots(
@@ -361,7 +434,7 @@ impl PresenceStore for MemoryPresence {
             .map(|u| {
                 m.users
                     .get(&(tenant.to_owned(), u.clone()))
-                    .cloned()
+                    .map(|user| user.snap.clone())
                     .unwrap_or_default()
             })
             .collect())
@@ -380,9 +453,9 @@ impl PresenceStore for MemoryPresence {
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         Ok(m.users
             .iter()
-            .flat_map(|((t, u), s)| {
-                s.devices
-                    .iter()
+            .flat_map(|((t, u), user)| {
+                user.devices
+                    .values()
                     .filter(|d| d.node == node)
                     .map(move |d| (t.clone(), u.clone(), d.conn.clone()))
             })
@@ -494,14 +567,16 @@ mod tests {
         }
     }
 
-    fn run(changes: &[Change]) -> Snapshot {
-        let mut s = Snapshot::default();
+    fn run_user(changes: &[Change]) -> MemUser {
+        let mut k = MemUser::default();
         for (i, c) in changes.iter().enumerate() {
-            if let Some((n, _)) = apply(&s, c, 1000 + i as i64) {
-                s = n;
-            }
+            k.apply(c, 1000 + i as i64);
         }
-        s
+        k
+    }
+
+    fn run(changes: &[Change]) -> Snapshot {
+        run_user(changes).snap
     }
 
     #[test]
@@ -544,7 +619,7 @@ mod tests {
 
     #[test]
     fn automatic_status_follows_devices() {
-        let s = run(&[
+        let mut u = run_user(&[
             Change::Connect(dev("a")),
             Change::Connect(dev("b")),
             Change::Idle {
@@ -552,30 +627,27 @@ mod tests {
                 idle: true,
             },
         ]);
+        let s = u.snap.clone();
         assert_eq!(aggregate("u", &s, 5).status, Status::Online);
         assert_eq!(aggregate("u", &s, 5).devices, 2);
-        let s2 = apply(
-            &s,
-            &Change::Idle {
-                conn: "b".into(),
-                idle: true,
-            },
-            9,
-        )
-        .unwrap()
-        .0;
+        let idle_b = |idle| Change::Idle {
+            conn: "b".into(),
+            idle,
+        };
+        let s2 = u.apply(&idle_b(true), 9).unwrap().0;
         assert_eq!(aggregate("u", &s2, 9).status, Status::Away);
-        let s3 = apply(
-            &s2,
-            &Change::Idle {
-                conn: "b".into(),
-                idle: false,
-            },
-            10,
-        )
-        .unwrap()
-        .0;
+        assert!(u.apply(&idle_b(true), 9).is_none(), "already idle");
+        let s3 = u.apply(&idle_b(false), 10).unwrap().0;
         assert_eq!(aggregate("u", &s3, 10).status, Status::Online);
+        // The same connection again (a reconnect under one id) is not a second device.
+        let s4 = u.apply(&Change::Connect(dev("b")), 11).unwrap().0;
+        assert_eq!((s4.devices, s4.active), (2, 1));
+        let s5 = u
+            .apply(&Change::Disconnect { conn: "b".into() }, 12)
+            .unwrap()
+            .0;
+        assert_eq!((s5.devices, s5.active), (1, 0));
+        assert_eq!(aggregate("u", &s5, 12).status, Status::Away);
     }
 
     #[test]
@@ -599,6 +671,7 @@ mod tests {
         );
         let inv = apply(
             &s,
+            None,
             &Change::SetManual(Some(Manual {
                 status: Status::Offline,
                 message: None,
@@ -612,6 +685,7 @@ mod tests {
         // Setting `online` by hand returns to automatic (idle → away).
         let auto = apply(
             &inv,
+            None,
             &Change::SetManual(Some(Manual {
                 status: Status::Online,
                 message: None,
@@ -626,14 +700,18 @@ mod tests {
 
     #[test]
     fn sessions_and_last_seen() {
-        let (s, t) = apply(&Snapshot::default(), &Change::Connect(dev("a")), 100).unwrap();
+        let mut u = MemUser::default();
+        let (_, t) = u.apply(&Change::Connect(dev("a")), 100).unwrap();
         assert_eq!(t, Transition::CameOnline);
-        let (s, t) = apply(&s, &Change::Disconnect { conn: "a".into() }, 400).unwrap();
+        let (s, t) = u
+            .apply(&Change::Disconnect { conn: "a".into() }, 400)
+            .unwrap();
         assert_eq!(t, Transition::WentOffline { session_ms: 300 });
         let p = aggregate("u", &s, 999);
         assert_eq!((p.status, p.last_seen), (Status::Offline, 400));
         assert!(
-            apply(&s, &Change::Disconnect { conn: "a".into() }, 500).is_none(),
+            u.apply(&Change::Disconnect { conn: "a".into() }, 500)
+                .is_none(),
             "no-op changes bump nothing"
         );
     }
@@ -678,15 +756,17 @@ mod tests {
         /// two nodes' caches in, both end on the same presence: the store's final one.
         #[test]
         fn any_interleaving_converges(changes in prop::collection::vec(arb_change(), 1..30), seed in any::<u64>()) {
-            let mut s = Snapshot::default();
+            let mut u = MemUser::default();
             let mut published = Vec::new();
             for (i, c) in changes.iter().enumerate() {
-                if let Some((n, _)) = apply(&s, c, 1000 + i as i64) {
+                if let Some((n, _)) = u.apply(c, 1000 + i as i64) {
                     published.push((n.version, aggregate("u", &n, 5000)));
-                    s = n;
                 }
             }
-            let expected = aggregate("u", &s, 5000);
+            // The counts always match the devices kept.
+            prop_assert_eq!(u.snap.devices as usize, u.devices.len());
+            prop_assert_eq!(u.snap.active as usize, u.devices.values().filter(|d| !d.idle).count());
+            let expected = aggregate("u", &u.snap, 5000);
             let deliver = |order: &[usize]| {
                 let mut cache: Option<(u64, Presence)> = None;
                 for &i in order {

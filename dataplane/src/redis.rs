@@ -9,6 +9,10 @@ use fred::interfaces::ClientLike;
 use fred::prelude::{Builder, Client, Config};
 use fred::types::RespVersion;
 
+/// Nodes that hold connections (presence devices, online flags): the set the dead-node
+/// sweep walks ([`crate::presence::tracker::Tracker::reap`]). Cluster-wide, not tenant data.
+pub(crate) const NODES: &str = "sb:nodes";
+
 /// How long to wait for Redis at start-up before refusing to start.
 pub(crate) const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

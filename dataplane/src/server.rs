@@ -78,6 +78,18 @@ pub async fn serve_split(
     config: DataplaneConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, internal, config, |s| s, shutdown).await
+}
+
+/// [`serve_split`] with the node's stores passed through `wrap` once built (memory or
+/// Redis, as configured): tests wrap them to count calls or to make steps fail.
+pub async fn serve_with(
+    listener: TcpListener,
+    internal: Option<TcpListener>,
+    config: DataplaneConfig,
+    wrap: impl FnOnce(Stores) -> Stores,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let split = internal.is_some();
     let verifier = Verifier::new(&config.jwt).map_err(anyhow::Error::msg)?;
     let node = node_id(&config);
@@ -96,7 +108,7 @@ pub async fn serve_split(
                 config,
                 node,
                 verifier,
-                stores,
+                wrap(stores),
                 Arc::new(LocalBus::default()),
                 None,
             );
@@ -124,7 +136,7 @@ pub async fn serve_split(
                     .await
                     .map_err(|_| anyhow::anyhow!("redis.url: subscriber did not connect"))?
                     .context("redis.url: subscriber")?;
-            let stores = Stores::redis(&client, &config);
+            let stores = wrap(Stores::redis(&client, &config));
             let app = App::new(config, node, verifier, stores, Arc::new(bus), Some(client));
             app.set_calls(Calls::build(&app.config, app.redis.as_ref()).await?);
             if let Some(client) = &app.redis {

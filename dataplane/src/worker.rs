@@ -189,6 +189,7 @@ pub async fn run(
         group: k.group.clone(),
         dlq_topic: k.dlq_topic.clone(),
         max_in_flight: k.max_in_flight,
+        max_age: config.notifications.max_age.0,
     };
     crate::kafka::run_worker(wc, dispatcher, Some(hub), shutdown).await
 }

@@ -1511,6 +1511,22 @@ async fn online_conform(s: &dyn OnlineStore, t: &str, u: &str) -> Result<()> {
     assert_eq!(s.online(u, &users).await?, vec![false, true]);
     s.disconnect(u, "alice", "node-1/s4").await?;
     assert_eq!(s.online(t, &users).await?, vec![true, false]);
+
+    // A node's sweep takes its entries, of every tenant, and nobody else's.
+    let (n1, n2) = (format!("{t}-n1"), format!("{t}-n2"));
+    let people = strings(&["carol", "dave"]);
+    s.connect(t, "carol", &format!("{n1}/a")).await?;
+    s.connect(t, "dave", &format!("{n1}/b")).await?;
+    s.connect(t, "dave", &format!("{n2}/c")).await?;
+    s.connect(u, "carol", &format!("{n1}/d")).await?;
+    s.connect(t, "erin", &format!("{n1}/e")).await?;
+    s.disconnect(t, "erin", &format!("{n1}/e")).await?;
+    assert_eq!(s.sweep_node(&n1).await?, 3);
+    assert_eq!(s.online(t, &people).await?, vec![false, true]);
+    assert_eq!(s.online(u, &people).await?, vec![false, false]);
+    assert_eq!(s.sweep_node(&n1).await?, 0, "nothing left");
+    assert_eq!(s.sweep_node(&n2).await?, 1);
+    assert_eq!(s.online(t, &people).await?, vec![false, false]);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! The /presence namespace: set-status, activity, subscribe, unsubscribe, get-batch.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -42,18 +43,30 @@ pub async fn admit<A: Adapter>(
         AuthError::Unavailable
     })?;
     app.metrics.connection(super::tracker::PRESENCE, 1);
-    s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>| {
-        handler::released(&s, &app).await;
-        let conn = handler::conn_id(&app, &s.id);
-        if app.drain.closed_by_drain(s.id) {
-            // The client is reconnecting to another node: its device stays until
-            // `server.reconnect_grace` after this node is gone, so it does not flap offline.
-            app.presence.release(&id.tenant, &id.user_id, &conn);
-        } else if let Err(e) = app.presence.disconnect(&id.tenant, &id.user_id, &conn).await {
-            tracing::warn!(error = %e, "presence disconnect not stored; the node sweep will expire it");
-        }
-        app.metrics.connection(super::tracker::PRESENCE, -1);
-    });
+    s.on_disconnect(
+        async move |s: SocketRef<A>,
+                    State(app): State<App>,
+                    Extension(id): Extension<Arc<Identity>>| {
+            handler::released(&s, &app).await;
+            let conn = handler::conn_id(&app, &s.id);
+            if app.drain.closed_by_drain(s.id) {
+                // The client is reconnecting to another node: its device stays until
+                // `server.reconnect_grace` after this node is gone, so it does not flap offline.
+                app.presence.release(&id.tenant, &id.user_id, &conn);
+            } else {
+                let p = app.presence.clone();
+                crate::retry::spawn_until_stored(
+                    "presence disconnect",
+                    app.metrics.clone(),
+                    move || {
+                        let (p, id, conn) = (p.clone(), id.clone(), conn.clone());
+                        async move { p.disconnect(&id.tenant, &id.user_id, &conn).await }
+                    },
+                );
+            }
+            app.metrics.connection(super::tracker::PRESENCE, -1);
+        },
+    );
     Ok(())
 }
 
@@ -122,26 +135,35 @@ async fn subscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckErro
     check_ids(&req.user_ids, MAX_SUBSCRIBE)?;
     let t = &cx.id.tenant;
     let prefix = watch_room(t, "");
-    let held = cx
+    let held: HashSet<String> = cx
         .socket
         .rooms()
-        .iter()
+        .into_iter()
         .filter(|r| r.starts_with(&prefix))
-        .count();
+        .map(|r| r.to_string())
+        .collect();
     let max = cx.app.presence.config().max_subscriptions;
     let new: Vec<String> = req
         .user_ids
         .iter()
         .map(|u| watch_room(t, u))
-        .filter(|r| !cx.socket.rooms().iter().any(|x| x == r))
+        .filter(|r| !held.contains(r))
+        .collect::<HashSet<_>>()
+        .into_iter()
         .collect();
-    if held + new.len() > max {
+    if held.len() + new.len() > max {
         return Err(AckError::forbidden(format!(
             "subscription limit reached (presence.max_subscriptions = {max})"
         )));
     }
     cx.socket.join(new);
-    let presences = cx.app.presence.get(t, &req.user_ids).await?;
+    // Ids this socket already held: their updates reach this node's cache, so what it
+    // holds is current and re-subscribing costs no store read.
+    let presences = cx
+        .app
+        .presence
+        .get_followed(t, &req.user_ids, |u| held.contains(&watch_room(t, u)))
+        .await?;
     Ok(json!({ "presences": presences }))
 }
 

@@ -1,7 +1,8 @@
 //! [`PresenceStore`] and [`Bus`] on Redis.
 //!
 //! - `sb:{T}:presence:{U}`: hash `v` (version), `m` (manual status JSON), `ls` (last seen),
-//!   `ss` (session start).
+//!   `ss` (session start), `n` (devices), `a` (active devices), `c` (the version `n` and
+//!   `a` were counted at).
 //! - `sb:{T}:presence:{U}:dev`: hash, connection id → device JSON.
 //! - `sb:{T}:presence:online`: set of the tenant's users online now.
 //! - `sb:{T}:presence:daily:{YYYY-MM-DD}`: hash `peak`, `sessions`, `ended`, `ms`; kept 31 days.
@@ -9,9 +10,15 @@
 //!   that hold connections; `sb:node:{N}:alive`: heartbeat (TTL); `sb:node:{N}:reaping`:
 //!   the sweep lock. Node keys are cluster-wide, not tenant data.
 //!
-//! A change reads the state, applies [`super::apply`] (the one place the rules live) and
-//! writes it back with a compare-and-set script on the version; a concurrent writer makes
-//! it read and apply again.
+//! A change reads the user's state fields and the one device it is about ([`READ`]),
+//! applies [`super::apply`] (the one place the rules live) and writes the fields and that
+//! device back with a compare-and-set script on the version ([`CAS`]); a concurrent writer
+//! makes it read and apply again. Neither touches the other devices: a change costs the
+//! same with 1 device or with `limits.max_connections_per_user`. A `get-batch` reads all
+//! its users in one [`READ`] (one round trip).
+//!
+//! Counts written by a node that predates them (or data from before them) are told by
+//! `c` ≠ `v`; [`READ`] counts the devices again then, once.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -58,33 +65,67 @@ mod keys {
     pub fn node_reaping(node: &str) -> String {
         format!("sb:node:{node}:reaping")
     }
-    pub const NODES: &str = "sb:nodes";
+    pub const NODES: &str = crate::redis::NODES;
 }
+
+/// The state fields [`READ`] returns per user, in order (then the device).
+const FIELDS: [&str; 6] = ["v", "m", "ls", "ss", "n", "a"];
+
+/// KEYS: state and devices hash of each user, in pairs. ARGV: per user, the connection
+/// whose device to return ("" for none). Returns per user `v m ls ss n a device` (nil
+/// where absent). Counts not made at the current version (`c` ≠ `v`: written by a node
+/// that predates them) are counted again from the devices.
+const READ: &str = r"
+local out = {}
+for i = 1, #KEYS, 2 do
+  local s = redis.call('HMGET', KEYS[i], 'v', 'm', 'ls', 'ss', 'n', 'a', 'c')
+  if s[1] and s[7] ~= s[1] then
+    local n, a = 0, 0
+    for _, j in ipairs(redis.call('HVALS', KEYS[i + 1])) do
+      n = n + 1
+      if not cjson.decode(j).idle then a = a + 1 end
+    end
+    s[5], s[6] = tostring(n), tostring(a)
+  end
+  local conn = ARGV[(i + 1) / 2]
+  local d = false
+  if conn ~= '' then
+    d = redis.call('HGET', KEYS[i + 1], conn)
+  end
+  for k = 1, 6 do
+    out[#out + 1] = s[k]
+  end
+  out[#out + 1] = d
+end
+return out
+";
 
 /// KEYS: state, devices, node index, nodes set.
 /// ARGV: expected version, new version, manual JSON or "", last seen, session start,
-/// index op ("add" | "rem" | ""), index member, node, then device conn/JSON pairs.
+/// devices, active, device op ("set" | "del" | ""), conn, device JSON, index op
+/// ("add" | "rem" | ""), index member, node.
 /// Returns 1 when written, 0 when the version moved on.
 const CAS: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if cur ~= tonumber(ARGV[1]) then
   return 0
 end
-redis.call('DEL', KEYS[2])
-if #ARGV > 8 then
-  redis.call('HSET', KEYS[2], unpack(ARGV, 9))
+if ARGV[8] == 'set' then
+  redis.call('HSET', KEYS[2], ARGV[9], ARGV[10])
+elseif ARGV[8] == 'del' then
+  redis.call('HDEL', KEYS[2], ARGV[9])
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'ls', ARGV[4], 'ss', ARGV[5])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'ls', ARGV[4], 'ss', ARGV[5], 'n', ARGV[6], 'a', ARGV[7], 'c', ARGV[2])
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], 'm')
 else
   redis.call('HSET', KEYS[1], 'm', ARGV[3])
 end
-if ARGV[6] == 'add' then
-  redis.call('SADD', KEYS[3], ARGV[7])
-  redis.call('SADD', KEYS[4], ARGV[8])
-elseif ARGV[6] == 'rem' then
-  redis.call('SREM', KEYS[3], ARGV[7])
+if ARGV[11] == 'add' then
+  redis.call('SADD', KEYS[3], ARGV[12])
+  redis.call('SADD', KEYS[4], ARGV[13])
+elseif ARGV[11] == 'rem' then
+  redis.call('SREM', KEYS[3], ARGV[12])
 end
 return 1
 ";
@@ -120,41 +161,92 @@ impl RedisPresence {
         Self { client }
     }
 
-    async fn read(&self, t: &str, u: &str) -> Result<Snapshot, StoreError> {
-        let state: HashMap<String, String> = self.client.hgetall(keys::state(t, u)).await?;
-        let devs: HashMap<String, String> = self.client.hgetall(keys::devices(t, u)).await?;
-        let num = |k: &str| -> Result<i64, StoreError> {
-            state.get(k).map_or(Ok(0), |v| {
-                v.parse()
-                    .map_err(|_| StoreError::Corrupt(format!("presence {k} of {u}")))
-            })
+    /// The snapshots of `users` and, for each, the device of the paired connection: one
+    /// round trip however many users.
+    async fn read(
+        &self,
+        t: &str,
+        users: &[(&str, Option<&str>)],
+    ) -> Result<Vec<(Snapshot, Option<Device>)>, StoreError> {
+        if users.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys: Vec<String> = users
+            .iter()
+            .flat_map(|(u, _)| [keys::state(t, u), keys::devices(t, u)])
+            .collect();
+        let conns: Vec<&str> = users.iter().map(|(_, c)| c.unwrap_or("")).collect();
+        let v: Value = self.client.eval(READ, keys, conns).await?;
+        let Value::Array(items) = v else {
+            return Err(StoreError::Corrupt(format!(
+                "presence read: unexpected reply {v:?}"
+            )));
         };
-        let manual = match state.get("m") {
-            Some(j) => Some(serde_json::from_str::<Manual>(j)?),
-            None => None,
-        };
-        let mut devices: Vec<Device> = devs
-            .values()
-            .map(|j| serde_json::from_str(j))
-            .collect::<Result<_, _>>()?;
-        devices.sort_by(|a, b| a.conn.cmp(&b.conn));
-        Ok(Snapshot {
-            version: num("v")? as u64,
-            manual,
-            devices,
-            last_seen: num("ls")?,
-            session_start: num("ss")?,
-        })
+        let per_user = FIELDS.len() + 1;
+        if items.len() != users.len() * per_user {
+            return Err(StoreError::Corrupt(format!(
+                "presence read: {} values for {} users",
+                items.len(),
+                users.len()
+            )));
+        }
+        items
+            .chunks(per_user)
+            .zip(users)
+            .map(|(row, (u, _))| decode(u, row))
+            .collect()
     }
 }
 
-fn index_op(change: &Change, before: &Snapshot) -> (&'static str, Option<Device>) {
+/// One user's row of [`READ`]: `v m ls ss n a device`.
+fn decode(u: &str, row: &[Value]) -> Result<(Snapshot, Option<Device>), StoreError> {
+    let name = |i: usize| FIELDS.get(i).copied().unwrap_or("device");
+    let text = |i: usize| -> Result<Option<String>, StoreError> {
+        match &row[i] {
+            // RESP3 carries the script's `false` (a missing field) as a boolean.
+            Value::Null | Value::Boolean(false) => Ok(None),
+            Value::String(s) => Ok(Some(s.to_string())),
+            Value::Bytes(b) => Ok(Some(String::from_utf8_lossy(b).into_owned())),
+            Value::Integer(n) => Ok(Some(n.to_string())),
+            other => Err(StoreError::Corrupt(format!(
+                "presence {} of {u}: {other:?}",
+                name(i)
+            ))),
+        }
+    };
+    let num = |i: usize| -> Result<i64, StoreError> {
+        text(i)?.map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| StoreError::Corrupt(format!("presence {} of {u}", name(i))))
+        })
+    };
+    let count = |i: usize| -> Result<u32, StoreError> {
+        u32::try_from(num(i)?)
+            .map_err(|_| StoreError::Corrupt(format!("presence {} of {u}", name(i))))
+    };
+    let manual = match text(1)? {
+        Some(j) => Some(serde_json::from_str::<Manual>(&j)?),
+        None => None,
+    };
+    let device = match text(6)? {
+        Some(j) => Some(serde_json::from_str::<Device>(&j)?),
+        None => None,
+    };
+    let snap = Snapshot {
+        version: num(0)? as u64,
+        manual,
+        last_seen: num(2)?,
+        session_start: num(3)?,
+        devices: count(4)?,
+        active: count(5)?,
+    };
+    Ok((snap, device))
+}
+
+fn index_op(change: &Change, before: Option<&Device>) -> (&'static str, Option<Device>) {
     match change {
         Change::Connect(d) => ("add", Some(d.clone())),
-        Change::Disconnect { conn } => (
-            "rem",
-            before.devices.iter().find(|d| &d.conn == conn).cloned(),
-        ),
+        Change::Disconnect { .. } => ("rem", before.cloned()),
         _ => ("", None),
     }
 }
@@ -168,14 +260,17 @@ impl PresenceStore for RedisPresence {
         change: &Change,
         now: i64,
     ) -> Result<Option<(Snapshot, Transition)>, StoreError> {
+        let conn = change.conn();
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let before = self.read(t, u).await?;
-            let Some((next, transition)) = apply(&before, change, now) else {
+            let Some((before, dev)) = self.read(t, &[(u, conn)]).await?.pop() else {
+                return Err(StoreError::Corrupt(format!("presence read of {u}: no row")));
+            };
+            let Some((next, transition)) = apply(&before, dev.as_ref(), change, now) else {
                 return Ok(None);
             };
-            let (op, dev) = index_op(change, &before);
-            let node = dev.as_ref().map(|d| d.node.clone()).unwrap_or_default();
-            let member = dev
+            let (op, indexed) = index_op(change, dev.as_ref());
+            let node = indexed.as_ref().map(|d| d.node.clone()).unwrap_or_default();
+            let member = indexed
                 .as_ref()
                 .map(|d| format!("{t}|{u}|{}", d.conn))
                 .unwrap_or_default();
@@ -183,20 +278,26 @@ impl PresenceStore for RedisPresence {
                 Some(m) => serde_json::to_string(m)?,
                 None => String::new(),
             };
-            let mut args = vec![
+            let (dev_op, dev_json) = match (conn, change.device_after(dev.as_ref())) {
+                (None, _) => ("", String::new()),
+                (Some(_), Some(d)) => ("set", serde_json::to_string(&d)?),
+                (Some(_), None) => ("del", String::new()),
+            };
+            let args = vec![
                 before.version.to_string(),
                 next.version.to_string(),
                 manual,
                 next.last_seen.to_string(),
                 next.session_start.to_string(),
+                next.devices.to_string(),
+                next.active.to_string(),
+                dev_op.to_owned(),
+                conn.unwrap_or_default().to_owned(),
+                dev_json,
                 op.to_owned(),
                 member,
                 node.clone(),
             ];
-            for d in &next.devices {
-                args.push(d.conn.clone());
-                args.push(serde_json::to_string(d)?);
-            }
             let keys = vec![
                 keys::state(t, u),
                 keys::devices(t, u),
@@ -214,11 +315,13 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn snapshots(&self, t: &str, users: &[String]) -> Result<Vec<Snapshot>, StoreError> {
-        let mut out = Vec::with_capacity(users.len());
-        for u in users {
-            out.push(self.read(t, u).await?);
-        }
-        Ok(out)
+        let pairs: Vec<(&str, Option<&str>)> = users.iter().map(|u| (u.as_str(), None)).collect();
+        Ok(self
+            .read(t, &pairs)
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect())
     }
 
     async fn heartbeat(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
@@ -366,6 +469,14 @@ impl RedisBus {
                     }
                     Err(e) => tracing::warn!(error = %e, "undecodable presence update"),
                 }
+            }
+        });
+        // What was published while the connection was down is lost: tell the tracker.
+        let mut reconnects = sub.reconnect_rx();
+        let resync = tx.clone();
+        tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                let _ = resync.send(BusMsg::Resync);
             }
         });
         sub.init().await?;

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::cache::{Cache, Cached};
 use super::{
     BusMsg, Change, Device, Manual, Origin, Presence, PresenceStore, Transition, Update, aggregate,
     date_of, newer,
@@ -20,11 +21,12 @@ use crate::app::now_ms;
 use crate::error::StoreError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::online::OnlineStore;
 
 /// The /presence namespace.
 pub const PRESENCE: &str = "/presence";
-/// Cached presences kept per node at most.
-pub const MAX_CACHE: usize = 100_000;
+/// Users whose forwarded activity this node remembers at most (see [`Tracker::activity`]).
+pub const MAX_FORWARDED: usize = 100_000;
 
 /// Socket.IO room of the sockets subscribed to a user's presence.
 pub fn watch_room(tenant: &str, user_id: &str) -> String {
@@ -59,21 +61,6 @@ impl Bus for LocalBus {
     }
 }
 
-/// (tenant, user) → what this node knows.
-type Cache = HashMap<(String, String), Cached>;
-
-/// A cached presence. `version` is what the cache holds (from a read or an update);
-/// `delivered` is the highest version this node has emitted to its subscribers. They
-/// differ when a read fetched a state before its bus update arrived: the update must
-/// still go out.
-#[derive(Clone, Debug)]
-struct Cached {
-    version: u64,
-    presence: Presence,
-    at: Instant,
-    delivered: u64,
-}
-
 /// A connection on this node.
 #[derive(Clone, Debug)]
 struct LocalConn {
@@ -90,6 +77,8 @@ pub struct Tracker(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn PresenceStore>,
+    /// The /chat online flags: swept with the presence devices of a dead node.
+    online: Arc<dyn OnlineStore>,
     bus: Arc<dyn Bus>,
     node: String,
     cfg: PresenceConfig,
@@ -127,6 +116,7 @@ fn idle_transitions(
 impl Tracker {
     pub fn new(
         store: Arc<dyn PresenceStore>,
+        online: Arc<dyn OnlineStore>,
         bus: Arc<dyn Bus>,
         node: String,
         cfg: PresenceConfig,
@@ -134,6 +124,7 @@ impl Tracker {
     ) -> Self {
         Self(Arc::new(Inner {
             store,
+            online,
             bus,
             node,
             cfg,
@@ -269,7 +260,7 @@ impl Tracker {
             {
                 return;
             }
-            if fwd.len() >= MAX_CACHE {
+            if fwd.len() >= MAX_FORWARDED {
                 fwd.clear();
             }
             fwd.insert(key, now);
@@ -326,18 +317,30 @@ impl Tracker {
         }
     }
 
-    /// Presences of `users`: from the cache when fresh, else from the store.
+    /// Presences of `users`: from the cache when fresh, else from the store (all the
+    /// missing ones in one store call).
     pub async fn get(&self, tenant: &str, users: &[String]) -> Result<Vec<Presence>, StoreError> {
+        self.get_followed(tenant, users, |_| false).await
+    }
+
+    /// [`Tracker::get`] where `followed(user)` says this node follows the user's updates
+    /// (the asking socket holds a subscription to them): their cached entry is served
+    /// whatever its age, as every update since it was cached has reached the cache.
+    pub async fn get_followed(
+        &self,
+        tenant: &str,
+        users: &[String],
+        followed: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Presence>, StoreError> {
         let ttl = self.0.cfg.cache_ttl.0;
         let now = Instant::now();
         let mut out: Vec<Option<Presence>> = {
-            let cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let cache = self.cache();
             users
                 .iter()
                 .map(|u| {
                     cache
-                        .get(&(tenant.to_owned(), u.clone()))
-                        .filter(|c| now.saturating_duration_since(c.at) < ttl)
+                        .trusted(tenant, u, now, ttl, followed(u))
                         .map(|c| c.presence.clone())
                 })
                 .collect()
@@ -353,24 +356,22 @@ impl Tracker {
             let ms = now_ms();
             let mut fetched = HashMap::new();
             {
-                let mut cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cache = self.cache();
                 for (u, s) in missing.iter().zip(snaps) {
                     let p = aggregate(u, &s, ms);
-                    let key = (tenant.to_owned(), u.clone());
-                    let old = cache.get(&key).cloned();
+                    let old = cache.get(tenant, u).cloned();
                     if old.as_ref().is_none_or(|c| s.version >= c.version) {
-                        if cache.len() >= MAX_CACHE {
-                            cache.clear();
-                        }
                         let delivered = old.map_or(0, |c| c.delivered);
-                        cache.insert(
-                            key,
+                        cache.put(
+                            tenant,
+                            u,
                             Cached {
                                 version: s.version,
                                 presence: p.clone(),
                                 at: now,
                                 delivered,
                             },
+                            ttl,
                         );
                     }
                     fetched.insert(u.clone(), p);
@@ -385,36 +386,39 @@ impl Tracker {
         Ok(out.into_iter().flatten().collect())
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.0.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// An update from the bus: cache it if newer, then tell this node's subscribers.
     /// The cache changes before the event goes out, so a read after the event is fresh.
     pub async fn on_update(&self, u: Update) {
         if let Some(lag) = super::cross_node_lag(&u, &self.0.node, now_ms()) {
             self.0.metrics.cross_node_lag.observe(lag.as_secs_f64());
         }
-        let key = (u.tenant.clone(), u.presence.user_id.clone());
+        let user = u.presence.user_id.clone();
         // What to emit: the newest state this node knows, if its subscribers have not had it.
         let emit = {
-            let mut cache = self.0.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let old = cache.get(&key).cloned();
+            let mut cache = self.cache();
+            let old = cache.get(&u.tenant, &user).cloned();
             if !newer(old.as_ref().map(|c| c.delivered), u.version) {
                 None
             } else {
-                if cache.len() >= MAX_CACHE {
-                    cache.clear();
-                }
                 // A read may already hold a newer state than this update: that one goes out.
                 let (version, presence) = match old {
                     Some(c) if c.version > u.version => (c.version, c.presence),
                     _ => (u.version, u.presence),
                 };
-                cache.insert(
-                    key,
+                cache.put(
+                    &u.tenant,
+                    &user,
                     Cached {
                         version,
                         presence: presence.clone(),
                         at: Instant::now(),
                         delivered: version,
                     },
+                    self.0.cfg.cache_ttl.0,
                 );
                 Some(presence)
             }
@@ -444,10 +448,20 @@ impl Tracker {
                         Ok(BusMsg::Activity { tenant, user_id }) => {
                             me.wake_local(&tenant, &user_id);
                         }
+                        Ok(BusMsg::Resync) => {
+                            // Updates published while the subscription was down are lost.
+                            tracing::warn!(
+                                "presence bus reconnected; cached presences are read again"
+                            );
+                            me.cache().distrust(Instant::now());
+                        }
                         Err(broadcast::error::RecvError::Lagged(n)) => {
-                            // Missed updates: drop the cache so reads go to the store.
-                            tracing::warn!(missed = n, "presence bus lagged; cache cleared");
-                            me.0.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                            // Missed updates: reads go to the store again.
+                            tracing::warn!(
+                                missed = n,
+                                "presence bus lagged; cached presences are read again"
+                            );
+                            me.cache().distrust(Instant::now());
                         }
                         Err(broadcast::error::RecvError::Closed) => break,
                     }
@@ -517,7 +531,8 @@ impl Tracker {
         }
     }
 
-    /// Expire the connections of nodes whose heartbeat is gone.
+    /// Expire the connections of nodes whose heartbeat is gone: their presence devices
+    /// and their /chat online flags.
     pub async fn reap(&self) -> Result<(), StoreError> {
         for node in self.0.store.dead_nodes().await? {
             if node == self.0.node || !self.0.store.claim_reap(&node).await? {
@@ -528,6 +543,8 @@ impl Tracker {
             for (t, u, conn) in conns {
                 self.change(&t, &u, Change::Disconnect { conn }).await?;
             }
+            let flags = self.0.online.sweep_node(&node).await?;
+            tracing::warn!(node = %node, online_flags = flags, "online flags of a dead node swept");
             self.0.store.forget_node(&node).await?;
         }
         Ok(())
@@ -541,6 +558,7 @@ impl Tracker {
             for (t, u, conn) in self.0.store.node_conns(&self.0.node).await? {
                 self.change(&t, &u, Change::Disconnect { conn }).await?;
             }
+            self.0.online.sweep_node(&self.0.node).await?;
             Ok::<(), StoreError>(())
         };
         if let Err(e) = swept.await {
@@ -633,7 +651,8 @@ mod tests {
             idle_timeout: switchboard_crds::duration::HumanDuration::from_secs(300),
             ..PresenceConfig::default()
         };
-        let tr = Tracker::new(store, bus, "n1".into(), cfg, Metrics::new());
+        let online: Arc<dyn OnlineStore> = Arc::new(crate::online::MemoryOnline::default());
+        let tr = Tracker::new(store, online, bus, "n1".into(), cfg, Metrics::new());
         tr.connect("t", "u", "c1").await.unwrap();
         assert_eq!(
             status(rx.recv().await.unwrap()),

@@ -194,14 +194,6 @@ async fn idle_makes_away_and_activity_brings_back_online() {
     );
 }
 
-fn redis_cfg(url: &str, id: &str, ttl: &str) -> switchboard_crds::config::DataplaneConfig {
-    let mut c = mk_config();
-    c.redis.url = Some(url.into());
-    c.node_id = Some(id.into());
-    c.set("presence.heartbeat_ttl", ttl).unwrap();
-    c
-}
-
 #[tokio::test]
 async fn updates_cross_three_nodes_and_analytics_count_sessions() {
     let Some(url) = redis_url() else { return };
@@ -256,6 +248,17 @@ async fn updates_cross_three_nodes_and_analytics_count_sessions() {
         "neither concurrent update landed: {views:?}"
     );
     assert!(views.iter().all(|v| v["status"] == winner), "{views:?}");
+    // The subscriber on the third node ends on the same presence: the last update it got
+    // is the winner (so it was told of at least one of the two writes).
+    let mut last = None;
+    while let Some(p) = next_status(&watcher, "alice", Duration::from_millis(300)).await {
+        last = Some(p);
+    }
+    let last = last.expect("the watcher got the concurrent updates");
+    assert_eq!(
+        last["status"], winner,
+        "watcher ended on {last}, reads on {views:?}"
+    );
     let admin = reqwest::Client::new()
         .get(a.url(&format!("/admin/v1/tenants/{tenant}/presence/metrics")))
         .bearer_auth(ADMIN)
@@ -281,13 +284,7 @@ async fn updates_cross_three_nodes_and_analytics_count_sessions() {
 async fn a_killed_node_takes_its_users_offline_within_two_ttls() {
     let Some(url) = redis_url() else { return };
     let ttl = Duration::from_secs(2);
-    let mut doomed = spawn_node(
-        &url,
-        &unique("doomed"),
-        &[("SWITCHBOARD_HEARTBEAT_TTL", "2s")],
-    )
-    .await;
-    let survivor = start(redis_cfg(&url, &unique("survivor"), "2s")).await;
+    let (mut doomed, survivor) = doomed_and_survivor(&url).await;
     let tenant = unique("t");
     let watcher = presence_user(&survivor, &tenant, "watcher").await;
     watcher

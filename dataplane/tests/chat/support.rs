@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_crds::config::DataplaneConfig;
+use switchboard_dataplane::app::Stores;
 use switchboard_dataplane::auth::{Claims, Signer, now_secs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +37,15 @@ pub fn mk_config() -> DataplaneConfig {
     c
 }
 
+/// A node of the shared Redis at `url` with node id `id` and heartbeat TTL `ttl`.
+pub fn redis_cfg(url: &str, id: &str, ttl: &str) -> DataplaneConfig {
+    let mut c = mk_config();
+    c.redis.url = Some(url.into());
+    c.node_id = Some(id.into());
+    c.set("presence.heartbeat_ttl", ttl).unwrap();
+    c
+}
+
 /// Redis for multi-node tests: `SWITCHBOARD_TEST_REDIS_URL`. Missing: fail under CI,
 /// skip (None) otherwise.
 pub fn redis_url() -> Option<String> {
@@ -43,7 +53,15 @@ pub fn redis_url() -> Option<String> {
 }
 
 pub async fn start(config: DataplaneConfig) -> Node {
-    launch(config, None).await
+    launch(config, None, Box::new(|s| s)).await
+}
+
+/// A node whose stores go through `wrap` (to count calls or make steps fail).
+pub async fn start_with(
+    config: DataplaneConfig,
+    wrap: impl FnOnce(Stores) -> Stores + Send + 'static,
+) -> Node {
+    launch(config, None, Box::new(wrap)).await
 }
 
 /// A node with its internal APIs on a listener of their own (`server.internal_listen`):
@@ -53,10 +71,19 @@ pub async fn start_split(config: DataplaneConfig) -> (Node, Node) {
         .await
         .expect("bind");
     let addr = internal.local_addr().expect("addr");
-    (launch(config, Some(internal)).await, Node::external(addr))
+    (
+        launch(config, Some(internal), Box::new(|s| s)).await,
+        Node::external(addr),
+    )
 }
 
-async fn launch(config: DataplaneConfig, internal: Option<tokio::net::TcpListener>) -> Node {
+type Wrap = Box<dyn FnOnce(Stores) -> Stores + Send>;
+
+async fn launch(
+    config: DataplaneConfig,
+    internal: Option<tokio::net::TcpListener>,
+    wrap: Wrap,
+) -> Node {
     config.validate().expect("test config is valid");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -68,7 +95,7 @@ async fn launch(config: DataplaneConfig, internal: Option<tokio::net::TcpListene
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let r = switchboard_dataplane::serve_split(listener, internal, config, shutdown);
+        let r = switchboard_dataplane::serve_with(listener, internal, config, wrap, shutdown);
         let _ = ready_tx.send(());
         if let Err(e) = r.await {
             eprintln!("node failed: {e:#}");
@@ -534,6 +561,19 @@ pub async fn spawn_node(url: &str, id: &str, env: &[(&str, &str)]) -> ChildNode 
     panic!("child node did not come up");
 }
 
+/// A node in its own process with a 2 s heartbeat TTL (to be killed) and a surviving
+/// in-process node with the same TTL, both on the shared Redis at `url`.
+pub async fn doomed_and_survivor(url: &str) -> (ChildNode, Node) {
+    let doomed = spawn_node(
+        url,
+        &unique("doomed"),
+        &[("SWITCHBOARD_HEARTBEAT_TTL", "2s")],
+    )
+    .await;
+    let survivor = start(redis_cfg(url, &unique("survivor"), "2s")).await;
+    (doomed, survivor)
+}
+
 // === fresh ids and node pairs ===
 
 pub fn unique(prefix: &str) -> String {
@@ -677,5 +717,151 @@ pub async fn fuzz(
         let event = events[i % events.len()];
         let ack = client.req(event, payload.clone()).await;
         assert_ack(event, &payload, &ack);
+    }
+}
+
+// === a private Redis, to count what a request costs ===
+
+/// A `redis-server` of this test alone on a free 127.0.0.x port (so the commands it sees
+/// are this test's); stopped (by its pid) on drop.
+pub struct PrivateRedis {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PrivateRedis {
+    /// Start one; `None` (or a failure under `CI=true`) when `redis-server` is missing.
+    pub async fn start() -> Option<PrivateRedis> {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").is_err(),
+                "redis-server is needed for this test under CI"
+            );
+            return None;
+        }
+        let host = format!("127.0.0.{}", 2 + std::process::id() % 250);
+        let port = std::net::TcpListener::bind(format!("{host}:0"))
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                &host,
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        // Owned at once: dropped (killed and waited for) on every path below.
+        let redis = PrivateRedis {
+            child,
+            addr: format!("{host}:{port}").parse().expect("addr"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(redis.addr).await.is_ok() {
+                return Some(redis);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on {} did not come up", redis.addr);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Start recording every command the server runs (`MONITOR`).
+    pub async fn monitor(&self) -> Monitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let mut s = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("monitor connection");
+        s.write_all(b"MONITOR\r\n").await.expect("MONITOR");
+        let mut lines = BufReader::new(s).lines();
+        assert_eq!(
+            lines.next_line().await.expect("read").as_deref(),
+            Some("+OK")
+        );
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Monitor { seen, task }
+    }
+}
+
+/// The commands a [`PrivateRedis`] ran, as `MONITOR` prints them:
+/// `+<time> [<db> <client address | lua>] "CMD" "arg" ...`.
+pub struct Monitor {
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What some requests cost in Redis: the commands that mention a key part.
+#[derive(Debug, Default, PartialEq)]
+pub struct Cost {
+    /// Commands sent by clients (round trips, pipelines aside).
+    pub round_trips: usize,
+    /// Commands run inside scripts.
+    pub in_scripts: usize,
+    /// Bytes of all those command lines (arguments included).
+    pub bytes: usize,
+    /// The commands, by name (to spot the ones whose work grows with a collection).
+    pub names: Vec<String>,
+}
+
+impl Monitor {
+    /// Forget what was recorded so far, once the commands in flight have been printed.
+    pub async fn reset(&self) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        self.seen.lock().unwrap().clear();
+    }
+
+    /// The cost of what ran since the last [`Monitor::reset`], counting only commands
+    /// whose line contains `part` (a key fragment).
+    pub async fn cost(&self, part: &str) -> Cost {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let seen = self.seen.lock().unwrap();
+        let mut c = Cost::default();
+        for l in seen.iter().filter(|l| l.contains(part)) {
+            if l.contains(" lua] ") {
+                c.in_scripts += 1;
+            } else {
+                c.round_trips += 1;
+            }
+            c.bytes += l.len();
+            if let Some(name) = l.split("] \"").nth(1).and_then(|r| r.split('"').next()) {
+                c.names.push(name.to_uppercase());
+            }
+        }
+        c
     }
 }

@@ -184,6 +184,38 @@ async fn mk_batch(
     }
 }
 
+/// A node on `redis` and `user` of a fresh tenant on `/notifications`, with one FCM device
+/// `{token}-{tenant}-{user}`: (tenant, node, client).
+async fn user_with_device(
+    redis: &str,
+    token: &str,
+    user: &str,
+) -> (String, Node, crate::support::Client) {
+    let tenant = fresh("t");
+    let mut cfg = mk_config();
+    cfg.redis.url = Some(redis.to_owned());
+    let node = start(cfg).await;
+    let c = notif_user(&node, &tenant, user).await;
+    c.ok(
+        "notification:register-device",
+        json!({"platform": "fcm", "token": format!("{token}-{tenant}-{user}")}),
+    )
+    .await;
+    (tenant, node, c)
+}
+
+/// A consumer of the dead-letter topic from its start, in a group of its own.
+fn dlq_reader(brokers: &str, t: &Topics) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", fresh("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[t.dlq.as_str()]).unwrap();
+    consumer
+}
+
 /// Wait until the worker group's committed offset on `partition` is `want`.
 async fn until_committed(brokers: &str, t: &Topics, partition: i32, want: i64, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -315,13 +347,7 @@ async fn the_worker_delivers_across_nodes_dead_letters_and_deduplicates() {
         "pushed to another tenant's device"
     );
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", fresh("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[t.dlq.as_str()]).unwrap();
+    let consumer = dlq_reader(&brokers, &t);
     let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
         .await
         .expect("a DLQ message")
@@ -567,16 +593,7 @@ async fn throughput(token: &str, n: usize, max_in_flight: Option<usize>) {
     };
     let (fake, sa) = start_with_account().await;
     let t = mk_topics();
-    let tenant = fresh("t");
-    let mut cfg = mk_config();
-    cfg.redis.url = Some(redis.clone());
-    let node = start(cfg).await;
-    let c = notif_user(&node, &tenant, "u").await;
-    c.ok(
-        "notification:register-device",
-        json!({"platform": "fcm", "token": format!("{token}-{tenant}-u")}),
-    )
-    .await;
+    let (tenant, _node, _c) = user_with_device(&redis, token, "u").await;
     let p = producer(&brokers);
     for i in 0..n {
         let id = format!("n{i}");
@@ -601,5 +618,118 @@ async fn throughput(token: &str, n: usize, max_in_flight: Option<usize>) {
         "{n} notifications (1 user, 1 FCM device `{token}-`, in-app + push, max_in_flight {}) through one worker in {took:?} incl. group join: {:.0}/s",
         limit.as_deref().unwrap_or("default"),
         n as f64 / took.as_secs_f64()
+    );
+}
+
+/// ms since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn notifications_older_than_max_age_are_dead_lettered_as_stale_not_pushed() {
+    let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
+        return;
+    };
+    let (fake, sa) = start_with_account().await;
+    let t = mk_topics();
+    let (tenant, node, alice) = user_with_device(&redis, "ok", "alice").await;
+    // What a group whose offsets expired re-reads: two notifications from 2 h ago (one
+    // with its `created_at`, one known only by its Kafka timestamp), then a new one.
+    let two_hours_ago = now_ms() - 2 * 3600 * 1000;
+    let p = producer(&brokers);
+    let old_created = fresh("old-created-");
+    let mut v = notification(&tenant, &old_created, &["alice"]);
+    v["created_at"] = json!(two_hours_ago);
+    produce(&p, &t.topic, &old_created, v.to_string().as_bytes()).await;
+    let old_produced = fresh("old-produced-");
+    p.send(
+        FutureRecord::to(&t.topic)
+            .key(&old_produced)
+            .payload(
+                notification(&tenant, &old_produced, &["alice"])
+                    .to_string()
+                    .as_bytes(),
+            )
+            .timestamp(two_hours_ago),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+    let new = fresh("new-");
+    let v = notification(&tenant, &new, &["alice"]).to_string();
+    produce(&p, &t.topic, &new, v.as_bytes()).await;
+
+    let mut w = spawn_worker_with(
+        &redis,
+        &brokers,
+        &t,
+        &fake,
+        &sa,
+        &[("SWITCHBOARD_NOTIFICATIONS_MAX_AGE", "1h")],
+    );
+    let probes = w.probes_url();
+    let ev = alice
+        .next("notification", Duration::from_secs(30))
+        .await
+        .expect("the new notification arrives");
+    assert_eq!(ev["id"], new.as_str(), "an old notification was delivered");
+    let data = wait_status(&node, &tenant, &new, |d| d["progress"] == "done").await;
+    assert_eq!(data["deliveries"][0]["state"], "sent", "{data}");
+    assert!(
+        alice
+            .next("notification", Duration::from_millis(500))
+            .await
+            .is_none(),
+        "an old notification was delivered in-app"
+    );
+    let pushed = fake.accepted();
+    assert_eq!(pushed.get(&new), Some(&1));
+    assert_eq!(pushed.get(&old_created), None, "pushed an old notification");
+    assert_eq!(
+        pushed.get(&old_produced),
+        None,
+        "pushed an old notification"
+    );
+    let listed = alice.ok("notification:list", json!({})).await;
+    assert_eq!(
+        listed["notifications"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    let consumer = dlq_reader(&brokers, &t);
+    let mut stale = HashSet::new();
+    while stale.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("two stale DLQ messages")
+            .unwrap();
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(v["reason"], "stale", "{v}");
+        let h = m
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == "x-switchboard-dlq-reason")
+            .expect("reason header");
+        assert_eq!(h.value, Some(&b"stale"[..]));
+        let payload: Value = serde_json::from_str(v["payload"].as_str().unwrap()).unwrap();
+        stale.insert(payload["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(stale, HashSet::from([old_created, old_produced]));
+    let metrics = reqwest::get(format!("{probes}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"switchboard_notifications_total{kind="stale"} 2"#),
+        "{metrics}"
     );
 }
