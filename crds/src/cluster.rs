@@ -209,6 +209,20 @@ pub struct SocketSpec {
     /// The pods' termination grace period is set to cover it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_window: Option<HumanDuration>,
+    /// Web origins whose pages may use the nodes from another origin, written as
+    /// browsers send them (`https://app.example.com`, `http://localhost:5173`; no path,
+    /// no default port). Long-polling and the HTTP APIs get CORS grants for them, and
+    /// Socket.IO requests from any other origin are refused
+    /// (`server.cors_allowed_origins`). Empty: no CORS, no origin check.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(
+            length(min = 1, max = 512),
+            regex(pattern = r"^[a-z][a-z0-9+.-]*://[^\s/?#@A-Z]+$")
+        )
+    )]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for SocketSpec {
@@ -219,6 +233,7 @@ impl Default for SocketSpec {
             autoscaling: None,
             service: ServiceSpec::default(),
             drain_window: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }

@@ -36,6 +36,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("SWITCHBOARD_DRAIN_WINDOW", "server.drain_window"),
     ("SWITCHBOARD_RECONNECT_GRACE", "server.reconnect_grace"),
     ("SWITCHBOARD_INTERNAL_LISTEN", "server.internal_listen"),
+    (
+        "SWITCHBOARD_CORS_ALLOWED_ORIGINS",
+        "server.cors_allowed_origins",
+    ),
     ("SWITCHBOARD_TYPING_TIMEOUT", "chat.typing_timeout"),
     ("SWITCHBOARD_IDLE_TIMEOUT", "presence.idle_timeout"),
     ("SWITCHBOARD_HEARTBEAT_TTL", "presence.heartbeat_ttl"),
@@ -119,6 +123,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
 /// Shortest admin or service bearer token accepted, in bytes: as long as a JWT secret,
 /// so neither can be guessed.
 pub const MIN_BEARER_TOKEN_BYTES: usize = 32;
+
+/// Most origins `server.cors_allowed_origins` may list (each request is compared with
+/// every one of them).
+pub const MAX_CORS_ORIGINS: usize = 100;
 
 /// APNs environments.
 pub const APNS_ENVIRONMENTS: &[&str] = &["production", "sandbox"];
@@ -204,6 +212,12 @@ pub struct ServerConfig {
     /// everything on `listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub internal_listen: Option<String>,
+    /// Web origins (`https://app.example.com`, exactly as browsers send `Origin`) whose
+    /// pages may use this node from another origin: Engine.IO long-polling and the HTTP
+    /// APIs get CORS grants (preflights answered), and Socket.IO requests (WebSocket
+    /// upgrades included) carrying any other `Origin` than these or the node's own are
+    /// refused with 403. Empty (the default): no CORS headers, and no `Origin` check.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -212,6 +226,7 @@ impl Default for ServerConfig {
             drain_window: HumanDuration::from_secs(10),
             reconnect_grace: HumanDuration::from_secs(30),
             internal_listen: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -775,6 +790,7 @@ impl DataplaneConfig {
             "server.drain_window" => self.server.drain_window = dur(key, value)?,
             "server.reconnect_grace" => self.server.reconnect_grace = dur(key, value)?,
             "server.internal_listen" => self.server.internal_listen = opt(value),
+            "server.cors_allowed_origins" => self.server.cors_allowed_origins = list(value),
             "chat.typing_timeout" => self.chat.typing_timeout = dur(key, value)?,
             "presence.idle_timeout" => self.presence.idle_timeout = dur(key, value)?,
             "presence.heartbeat_ttl" => self.presence.heartbeat_ttl = dur(key, value)?,
@@ -935,6 +951,17 @@ impl DataplaneConfig {
                 }
                 Ok(_) => {}
             }
+        }
+        for origin in &s.cors_allowed_origins {
+            if let Err(e) = crate::origin::check(origin) {
+                errors.push(err("server.cors_allowed_origins", e.to_string()));
+            }
+        }
+        if s.cors_allowed_origins.len() > MAX_CORS_ORIGINS {
+            errors.push(err(
+                "server.cors_allowed_origins",
+                format!("at most {MAX_CORS_ORIGINS} origins"),
+            ));
         }
         let c = &self.chat;
         if c.typing_timeout.0.as_millis() < 500 || c.typing_timeout.0.as_secs() > 300 {
@@ -1800,6 +1827,46 @@ mod tests {
         assert_eq!(
             c.server.internal_listen, None,
             "an empty value turns it off"
+        );
+    }
+
+    #[test]
+    fn cors_origins_come_from_env_and_a_malformed_one_is_named() {
+        let mut c = mk_valid();
+        assert!(c.server.cors_allowed_origins.is_empty(), "off by default");
+        c.apply_env(|v| {
+            (v == "SWITCHBOARD_CORS_ALLOWED_ORIGINS")
+                .then(|| "https://app.example.com, http://localhost:5173".into())
+        })
+        .unwrap();
+        assert_eq!(
+            c.server.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        c.validate().expect("two good origins");
+        c.set("server.cors_allowed_origins", "https://app.example.com/,*")
+            .unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.0.len(), 2, "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains(
+                "server.cors_allowed_origins (SWITCHBOARD_CORS_ALLOWED_ORIGINS): \"https://app.example.com/\" is not an origin"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("\"*\" is not an origin"), "{e}");
+        let many: Vec<_> = (0..=MAX_CORS_ORIGINS)
+            .map(|i| format!("https://a{i}.example.com"))
+            .collect();
+        c.set("server.cors_allowed_origins", &many.join(","))
+            .unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("at most 100 origins"), "{e}");
+        c.set("server.cors_allowed_origins", "").unwrap();
+        assert!(
+            c.server.cors_allowed_origins.is_empty(),
+            "empty turns it off"
         );
     }
 

@@ -9,11 +9,13 @@
 //! * [`cluster`] — the `RealtimeCluster` custom resource and its status.
 //! * [`config`] — the data plane's configuration file, its defaults and its validation.
 //! * [`duration`] — the `30s` / `5m` / `24h` duration format used by every duration key.
+//! * [`origin`] — web origins as browsers send them (`server.cors_allowed_origins`).
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod config;
 pub mod duration;
+pub mod origin;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, ValidationRule,

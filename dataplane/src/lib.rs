@@ -16,6 +16,7 @@ pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod conns;
+pub mod cors;
 pub mod devices;
 pub mod drain;
 pub mod email;

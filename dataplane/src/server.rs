@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::app::{App, Stores};
 use crate::auth::Verifier;
 use crate::calls::service::{Calls, WEBRTC};
+use crate::cors::{self, Cors};
 use crate::drain::Sessions;
 use crate::drain::transport::{Link, TrackedListener};
 use crate::hub::CHAT;
@@ -173,11 +174,14 @@ pub async fn serve_with(
         Some(l) => {
             tracing::info!(addr = %l.local_addr()?, "internal APIs listening");
             let mut stopped = http_stopped.clone();
-            let server = axum::serve(l, http::internal_router(app.clone())).with_graceful_shutdown(
-                async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                },
-            );
+            let router =
+                http::internal_router(app.clone()).layer(axum::middleware::from_fn_with_state(
+                    Cors::new(&app.config.server.cors_allowed_origins),
+                    cors::layer,
+                ));
+            let server = axum::serve(l, router).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
             Some(tokio::spawn(tracing::Instrument::instrument(
                 server.into_future(),
                 tracing::info_span!("http_internal"),
@@ -271,6 +275,10 @@ fn finish<A: Adapter>(
         .layer(axum::middleware::from_fn_with_state(
             app.drain.clone(),
             crate::drain::transport::gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Cors::new(&app.config.server.cors_allowed_origins),
+            cors::layer,
         ))
         .layer(axum::middleware::map_request(detach_request_parts));
     (app.clone(), router, Arc::new(io))

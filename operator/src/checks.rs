@@ -36,6 +36,7 @@ fn spec_field(key: &str) -> &'static str {
         "redis.url" => "spec.redis.external.urlSecretRef",
         "calls.mongodb_uri" => "spec.callHistory.mongodb.uriSecretRef",
         "calls.mongodb_database" => "spec.callHistory.mongodb.database",
+        "server.cors_allowed_origins" => "spec.socket.corsAllowedOrigins",
         "webrtc.stun_urls" => "spec.turn.stunURLs",
         "webrtc.turn_urls" => "spec.turn.urls",
         "webrtc.turn_ttl" => "spec.turn.credentialTTL",
@@ -226,6 +227,20 @@ mod tests {
         ] {
             assert!(p.iter().any(|m| m.starts_with(field)), "{field}: {p:?}");
         }
+    }
+
+    #[test]
+    fn an_origin_the_schema_lets_through_but_a_node_refuses_names_the_field() {
+        let mut rc = mk_cluster();
+        rc.spec.socket.cors_allowed_origins = vec!["https://app.example.com:443".into()];
+        let p = problems(&rc, &[("jwt", secret("secret", &"k".repeat(32)))]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("spec.socket.corsAllowedOrigins: ")
+                && p[0].contains("\"https://app.example.com:443\" is not an origin")
+                && p[0].contains("default port"),
+            "{p:?}"
+        );
     }
 
     #[test]

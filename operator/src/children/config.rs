@@ -95,6 +95,9 @@ pub fn dataplane_config(rc: &RealtimeCluster, names: &Names) -> DataplaneConfig 
     if let Some(w) = spec.socket.drain_window {
         c.server.drain_window = w;
     }
+    c.server
+        .cors_allowed_origins
+        .clone_from(&spec.socket.cors_allowed_origins);
     if let Some(p) = &spec.presence {
         if let Some(d) = p.idle_timeout {
             c.presence.idle_timeout = d;
@@ -481,6 +484,28 @@ mod tests {
         assert_eq!(back.notifications.apns.key_file, None);
         assert_eq!(back.notifications.fcm.service_account_file, None);
         assert_eq!(back.calls.mongodb_database, "calls");
+    }
+
+    #[test]
+    fn cors_origins_reach_the_rendered_file_and_none_means_off() {
+        let mut rc = mk_cluster();
+        let c = dataplane_config(&rc, &names(&rc));
+        assert!(c.server.cors_allowed_origins.is_empty(), "off by default");
+        rc.spec.socket.cors_allowed_origins = vec![
+            "https://app.example.com".into(),
+            "http://localhost:5173".into(),
+        ];
+        let r = render(&rc, &names(&rc)).unwrap();
+        let text = &r.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+        let back = DataplaneConfig::from_str(text, false).unwrap();
+        assert_eq!(
+            back.server.cors_allowed_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        back.validate()
+            .expect("the nodes accept what the operator renders");
+        let before = render(&mk_cluster(), &names(&rc)).unwrap().hash;
+        assert_ne!(r.hash, before, "a change of origins rolls the nodes");
     }
 
     #[test]
