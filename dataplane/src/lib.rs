@@ -15,6 +15,7 @@ pub mod calls;
 pub mod chat;
 pub mod cli;
 pub mod conns;
+pub mod contract;
 pub mod devices;
 pub mod drain;
 pub mod email;
