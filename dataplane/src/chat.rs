@@ -7,6 +7,10 @@ mod changes;
 mod moderation;
 mod sync;
 mod threads;
+mod wire;
+
+pub use wire::server_events;
+use wire::*;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,11 +24,10 @@ use switchboard_crds::config::ChatConfig;
 use crate::app::{App, now_ms};
 use crate::auth::{AuthError, Identity};
 use crate::error::{AckError, Code};
-use crate::handler::{self, Cx, on};
+use crate::handler::{self, Cx, Done};
 use crate::history::{Message, Page};
 use crate::hub::{CHAT, chat_room, user_room};
 use crate::ids;
-use crate::limits::Class;
 use crate::metrics::Metrics;
 use crate::receipts::{Kind, Privacy, RoomAdds, unread};
 use crate::rooms::roles::{SendVerdict, role_of, send_verdict};
@@ -50,68 +53,7 @@ pub async fn admit<A: Adapter>(
     TryData(auth): TryData<Value>,
 ) -> Result<(), AuthError> {
     let id = handler::authenticate(&s, &app, auth).await?;
-    on(&s, "room:create", Class::Room, room_create::<A>);
-    on(&s, "room:join", Class::Room, room_join::<A>);
-    on(&s, "room:leave", Class::Room, room_leave::<A>);
-    on(&s, "room:invite", Class::Room, room_invite::<A>);
-    on(&s, "room:members", Class::Read, room_members::<A>);
-    on(&s, "room:delete", Class::Room, changes::room_delete::<A>);
-    on(&s, "message:send", Class::Message, message_send::<A>);
-    on(
-        &s,
-        "message:edit",
-        Class::Message,
-        changes::message_edit::<A>,
-    );
-    on(
-        &s,
-        "message:delete",
-        Class::Message,
-        changes::message_delete::<A>,
-    );
-    on(
-        &s,
-        "message:react",
-        Class::Message,
-        changes::message_react::<A>,
-    );
-    on(&s, "message:history", Class::Read, message_history::<A>);
-    on(
-        &s,
-        "message:thread",
-        Class::Read,
-        threads::message_thread::<A>,
-    );
-    on(&s, "message:delivered", Class::Read, message_delivered::<A>);
-    on(&s, "receipt:read", Class::Read, receipt_read::<A>);
-    on(&s, "receipt:batch", Class::Read, receipt_batch::<A>);
-    on(&s, "unread:get", Class::Read, unread_get::<A>);
-    on(&s, "sync:get", Class::Read, sync::sync_get::<A>);
-    on(&s, "typing:start", Class::Typing, typing_start::<A>);
-    on(&s, "typing:stop", Class::Typing, typing_stop::<A>);
-    on(
-        &s,
-        "typing:get-aggregated",
-        Class::Read,
-        typing_get_aggregated::<A>,
-    );
-    on(&s, "privacy:set", Class::Room, privacy_set::<A>);
-    on(
-        &s,
-        "room:set-role",
-        Class::Room,
-        moderation::room_set_role::<A>,
-    );
-    on(&s, "room:kick", Class::Room, moderation::room_kick::<A>);
-    on(&s, "room:ban", Class::Room, moderation::room_ban::<A>);
-    on(&s, "room:unban", Class::Room, moderation::room_unban::<A>);
-    on(&s, "room:mute", Class::Room, moderation::room_mute::<A>);
-    on(
-        &s,
-        "room:set-slow-mode",
-        Class::Room,
-        moderation::room_set_slow_mode::<A>,
-    );
+    register_events(&s);
 
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
     let rooms_of = || async {
@@ -158,6 +100,36 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
+crate::contract::declare_events! { CHAT;
+    "room:create" => Room, room_create;
+    "room:join" => Room, room_join;
+    "room:leave" => Room, room_leave;
+    "room:invite" => Room, room_invite;
+    "room:members" => Read, room_members;
+    "room:delete" => Room, changes::room_delete;
+    "message:send" => Message, message_send;
+    "message:edit" => Message, changes::message_edit;
+    "message:delete" => Message, changes::message_delete;
+    "message:react" => Message, changes::message_react;
+    "message:history" => Read, message_history;
+    "message:thread" => Read, threads::message_thread;
+    "message:delivered" => Read, message_delivered;
+    "receipt:read" => Read, receipt_read;
+    "receipt:batch" => Read, receipt_batch;
+    "unread:get" => Read, unread_get;
+    "sync:get" => Read, sync::sync_get;
+    "typing:start" => Typing, typing_start;
+    "typing:stop" => Typing, typing_stop;
+    "typing:get-aggregated" => Read, typing_get_aggregated;
+    "privacy:set" => Room, privacy_set;
+    "room:set-role" => Room, moderation::room_set_role;
+    "room:kick" => Room, moderation::room_kick;
+    "room:ban" => Room, moderation::room_ban;
+    "room:unban" => Room, moderation::room_unban;
+    "room:mute" => Room, moderation::room_mute;
+    "room:set-slow-mode" => Room, moderation::room_set_slow_mode;
+}
+
 /// Connect handler of /chat: admission happened in [`admit`]; the token's clock starts.
 pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
     handler::admitted(&s, &app).await;
@@ -165,7 +137,7 @@ pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
 
 // === rooms ===
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct RoomCreate {
     room_id: Option<String>,
     name: Option<String>,
@@ -174,12 +146,12 @@ struct RoomCreate {
     members: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct RoomRef {
     room_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct RoomInvite {
     room_id: String,
     user_ids: Vec<String>,
@@ -253,7 +225,7 @@ fn banned() -> AckError {
 /// Users `add_members` did not add: `skipped` (all of them), `banned` (those of them
 /// banned from the room) and `declined` (those whose privacy refuses adds by others);
 /// the others were already added to as many rooms by others as they may be.
-#[derive(Default, serde::Serialize)]
+#[derive(Default, serde::Serialize, schemars::JsonSchema)]
 struct NotAdded {
     skipped: Vec<String>,
     banned: Vec<String>,
@@ -305,7 +277,7 @@ async fn add_members(
     Ok(not)
 }
 
-async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, AckError> {
+async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<RoomAdded, AckError> {
     let room_id = req
         .room_id
         .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
@@ -352,12 +324,15 @@ async fn room_create<A: Adapter>(cx: Cx<A>, req: RoomCreate) -> Result<Value, Ac
     let not = add_members(&cx.app, t, &room_id, me, &users).await?;
     cx.socket.join(chat_room(t, &room_id));
     tracing::info!(tenant = %t, room = %room_id, owner = %me, "room created");
-    Ok(
-        json!({ "room": room, "skipped": not.skipped, "banned": not.banned, "declined": not.declined }),
-    )
+    Ok(RoomAdded {
+        room,
+        skipped: not.skipped,
+        banned: not.banned,
+        declined: not.declined,
+    })
 }
 
-async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<RoomAck, AckError> {
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
     let room = load_room(&cx.app, t, &req.room_id).await?;
     if room.visibility == Visibility::Private
@@ -382,10 +357,10 @@ async fn room_join<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckErro
             .await;
     }
     cx.socket.join(chat_room(t, &room.id));
-    Ok(json!({ "room": room }))
+    Ok(RoomAck { room })
 }
 
-async fn room_leave<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+async fn room_leave<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Done, AckError> {
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
     load_room(&cx.app, t, &req.room_id).await?;
     if !cx
@@ -408,10 +383,10 @@ async fn room_leave<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckErr
         hub.leave(CHAT, user_room(t, me), chat_room(t, &req.room_id))
             .await;
     }
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-async fn room_invite<A: Adapter>(cx: Cx<A>, req: RoomInvite) -> Result<Value, AckError> {
+async fn room_invite<A: Adapter>(cx: Cx<A>, req: RoomInvite) -> Result<RoomAdded, AckError> {
     let t = &cx.id.tenant;
     let room = load_room(&cx.app, t, &req.room_id).await?;
     if room.owner_id != cx.id.user_id {
@@ -422,12 +397,15 @@ async fn room_invite<A: Adapter>(cx: Cx<A>, req: RoomInvite) -> Result<Value, Ac
     }
     check_user_ids(&req.user_ids, MAX_INVITEES)?;
     let not = add_members(&cx.app, t, &room.id, &cx.id.user_id, &req.user_ids).await?;
-    Ok(
-        json!({ "room": room, "skipped": not.skipped, "banned": not.banned, "declined": not.declined }),
-    )
+    Ok(RoomAdded {
+        room,
+        skipped: not.skipped,
+        banned: not.banned,
+        declined: not.declined,
+    })
 }
 
-async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Members, AckError> {
     let t = &cx.id.tenant;
     let room = load_room(&cx.app, t, &req.room_id).await?;
     let member = cx
@@ -471,17 +449,17 @@ async fn room_members<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckE
     for (u, on) in users.iter().zip(online.iter_mut()) {
         *on = *on && !invisible.contains(u);
     }
-    let members: Vec<Value> = users
-        .iter()
+    let members = users
+        .into_iter()
         .zip(online)
-        .map(|(u, on)| json!({ "user_id": u, "online": on }))
+        .map(|(user_id, online)| Member { user_id, online })
         .collect();
-    Ok(json!({ "members": members }))
+    Ok(Members { members })
 }
 
 // === messages ===
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct MessageSend {
     room_id: String,
     body: String,
@@ -491,7 +469,7 @@ struct MessageSend {
     thread_root: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct MessageHistory {
     room_id: String,
     before_seq: Option<u64>,
@@ -537,7 +515,7 @@ fn check_meta(cfg: &ChatConfig, meta: &Value) -> Result<(), AckError> {
     Ok(())
 }
 
-async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, AckError> {
+async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Sent, AckError> {
     let cfg = &cx.app.config.chat;
     check_body(cfg, &req.body)?;
     if let Some(c) = &req.client_msg_id
@@ -618,7 +596,9 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
     let message = stored.message;
     if !stored.duplicate {
         after_stored(&cx.app, t, me, &message).await;
-        let out = json!({ "message": message });
+        let out = json!(MessageAck {
+            message: message.clone()
+        });
         cx.app.metrics.broadcast(CHAT, "message:new");
         if let Err(e) = cx
             .socket
@@ -629,7 +609,10 @@ async fn message_send<A: Adapter>(cx: Cx<A>, req: MessageSend) -> Result<Value, 
             tracing::warn!(error = %e, "message:new broadcast failed");
         }
     }
-    Ok(json!({ "message": message, "duplicate": stored.duplicate }))
+    Ok(Sent {
+        message,
+        duplicate: stored.duplicate,
+    })
 }
 
 /// The side effects of a stored message: the room's change index (`sync:get`), the
@@ -662,7 +645,7 @@ async fn after_stored(app: &App, t: &str, me: &str, message: &Message) {
     }
 }
 
-async fn message_history<A: Adapter>(cx: Cx<A>, req: MessageHistory) -> Result<Value, AckError> {
+async fn message_history<A: Adapter>(cx: Cx<A>, req: MessageHistory) -> Result<Messages, AckError> {
     let limit = req.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AckError::bad_request(format!(
@@ -688,30 +671,30 @@ async fn message_history<A: Adapter>(cx: Cx<A>, req: MessageHistory) -> Result<V
         .history
         .page(&cx.id.tenant, &req.room_id, page)
         .await?;
-    Ok(json!({ "messages": messages }))
+    Ok(Messages { messages })
 }
 
 // === receipts ===
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ReceiptReq {
     room_id: String,
     up_to_seq: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct BatchItem {
     room_id: String,
     up_to_seq: u64,
     kind: Kind,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ReceiptBatch {
     receipts: Vec<BatchItem>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct UnreadGet {
     room_ids: Option<Vec<String>>,
 }
@@ -759,7 +742,11 @@ async fn apply_receipt<A: Adapter>(
         Kind::Read => return Ok(unread(last, read)),
         Kind::Delivered => ("receipt:delivered", delivered),
     };
-    let out = json!({ "room_id": room_id, "user_id": me, "up_to_seq": pointer });
+    let out = json!(Receipt {
+        room_id: room_id.to_owned(),
+        user_id: me.clone(),
+        up_to_seq: pointer,
+    });
     cx.app.metrics.broadcast(CHAT, event);
     if let Err(e) = cx.socket.to(room).emit(event, &out).await {
         tracing::warn!(error = %e, event, "receipt broadcast failed");
@@ -767,7 +754,7 @@ async fn apply_receipt<A: Adapter>(
     Ok(unread(last, read))
 }
 
-async fn message_delivered<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Value, AckError> {
+async fn message_delivered<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Done, AckError> {
     require_member(&cx.app, &cx.id, &req.room_id).await?;
     apply_receipt(
         &cx,
@@ -777,10 +764,10 @@ async fn message_delivered<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Val
         Kind::Delivered,
     )
     .await?;
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-async fn receipt_read<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Value, AckError> {
+async fn receipt_read<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Unread, AckError> {
     require_member(&cx.app, &cx.id, &req.room_id).await?;
     let privacy = cx
         .app
@@ -789,10 +776,10 @@ async fn receipt_read<A: Adapter>(cx: Cx<A>, req: ReceiptReq) -> Result<Value, A
         .privacy(&cx.id.tenant, &cx.id.user_id)
         .await?;
     let n = apply_receipt(&cx, privacy, &req.room_id, req.up_to_seq, Kind::Read).await?;
-    Ok(json!({ "unread": n }))
+    Ok(Unread { unread: n })
 }
 
-async fn receipt_batch<A: Adapter>(cx: Cx<A>, req: ReceiptBatch) -> Result<Value, AckError> {
+async fn receipt_batch<A: Adapter>(cx: Cx<A>, req: ReceiptBatch) -> Result<UnreadByRoom, AckError> {
     if req.receipts.is_empty() || req.receipts.len() > MAX_BATCH {
         return Err(AckError::bad_request(format!(
             "receipts must hold 1 to {MAX_BATCH} entries"
@@ -813,10 +800,10 @@ async fn receipt_batch<A: Adapter>(cx: Cx<A>, req: ReceiptBatch) -> Result<Value
         let n = apply_receipt(&cx, privacy, &r.room_id, r.up_to_seq, r.kind).await?;
         counts.insert(r.room_id.clone(), n);
     }
-    Ok(json!({ "unread": counts }))
+    Ok(UnreadByRoom { unread: counts })
 }
 
-async fn unread_get<A: Adapter>(cx: Cx<A>, req: UnreadGet) -> Result<Value, AckError> {
+async fn unread_get<A: Adapter>(cx: Cx<A>, req: UnreadGet) -> Result<Counts, AckError> {
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
     let mine = cx.app.stores.rooms.rooms_of(t, me).await?;
     let rooms = match req.room_ids {
@@ -847,16 +834,19 @@ async fn unread_get<A: Adapter>(cx: Cx<A>, req: UnreadGet) -> Result<Value, AckE
         .zip(last.iter().zip(read))
         .map(|(r, (l, rd))| (r.clone(), unread(*l, rd)))
         .collect();
-    Ok(json!({ "counts": counts }))
+    Ok(Counts { counts })
 }
 
 // === typing ===
 
-async fn aggregated(app: &App, tenant: &str, room_id: &str) -> Result<Value, AckError> {
+async fn aggregated(app: &App, tenant: &str, room_id: &str) -> Result<Aggregated, AckError> {
     let active = app.stores.typing.active(tenant, room_id, now_ms()).await?;
     let names: Vec<&str> = active.iter().map(|t| t.name.as_str()).collect();
-    let user_ids: Vec<&str> = active.iter().map(|t| t.user_id.as_str()).collect();
-    Ok(json!({ "room_id": room_id, "user_ids": user_ids, "display_text": display_text(&names) }))
+    Ok(Aggregated {
+        room_id: room_id.to_owned(),
+        display_text: display_text(&names),
+        user_ids: active.into_iter().map(|t| t.user_id).collect(),
+    })
 }
 
 /// Tell the room that `user` started or stopped typing, with the new aggregate.
@@ -872,11 +862,15 @@ async fn announce_typing(
         CHAT,
         room.clone(),
         "typing:update",
-        json!({ "room_id": room_id, "user_id": user_id, "typing": typing }),
+        json!(TypingUpdate {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            typing,
+        }),
     )
     .await;
     let agg = aggregated(app, tenant, room_id).await?;
-    app.emit(CHAT, room, "typing:aggregated", agg).await;
+    app.emit(CHAT, room, "typing:aggregated", json!(agg)).await;
     Ok(())
 }
 
@@ -900,7 +894,7 @@ async fn stop_typing(
     Ok(())
 }
 
-async fn typing_start<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+async fn typing_start<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Done, AckError> {
     require_member(&cx.app, &cx.id, &req.room_id).await?;
     let (t, me) = (cx.id.tenant.clone(), cx.id.user_id.clone());
     if !cx
@@ -911,7 +905,7 @@ async fn typing_start<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckE
         .await?
         .typing_indicators
     {
-        return Ok(json!({}));
+        return Ok(Done {});
     }
     let timeout = cx.app.config.chat.typing_timeout.0;
     let now = now_ms();
@@ -947,30 +941,33 @@ async fn typing_start<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckE
             Err(e) => tracing::warn!(error = %e, "typing expiry failed"),
         }
     });
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-async fn typing_stop<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+async fn typing_stop<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Done, AckError> {
     require_member(&cx.app, &cx.id, &req.room_id).await?;
     stop_typing(&cx.app, &cx.id.tenant, &cx.id.user_id, &req.room_id).await?;
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-async fn typing_get_aggregated<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+async fn typing_get_aggregated<A: Adapter>(
+    cx: Cx<A>,
+    req: RoomRef,
+) -> Result<Aggregated, AckError> {
     require_member(&cx.app, &cx.id, &req.room_id).await?;
     aggregated(&cx.app, &cx.id.tenant, &req.room_id).await
 }
 
 // === privacy ===
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct PrivacySet {
     read_receipts: Option<bool>,
     typing_indicators: Option<bool>,
     room_adds: Option<RoomAdds>,
 }
 
-async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<Value, AckError> {
+async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<PrivacyAck, AckError> {
     let (t, me) = (&cx.id.tenant, &cx.id.user_id);
     let mut p = cx.app.stores.receipts.privacy(t, me).await?;
     if let Some(v) = req.read_receipts {
@@ -988,5 +985,5 @@ async fn privacy_set<A: Adapter>(cx: Cx<A>, req: PrivacySet) -> Result<Value, Ac
             stop_typing(&cx.app, t, me, &room).await?;
         }
     }
-    Ok(json!({ "privacy": p }))
+    Ok(PrivacyAck { privacy: p })
 }

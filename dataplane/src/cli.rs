@@ -1,4 +1,4 @@
-//! The `switchboard` command line: `serve`, `token`, `config check`.
+//! The `switchboard` command line: `serve`, `token`, `config check`, `contract`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,23 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The machine-readable contract, generated from the request and response types.
+    Contract {
+        #[arg(value_enum)]
+        document: Document,
+        /// Write it here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A contract document.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Document {
+    /// AsyncAPI 3.0 of the Socket.IO protocol (dataplane/asyncapi.yaml).
+    Asyncapi,
+    /// OpenAPI 3.1 of the HTTP APIs (dataplane/openapi.yaml).
+    Openapi,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,6 +200,19 @@ impl Cli {
                 cfg.apply_env(|v| std::env::var(v).ok())?;
                 cfg.validate_serve()?;
                 println!("{}: ok", file.display());
+                Ok(())
+            }
+            Command::Contract { document, out } => {
+                let doc = match document {
+                    Document::Asyncapi => crate::contract::asyncapi(),
+                    Document::Openapi => crate::contract::openapi(),
+                };
+                let text = crate::contract::to_yaml(&doc);
+                match out {
+                    Some(path) => std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?,
+                    None => print!("{text}"),
+                }
                 Ok(())
             }
             Command::Config(ConfigCommand::Default) => {

@@ -22,7 +22,7 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest `app_id` (an Android package, an iOS bundle id or an FCM topic-like name).
 pub const MAX_APP_ID_LEN: usize = 255;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     Fcm,
@@ -39,14 +39,14 @@ impl Platform {
 }
 
 /// APNs environment of a device token (a sandbox token is refused by production).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Production,
     Sandbox,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Device {
     pub platform: Platform,
     pub token: String,
@@ -60,7 +60,7 @@ pub struct Device {
 }
 
 /// `notification:register-device`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     pub platform: Platform,

@@ -39,6 +39,22 @@ use transport::{Link, Upgrades};
 
 /// The event every client gets when the drain begins.
 pub const DRAINING_EVENT: &str = "server:draining";
+
+/// `server:draining`: the connection is closed at transport level within `within_ms`;
+/// the client reconnects (to another node) on its own.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Draining {
+    pub within_ms: u64,
+}
+
+/// The drain event every namespace sends.
+pub fn server_events(ns: &'static str) -> [crate::contract::ServerEvent; 1] {
+    [crate::contract::ServerEvent::of::<Draining>(
+        ns,
+        DRAINING_EVENT,
+        "The node is going away; the connection will close within within_ms.",
+    )]
+}
 /// How often the end of the drain checks for sessions and work still running.
 const SETTLE_POLL: Duration = Duration::from_millis(20);
 
@@ -188,7 +204,7 @@ impl<A: Adapter> Sessions for SocketIo<A> {
     }
 
     fn notify(&self, sid: Sid, within_ms: u64) {
-        let data = json!({ "within_ms": within_ms });
+        let data = json!(Draining { within_ms });
         for ns in NAMESPACES {
             if let Some(s) = self.of(ns).and_then(|op| op.get_socket(sid))
                 && let Err(e) = s.emit(DRAINING_EVENT, &data)

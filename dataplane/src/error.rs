@@ -6,8 +6,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Error codes of PROTOCOL.md, also used as the `outcome` label of event metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "ErrorCode")]
 pub enum Code {
     BadRequest,
     Unauthorized,
@@ -22,6 +23,38 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order PROTOCOL.md lists them.
+    pub const ALL: [Code; 10] = [
+        Code::BadRequest,
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::Conflict,
+        Code::Busy,
+        Code::RateLimited,
+        Code::PayloadTooLarge,
+        Code::Unavailable,
+        Code::Internal,
+    ];
+
+    /// What a client should make of the code (the contract documents list these).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::BadRequest => {
+                "the payload is malformed or a field is invalid; the message names it"
+            }
+            Code::Unauthorized => "the token is missing, invalid, expired or revoked",
+            Code::Forbidden => "not allowed for this user (membership, role, limits)",
+            Code::NotFound => "no such room, message, call, device or notification in this tenant",
+            Code::Conflict => "the state does not allow it (taken id, ended call, deleted message)",
+            Code::Busy => "the callee or the node is busy",
+            Code::RateLimited => "over a rate limit or slow mode; retry later",
+            Code::PayloadTooLarge => "a field is over its size limit",
+            Code::Unavailable => "a store or dependency does not answer; retry later",
+            Code::Internal => "a bug or corrupt data on the server",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::BadRequest => "bad_request",
@@ -114,11 +147,40 @@ impl From<StoreError> for AckError {
     }
 }
 
+/// The `error` of a refused request.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ErrorBody<'a> {
+    pub code: Code,
+    /// For humans; clients branch on `code`.
+    pub message: &'a str,
+}
+
+/// A refused request's ack (and an HTTP API's error body): `{ok: false, error}`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AckFailure<'a> {
+    /// Always `false`.
+    #[schemars(extend("const" = false))]
+    pub ok: bool,
+    pub error: ErrorBody<'a>,
+}
+
+impl<'a> From<&'a AckError> for AckFailure<'a> {
+    fn from(e: &'a AckError) -> Self {
+        Self {
+            ok: false,
+            error: ErrorBody {
+                code: e.code,
+                message: &e.message,
+            },
+        }
+    }
+}
+
 /// The ack body for a result.
 pub fn envelope(result: &Result<Value, AckError>) -> Value {
     match result {
         Ok(data) => json!({ "ok": true, "data": data }),
-        Err(e) => json!({ "ok": false, "error": { "code": e.code, "message": e.message } }),
+        Err(e) => json!(AckFailure::from(e)),
     }
 }
 

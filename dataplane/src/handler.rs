@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
@@ -28,7 +29,7 @@ pub struct Cx<A: Adapter> {
 /// Per-socket limiter state (extensions hold clones, so it sits behind an `Arc`).
 pub type SocketLimitsRef = Arc<Mutex<SocketLimits>>;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct HandshakeAuth {
     token: Option<String>,
 }
@@ -210,7 +211,7 @@ pub async fn not_revoked<A: Adapter>(cx: &Cx<A>) -> Result<(), AckError> {
     }
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct Refresh {
     token: String,
 }
@@ -218,7 +219,7 @@ struct Refresh {
 /// `auth:refresh {token}`: go on with a new token of the same tenant, user and (when
 /// set) session. Anything else, a revoked token or a bad one gets `unauthorized` and
 /// changes nothing: the old expiry stays.
-async fn refresh<A: Adapter>(cx: Cx<A>, req: Refresh) -> Result<Value, AckError> {
+async fn refresh<A: Adapter>(cx: Cx<A>, req: Refresh) -> Result<Refreshed, AckError> {
     let s = &cx.socket;
     let Some(clock) = s.extensions.get::<Clock>() else {
         return Err(AckError::new(
@@ -271,7 +272,9 @@ async fn refresh<A: Adapter>(cx: Cx<A>, req: Refresh) -> Result<Value, AckError>
     s.extensions.insert(Arc::new(new));
     clock.set(exp);
     tracing::debug!(tenant = %current.tenant, user = %current.user_id, exp, "token refreshed");
-    Ok(serde_json::json!({ "expires_at": exp.saturating_mul(1000) }))
+    Ok(Refreshed {
+        expires_at: exp.saturating_mul(1000),
+    })
 }
 
 /// The id of a connection in the stores: `node_id/socket_id`, so a node's entries can be
@@ -294,13 +297,45 @@ pub fn decode<T: DeserializeOwned>(
     serde_json::from_value(v).map_err(|e| AckError::bad_request(format!("invalid payload: {e}")))
 }
 
+/// The ack `data` of a request that answers nothing more than "done": `{}`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Done {}
+
+/// `auth:refresh`'s ack.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Refreshed {
+    /// The new token's `exp`, in ms.
+    pub expires_at: u64,
+}
+
+/// The request events every namespace takes (registered in [`authenticate`]).
+pub fn request_events(ns: &'static str) -> [crate::contract::RequestEvent; 1] {
+    [crate::contract::RequestEvent::of(
+        ns,
+        lifetime::REFRESH,
+        Class::Room,
+        refresh::<socketioxide::adapter::LocalAdapter>,
+    )]
+}
+
+/// The ack's `data` of a typed answer.
+fn ack_data<T: Serialize>(data: T) -> Result<Value, AckError> {
+    serde_json::to_value(data).map_err(|e| {
+        tracing::error!(error = %e, "ack data did not serialize");
+        AckError::new(Code::Internal, "internal error")
+    })
+}
+
 /// Register a request event: `f` gets the decoded payload and returns the ack's `data`.
-pub fn on<A, Req, F, Fut>(s: &SocketRef<A>, event: &'static str, class: Class, f: F)
+/// The request and ack types are the ones the contract documents describe
+/// ([`crate::contract`]), so what is documented is what is decoded and sent.
+pub fn on<A, Req, Resp, F, Fut>(s: &SocketRef<A>, event: &'static str, class: Class, f: F)
 where
     A: Adapter,
     Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
     F: Fn(Cx<A>, Req) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, AckError>> + Send + 'static,
+    Fut: Future<Output = Result<Resp, AckError>> + Send + 'static,
 {
     s.on(
         event,
@@ -312,7 +347,7 @@ where
             let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started).await;
             let result = match verdict {
                 Verdict::Allow => match decode::<Req>(data) {
-                    Ok(req) => f(Cx { app: app.clone(), socket: s.clone(), id: id.clone() }, req).await,
+                    Ok(req) => f(Cx { app: app.clone(), socket: s.clone(), id: id.clone() }, req).await.and_then(ack_data),
                     Err(e) => Err(e),
                 },
                 Verdict::Limited | Verdict::Abusive => Err(AckError::new(Code::RateLimited, format!("too many {event} events, slow down"))),

@@ -19,7 +19,7 @@ use change::{Change, Reaction, Reactors, Refusal, State, summarize};
 /// `{id, room_id, seq, sender_id, body, ts, client_msg_id?, reply_to?, meta?, edited_at?,
 /// edit_count?, deleted?, reactions?, thread_root?, thread_replies?}`. A deleted message
 /// (tombstone) has no `body`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Message {
     pub id: String,
     pub room_id: String,

@@ -61,6 +61,74 @@ fn internal_routes() -> Router<App> {
         .merge(crate::notifications::api::routes())
 }
 
+/// A successful answer: `{ok: true, data}`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Success<T> {
+    /// Always `true`.
+    #[schemars(extend("const" = true))]
+    pub ok: bool,
+    pub data: T,
+}
+
+/// Answer `{ok: true, data}` with `status`.
+pub(crate) fn success<T: serde::Serialize>(status: StatusCode, data: T) -> Response {
+    (status, axum::Json(Success { ok: true, data })).into_response()
+}
+
+/// `POST /admin/v1/revocations`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Revoked {
+    /// How long the entry is kept, in seconds.
+    pub ttl_s: u64,
+}
+
+/// One day of a tenant's presence analytics.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct DayStats {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Most users online at once.
+    pub peak: u64,
+    pub sessions: u64,
+    pub ended_sessions: u64,
+    pub avg_session_ms: u64,
+}
+
+impl From<&crate::presence::Daily> for DayStats {
+    fn from(d: &crate::presence::Daily) -> Self {
+        Self {
+            date: d.date.clone(),
+            peak: d.peak,
+            sessions: d.sessions,
+            ended_sessions: d.ended_sessions,
+            avg_session_ms: d
+                .session_ms_total
+                .checked_div(d.ended_sessions)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// `GET /admin/v1/tenants/{tenant}/presence/metrics`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct PresenceMetrics {
+    pub tenant: String,
+    pub online_now: u64,
+    /// Today (UTC); null before anything was recorded.
+    pub today: Option<DayStats>,
+    /// The last 30 days, today first.
+    pub history: Vec<DayStats>,
+}
+
+/// `GET /admin/v1/tenants/{tenant}/calls/quality`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct CallsQuality {
+    pub tenant: String,
+    /// Over the tenant's latest 5000 reports.
+    pub quality: crate::calls::quality::Summary,
+    pub thresholds: crate::calls::quality::Thresholds,
+}
+
 pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
@@ -194,13 +262,15 @@ pub(crate) async fn service_gate(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RevokeReq {
+pub struct RevokeReq {
     tenant: String,
+    /// Exactly one of `jti`, `sid`, `user_id`.
     jti: Option<String>,
     sid: Option<String>,
     user_id: Option<String>,
+    /// 1..2592000, default 86400.
     ttl_s: Option<u64>,
 }
 
@@ -268,16 +338,13 @@ async fn presence_metrics(
             );
         }
     };
-    let day = |d: &crate::presence::Daily| {
-        let avg = d
-            .session_ms_total
-            .checked_div(d.ended_sessions)
-            .unwrap_or(0);
-        json!({ "date": d.date, "peak": d.peak, "sessions": d.sessions, "ended_sessions": d.ended_sessions, "avg_session_ms": avg })
+    let data = PresenceMetrics {
+        tenant,
+        online_now: online,
+        today: days.first().map(DayStats::from),
+        history: days.iter().map(DayStats::from).collect(),
     };
-    let today = days.first().map(day).unwrap_or_default();
-    let history: Vec<_> = days.iter().map(day).collect();
-    (StatusCode::OK, axum::Json(json!({ "ok": true, "data": { "tenant": tenant, "online_now": online, "today": today, "history": history } }))).into_response()
+    success(StatusCode::OK, data)
 }
 
 async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
@@ -353,11 +420,12 @@ async fn revoke(State(app): State<App>, headers: HeaderMap, body: axum::body::By
     }
     Metrics::kind(&app.metrics.disconnects, "revoked");
     tracing::info!(tenant = %req.tenant, ?target, ttl_s = ttl.as_secs(), "revoked");
-    (
+    success(
         StatusCode::OK,
-        axum::Json(json!({ "ok": true, "data": { "ttl_s": ttl.as_secs() } })),
+        Revoked {
+            ttl_s: ttl.as_secs(),
+        },
     )
-        .into_response()
 }
 
 /// Call quality of a tenant: mean and p95 of every measure over its recent reports, and
@@ -381,18 +449,14 @@ async fn calls_quality(
         );
     };
     match calls.tenant_quality(&tenant).await {
-        Ok(summary) => (
+        Ok(quality) => success(
             StatusCode::OK,
-            axum::Json(
-                json!({ "ok": true, "data": { "tenant": tenant, "quality": summary, "thresholds": {
-                "max_latency_ms": calls.thresholds().max_latency_ms,
-                "max_packet_loss_percentage": calls.thresholds().max_packet_loss_percentage,
-                "max_jitter_ms": calls.thresholds().max_jitter_ms,
-                "min_bitrate_kbps": calls.thresholds().min_bitrate_kbps,
-            } } }),
-            ),
-        )
-            .into_response(),
+            CallsQuality {
+                tenant,
+                quality,
+                thresholds: *calls.thresholds(),
+            },
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "call quality unavailable");
             error(

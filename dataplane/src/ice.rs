@@ -19,7 +19,7 @@ use serde::Serialize;
 use sha1::Sha1;
 
 /// One entry of RTCConfiguration.iceServers.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -29,7 +29,7 @@ pub struct IceServer {
 }
 
 /// What the ack carries: the servers and how long the credentials last, in seconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct IceServers {
     pub ice_servers: Vec<IceServer>,
     pub ttl: u64,

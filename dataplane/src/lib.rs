@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod conns;
 pub mod cors;
+pub mod contract;
 pub mod devices;
 pub mod drain;
 pub mod email;

@@ -62,7 +62,7 @@ pub const MAX_LIST: usize = 100;
 pub const DEFAULT_LIST: usize = 50;
 
 /// A notification as producers send it (Kafka message value, HTTP body).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Notification {
     /// Idempotency key: the same id is delivered once.
@@ -163,7 +163,8 @@ impl Notification {
 }
 
 /// One in-app notification of a user.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "InAppNotification")]
 pub struct Entry {
     pub id: String,
     #[serde(rename = "type")]

@@ -26,8 +26,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::StoreError;
 
 /// What a notification is about; each can be turned off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "NotificationType")]
 pub enum Kind {
     Message,
     Call,
@@ -37,7 +38,18 @@ pub enum Kind {
 
 /// How urgent a notification is, lowest first.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -60,7 +72,9 @@ impl Priority {
 }
 
 /// The lowest priority that may interrupt (push, email).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MinPriority {
     #[default]
@@ -111,9 +125,13 @@ impl<'de> Deserialize<'de> for ClockTime {
 
 /// Quiet hours `[start, end)` in local wall-clock time of `timezone`; `start > end`
 /// spans midnight (22:00-07:00).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QuietHours {
+    /// `HH:MM`, 00:00-23:59.
+    #[schemars(with = "String", regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub start: ClockTime,
+    /// `HH:MM`, 00:00-23:59, not `start`.
+    #[schemars(with = "String", regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
     pub end: ClockTime,
     /// IANA time zone name, e.g. `Europe/Paris`.
     pub timezone: String,
@@ -157,7 +175,7 @@ impl QuietHours {
 }
 
 /// On/off per notification kind; every kind on by default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Types {
     pub message: bool,
@@ -189,7 +207,9 @@ impl Types {
 }
 
 /// Delivery channels; push and in-app on, email off by default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct Channels {
     pub push: bool,
@@ -213,7 +233,7 @@ impl Channels {
 }
 
 /// A user's preferences as stored and as acked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Preferences {
     pub quiet_hours: Option<QuietHours>,
     pub min_priority: MinPriority,
@@ -234,8 +254,9 @@ impl Default for Preferences {
 
 /// `notification:set-preferences`: every field optional; an absent field keeps its
 /// value, `quiet_hours: null` removes quiet hours.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PreferencesUpdate")]
 pub struct Update {
     #[serde(default, deserialize_with = "present")]
     pub quiet_hours: Option<Option<QuietHours>>,
@@ -244,7 +265,7 @@ pub struct Update {
     pub channels: Option<PartialChannels>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartialTypes {
     pub message: Option<bool>,
@@ -253,7 +274,7 @@ pub struct PartialTypes {
     pub system: Option<bool>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartialChannels {
     pub push: Option<bool>,

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Online,
@@ -45,7 +45,7 @@ pub enum Status {
 }
 
 /// `{user_id, status, message?, last_seen, devices}` as clients see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Presence {
     pub user_id: String,
     pub status: Status,
@@ -57,7 +57,7 @@ pub struct Presence {
 }
 
 /// A status chosen by hand; `None` in a snapshot means automatic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Manual {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,7 +65,7 @@ pub struct Manual {
 }
 
 /// One live connection of a user (a socket on /presence) and the node holding it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Device {
     pub conn: String,
     pub node: String,
@@ -275,7 +275,7 @@ pub fn apply(
 }
 
 /// A published update: the presence and the version it was computed from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Update {
     pub tenant: String,
     pub version: u64,
@@ -287,7 +287,7 @@ pub struct Update {
 }
 
 /// Who published an [`Update`], and when (milliseconds since the epoch).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Origin {
     pub node: String,
     pub sent_ms: i64,
@@ -303,7 +303,7 @@ pub fn cross_node_lag(u: &Update, me: &str, now_ms: i64) -> Option<std::time::Du
 }
 
 /// What travels on the presence bus between nodes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusMsg {
     /// A user's presence changed.
@@ -322,7 +322,7 @@ pub fn newer(cached: Option<u64>, update: u64) -> bool {
 }
 
 /// Per-tenant daily analytics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Daily {
     pub date: String,
     pub peak: u64,

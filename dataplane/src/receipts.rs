@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "ReceiptKind")]
 pub enum Kind {
     Delivered,
     Read,
@@ -29,7 +30,7 @@ impl Kind {
 
 /// `{read_receipts, typing_indicators, room_adds}`; both kinds on and adds by anyone
 /// unless the user turns them off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Privacy {
     pub read_receipts: bool,
     pub typing_indicators: bool,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     Public,
@@ -20,7 +20,7 @@ pub enum Visibility {
 }
 
 /// `{id, name, visibility, owner_id, created_at}` as PROTOCOL.md gives it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Room {
     pub id: String,
     pub name: String,

@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::webrtc::wire::{CandidateRelayed, SdpRelayed};
+
 use crate::app::App;
 use crate::calls::Call;
 use crate::calls::service::WEBRTC;
@@ -32,21 +34,39 @@ pub fn may_relay(call: &Call, from: &str, to: &str) -> Result<(), AckError> {
     Ok(())
 }
 
-/// One signaling message: `payload` goes out as `event`, under the key `field`.
+/// One signaling message: `payload` goes out as `event`.
 pub struct Signal<'a> {
     pub event: &'static str,
     pub call_id: &'a str,
     pub to: &'a str,
-    pub field: &'static str,
-    pub payload: Value,
+    pub payload: Payload,
+}
+
+/// What a signaling message carries.
+pub enum Payload {
+    /// An offer's or answer's SDP.
+    Sdp(String),
+    /// An ICE candidate (object or string).
+    Candidate(Value),
 }
 
 /// Relay a message (already checked) from `from` to `to`'s /webrtc sockets on every node.
 pub async fn relay(app: &App, tenant: &str, from: &str, s: Signal<'_>) {
-    let mut data = json!({ "call_id": s.call_id, "from_user_id": from, "to_user_id": s.to });
-    if let Some(o) = data.as_object_mut() {
-        o.insert(s.field.to_owned(), s.payload);
-    }
+    let (call_id, to_user_id, from_user_id) = (s.call_id, s.to, from);
+    let data = match &s.payload {
+        Payload::Sdp(sdp) => json!(SdpRelayed {
+            call_id,
+            from_user_id,
+            to_user_id,
+            sdp,
+        }),
+        Payload::Candidate(candidate) => json!(CandidateRelayed {
+            call_id,
+            from_user_id,
+            to_user_id,
+            candidate,
+        }),
+    };
     app.emit(WEBRTC, user_room(tenant, s.to), s.event, data)
         .await;
 }

@@ -15,11 +15,16 @@ use crate::calls::history::{Cursor, DEFAULT_PAGE, MAX_PAGE};
 use crate::calls::service::{Calls, WEBRTC};
 use crate::calls::{Event, Media, Sample};
 use crate::error::{AckError, Code};
-use crate::handler::{self, Cx, on};
-use crate::limits::Class;
+use crate::handler::{self, Cx, Done};
 use crate::metrics::Metrics;
+use crate::signaling::Payload;
 use crate::signaling::Signal;
 use crate::{ice, ids, signaling};
+
+pub(crate) mod wire;
+
+pub use wire::server_events;
+use wire::{CallAck, CallList, Issues, QualityIssue};
 
 /// Admission to /webrtc: authenticate, register events, call off a pending disconnect.
 pub async fn admit<A: Adapter>(
@@ -28,39 +33,7 @@ pub async fn admit<A: Adapter>(
     TryData(auth): TryData<Value>,
 ) -> Result<(), AuthError> {
     let id = handler::authenticate(&s, &app, auth).await?;
-    on(
-        &s,
-        "webrtc:get-ice-servers",
-        Class::Read,
-        get_ice_servers::<A>,
-    );
-    on(&s, "call:initiate", Class::Room, initiate::<A>);
-    on(&s, "call:answer", Class::Room, answer::<A>);
-    on(&s, "call:reject", Class::Room, reject::<A>);
-    on(&s, "call:hangup", Class::Room, hangup::<A>);
-    on(&s, "call:create-group", Class::Room, create_group::<A>);
-    on(
-        &s,
-        "call:add-participant",
-        Class::Room,
-        add_participant::<A>,
-    );
-    on(
-        &s,
-        "call:remove-participant",
-        Class::Room,
-        remove_participant::<A>,
-    );
-    on(&s, "webrtc:offer", Class::Signal, offer::<A>);
-    on(&s, "webrtc:answer", Class::Signal, sdp_answer::<A>);
-    on(
-        &s,
-        "webrtc:ice-candidate",
-        Class::Signal,
-        ice_candidate::<A>,
-    );
-    on(&s, "call:report-quality", Class::Read, report_quality::<A>);
-    on(&s, "call:history", Class::Read, history::<A>);
+    register_events(&s);
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
     let conn = handler::conn_id(&app, &s.id);
     if let Some(calls) = app.calls()
@@ -94,6 +67,22 @@ pub async fn admit<A: Adapter>(
     Ok(())
 }
 
+crate::contract::declare_events! { WEBRTC;
+    "webrtc:get-ice-servers" => Read, get_ice_servers;
+    "call:initiate" => Room, initiate;
+    "call:answer" => Room, answer;
+    "call:reject" => Room, reject;
+    "call:hangup" => Room, hangup;
+    "call:create-group" => Room, create_group;
+    "call:add-participant" => Room, add_participant;
+    "call:remove-participant" => Room, remove_participant;
+    "webrtc:offer" => Signal, offer;
+    "webrtc:answer" => Signal, sdp_answer;
+    "webrtc:ice-candidate" => Signal, ice_candidate;
+    "call:report-quality" => Read, report_quality;
+    "call:history" => Read, history;
+}
+
 /// Connect handler of /webrtc: admission happened in [`admit`]; the token's clock starts.
 pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
     handler::admitted(&s, &app).await;
@@ -114,16 +103,17 @@ fn check_id(name: &str, v: &str) -> Result<(), AckError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "IceServersRequest")]
 struct Empty {}
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Initiate {
     callee_id: String,
     media_type: Media,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct CallRef {
     call_id: String,
     /// Free text from the client; accepted for the protocol, not stored.
@@ -132,33 +122,34 @@ struct CallRef {
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct CreateGroup {
     participant_ids: Vec<String>,
     media_type: Media,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ParticipantRef {
     call_id: String,
     user_id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Sdp {
     call_id: String,
     to_user_id: String,
     sdp: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Candidate {
     call_id: String,
     to_user_id: String,
     candidate: Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "QualityReport")]
 struct Quality {
     call_id: String,
     latency_ms: f64,
@@ -167,7 +158,8 @@ struct Quality {
     bitrate_kbps: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CallHistoryRequest")]
 struct History {
     limit: Option<usize>,
     before: Option<i64>,
@@ -175,7 +167,7 @@ struct History {
     before_id: Option<String>,
 }
 
-async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
+async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<ice::IceServers, AckError> {
     let w = &cx.app.config.webrtc;
     if w.turn_secret.is_some() && !w.turn_urls.is_empty() {
         // TURN credentials cannot be taken back (coturn checks only their signature and
@@ -190,10 +182,10 @@ async fn get_ice_servers<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, Ac
         &cx.id.user_id,
         now_secs(),
     );
-    Ok(serde_json::to_value(servers).unwrap_or_default())
+    Ok(servers)
 }
 
-async fn initiate<A: Adapter>(cx: Cx<A>, req: Initiate) -> Result<Value, AckError> {
+async fn initiate<A: Adapter>(cx: Cx<A>, req: Initiate) -> Result<CallAck, AckError> {
     check_id("callee_id", &req.callee_id)?;
     let call = calls(&cx.app)?
         .initiate(
@@ -204,10 +196,10 @@ async fn initiate<A: Adapter>(cx: Cx<A>, req: Initiate) -> Result<Value, AckErro
             req.media_type,
         )
         .await?;
-    Ok(json!({ "call": call }))
+    Ok(CallAck { call })
 }
 
-async fn act<A: Adapter>(cx: &Cx<A>, call_id: &str, ev: Event) -> Result<Value, AckError> {
+async fn act<A: Adapter>(cx: &Cx<A>, call_id: &str, ev: Event) -> Result<CallAck, AckError> {
     check_id("call_id", call_id)?;
     let calls = calls(&cx.app)?;
     // Someone else's call, or another tenant's, is not found.
@@ -215,25 +207,25 @@ async fn act<A: Adapter>(cx: &Cx<A>, call_id: &str, ev: Event) -> Result<Value, 
         .visible(&cx.id.tenant, &cx.id.user_id, call_id)
         .await?;
     let call = calls.act(&cx.app, &cx.id.tenant, call_id, ev).await?;
-    Ok(json!({ "call": call }))
+    Ok(CallAck { call })
 }
 
-async fn answer<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<Value, AckError> {
+async fn answer<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<CallAck, AckError> {
     let user = cx.id.user_id.clone();
     act(&cx, &req.call_id, Event::Answer { user }).await
 }
 
-async fn reject<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<Value, AckError> {
+async fn reject<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<CallAck, AckError> {
     let user = cx.id.user_id.clone();
     act(&cx, &req.call_id, Event::Reject { user }).await
 }
 
-async fn hangup<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<Value, AckError> {
+async fn hangup<A: Adapter>(cx: Cx<A>, req: CallRef) -> Result<CallAck, AckError> {
     let user = cx.id.user_id.clone();
     act(&cx, &req.call_id, Event::Hangup { user }).await
 }
 
-async fn create_group<A: Adapter>(cx: Cx<A>, req: CreateGroup) -> Result<Value, AckError> {
+async fn create_group<A: Adapter>(cx: Cx<A>, req: CreateGroup) -> Result<CallAck, AckError> {
     for u in &req.participant_ids {
         check_id("participant_ids", u)?;
     }
@@ -246,10 +238,10 @@ async fn create_group<A: Adapter>(cx: Cx<A>, req: CreateGroup) -> Result<Value, 
             req.media_type,
         )
         .await?;
-    Ok(json!({ "call": call }))
+    Ok(CallAck { call })
 }
 
-async fn add_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Result<Value, AckError> {
+async fn add_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Result<CallAck, AckError> {
     check_id("user_id", &req.user_id)?;
     let ev = Event::Add {
         by: cx.id.user_id.clone(),
@@ -258,7 +250,10 @@ async fn add_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Result<V
     act(&cx, &req.call_id, ev).await
 }
 
-async fn remove_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Result<Value, AckError> {
+async fn remove_participant<A: Adapter>(
+    cx: Cx<A>,
+    req: ParticipantRef,
+) -> Result<CallAck, AckError> {
     check_id("user_id", &req.user_id)?;
     let ev = Event::Remove {
         by: cx.id.user_id.clone(),
@@ -268,14 +263,14 @@ async fn remove_participant<A: Adapter>(cx: Cx<A>, req: ParticipantRef) -> Resul
 }
 
 /// Check and relay one signaling message.
-async fn signal<A: Adapter>(cx: &Cx<A>, msg: Signal<'_>) -> Result<Value, AckError> {
+async fn signal<A: Adapter>(cx: &Cx<A>, msg: Signal<'_>) -> Result<Done, AckError> {
     check_id("call_id", msg.call_id)?;
     check_id("to_user_id", msg.to)?;
     let (t, me) = (cx.id.tenant.as_str(), cx.id.user_id.as_str());
     let call = calls(&cx.app)?.visible(t, me, msg.call_id).await?;
     signaling::may_relay(&call, me, msg.to)?;
     signaling::relay(&cx.app, t, me, msg).await;
-    Ok(json!({}))
+    Ok(Done {})
 }
 
 fn check_sdp(sdp: &str) -> Result<(), AckError> {
@@ -288,31 +283,29 @@ fn check_sdp(sdp: &str) -> Result<(), AckError> {
     Ok(())
 }
 
-async fn offer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Value, AckError> {
+async fn offer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Done, AckError> {
     check_sdp(&req.sdp)?;
     let msg = Signal {
         event: "webrtc:offer",
         call_id: &req.call_id,
         to: &req.to_user_id,
-        field: "sdp",
-        payload: Value::String(req.sdp),
+        payload: Payload::Sdp(req.sdp),
     };
     signal(&cx, msg).await
 }
 
-async fn sdp_answer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Value, AckError> {
+async fn sdp_answer<A: Adapter>(cx: Cx<A>, req: Sdp) -> Result<Done, AckError> {
     check_sdp(&req.sdp)?;
     let msg = Signal {
         event: "webrtc:answer",
         call_id: &req.call_id,
         to: &req.to_user_id,
-        field: "sdp",
-        payload: Value::String(req.sdp),
+        payload: Payload::Sdp(req.sdp),
     };
     signal(&cx, msg).await
 }
 
-async fn ice_candidate<A: Adapter>(cx: Cx<A>, req: Candidate) -> Result<Value, AckError> {
+async fn ice_candidate<A: Adapter>(cx: Cx<A>, req: Candidate) -> Result<Done, AckError> {
     let ok_shape = matches!(req.candidate, Value::Object(_) | Value::String(_));
     let size = serde_json::to_string(&req.candidate).map_or(usize::MAX, |s| s.len());
     if !ok_shape || size > signaling::MAX_CANDIDATE_BYTES {
@@ -325,13 +318,12 @@ async fn ice_candidate<A: Adapter>(cx: Cx<A>, req: Candidate) -> Result<Value, A
         event: "webrtc:ice-candidate",
         call_id: &req.call_id,
         to: &req.to_user_id,
-        field: "candidate",
-        payload: req.candidate,
+        payload: Payload::Candidate(req.candidate),
     };
     signal(&cx, msg).await
 }
 
-async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, AckError> {
+async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Issues, AckError> {
     check_id("call_id", &req.call_id)?;
     let sample = Sample {
         latency_ms: req.latency_ms,
@@ -347,15 +339,19 @@ async fn report_quality<A: Adapter>(cx: Cx<A>, req: Quality) -> Result<Value, Ac
         Metrics::kind(&cx.app.metrics.call_quality_issues, issue.as_str());
     }
     if !issues.is_empty() {
-        let data = json!({ "call_id": req.call_id, "issues": issues, "report": sample });
+        let data = json!(QualityIssue {
+            call_id: req.call_id,
+            issues: issues.clone(),
+            report: sample,
+        });
         if let Err(e) = cx.socket.emit("call:quality-issue", &data) {
             tracing::debug!(error = %e, "quality issue not delivered");
         }
     }
-    Ok(json!({ "issues": issues }))
+    Ok(Issues { issues })
 }
 
-async fn history<A: Adapter>(cx: Cx<A>, req: History) -> Result<Value, AckError> {
+async fn history<A: Adapter>(cx: Cx<A>, req: History) -> Result<CallList, AckError> {
     let limit = req.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return Err(AckError::bad_request(format!(
@@ -373,5 +369,5 @@ async fn history<A: Adapter>(cx: Cx<A>, req: History) -> Result<Value, AckError>
     let calls = calls(&cx.app)?
         .history(&cx.id.tenant, &cx.id.user_id, limit, cursor.as_ref())
         .await?;
-    Ok(json!({ "calls": calls }))
+    Ok(CallList { calls })
 }

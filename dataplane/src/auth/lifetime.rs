@@ -33,6 +33,33 @@ pub const EXPIRED: &str = "auth:expired";
 /// client → server: `{token}` → ack `{expires_at}`.
 pub const REFRESH: &str = "auth:refresh";
 
+/// `auth:expiring`: the token's `exp`, in ms.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Expiring {
+    pub expires_at: u64,
+}
+
+/// `auth:expired`: the socket is disconnected right after it.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Expired {}
+
+/// The token-lifetime events every namespace sends.
+pub fn server_events(ns: &'static str) -> [crate::contract::ServerEvent; 2] {
+    use crate::contract::ServerEvent;
+    [
+        ServerEvent::of::<Expiring>(
+            ns,
+            EXPIRING,
+            "The token expires soon: send auth:refresh with a new one.",
+        ),
+        ServerEvent::of::<Expired>(
+            ns,
+            EXPIRED,
+            "The token expired without a refresh; the socket is disconnected.",
+        ),
+    ]
+}
+
 /// How soon an expired socket that could not be disconnected (full send buffer) is tried
 /// again.
 const DISCONNECT_RETRY: Duration = Duration::from_secs(1);
@@ -201,7 +228,9 @@ async fn follow(shared: Arc<Shared>, target: Target) {
         match step {
             Step::Warn { .. } => {
                 // Best effort: a socket that could not take it is still expired on time.
-                let data = json!({ "expires_at": current.saturating_mul(1000) });
+                let data = json!(Expiring {
+                    expires_at: current.saturating_mul(1000)
+                });
                 target
                     .hub
                     .emit_to_socket(&target.ns, target.sid, EXPIRING, &data);
@@ -211,7 +240,7 @@ async fn follow(shared: Arc<Shared>, target: Target) {
                 tracing::debug!(ns = %target.ns, sid = %target.sid, "token expired, disconnecting");
                 target
                     .hub
-                    .emit_to_socket(&target.ns, target.sid, EXPIRED, &json!({}));
+                    .emit_to_socket(&target.ns, target.sid, EXPIRED, &json!(Expired {}));
                 target
                     .disconnects
                     .get_or_create(&KindLabel {

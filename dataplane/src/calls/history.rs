@@ -37,7 +37,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one history read or write waits for a usable server.
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PartRecord {
     pub user_id: String,
     pub state: PartState,
@@ -46,7 +46,7 @@ pub struct PartRecord {
 }
 
 /// One ended call, as stored and as `call:history` returns it (`_id` shown as `id`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallRecord {
     #[serde(rename = "_id")]
     pub id: String,
@@ -98,18 +98,41 @@ impl CallRecord {
             quality,
         }
     }
+}
 
-    /// The client's view: `id` rather than `_id`, no tenant.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            if let Some(id) = o.remove("_id") {
-                o.insert("id".into(), id);
-            }
-            o.remove("tenant");
-            o.remove("participant_ids");
+/// One ended call as `call:history` returns it: the stored record without the tenant
+/// and the index field, `_id` shown as `id`.
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct HistoryEntry {
+    pub id: String,
+    pub kind: Kind,
+    pub media_type: Media,
+    pub initiator_id: String,
+    pub participants: Vec<PartRecord>,
+    pub created_at: i64,
+    pub answered_at: Option<i64>,
+    pub ended_at: i64,
+    /// From answer to end; 0 for calls never answered.
+    pub duration_ms: i64,
+    pub end_reason: EndReason,
+    pub quality: Summary,
+}
+
+impl From<&CallRecord> for HistoryEntry {
+    fn from(r: &CallRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            kind: r.kind,
+            media_type: r.media_type,
+            initiator_id: r.initiator_id.clone(),
+            participants: r.participants.clone(),
+            created_at: r.created_at,
+            answered_at: r.answered_at,
+            ended_at: r.ended_at,
+            duration_ms: r.duration_ms,
+            end_reason: r.end_reason,
+            quality: r.quality,
         }
-        v
     }
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Sample;
 
 /// Limits past which a report has an issue.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct Thresholds {
     pub max_latency_ms: f64,
     pub max_packet_loss_percentage: f64,
@@ -19,7 +19,7 @@ pub const MAX_LATENCY_MS: f64 = 60_000.0;
 pub const MAX_JITTER_MS: f64 = 60_000.0;
 pub const MAX_BITRATE_KBPS: f64 = 1_000_000.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Issue {
     HighLatency,
@@ -73,14 +73,14 @@ pub fn issues(s: &Sample, t: &Thresholds) -> Vec<Issue> {
     out
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stat {
     pub mean: f64,
     pub p95: f64,
 }
 
 /// Count of reports that showed each issue.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssueCounts {
     pub high_latency: u64,
     pub packet_loss: u64,
@@ -89,7 +89,7 @@ pub struct IssueCounts {
 }
 
 /// Mean and p95 of every measure over a set of reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     pub reports: u64,
     pub latency_ms: Stat,

@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use switchboard_crds::config::DataplaneConfig;
 use tracing::Instrument;
 
-use super::history::{CallHistory, CallRecord, Cursor, MemoryCallHistory, MongoHistory};
+use super::history::{
+    CallHistory, CallRecord, Cursor, HistoryEntry, MemoryCallHistory, MongoHistory,
+};
 use super::quality::{self, Issue, Summary, Thresholds};
 use super::{
     Call, CallState, CallStore, Commit, EndReason, Event, Media, MemoryCalls, Notice, Outcome,
@@ -19,6 +21,7 @@ use super::{
 use crate::app::{App, now_ms};
 use crate::error::{AckError, Code, StoreError};
 use crate::hub::user_room;
+use crate::webrtc::wire::{CallAck, CallEnded, CallUser};
 
 /// The /webrtc namespace.
 pub const WEBRTC: &str = "/webrtc";
@@ -270,7 +273,10 @@ impl Calls {
                         WEBRTC,
                         user_room(tenant, caller),
                         "call:ended",
-                        json!({ "call": busy, "reason": EndReason::Busy.as_str() }),
+                        json!(CallEnded {
+                            call: &busy,
+                            reason: EndReason::Busy
+                        }),
                     )
                     .await;
                 }
@@ -426,23 +432,23 @@ impl Calls {
                         WEBRTC,
                         user_room(tenant, u),
                         "call:incoming",
-                        json!({ "call": call }),
+                        json!(CallAck { call: call.clone() }),
                     )
                     .await;
                 }
                 Notice::Answered(u) => {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
-                    to_all("call:answered", json!({ "call": call, "user_id": u })).await;
+                    to_all("call:answered", json!(CallUser { call, user_id: u })).await;
                 }
                 Notice::Rejected(u) => {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
-                    to_all("call:rejected", json!({ "call": call, "user_id": u })).await;
+                    to_all("call:rejected", json!(CallUser { call, user_id: u })).await;
                 }
                 Notice::Joined(u) => {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
                     to_all(
                         "call:participant-joined",
-                        json!({ "call": call, "user_id": u }),
+                        json!(CallUser { call, user_id: u }),
                     )
                     .await;
                 }
@@ -450,7 +456,7 @@ impl Calls {
                     self.cancel(tenant, &call.id, TimerKind::Ring, u).await;
                     to_all(
                         "call:participant-left",
-                        json!({ "call": call, "user_id": u }),
+                        json!(CallUser { call, user_id: u }),
                     )
                     .await;
                 }
@@ -468,7 +474,10 @@ impl Calls {
                     app.metrics.call_ended(reason.as_str());
                     to_all(
                         "call:ended",
-                        json!({ "call": call, "reason": reason.as_str() }),
+                        json!(CallEnded {
+                            call,
+                            reason: *reason
+                        }),
                     )
                     .await;
                 }
@@ -902,14 +911,14 @@ impl Calls {
         user: &str,
         limit: usize,
         before: Option<&Cursor>,
-    ) -> Result<Vec<Value>, AckError> {
+    ) -> Result<Vec<HistoryEntry>, AckError> {
         Ok(self
             .0
             .history
             .list(tenant, user, limit, before)
             .await?
             .iter()
-            .map(CallRecord::to_json)
+            .map(HistoryEntry::from)
             .collect())
     }
 }

@@ -6,10 +6,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 
+use super::wire::*;
 use super::{RoomRef, check_body, check_meta, load_room, membership, require_member};
 use crate::app::now_ms;
 use crate::error::{AckError, Code};
-use crate::handler::Cx;
+use crate::handler::{Cx, Done};
 use crate::history::Updated;
 use crate::history::change::{Change, Refusal, valid_emoji};
 use crate::hub::{CHAT, chat_room};
@@ -20,7 +21,7 @@ use crate::rooms::roles::{Role, role_of};
 /// Owner only. The room, its memberships, history (edits and reactions included), the
 /// members' receipt pointers and typing state go; members get `room:deleted` and their
 /// sockets leave the room on every node.
-pub(super) async fn room_delete<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Value, AckError> {
+pub(super) async fn room_delete<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<Done, AckError> {
     let t = &cx.id.tenant;
     let room = load_room(&cx.app, t, &req.room_id).await?;
     if room.owner_id != cx.id.user_id {
@@ -42,19 +43,21 @@ pub(super) async fn room_delete<A: Adapter>(cx: Cx<A>, req: RoomRef) -> Result<V
             CHAT,
             socket_room.clone(),
             "room:deleted",
-            json!({ "room_id": room.id }),
+            json!(RoomDeleted {
+                room_id: room.id.clone()
+            }),
         )
         .await;
     if let Some(hub) = cx.app.hub() {
         hub.leave(CHAT, socket_room.clone(), socket_room).await;
     }
     tracing::info!(tenant = %t, room = %room.id, members = members.len(), "room deleted");
-    Ok(json!({}))
+    Ok(Done {})
 }
 
 // === message:edit, message:delete, message:react ===
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct MessageEdit {
     room_id: String,
     seq: u64,
@@ -62,13 +65,13 @@ pub(super) struct MessageEdit {
     meta: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct MessageRef {
     room_id: String,
     seq: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct MessageReact {
     room_id: String,
     seq: u64,
@@ -140,7 +143,7 @@ async fn tell_room<A: Adapter>(cx: &Cx<A>, room_id: &str, event: &'static str, d
 pub(super) async fn message_edit<A: Adapter>(
     cx: Cx<A>,
     req: MessageEdit,
-) -> Result<Value, AckError> {
+) -> Result<MessageAck, AckError> {
     let cfg = &cx.app.config.chat;
     check_body(cfg, &req.body)?;
     if let Some(meta) = &req.meta {
@@ -162,15 +165,17 @@ pub(super) async fn message_edit<A: Adapter>(
         },
     )
     .await?;
-    let out = json!({ "message": updated.message });
-    tell_updated(&cx, &req.room_id, &out).await?;
+    let out = MessageAck {
+        message: updated.message,
+    };
+    tell_updated(&cx, &req.room_id, &json!(out)).await?;
     Ok(out)
 }
 
 pub(super) async fn message_delete<A: Adapter>(
     cx: Cx<A>,
     req: MessageRef,
-) -> Result<Value, AckError> {
+) -> Result<MessageAck, AckError> {
     let (room, standing) = membership(&cx.app, &cx.id, &req.room_id).await?;
     let updated = change(
         &cx,
@@ -183,15 +188,17 @@ pub(super) async fn message_delete<A: Adapter>(
         },
     )
     .await?;
-    let out = json!({ "message": updated.message });
-    tell_updated(&cx, &req.room_id, &out).await?;
+    let out = MessageAck {
+        message: updated.message,
+    };
+    tell_updated(&cx, &req.room_id, &json!(out)).await?;
     Ok(out)
 }
 
 pub(super) async fn message_react<A: Adapter>(
     cx: Cx<A>,
     req: MessageReact,
-) -> Result<Value, AckError> {
+) -> Result<ReactionsAck, AckError> {
     if !valid_emoji(&req.emoji) {
         return Err(AckError::bad_request(
             "emoji must be 1-64 bytes without whitespace or control characters",
@@ -211,8 +218,12 @@ pub(super) async fn message_react<A: Adapter>(
     .await?;
     let reactions = updated.message.reactions;
     if updated.changed {
-        let out = json!({ "room_id": req.room_id, "seq": req.seq, "reactions": reactions });
+        let out = json!(ReactionsEvent {
+            room_id: req.room_id.clone(),
+            seq: req.seq,
+            reactions: reactions.clone(),
+        });
         tell_room(&cx, &req.room_id, "message:reactions", &out).await;
     }
-    Ok(json!({ "reactions": reactions }))
+    Ok(ReactionsAck { reactions })
 }

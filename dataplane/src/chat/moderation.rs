@@ -4,13 +4,14 @@
 //! the users concerned on every node.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use socketioxide::adapter::Adapter;
 
+use super::wire::*;
 use super::{check_room_id, load_room, stop_typing};
 use crate::app::{App, now_ms};
 use crate::error::{AckError, Code};
-use crate::handler::Cx;
+use crate::handler::{Cx, Done};
 use crate::hub::{CHAT, chat_room, user_room};
 use crate::ids;
 use crate::rooms::roles::{self, Assignable, Role, role_of};
@@ -21,21 +22,21 @@ pub const MAX_REASON_CHARS: usize = 500;
 /// Longest slow-mode interval: one day.
 pub const MAX_SLOW_MODE_S: u32 = 24 * 3600;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct SetRole {
     room_id: String,
     user_id: String,
     role: Assignable,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct Target {
     room_id: String,
     user_id: String,
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct MuteReq {
     room_id: String,
     user_id: String,
@@ -44,7 +45,7 @@ pub(super) struct MuteReq {
     until: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct SlowMode {
     room_id: String,
     interval_s: u32,
@@ -123,14 +124,14 @@ async fn eject(app: &App, tenant: &str, room_id: &str, user_id: &str, reason: Op
         hub.leave(CHAT, user.clone(), chat_room(tenant, room_id))
             .await;
     }
-    let mut out = json!({ "room_id": room_id });
-    if let Some(r) = reason {
-        out["reason"] = Value::String(r);
-    }
-    app.emit(CHAT, user, "room:kicked", out).await;
+    let out = Kicked {
+        room_id: room_id.to_owned(),
+        reason,
+    };
+    app.emit(CHAT, user, "room:kicked", json!(out)).await;
 }
 
-pub(super) async fn room_set_role<A: Adapter>(cx: Cx<A>, req: SetRole) -> Result<Value, AckError> {
+pub(super) async fn room_set_role<A: Adapter>(cx: Cx<A>, req: SetRole) -> Result<Done, AckError> {
     let (_, me, _, target) = parties(&cx, &req.room_id, &req.user_id).await?;
     roles::may_set_role(me, target).map_err(refused)?;
     let moderator = req.role == Assignable::Moderator;
@@ -145,10 +146,10 @@ pub(super) async fn room_set_role<A: Adapter>(cx: Cx<A>, req: SetRole) -> Result
         return Err(not_a_member(&req.user_id));
     }
     tracing::info!(tenant = %t, room = %req.room_id, user = %req.user_id, moderator, "role set");
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-pub(super) async fn room_kick<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Value, AckError> {
+pub(super) async fn room_kick<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Done, AckError> {
     check_reason(req.reason.as_deref())?;
     let (_, me, standing, target) = parties(&cx, &req.room_id, &req.user_id).await?;
     roles::may_moderate(me, target).map_err(refused)?;
@@ -167,10 +168,10 @@ pub(super) async fn room_kick<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Valu
     }
     eject(&cx.app, t, &req.room_id, &req.user_id, req.reason).await;
     tracing::info!(tenant = %t, room = %req.room_id, user = %req.user_id, by = %cx.id.user_id, "kicked");
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-pub(super) async fn room_ban<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Value, AckError> {
+pub(super) async fn room_ban<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Done, AckError> {
     check_reason(req.reason.as_deref())?;
     let (_, me, _, target) = parties(&cx, &req.room_id, &req.user_id).await?;
     roles::may_moderate(me, target).map_err(refused)?;
@@ -190,10 +191,10 @@ pub(super) async fn room_ban<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Value
         }
     }
     tracing::info!(tenant = %t, room = %req.room_id, user = %req.user_id, by = %cx.id.user_id, "banned");
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-pub(super) async fn room_unban<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Value, AckError> {
+pub(super) async fn room_unban<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Done, AckError> {
     check_reason(req.reason.as_deref())?;
     let (_, me, _, target) = parties(&cx, &req.room_id, &req.user_id).await?;
     roles::may_moderate(me, target).map_err(refused)?;
@@ -202,10 +203,10 @@ pub(super) async fn room_unban<A: Adapter>(cx: Cx<A>, req: Target) -> Result<Val
         .rooms
         .unban(&cx.id.tenant, &req.room_id, &req.user_id)
         .await?;
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-pub(super) async fn room_mute<A: Adapter>(cx: Cx<A>, req: MuteReq) -> Result<Value, AckError> {
+pub(super) async fn room_mute<A: Adapter>(cx: Cx<A>, req: MuteReq) -> Result<Done, AckError> {
     let (_, me, standing, target) = parties(&cx, &req.room_id, &req.user_id).await?;
     roles::may_moderate(me, target).map_err(refused)?;
     if !standing.member {
@@ -226,13 +227,13 @@ pub(super) async fn room_mute<A: Adapter>(cx: Cx<A>, req: MuteReq) -> Result<Val
             Some(Sanctioned::Done { .. }) => {}
         },
     }
-    Ok(json!({}))
+    Ok(Done {})
 }
 
 pub(super) async fn room_set_slow_mode<A: Adapter>(
     cx: Cx<A>,
     req: SlowMode,
-) -> Result<Value, AckError> {
+) -> Result<RoomAck, AckError> {
     if req.interval_s > MAX_SLOW_MODE_S {
         return Err(AckError::bad_request(format!(
             "interval_s must be between 0 (off) and {MAX_SLOW_MODE_S}"
@@ -251,7 +252,7 @@ pub(super) async fn room_set_slow_mode<A: Adapter>(
         .set_slow_mode(t, &req.room_id, req.interval_s)
         .await?
         .ok_or_else(|| AckError::not_found(format!("no room {:?}", req.room_id)))?;
-    Ok(json!({ "room": room }))
+    Ok(RoomAck { room })
 }
 
 /// `rate_limited` for a send that slow mode holds back.

@@ -5,21 +5,21 @@
 //! each one store call (on Redis, five round trips a call in all).
 
 use serde::Deserialize;
-use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 
+use super::wire::*;
 use crate::error::AckError;
 use crate::handler::Cx;
 use crate::receipts::{Kind, unread};
 use crate::sync::{DEFAULT_SYNC_PAGE, MAX_SYNC_PAGE, decode_cursor, encode_cursor};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct SyncGet {
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
-pub(super) async fn sync_get<A: Adapter>(cx: Cx<A>, req: SyncGet) -> Result<Value, AckError> {
+pub(super) async fn sync_get<A: Adapter>(cx: Cx<A>, req: SyncGet) -> Result<SyncPage, AckError> {
     let limit = req.limit.unwrap_or(DEFAULT_SYNC_PAGE);
     if !(1..=MAX_SYNC_PAGE).contains(&limit) {
         return Err(AckError::bad_request(format!(
@@ -40,22 +40,20 @@ pub(super) async fn sync_get<A: Adapter>(cx: Cx<A>, req: SyncGet) -> Result<Valu
     let last = stores.history.last_seqs(t, &ids).await?;
     let read = stores.receipts.pointers(t, me, &ids, Kind::Read).await?;
     let messages = stores.history.last_messages(t, &ids).await?;
-    let rooms: Vec<Value> = ids
-        .iter()
+    let rooms = ids
+        .into_iter()
         .zip(last.iter().zip(read))
         .zip(messages)
-        .map(|((room_id, (last, read)), message)| {
-            let mut r =
-                json!({ "room_id": room_id, "last_seq": last, "unread": unread(*last, read) });
-            if let Some(m) = message {
-                r["last_message"] = json!(m);
-            }
-            r
+        .map(|((room_id, (last, read)), last_message)| SyncRoom {
+            room_id,
+            last_seq: *last,
+            unread: unread(*last, read),
+            last_message,
         })
         .collect();
-    Ok(json!({
-        "rooms": rooms,
-        "cursor": encode_cursor(page.cursor(after)),
-        "more": page.more,
-    }))
+    Ok(SyncPage {
+        rooms,
+        cursor: encode_cursor(page.cursor(after)),
+        more: page.more,
+    })
 }

@@ -4,9 +4,9 @@
 //! toward unread counts and are read by the same read pointer.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
 
+use super::wire::*;
 use super::{DEFAULT_PAGE, MAX_PAGE, require_member};
 use crate::app::App;
 use crate::error::AckError;
@@ -39,7 +39,7 @@ pub(super) async fn check_root(
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(super) struct MessageThread {
     room_id: String,
     root_seq: u64,
@@ -50,7 +50,7 @@ pub(super) struct MessageThread {
 pub(super) async fn message_thread<A: Adapter>(
     cx: Cx<A>,
     req: MessageThread,
-) -> Result<Value, AckError> {
+) -> Result<Messages, AckError> {
     let limit = req.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AckError::bad_request(format!(
@@ -84,5 +84,5 @@ pub(super) async fn message_thread<A: Adapter>(
             limit,
         )
         .await?;
-    Ok(json!({ "messages": messages }))
+    Ok(Messages { messages })
 }

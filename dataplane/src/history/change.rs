@@ -19,14 +19,14 @@ pub const USERS_LISTED: usize = 10;
 pub const MAX_EMOJI_BYTES: usize = 64;
 
 /// Who reacted with one emoji, oldest first. Stored form.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reactors {
     pub emoji: String,
     pub users: Vec<String>,
 }
 
 /// `{emoji, count, user_ids}` as clients get it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reaction {
     pub emoji: String,
     pub count: usize,

@@ -12,18 +12,18 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::Notification;
+use super::delivery::{Progress, Record};
 use super::dispatch::{DispatchError, Dispatcher};
 use crate::app::{App, now_ms};
 use crate::email::valid_address;
-use crate::http::{error, service_gate};
+use crate::http::{error, service_gate, success};
 use crate::ids;
 use crate::kafka::Producer;
 use crate::metrics::Metrics;
@@ -138,11 +138,7 @@ async fn enqueue(State(app): State<App>, headers: HeaderMap, body: axum::body::B
         }
     }
     Metrics::kind(&app.metrics.notifications, "accepted");
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "ok": true, "data": { "status": "queued" } })),
-    )
-        .into_response()
+    success(StatusCode::ACCEPTED, Queued::default())
 }
 
 /// Embedded mode: run until delivered, retrying store failures and runs that find the id
@@ -195,11 +191,13 @@ async fn status(
             for d in &mut deliveries {
                 d.target = redact(&d.channel, &d.target);
             }
-            (
-            StatusCode::OK,
-            axum::Json(json!({ "ok": true, "data": { "id": id, "tenant": tenant, "progress": progress, "deliveries": deliveries } })),
-        )
-            .into_response()
+            let data = Status {
+                id,
+                tenant,
+                progress,
+                deliveries,
+            };
+            success(StatusCode::OK, data)
         }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -215,6 +213,29 @@ async fn status(
             )
         }
     }
+}
+
+/// `POST /api/v1/notifications`: accepted and queued.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Queued {
+    /// Always `queued`.
+    #[schemars(extend("const" = "queued"))]
+    pub status: &'static str,
+}
+
+impl Default for Queued {
+    fn default() -> Self {
+        Self { status: "queued" }
+    }
+}
+
+/// `GET /api/v1/tenants/{tenant}/notifications/{id}`: targets are masked.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Status {
+    pub id: String,
+    pub tenant: String,
+    pub progress: Progress,
+    pub deliveries: Vec<Record>,
 }
 
 /// Shortest push token whose last [`SHOWN_TOKEN_CHARS`] characters are shown.
@@ -246,9 +267,9 @@ pub fn redact(channel: &str, target: &str) -> String {
     format!("***{tail}")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EmailReq {
+pub struct EmailReq {
     email: String,
 }
 
@@ -294,11 +315,7 @@ async fn set_email(
         .set_email(&tenant, &user, &req.email)
         .await
     {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(json!({ "ok": true, "data": {} })),
-        )
-            .into_response(),
+        Ok(()) => success(StatusCode::OK, crate::handler::Done {}),
         Err(e) => {
             tracing::warn!(error = %e, "device store unavailable");
             error(

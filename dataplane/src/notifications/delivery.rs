@@ -35,7 +35,7 @@ pub const RUN_LOCK_TTL: Duration = Duration::from_secs(15);
 /// [`DELIVERY_TTL_SECS`]).
 pub const MAX_MEMORY_DELIVERIES: usize = 100_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Claimed,
@@ -51,7 +51,7 @@ impl State {
 }
 
 /// One target's status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Record {
     pub user_id: String,
     /// `fcm`, `apns`, `email` or `in_app`.
@@ -96,7 +96,7 @@ pub enum Claim {
 }
 
 /// The whole notification's progress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Progress {
     Queued,

@@ -3,19 +3,30 @@
 //! takes a tenant or user id from the payload.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{SocketRef, State, TryData};
 
+use super::Entry;
 use super::{DEFAULT_LIST, MAX_LIST, MAX_MARK_READ, NOTIFICATIONS};
 use crate::app::{App, now_ms};
 use crate::auth::AuthError;
+use crate::devices::Device;
 use crate::devices::{MAX_DEVICES_PER_USER, Registered, Registration};
 use crate::error::AckError;
-use crate::handler::{self, Cx, on};
+use crate::handler::{self, Cx, Done};
 use crate::ids;
-use crate::limits::Class;
+use crate::preferences::Preferences;
 use crate::preferences::Update;
+
+crate::contract::declare_events! { NOTIFICATIONS;
+    "notification:register-device" => Room, register_device;
+    "notification:unregister-device" => Room, unregister_device;
+    "notification:set-preferences" => Room, set_preferences;
+    "notification:get-preferences" => Read, get_preferences;
+    "notification:list" => Read, list;
+    "notification:mark-read" => Read, mark_read;
+}
 
 /// Admission to /notifications: authenticate, register the events, count it.
 pub async fn admit<A: Adapter>(
@@ -39,32 +50,7 @@ pub async fn admit<A: Adapter>(
     {
         tracing::warn!(error = %e, "email claim not stored");
     }
-    on(
-        &s,
-        "notification:register-device",
-        Class::Room,
-        register_device::<A>,
-    );
-    on(
-        &s,
-        "notification:unregister-device",
-        Class::Room,
-        unregister_device::<A>,
-    );
-    on(
-        &s,
-        "notification:set-preferences",
-        Class::Room,
-        set_preferences::<A>,
-    );
-    on(
-        &s,
-        "notification:get-preferences",
-        Class::Read,
-        get_preferences::<A>,
-    );
-    on(&s, "notification:list", Class::Read, list::<A>);
-    on(&s, "notification:mark-read", Class::Read, mark_read::<A>);
+    register_events(&s);
     app.metrics.connection(NOTIFICATIONS, 1);
     s.on_disconnect(async move |s: SocketRef<A>, State(app): State<App>| {
         handler::released(&s, &app).await;
@@ -92,17 +78,18 @@ fn email_claim(token: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRef {
     token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "GetPreferencesRequest")]
 struct Empty {}
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListReq {
     #[serde(default)]
@@ -110,13 +97,13 @@ struct ListReq {
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct MarkRead {
     ids: Vec<String>,
 }
 
-async fn register_device<A: Adapter>(cx: Cx<A>, req: Registration) -> Result<Value, AckError> {
+async fn register_device<A: Adapter>(cx: Cx<A>, req: Registration) -> Result<DeviceAck, AckError> {
     let device = req.into_device(now_ms()).map_err(AckError::bad_request)?;
     let apns = &cx.app.config.notifications.apns;
     if device.platform == crate::devices::Platform::Apns
@@ -135,14 +122,14 @@ async fn register_device<A: Adapter>(cx: Cx<A>, req: Registration) -> Result<Val
         .register(t, u, &device, MAX_DEVICES_PER_USER)
         .await?
     {
-        Registered::Ok => Ok(json!({ "device": device })),
+        Registered::Ok => Ok(DeviceAck { device }),
         Registered::TooMany => Err(AckError::forbidden(format!(
             "device limit reached ({MAX_DEVICES_PER_USER} per user): unregister one first"
         ))),
     }
 }
 
-async fn unregister_device<A: Adapter>(cx: Cx<A>, req: TokenRef) -> Result<Value, AckError> {
+async fn unregister_device<A: Adapter>(cx: Cx<A>, req: TokenRef) -> Result<Done, AckError> {
     if cx
         .app
         .stores
@@ -150,13 +137,13 @@ async fn unregister_device<A: Adapter>(cx: Cx<A>, req: TokenRef) -> Result<Value
         .unregister(&cx.id.tenant, &cx.id.user_id, &req.token)
         .await?
     {
-        Ok(json!({}))
+        Ok(Done {})
     } else {
         Err(AckError::not_found("no such device token for this user"))
     }
 }
 
-async fn set_preferences<A: Adapter>(cx: Cx<A>, req: Update) -> Result<Value, AckError> {
+async fn set_preferences<A: Adapter>(cx: Cx<A>, req: Update) -> Result<PreferencesAck, AckError> {
     let (t, u) = (&cx.id.tenant, &cx.id.user_id);
     // Read, merge and write as one: two concurrent updates never lose each other's fields.
     let p = cx
@@ -166,20 +153,20 @@ async fn set_preferences<A: Adapter>(cx: Cx<A>, req: Update) -> Result<Value, Ac
         .update(t, u, &|cur| req.clone().apply(cur))
         .await?
         .map_err(AckError::bad_request)?;
-    Ok(json!({ "preferences": p }))
+    Ok(PreferencesAck { preferences: p })
 }
 
-async fn get_preferences<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
+async fn get_preferences<A: Adapter>(cx: Cx<A>, _req: Empty) -> Result<PreferencesAck, AckError> {
     let p = cx
         .app
         .stores
         .preferences
         .get(&cx.id.tenant, &cx.id.user_id)
         .await?;
-    Ok(json!({ "preferences": p }))
+    Ok(PreferencesAck { preferences: p })
 }
 
-async fn list<A: Adapter>(cx: Cx<A>, req: ListReq) -> Result<Value, AckError> {
+async fn list<A: Adapter>(cx: Cx<A>, req: ListReq) -> Result<List, AckError> {
     let limit = req.limit.unwrap_or(DEFAULT_LIST);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(AckError::bad_request(format!(
@@ -192,10 +179,10 @@ async fn list<A: Adapter>(cx: Cx<A>, req: ListReq) -> Result<Value, AckError> {
         .inbox
         .list(&cx.id.tenant, &cx.id.user_id, req.unread_only, limit)
         .await?;
-    Ok(json!({ "notifications": v }))
+    Ok(List { notifications: v })
 }
 
-async fn mark_read<A: Adapter>(cx: Cx<A>, req: MarkRead) -> Result<Value, AckError> {
+async fn mark_read<A: Adapter>(cx: Cx<A>, req: MarkRead) -> Result<Marked, AckError> {
     if req.ids.is_empty() || req.ids.len() > MAX_MARK_READ {
         return Err(AckError::bad_request(format!(
             "ids must hold 1 to {MAX_MARK_READ} ids"
@@ -212,5 +199,38 @@ async fn mark_read<A: Adapter>(cx: Cx<A>, req: MarkRead) -> Result<Value, AckErr
         .inbox
         .mark_read(&cx.id.tenant, &cx.id.user_id, &req.ids)
         .await?;
-    Ok(json!({ "marked": n }))
+    Ok(Marked { marked: n })
+}
+
+/// `{device}`: `notification:register-device`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct DeviceAck {
+    pub device: Device,
+}
+
+/// `{preferences}`: `notification:set-preferences`, `notification:get-preferences`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct PreferencesAck {
+    pub preferences: Preferences,
+}
+
+/// `{notifications}`, newest first: `notification:list`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct List {
+    pub notifications: Vec<Entry>,
+}
+
+/// `{marked}`: how many of the ids were marked read.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Marked {
+    pub marked: usize,
+}
+
+/// /notifications' server → client events.
+pub fn server_events() -> Vec<crate::contract::ServerEvent> {
+    vec![crate::contract::ServerEvent::of::<Entry>(
+        NOTIFICATIONS,
+        "notification",
+        "A new in-app notification, to every /notifications socket of the user.",
+    )]
 }

@@ -4,18 +4,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
 
+use super::Presence;
 use super::tracker::watch_room;
 use super::{Manual, Status};
 use crate::app::App;
 use crate::auth::{AuthError, Identity};
 use crate::error::AckError;
-use crate::handler::{self, Cx, on};
+use crate::handler::{self, Cx, Done};
 use crate::ids;
-use crate::limits::Class;
 
 /// Most ids in one subscribe or unsubscribe.
 pub const MAX_SUBSCRIBE: usize = 500;
@@ -24,6 +24,14 @@ pub const MAX_BATCH: usize = 1000;
 /// Longest status message, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 200;
 
+crate::contract::declare_events! { super::tracker::PRESENCE;
+    "presence:set-status" => Room, set_status;
+    "presence:activity" => Typing, activity;
+    "presence:subscribe" => Room, subscribe;
+    "presence:unsubscribe" => Room, unsubscribe;
+    "presence:get-batch" => Read, get_batch;
+}
+
 /// Admission to /presence: authenticate, register events, count the connection.
 pub async fn admit<A: Adapter>(
     s: SocketRef<A>,
@@ -31,11 +39,7 @@ pub async fn admit<A: Adapter>(
     TryData(auth): TryData<Value>,
 ) -> Result<(), AuthError> {
     let id = handler::authenticate(&s, &app, auth).await?;
-    on(&s, "presence:set-status", Class::Room, set_status::<A>);
-    on(&s, "presence:activity", Class::Typing, activity::<A>);
-    on(&s, "presence:subscribe", Class::Room, subscribe::<A>);
-    on(&s, "presence:unsubscribe", Class::Room, unsubscribe::<A>);
-    on(&s, "presence:get-batch", Class::Read, get_batch::<A>);
+    register_events(&s);
     let (t, u) = (id.tenant.as_str(), id.user_id.as_str());
     let conn = handler::conn_id(&app, &s.id);
     app.presence.connect(t, u, &conn).await.map_err(|e| {
@@ -74,16 +78,17 @@ pub async fn on_connect<A: Adapter>(s: SocketRef<A>, State(app): State<App>) {
     handler::admitted(&s, &app).await;
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct SetStatus {
     status: Status,
     message: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ActivityRequest")]
 struct Empty {}
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct UserIds {
     user_ids: Vec<String>,
 }
@@ -100,7 +105,7 @@ fn check_ids(ids_: &[String], max: usize) -> Result<(), AckError> {
     }
 }
 
-async fn set_status<A: Adapter>(cx: Cx<A>, req: SetStatus) -> Result<Value, AckError> {
+async fn set_status<A: Adapter>(cx: Cx<A>, req: SetStatus) -> Result<PresenceAck, AckError> {
     let message = req
         .message
         .map(|m| m.trim().to_owned())
@@ -122,16 +127,16 @@ async fn set_status<A: Adapter>(cx: Cx<A>, req: SetStatus) -> Result<Value, AckE
         .presence
         .set_status(&cx.id.tenant, &cx.id.user_id, manual)
         .await?;
-    Ok(json!({ "presence": p }))
+    Ok(PresenceAck { presence: p })
 }
 
-async fn activity<A: Adapter>(_cx: Cx<A>, _req: Empty) -> Result<Value, AckError> {
+async fn activity<A: Adapter>(_cx: Cx<A>, _req: Empty) -> Result<Done, AckError> {
     // `handler::on` records activity for every event; this event exists for clients
     // that have nothing else to send.
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-async fn subscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckError> {
+async fn subscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Presences, AckError> {
     check_ids(&req.user_ids, MAX_SUBSCRIBE)?;
     let t = &cx.id.tenant;
     let prefix = watch_room(t, "");
@@ -164,10 +169,10 @@ async fn subscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckErro
         .presence
         .get_followed(t, &req.user_ids, |u| held.contains(&watch_room(t, u)))
         .await?;
-    Ok(json!({ "presences": presences }))
+    Ok(Presences { presences })
 }
 
-async fn unsubscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckError> {
+async fn unsubscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Done, AckError> {
     check_ids(&req.user_ids, MAX_SUBSCRIBE)?;
     let rooms: Vec<String> = req
         .user_ids
@@ -175,11 +180,32 @@ async fn unsubscribe<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckEr
         .map(|u| watch_room(&cx.id.tenant, u))
         .collect();
     cx.socket.leave(rooms);
-    Ok(json!({}))
+    Ok(Done {})
 }
 
-async fn get_batch<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Value, AckError> {
+async fn get_batch<A: Adapter>(cx: Cx<A>, req: UserIds) -> Result<Presences, AckError> {
     check_ids(&req.user_ids, MAX_BATCH)?;
     let presences = cx.app.presence.get(&cx.id.tenant, &req.user_ids).await?;
-    Ok(json!({ "presences": presences }))
+    Ok(Presences { presences })
+}
+
+/// `{presence}`: the `presence:set-status` ack and the `presence:update` event.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct PresenceAck {
+    pub presence: Presence,
+}
+
+/// `{presences}`, in the order asked: `presence:subscribe`, `presence:get-batch`.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Presences {
+    pub presences: Vec<Presence>,
+}
+
+/// /presence's server → client events.
+pub fn server_events() -> Vec<crate::contract::ServerEvent> {
+    vec![crate::contract::ServerEvent::of::<PresenceAck>(
+        super::tracker::PRESENCE,
+        "presence:update",
+        "A subscribed user's presence changed (duplicates possible: compare with what you show).",
+    )]
 }

@@ -430,7 +430,7 @@ impl Tracker {
                 PRESENCE,
                 room,
                 "presence:update",
-                serde_json::json!({ "presence": presence }),
+                serde_json::json!(super::events::PresenceAck { presence }),
             )
             .await;
         }

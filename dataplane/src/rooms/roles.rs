@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Room, Standing};
 
 /// A user's role in a room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Owner,
@@ -23,7 +23,7 @@ pub enum Role {
 }
 
 /// The roles `room:set-role` can give.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Assignable {
     Moderator,
