@@ -269,6 +269,7 @@ impl Metrics {
             "call_history_outbox",
             "Call history records waiting in the outbox for the history database",
             call_history_outbox.clone(),
+        );
         let side_effect_failures = Family::<KindLabel, Counter>::default();
         reg.register(
             "side_effect_failures",

@@ -41,7 +41,9 @@ pub struct Privacy {
 }
 
 /// Who may add a user to rooms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomAdds {
     /// Any user of the tenant (within the limit of rooms others may put one in).

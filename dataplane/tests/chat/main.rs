@@ -16,7 +16,7 @@ mod limits;
 mod moderation;
 mod multinode;
 mod presence;
-mod storage;
 mod presence_cost;
+mod storage;
 mod sync;
 mod tenants;

@@ -458,10 +458,14 @@ export interface Presences {
 /** How urgent a notification is, lowest first. */
 export type Priority = "low" | "normal" | "high" | "urgent";
 
-/** `{read_receipts, typing_indicators}`; both on unless the user turns them off. */
+/** `{read_receipts, typing_indicators, room_adds}`; both kinds on and adds by anyone
+ * unless the user turns them off. */
 export interface Privacy {
   read_receipts: boolean;
   typing_indicators: boolean;
+  /** Whether others may put the user in rooms (`room:create` `members`, `room:invite`).
+   * Stored choices from before this field read as the default. */
+  room_adds: RoomAdds;
 }
 
 /** `{privacy}`: `privacy:set`. */
@@ -472,6 +476,7 @@ export interface PrivacyAck {
 export interface PrivacySet {
   read_receipts?: boolean | null;
   typing_indicators?: boolean | null;
+  room_adds?: RoomAdds | null;
 }
 
 /** `call:quality-issue`, to the reporter. */
@@ -572,14 +577,20 @@ export interface RoomAck {
   room: Room;
 }
 
-/** `{room, skipped, banned}`: `room:create`, `room:invite`. */
+/** `{room, skipped, banned, declined}`: `room:create`, `room:invite`. */
 export interface RoomAdded {
   room: Room;
-  /** Users not added: over `limits.max_rooms_per_user`, or banned. */
+  /** Users not added: banned, declining adds by others (`privacy:set {room_adds:
+   * "nobody"}`), or already added to `limits.max_rooms_per_user` rooms by others. */
   skipped: Array<string>;
   /** Those of `skipped` banned from the room. */
   banned: Array<string>;
+  /** Those of `skipped` whose privacy declines adds by others. */
+  declined: Array<string>;
 }
+
+/** Who may add a user to rooms. */
+export type RoomAdds = "anyone" | "nobody";
 
 export interface RoomCreate {
   room_id?: string | null;
