@@ -4,7 +4,7 @@
 //! JSON, bytes, past the body limit). Every answer comes within the timeout, is never a
 //! 5xx, and every error is the typed JSON envelope with a code that blames the request.
 //! Seeded (`SWITCHBOARD_FUZZ_SEED`, printed at the start); `SWITCHBOARD_FUZZ_CASES`
-//! scales it with the frame fuzzer (a fifth of its cases, at least 2 000).
+//! scales it with the frame fuzzer (a fiftieth of its cases, at least 2 000).
 
 use std::time::Duration;
 
@@ -134,7 +134,7 @@ async fn any_http_request_gets_a_typed_4xx_never_a_5xx_or_a_hang() {
     let cases = std::env::var("SWITCHBOARD_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .map_or(2_000, |c| (c / 5).max(2_000));
+        .map_or(2_000, |c| (c / 50).max(2_000));
     let seed = std::env::var("SWITCHBOARD_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
