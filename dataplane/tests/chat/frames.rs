@@ -589,14 +589,14 @@ async fn open_polling(http: &reqwest::Client, node: &Node, token: &str) -> Strin
 }
 
 /// One case over long-polling, followed by a probe: the probe's ack, or the session's
-/// end. False when the session ended.
+/// end (`Err` saying how it ended).
 async fn polling_case(
     http: &reqwest::Client,
     base: &str,
     case: &Case,
     probe: i64,
     o: &mut Oracle,
-) -> bool {
+) -> Result<(), String> {
     let mut packets: Vec<String> = case
         .frames
         .iter()
@@ -612,15 +612,17 @@ async fn polling_case(
     o.optional
         .insert(probe, ("presence:activity".into(), "{}".into()));
     let posted = http.post(base).body(packets.join("\x1e")).send().await;
-    if !posted.is_ok_and(|r| r.status().is_success()) {
-        return false;
+    match posted {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => return Err(format!("POST answered {}", r.status())),
+        Err(e) => return Err(format!("POST failed: {e:?}")),
     }
     let deadline = Instant::now() + ANSWER_WITHIN;
     loop {
         let own = case.ack.as_ref().map(|(id, ..)| *id);
         let answered = |id: i64| !o.expected.contains_key(&id) && !o.optional.contains_key(&id);
         if answered(probe) && (!case.well_formed || own.is_none_or(answered)) {
-            return true;
+            return Ok(());
         }
         assert!(
             Instant::now() < deadline,
@@ -629,17 +631,18 @@ async fn polling_case(
         );
         let got = match http.get(base).timeout(ANSWER_WITHIN).send().await {
             Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
-            _ => return false,
+            Ok(r) => return Err(format!("GET answered {}", r.status())),
+            Err(e) => return Err(format!("GET failed (no ack, no close): {e:?}")),
         };
         for p in got.split('\x1e') {
             if p == "2" {
                 let _ = http.post(base).body("3").send().await;
             } else if p == "1" {
-                return false;
+                return Err("the node closed the session".into());
             } else if let Some(p) = p.strip_prefix('4')
                 && !o.packet(p)
             {
-                return false;
+                return Err(format!("the node left a namespace: {p}"));
             }
         }
     }
@@ -724,11 +727,11 @@ async fn any_frame_gets_a_typed_answer_or_a_closed_session_and_the_node_keeps_se
                 target.insert(*id, (e.clone(), p.clone()));
             }
             let probe = g.id();
-            let alive = polling_case(&http, &polling, &case, probe, &mut o).await;
-            if !alive {
+            let outcome = polling_case(&http, &polling, &case, probe, &mut o).await;
+            if let Err(how) = outcome {
                 assert!(
                     !case.well_formed,
-                    "the polling session ended after a well-formed request: {context}"
+                    "the polling session ended after a well-formed request ({how}): {context}"
                 );
                 o.stats.reconnects += 1;
                 o.optional.clear();
