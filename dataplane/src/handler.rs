@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 
 use crate::app::App;
 use crate::auth::lifetime::{self, Clock};
@@ -114,6 +114,7 @@ pub async fn authenticate<A: Adapter>(
             s.extensions.insert(Clock::new(id.exp));
             s.extensions.insert::<SocketLimitsRef>(Arc::default());
             on(s, lifetime::REFRESH, Class::Room, refresh::<A>);
+            s.on_fallback(unknown_event::<A>);
             Ok(id)
         }
         Err(e) => {
@@ -339,33 +340,103 @@ where
 {
     s.on(
         event,
-        move |s: SocketRef<A>, TryData(data): TryData<Value>, ack: AckSender<A>, State(app): State<App>, Extension(id): Extension<Arc<Identity>>, Extension(limits): Extension<SocketLimitsRef>| async move {
+        move |s: SocketRef<A>,
+              TryData(data): TryData<Value>,
+              ack: AckSender<A>,
+              State(app): State<App>,
+              Extension(id): Extension<Arc<Identity>>,
+              Extension(limits): Extension<SocketLimitsRef>| async move {
             // The drain waits for this handler (its ack, its writes) before the node exits.
             let _busy = app.drain.busy();
             let started = tokio::time::Instant::now();
             app.presence.activity(&id.tenant, &id.user_id);
-            let verdict = app.limits.check(&limits, &id.tenant, &id.user_id, class, started).await;
+            let verdict = app
+                .limits
+                .check(&limits, &id.tenant, &id.user_id, class, started)
+                .await;
             let result = match verdict {
                 Verdict::Allow => match decode::<Req>(data) {
-                    Ok(req) => f(Cx { app: app.clone(), socket: s.clone(), id: id.clone() }, req).await.and_then(ack_data),
+                    Ok(req) => f(
+                        Cx {
+                            app: app.clone(),
+                            socket: s.clone(),
+                            id: id.clone(),
+                        },
+                        req,
+                    )
+                    .await
+                    .and_then(ack_data),
                     Err(e) => Err(e),
                 },
-                Verdict::Limited | Verdict::Abusive => Err(AckError::new(Code::RateLimited, format!("too many {event} events, slow down"))),
+                Verdict::Limited | Verdict::Abusive => Err(limited(event)),
             };
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.code.as_str(),
-            };
-            app.metrics.event(event, outcome, started.elapsed());
-            let _ = ack.send(&envelope(&result));
-            if matches!(&result, Err(e) if e.then_disconnect) {
-                let _ = s.clone().disconnect();
-            }
-            if verdict == Verdict::Abusive {
-                tracing::warn!(tenant = %id.tenant, user = %id.user_id, event, "abuse threshold crossed, disconnecting");
-                Metrics::kind(&app.metrics.disconnects, "abuse");
-                let _ = s.disconnect();
-            }
+            answer(&app, &s, &id, ack, event, started, &result, verdict);
         },
     );
+}
+
+fn limited(event: &str) -> AckError {
+    AckError::new(
+        Code::RateLimited,
+        format!("too many {event} events, slow down"),
+    )
+}
+
+/// Ack a request, count it under `label`, and disconnect the socket when the answer or
+/// the limiter says so.
+#[allow(clippy::too_many_arguments)]
+fn answer<A: Adapter>(
+    app: &App,
+    s: &SocketRef<A>,
+    id: &Identity,
+    ack: AckSender<A>,
+    label: &str,
+    started: tokio::time::Instant,
+    result: &Result<Value, AckError>,
+    verdict: Verdict,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    app.metrics.event(label, outcome, started.elapsed());
+    let _ = ack.send(&envelope(result));
+    if matches!(result, Err(e) if e.then_disconnect) {
+        let _ = s.clone().disconnect();
+    }
+    if verdict == Verdict::Abusive {
+        tracing::warn!(tenant = %id.tenant, user = %id.user_id, event = label, "abuse threshold crossed, disconnecting");
+        Metrics::kind(&app.metrics.disconnects, "abuse");
+        let _ = s.clone().disconnect();
+    }
+}
+
+/// An event no handler of the namespace takes: `bad_request` (when the client asked for
+/// an ack), never a silent drop. It counts against the `read` rate limits like any cheap
+/// request, and under the event label `unknown` (client-chosen names would make the
+/// metric unbounded).
+async fn unknown_event<A: Adapter>(
+    s: SocketRef<A>,
+    Event(event): Event,
+    ack: AckSender<A>,
+    State(app): State<App>,
+    Extension(id): Extension<Arc<Identity>>,
+    Extension(limits): Extension<SocketLimitsRef>,
+) {
+    let started = tokio::time::Instant::now();
+    let verdict = app
+        .limits
+        .check(&limits, &id.tenant, &id.user_id, Class::Read, started)
+        .await;
+    let result = match verdict {
+        Verdict::Allow => {
+            let shown: String = event.chars().take(64).collect();
+            Err(AckError::bad_request(format!(
+                "unknown event {shown:?} on {}",
+                s.ns()
+            )))
+        }
+        Verdict::Limited | Verdict::Abusive => Err(limited("unknown")),
+    };
+    answer(&app, &s, &id, ack, "unknown", started, &result, verdict);
 }

@@ -26,13 +26,62 @@ pub const MAX_REVOCATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Every HTTP route on one port (no `server.internal_listen`).
 pub fn router(app: App) -> Router {
-    probes().merge(internal_routes()).with_state(app)
+    typed(probes().merge(internal_routes())).with_state(app)
 }
 
 /// The public port's routes when `server.internal_listen` is set: the probes only (the
 /// Socket.IO layer goes on top).
 pub fn public_router(app: App) -> Router {
-    probes().with_state(app)
+    typed(probes()).with_state(app)
+}
+
+/// Unknown paths get 404 `not_found`, and every error answer carries the JSON envelope
+/// (see [`typed_errors`]).
+fn typed(routes: Router<App>) -> Router<App> {
+    routes
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::map_response(typed_errors))
+}
+
+/// The JSON envelope `{ok:false, error:{code, message}}` on every error answer: axum's
+/// own refusals (405 for a method a route does not take, 413 for a body past its limit,
+/// 400 for a path parameter that does not decode, ...) come as plain text, and a client
+/// of the API must be able to read every answer the same way.
+async fn typed_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let (parts, body) = resp.into_parts();
+    // axum's refusal says what was wrong ("length limit exceeded", ...): keep its start.
+    let text = axum::body::to_bytes(body, 512).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("refused").to_owned(),
+        t => t.to_owned(),
+    };
+    let mut typed = error(status, code, message);
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        typed
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    typed
 }
 
 /// The internal port's routes: the probes, `/metrics`, `/admin/*` and `/api/*`.

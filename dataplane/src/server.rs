@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::{OriginalUri, Request};
 use axum::http::{HeaderMap, HeaderValue, Uri};
-use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::ConnectHandler;
+use socketioxide::{ParserConfig, SocketIo};
 use socketioxide_redis::{FredAdapter, RedisAdapterCtr};
 use switchboard_crds::config::DataplaneConfig;
 use tokio::net::TcpListener;
@@ -34,6 +34,11 @@ use crate::{chat, http, webrtc};
 /// chat frames are far smaller, and a larger frame grows its own socket's buffer.
 /// engineioxide's default is 4 KiB (see BENCHMARKS.md for the measured difference).
 const WS_READ_BUFFER: usize = 1024;
+
+/// Binary attachments one Socket.IO packet may announce. No event of the protocol takes
+/// binary data; the bound keeps a client from making a node buffer (and wait up to a
+/// minute for) thousands of them. Their total size is bounded by `limits.max_payload_bytes`.
+const MAX_ATTACHMENTS: usize = 16;
 
 /// How long the HTTP server may take to finish its last requests once the drain is over.
 const HTTP_CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -101,6 +106,11 @@ pub async fn serve_with(
             .ws_max_message_size(app.config.limits.max_payload_bytes as usize)
             .ws_max_frame_size(app.config.limits.max_payload_bytes as usize)
             .ws_read_buffer_size(WS_READ_BUFFER)
+            .with_parser(
+                ParserConfig::common()
+                    .max_incoming_binaries(MAX_ATTACHMENTS)
+                    .max_incoming_binary_buf_size(app.config.limits.max_payload_bytes as usize),
+            )
     };
     let (app, router, sessions) = match config.redis.url.clone() {
         None => {

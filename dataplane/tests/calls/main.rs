@@ -8,6 +8,10 @@
 #[allow(dead_code)]
 mod support;
 
+#[path = "../chat/protocol.rs"]
+#[allow(dead_code)]
+mod protocol;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -343,56 +347,11 @@ async fn ended_calls_are_written_to_mongodb_with_times_reason_and_quality() {
 
 // === embedded mode, and any payload gets a typed answer ===
 
-const EVENTS: &[&str] = &[
-    "webrtc:get-ice-servers",
-    "call:initiate",
-    "call:answer",
-    "call:reject",
-    "call:hangup",
-    "call:create-group",
-    "call:add-participant",
-    "call:remove-participant",
-    "webrtc:offer",
-    "webrtc:answer",
-    "webrtc:ice-candidate",
-    "call:report-quality",
-    "call:history",
-];
-
-const KEYS: &[&str] = &[
-    "call_id",
-    "callee_id",
-    "media_type",
-    "participant_ids",
-    "user_id",
-    "to_user_id",
-    "sdp",
-    "candidate",
-    "latency_ms",
-    "packet_loss_percentage",
-    "jitter_ms",
-    "bitrate_kbps",
-    "limit",
-    "before",
-    "before_id",
-];
-
 fn embedded_config() -> DataplaneConfig {
     let mut cfg = mk_config();
     cfg.calls.ringing_timeout = HumanDuration(Duration::from_secs(1));
     // The fuzzer sends fast; it is not testing the limiter.
-    for b in [&mut cfg.limits.per_socket, &mut cfg.limits.per_user] {
-        for bucket in [
-            &mut b.message,
-            &mut b.typing,
-            &mut b.read,
-            &mut b.room,
-            &mut b.signal,
-        ] {
-            bucket.rate = 10_000.0;
-            bucket.burst = 10_000;
-        }
-    }
+    lift_limits(&mut cfg);
     cfg
 }
 
@@ -441,7 +400,15 @@ async fn embedded_node_rings_times_out_keeps_history_and_answers_any_payload() {
 
     // A live call so that random payloads meet a real call id too.
     let live = initiate(&alice, "bob", "audio").await["id"].clone();
-    fuzz(&alice, EVENTS, arb_payload(KEYS, live), 400).await;
+    let events = protocol::events("/webrtc");
+    let known = vec![live, json!("bob"), json!("audio"), json!("video")];
+    fuzz(
+        &alice,
+        &events,
+        arb_payload(protocol::WEBRTC_KEYS, known),
+        400,
+    )
+    .await;
     assert_eq!(
         reqwest::get(node.url("/healthz")).await.unwrap().status(),
         200

@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const ADMIN: &str = "admin-token-for-tests-admin-token-for-tests";
+/// The global service token of the tests that configure one.
+#[allow(dead_code)] // not every suite calls the service API
+pub const SERVICE: &str = "service-token-for-tests-service-token-for-tests";
 
 /// A running node; dropped → shut down.
 pub struct Node {
@@ -170,6 +173,18 @@ pub fn token(claims: &Claims) -> String {
         .expect("signer")
         .sign(claims)
         .expect("sign")
+}
+
+/// A tenant-scoped service token for `tenant` (sub: the service's name), and its `jti`.
+#[allow(dead_code)] // not every suite calls the service API
+pub fn service_token(tenant: &str) -> (String, String) {
+    let claims = claims(tenant, "billing-backend");
+    let jti = claims.jti.clone().unwrap_or_default();
+    let token = Signer::hmac(&mk_config().jwt)
+        .expect("signer")
+        .sign(&switchboard_dataplane::auth::ScopedClaims::service(claims))
+        .expect("sign");
+    (token, jti)
 }
 
 /// A Socket.IO client on one namespace.
@@ -447,6 +462,19 @@ impl Client {
         }
     }
 
+    /// Every event that arrives within `within`, of any name, in order (waits the whole
+    /// time: for a record of everything a client was sent).
+    #[allow(dead_code)] // not every suite records
+    pub async fn received(&self, within: Duration) -> Vec<(String, Value)> {
+        let mut rx = self.events.lock().await;
+        let deadline = tokio::time::Instant::now() + within;
+        let mut all = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            all.push(e);
+        }
+        all
+    }
+
     pub async fn expect(&self, name: &str) -> Value {
         self.next(name, Duration::from_secs(3))
             .await
@@ -600,7 +628,13 @@ pub async fn redis_pair(set: &[(&str, &str)]) -> Option<(Node, Node)> {
 /// Rate limits out of the way, for tests that send bursts (they do not test the limiter).
 pub fn lift_limits(c: &mut DataplaneConfig) {
     for b in [&mut c.limits.per_socket, &mut c.limits.per_user] {
-        for bucket in [&mut b.message, &mut b.typing, &mut b.read, &mut b.room] {
+        for bucket in [
+            &mut b.message,
+            &mut b.typing,
+            &mut b.read,
+            &mut b.room,
+            &mut b.signal,
+        ] {
             bucket.rate = 10_000.0;
             bucket.burst = 10_000;
         }
@@ -632,10 +666,11 @@ pub const CODES: &[&str] = &[
 ];
 
 /// Random JSON (nested up to 3 levels) whose object keys are often from `keys` and whose
-/// leaves are often `known` (an id that exists), so payloads get past the first checks.
+/// leaves are often one of `known` (an id that exists, a valid enum value), so payloads
+/// get past the first checks.
 pub fn arb_payload(
     keys: &'static [&'static str],
-    known: Value,
+    known: Vec<Value>,
 ) -> impl proptest::strategy::Strategy<Value = Value> {
     use proptest::prelude::*;
     let leaf = prop_oneof![
@@ -646,7 +681,7 @@ pub fn arb_payload(
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
         "[a-z:{} ]{0,12}".prop_map(Value::from),
-        Just(known),
+        proptest::sample::select(known),
         Just(json!(-1)),
         Just(json!(u64::MAX)),
     ];

@@ -7,7 +7,7 @@ use switchboard_crds::config::DataplaneConfig;
 
 use crate::support::{self, Client, Node};
 
-pub const SERVICE: &str = "service-token-for-tests-service-token-for-tests";
+pub use crate::support::SERVICE;
 
 pub fn mk_config() -> DataplaneConfig {
     let mut c = support::mk_config();

@@ -4,21 +4,9 @@
 //! push token or an e-mail address in full.
 
 use serde_json::{Value, json};
-use switchboard_dataplane::auth::{ScopedClaims, Signer};
 
 use crate::common::{SERVICE, fresh, mk_config, notif_user, notification, wait_status};
-use crate::support::{self, Client, ConnectError, Node, start};
-
-/// A service token for `tenant` (sub: the service's name).
-fn service_token(tenant: &str) -> (String, String) {
-    let claims = support::claims(tenant, "billing-backend");
-    let jti = claims.jti.clone().unwrap_or_default();
-    let token = Signer::hmac(&support::mk_config().jwt)
-        .unwrap()
-        .sign(&ScopedClaims::service(claims))
-        .unwrap();
-    (token, jti)
-}
+use crate::support::{self, Client, ConnectError, Node, service_token, start};
 
 /// Any request to the node; (status, JSON body).
 async fn call(node: &Node, method: &str, path: &str, bearer: &str, body: Value) -> (u16, Value) {
