@@ -102,6 +102,9 @@ pub fn spec_problems(
         roles.push(Role::Worker);
     }
     let turn_secret = names.turn_secret();
+    // The managed Redis' URL comes from the Secret the operator itself generates (with a
+    // password it makes up), so it is always there and well-formed.
+    let redis_auth = names.redis_auth();
     for role in roles {
         let mut config = dataplane_config(rc, names);
         let wiring = pod_wiring(rc, names, role, turn.is_some());
@@ -115,6 +118,9 @@ pub fn spec_problems(
                 return Some("node-0".into());
             }
             let r = from.secret_key_ref.as_ref()?;
+            if r.name == redis_auth {
+                return Some(crate::children::redis::url(names, "generated"));
+            }
             if r.name == turn_secret {
                 let t = turn?;
                 return match r.key.as_str() {
@@ -130,7 +136,7 @@ pub fn spec_problems(
             let var = ENV_KEYS.iter().find(|(_, k)| *k == key)?.0;
             let e = wiring.env.iter().find(|e| e.name == var)?;
             let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
-            (r.name != turn_secret).then(|| (r.name.clone(), r.key.clone()))
+            (r.name != turn_secret && r.name != redis_auth).then(|| (r.name.clone(), r.key.clone()))
         };
         let env_errors = config
             .apply_env(lookup)
@@ -197,6 +203,22 @@ mod tests {
             &[
                 ("jwt", secret("secret", &"k".repeat(32))),
                 ("redis", secret("url", "redis://r:6379")),
+                ("mongo", secret("uri", "mongodb://m:27017")),
+                ("fcm", secret("sa.json", "{}")),
+                ("apns", secret("key.p8", "pem")),
+                ("admin", secret("token", &"a".repeat(32))),
+                ("service", secret("token", &"s".repeat(32))),
+            ],
+        );
+        assert!(p.is_empty(), "{p:?}");
+        // The same with the managed Redis: its URL (from the Secret the operator
+        // generates) counts as set, so Kafka-fed workers are no problem.
+        let mut managed = full.clone();
+        managed.spec.redis = Default::default();
+        let p = problems(
+            &managed,
+            &[
+                ("jwt", secret("secret", &"k".repeat(32))),
                 ("mongo", secret("uri", "mongodb://m:27017")),
                 ("fcm", secret("sa.json", "{}")),
                 ("apns", secret("key.p8", "pem")),
