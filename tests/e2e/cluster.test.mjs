@@ -333,7 +333,7 @@ test('the managed Redis requires the operator-generated password, refuses writes
   const redis = (await pods(NS, `app.kubernetes.io/instance=${CLUSTER},app.kubernetes.io/component=redis`)).find(isReady);
   const cli = (...args) => execFileSync('redis-cli', ['--no-auth-warning', '-h', redis.status.podIP, ...args], { encoding: 'utf8' }).trim();
   assert.match(cli('ping'), /NOAUTH/, 'no password, no access');
-  assert.match(cli('-a', 'wrong', 'ping'), /WRONGPASS/, 'a wrong password');
+  assert.match(cli('auth', 'wrong'), /WRONGPASS/, 'a wrong password');
   assert.equal(cli('-a', password, 'ping'), 'PONG');
   assert.deepEqual(cli('-a', password, 'config', 'get', 'maxmemory-policy').split('\n'), ['maxmemory-policy', 'noeviction']);
   assert.ok(Number(cli('-a', password, 'config', 'get', 'maxmemory').split('\n')[1]) > 0, 'a maxmemory is set');
