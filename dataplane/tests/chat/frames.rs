@@ -544,7 +544,7 @@ async fn send_ws(ws: &mut Ws, frames: &[Frame]) -> bool {
 }
 
 /// A long-polling session joined to all four namespaces: its URL.
-async fn open_polling(http: &reqwest::Client, node: &Node, token: &str) -> String {
+pub(crate) async fn open_polling(http: &reqwest::Client, node: &Node, token: &str) -> String {
     let open = http
         .get(node.url("/socket.io/?EIO=4&transport=polling"))
         .send()
