@@ -22,8 +22,9 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 enum Outcome {
     /// The ack of the request, with its payload.
     Acked(Value),
-    /// The node closed the Engine.IO session (close packet, or the session is unknown).
-    Closed,
+    /// The node closed the Engine.IO session: how the poll said so (the close packet, or
+    /// 400 for a session it no longer knows).
+    Closed(&'static str),
 }
 
 /// Poll `base` until the ack `id` on `ns` arrives or the session is closed; panics on
@@ -40,13 +41,13 @@ async fn poll_for(http: &reqwest::Client, base: &str, ns: &str, id: u64) -> (Out
             Err(e) => panic!("poll: {e}"),
         };
         if res.status() == reqwest::StatusCode::BAD_REQUEST {
-            return (Outcome::Closed, seen); // unknown session: it was closed
+            return (Outcome::Closed("400"), seen);
         }
         assert!(res.status().is_success(), "poll answered {}", res.status());
         let body = res.text().await.expect("poll body");
         for p in body.split('\x1e') {
             if p == "1" {
-                return (Outcome::Closed, seen);
+                return (Outcome::Closed("close packet"), seen);
             } else if p == "2" {
                 http.post(base).body("3").send().await.expect("pong");
             } else if p.contains("\"message:new\"") {
@@ -132,7 +133,7 @@ async fn a_slow_polling_session_gets_its_ack_or_is_closed_never_silence() {
     let (outcome, seen) = poll_for(&http, &base, "/presence", 2).await;
     match &outcome {
         Outcome::Acked(ack) => assert_eq!(ack["ok"], json!(true), "typed ack: {ack}"),
-        Outcome::Closed => {
+        Outcome::Closed(_) => {
             assert!(seen < FLOOD, "closed although nothing was dropped");
             let m = node.metrics().await;
             assert!(
