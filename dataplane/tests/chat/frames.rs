@@ -467,11 +467,11 @@ impl Oracle {
     }
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket session joined to all four namespaces.
-async fn open_ws(node: &Node, token: &str) -> Ws {
+pub(crate) async fn open_ws(node: &Node, token: &str) -> Ws {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr);
     // Small frames go out at once (no Nagle delay on a request-then-wait pattern).
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
