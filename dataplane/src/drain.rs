@@ -75,7 +75,7 @@ struct Shared {
     closed: Mutex<HashSet<Sid>>,
     /// Which connection carries each upgraded WebSocket session.
     upgrades: Upgrades,
-    /// Slow consumers whose transport is being closed (see [`close_slow_consumer`]).
+    /// Slow consumers whose transport is being closed (see [`send_failed`]).
     slow: Mutex<HashSet<Sid>>,
     /// The node's own HTTP service, through which long-polling sessions are closed; set
     /// once it exists.
@@ -116,7 +116,7 @@ impl Drain {
         self.0.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The node's HTTP service, once built (see [`close_slow_consumer`]).
+    /// The node's HTTP service, once built (see [`send_failed`]).
     pub fn set_router(&self, router: axum::Router) {
         let _ = self.0.router.set(router);
     }
@@ -350,8 +350,9 @@ async fn settle(app: &App, sessions: &dyn Sessions, report: &mut Report) {
 /// send buffer (Engine.IO's `max_buffer_size`) is full, the client reads slower than it
 /// is sent to: the packet is lost, so the session's transport is closed (counted as
 /// `switchboard_forced_disconnects_total{kind="slow_consumer"}`, logged at warn) rather
-/// than the client left waiting. The official client sees `transport close`, reconnects
-/// and catches up (`sync:get`, `message:history`). A socket already gone is not news.
+/// than the client left waiting. The official client sees its transport end (`transport
+/// close` on WebSocket, `transport error` on polling), reconnects and catches up
+/// (`sync:get`, `message:history`). A socket already gone is not news.
 pub fn send_failed<A: Adapter>(app: &App, s: &SocketRef<A>, event: &str, e: &SendError) {
     if !matches!(e, SendError::Socket(SocketError::InternalChannelFull)) {
         tracing::debug!(error = %e, event, sid = %s.id, "ack not sent");
