@@ -23,13 +23,15 @@ pub mod transport;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
 use switchboard_crds::config::DRAIN_IN_FLIGHT_WAIT;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -73,6 +75,11 @@ struct Shared {
     closed: Mutex<HashSet<Sid>>,
     /// Which connection carries each upgraded WebSocket session.
     upgrades: Upgrades,
+    /// Slow consumers whose transport is being closed (see [`send_failed`]).
+    slow: Mutex<HashSet<Sid>>,
+    /// The node's own HTTP service, through which long-polling sessions are closed; set
+    /// once it exists.
+    router: OnceLock<axum::Router>,
     /// Request handlers running now.
     in_flight: AtomicUsize,
     idle: Notify,
@@ -107,6 +114,11 @@ impl Drain {
 
     fn closed(&self) -> std::sync::MutexGuard<'_, HashSet<Sid>> {
         self.0.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node's HTTP service, once built (see [`send_failed`]).
+    pub fn set_router(&self, router: axum::Router) {
+        let _ = self.0.router.set(router);
     }
 
     /// Count a request handler as running until the guard drops: the drain waits for it.
@@ -165,7 +177,7 @@ const NAMESPACES: [&str; 4] = [
 ];
 
 /// What the drain needs to know of a socket's session.
-fn session_of<A: Adapter>(s: &socketioxide::extract::SocketRef<A>, upgrades: &Upgrades) -> Session {
+fn session_of<A: Adapter>(s: &SocketRef<A>, upgrades: &Upgrades) -> Session {
     let websocket = s.transport_type() == socketioxide::TransportType::Websocket;
     let link = websocket
         .then(|| {
@@ -281,6 +293,11 @@ pub async fn run(app: &App, sessions: &dyn Sessions, router: &axum::Router) -> R
 async fn close(app: &App, router: &axum::Router, s: Session) {
     app.drain.closed().insert(s.sid);
     crate::metrics::Metrics::kind(&app.metrics.disconnects, "drain");
+    close_transport(router, s).await;
+}
+
+/// Close one session's Engine.IO transport (see [`transport`]).
+async fn close_transport(router: &axum::Router, s: Session) {
     match (s.websocket, s.link) {
         (true, Some(link)) => link.close(),
         (true, None) => {
@@ -325,6 +342,48 @@ async fn settle(app: &App, sessions: &dyn Sessions, report: &mut Report) {
     }
     report.left = sessions.sessions(&app.drain.0.upgrades).len();
     report.in_flight = app.drain.in_flight();
+}
+
+// === slow consumers ===
+
+/// A packet for socket `s` (the ack of `event`) could not be sent. When its session's
+/// send buffer (Engine.IO's `max_buffer_size`) is full, the client reads slower than it
+/// is sent to: the packet is lost, so the session's transport is closed (counted as
+/// `switchboard_forced_disconnects_total{kind="slow_consumer"}`, logged at warn) rather
+/// than the client left waiting. The official client sees its transport end (`transport
+/// close` on WebSocket, `transport error` on polling), reconnects and catches up
+/// (`sync:get`, `message:history`). A socket already gone is not news.
+pub fn send_failed<A: Adapter>(app: &App, s: &SocketRef<A>, event: &str, e: &SendError) {
+    if !matches!(e, SendError::Socket(SocketError::InternalChannelFull)) {
+        tracing::debug!(error = %e, event, sid = %s.id, "ack not sent");
+        return;
+    }
+    let drain = &app.drain.0;
+    if !drain
+        .slow
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(s.id)
+    {
+        return; // already being closed
+    }
+    tracing::warn!(sid = %s.id, ns = s.ns(), event, "send buffer full: closing a slow consumer");
+    crate::metrics::Metrics::kind(&app.metrics.disconnects, "slow_consumer");
+    let session = session_of(s, &drain.upgrades);
+    let app = app.clone();
+    tokio::spawn(async move {
+        let sid = session.sid;
+        match app.drain.0.router.get() {
+            Some(router) => close_transport(router, session).await,
+            None => tracing::error!(%sid, "no HTTP service to close a slow consumer with"),
+        }
+        app.drain
+            .0
+            .slow
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sid);
+    });
 }
 
 #[cfg(test)]

@@ -383,7 +383,8 @@ fn limited(event: &str) -> AckError {
 }
 
 /// Ack a request, count it under `label`, and disconnect the socket when the answer or
-/// the limiter says so.
+/// the limiter says so. An ack the socket's full send buffer cannot take closes its
+/// session ([`crate::drain::send_failed`]).
 #[allow(clippy::too_many_arguments)]
 fn answer<A: Adapter>(
     app: &App,
@@ -400,7 +401,9 @@ fn answer<A: Adapter>(
         Err(e) => e.code.as_str(),
     };
     app.metrics.event(label, outcome, started.elapsed());
-    let _ = ack.send(&envelope(result));
+    if let Err(e) = ack.send(&envelope(result)) {
+        crate::drain::send_failed(app, s, label, &e);
+    }
     if matches!(result, Err(e) if e.then_disconnect) {
         let _ = s.clone().disconnect();
     }

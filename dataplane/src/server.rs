@@ -291,6 +291,7 @@ fn finish<A: Adapter>(
             cors::layer,
         ))
         .layer(axum::middleware::map_request(detach_request_parts));
+    app.drain.set_router(router.clone());
     (app.clone(), router, Arc::new(io))
 }
 

@@ -5,7 +5,8 @@
 //!
 //! The oracle: nothing in the node panics; every well-formed request with an ack id gets
 //! a typed ack (`assert_ack`: never `internal` or `unavailable`) without the session
-//! ending; a malformed frame may end the session, never hang it (a probe sent right
+//! ending, unless the node closed it as a slow consumer (its send buffer full: the
+//! long-polling session reads rarely; PROTOCOL.md, "Slow consumers"); a malformed frame may end the session, never hang it (a probe sent right
 //! after it is answered, or the transport closes); afterwards a normal client is served,
 //! and a user of another tenant with the same user id has been sent nothing.
 //!
@@ -413,6 +414,9 @@ impl Gen {
 struct Stats {
     acks: u64,
     reconnects: u64,
+    /// Polling sessions the node closed as slow consumers (PROTOCOL.md): a well-formed
+    /// request may end one, since the session read its buffer too rarely.
+    slow_closes: u64,
     events: u64,
     connect_errors: u64,
 }
@@ -463,11 +467,11 @@ impl Oracle {
     }
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket session joined to all four namespaces.
-async fn open_ws(node: &Node, token: &str) -> Ws {
+pub(crate) async fn open_ws(node: &Node, token: &str) -> Ws {
     let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.addr);
     // Small frames go out at once (no Nagle delay on a request-then-wait pattern).
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
@@ -544,7 +548,7 @@ async fn send_ws(ws: &mut Ws, frames: &[Frame]) -> bool {
 }
 
 /// A long-polling session joined to all four namespaces: its URL.
-async fn open_polling(http: &reqwest::Client, node: &Node, token: &str) -> String {
+pub(crate) async fn open_polling(http: &reqwest::Client, node: &Node, token: &str) -> String {
     let open = http
         .get(node.url("/socket.io/?EIO=4&transport=polling"))
         .send()
@@ -729,12 +733,18 @@ async fn any_frame_gets_a_typed_answer_or_a_closed_session_and_the_node_keeps_se
             let probe = g.id();
             let outcome = polling_case(&http, &polling, &case, probe, &mut o).await;
             if let Err(how) = outcome {
+                let slow_closes = node.slow_consumer_closes().await;
+                let slow = slow_closes > o.stats.slow_closes;
+                o.stats.slow_closes = slow_closes;
                 assert!(
-                    !case.well_formed,
+                    !case.well_formed || slow,
                     "the polling session ended after a well-formed request ({how}): {context}"
                 );
                 o.stats.reconnects += 1;
                 o.optional.clear();
+                if let Some((id, ..)) = &case.ack {
+                    o.expected.remove(id); // lost with the slow consumer's session
+                }
                 // A fresh connection pool: the node may have closed the pooled
                 // connection (a 413 for a body past the cap) as the client reuses it.
                 http = reqwest::Client::new();
@@ -796,10 +806,11 @@ async fn any_frame_gets_a_typed_answer_or_a_closed_session_and_the_node_keeps_se
     );
     let took = started.elapsed();
     println!(
-        "frame fuzzing: {cases} cases in {took:.1?} ({:.0} cases/s), {} acks checked, {} sessions ended by the node, {} events, {} connect errors; by kind: {kinds:?}",
+        "frame fuzzing: {cases} cases in {took:.1?} ({:.0} cases/s), {} acks checked, {} sessions ended by the node ({} slow consumers), {} events, {} connect errors; by kind: {kinds:?}",
         cases as f64 / took.as_secs_f64(),
         o.stats.acks,
         o.stats.reconnects,
+        o.stats.slow_closes,
         o.stats.events,
         o.stats.connect_errors,
     );

@@ -21,6 +21,7 @@ mod multinode;
 mod presence;
 mod presence_cost;
 mod protocol;
+mod slow_consumer;
 mod storage;
 mod sync;
 mod tenants;

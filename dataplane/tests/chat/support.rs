@@ -143,6 +143,17 @@ impl Node {
             .await
             .unwrap()
     }
+
+    /// Sessions the node closed as slow consumers (their send buffer was full when an
+    /// ack was due): `switchboard_forced_disconnects_total{kind="slow_consumer"}`.
+    pub async fn slow_consumer_closes(&self) -> u64 {
+        let m = self.metrics().await;
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix("switchboard_forced_disconnects_total{kind=\"slow_consumer\"} ")
+            })
+            .map_or(0, |n| n.trim().parse().expect("a count"))
+    }
 }
 
 pub fn claims(tenant: &str, sub: &str) -> Claims {
