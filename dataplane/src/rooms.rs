@@ -62,6 +62,16 @@ pub struct Held {
     pub added: usize,
 }
 
+impl Held {
+    /// From the counts of all the user's rooms and of those others added them to.
+    pub fn of(all: usize, added: usize) -> Self {
+        Self {
+            own: all.saturating_sub(added),
+            added,
+        }
+    }
+}
+
 /// What a ban or a mute did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sanctioned {
@@ -348,10 +358,7 @@ impl RoomStore for MemoryRooms {
             .user_added
             .get(&k(tenant, user_id))
             .map_or(0, BTreeSet::len);
-        Ok(Held {
-            own: all.saturating_sub(added),
-            added,
-        })
+        Ok(Held::of(all, added))
     }
 
     async fn add_member(

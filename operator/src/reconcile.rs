@@ -180,7 +180,7 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
             secrets.insert(r.name.clone(), secrets_api.get_opt(&r.name).await?);
         }
     }
-    let secret_data: config::SecretData = config::referenced_secrets(&rc)
+    let mut secret_data: config::SecretData = config::referenced_secrets(&rc)
         .into_iter()
         .filter_map(|(_, r)| {
             let s = secrets.get(&r.name)?.as_ref()?;
@@ -210,7 +210,6 @@ pub async fn reconcile(rc: Arc<RealtimeCluster>, ctx: Arc<Context>) -> Result<Ac
     };
 
     // The managed Redis' password: generated once, kept in `<name>-redis-auth`.
-    let mut secret_data = secret_data;
     let redis_password = match rc.spec.redis.mode {
         RedisMode::Managed => {
             let password = secrets_api

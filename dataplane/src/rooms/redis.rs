@@ -344,12 +344,11 @@ impl RoomStore for RedisRooms {
     }
 
     async fn held(&self, tenant: &str, user_id: &str) -> Result<Held, StoreError> {
-        let all: usize = self.client.scard(keys::user_rooms(tenant, user_id)).await?;
-        let added: usize = self.client.scard(keys::user_added(tenant, user_id)).await?;
-        Ok(Held {
-            own: all.saturating_sub(added),
-            added,
-        })
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline.scard(keys::user_rooms(tenant, user_id)).await?;
+        let _: () = pipeline.scard(keys::user_added(tenant, user_id)).await?;
+        let (all, added): (usize, usize) = pipeline.all().await?;
+        Ok(Held::of(all, added))
     }
 
     async fn add_member(

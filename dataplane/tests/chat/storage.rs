@@ -223,72 +223,6 @@ async fn rooms_per_tenant_two_nodes() {
 
 // === Redis refusing writes ===
 
-/// A private redis-server on a free loopback port with a tiny `maxmemory` and
-/// `noeviction`; stopped (by its pid) when dropped.
-struct TinyRedis {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for TinyRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl TinyRedis {
-    async fn start() -> TinyRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let mut child = std::process::Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory",
-                "16mb",
-                "--maxmemory-policy",
-                "noeviction",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server) must be installed");
-        let url = format!("redis://127.0.0.1:{port}");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return TinyRedis { child, url };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("private redis-server on port {port} did not come up");
-    }
-
-    async fn client(&self) -> fred::clients::Client {
-        use fred::interfaces::ClientLike;
-        let config = fred::prelude::Config::from_url(&self.url).expect("url");
-        let client = fred::prelude::Builder::from_config(config)
-            .build()
-            .expect("client");
-        client.init().await.expect("connect");
-        client
-    }
-}
-
 /// Fill Redis with filler keys until it refuses a write (OOM): big values first, then
 /// small ones, so what fills it is data, not the refused command's own arguments (a
 /// command's arguments count toward used memory while it runs). Returns the keys written.
@@ -318,12 +252,15 @@ async fn fill(client: &fred::clients::Client) -> Vec<String> {
 /// memory is freed, writes work again.
 #[tokio::test]
 async fn redis_out_of_memory_is_unavailable_and_loses_nothing() {
-    if redis_url().is_none() {
-        return; // the tests/env services are not up (fails under CI in redis_url)
-    }
-    let redis = TinyRedis::start().await;
+    // A private redis-server with a tiny `maxmemory` and `noeviction`.
+    let Some(redis) =
+        PrivateRedis::start_with(&["--maxmemory", "16mb", "--maxmemory-policy", "noeviction"])
+            .await
+    else {
+        return; // no redis-server (fails under CI in PrivateRedis::start_with)
+    };
     let mut config = mk_config();
-    config.redis.url = Some(redis.url.clone());
+    config.redis.url = Some(redis.url());
     config.node_id = Some(unique("oom"));
     let node = start(config).await;
     let tenant = unique("t");

@@ -785,6 +785,11 @@ impl Drop for PrivateRedis {
 impl PrivateRedis {
     /// Start one; `None` (or a failure under `CI=true`) when `redis-server` is missing.
     pub async fn start() -> Option<PrivateRedis> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`PrivateRedis::start`] with more `redis-server` arguments (`--maxmemory 16mb`…).
+    pub async fn start_with(extra: &[&str]) -> Option<PrivateRedis> {
         if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -813,6 +818,7 @@ impl PrivateRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -833,6 +839,17 @@ impl PrivateRedis {
 
     pub fn url(&self) -> String {
         format!("redis://{}", self.addr)
+    }
+
+    /// A connected fred client of this server.
+    pub async fn client(&self) -> fred::clients::Client {
+        use fred::interfaces::ClientLike;
+        let config = fred::prelude::Config::from_url(&self.url()).expect("url");
+        let client = fred::prelude::Builder::from_config(config)
+            .build()
+            .expect("client");
+        client.init().await.expect("connect");
+        client
     }
 
     /// Start recording every command the server runs (`MONITOR`).
