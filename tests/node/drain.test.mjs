@@ -15,13 +15,13 @@
 // Run: cargo build -p switchboard-dataplane, then cd tests/node && npm test
 
 import assert from 'node:assert/strict';
-import { createServer, connect as tcpConnect } from 'node:net';
 import { after } from 'node:test';
 
 import { Manager } from 'socket.io-client';
 
 import { connectUser, ok, record, scenario, seen, sleep, waitFor } from './lib/client.mjs';
 import { token } from './lib/jwt.mjs';
+import { tcpProxy } from './lib/proxy.mjs';
 import { randomId, services, startNode, stopAll } from './lib/server.mjs';
 
 
@@ -33,41 +33,6 @@ after(async () => {
   await stopAll();
 });
 
-/**
- * A TCP proxy on a free loopback port; `route()` picks the backend port of each new
- * connection. `log` records { to, at } per connection.
- */
-async function proxy(route) {
-  const log = [];
-  const open = new Set();
-  const server = createServer((client) => {
-    const to = route();
-    log.push({ to, at: Date.now() });
-    const upstream = tcpConnect(to, '127.0.0.1');
-    open.add(client);
-    open.add(upstream);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-      open.delete(client);
-      open.delete(upstream);
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((res) => server.listen(0, '127.0.0.1', res));
-  const { port } = server.address();
-  return {
-    url: `http://127.0.0.1:${port}`,
-    log,
-    close: () => {
-      for (const s of open) s.destroy();
-      server.close();
-    },
-  };
-}
 
 /** A Manager with a socket per namespace for user `sub`, recording what they see. */
 function connectThrough(url, sub, tok, namespaces) {
@@ -106,7 +71,7 @@ scenario('a client of a draining node reconnects to another node by itself, and 
 
   let draining = false;
   let sentToA = 0;
-  const lb = await proxy(() => {
+  const lb = await tcpProxy(() => {
     if (!draining) return a.port;
     sentToA++;
     return sentToA === 1 ? a.port : b.port;

@@ -1,10 +1,9 @@
 // Test helpers: the repository's node-test helpers (start/stop nodes, tokens), the built
-// SDK, a TCP front that stands in for a load balancer, and waiting for conditions.
-
-import { createServer, connect } from 'node:net';
+// SDK, the TCP front that stands in for a load balancer, and waiting for conditions.
 
 export { startNode, stopAll, stopNode, services, randomId, freePort } from '../../../tests/node/lib/server.mjs';
 export { token, sign, claimsFor, nowSecs } from '../../../tests/node/lib/jwt.mjs';
+export { tcpProxy as front } from '../../../tests/node/lib/proxy.mjs';
 export { SwitchboardClient, SwitchboardError, METHODS, NAMESPACES } from '../dist/index.js';
 
 import { SwitchboardClient } from '../dist/index.js';
@@ -49,39 +48,3 @@ export function record(c, ns, event) {
   return got;
 }
 
-/**
- * A TCP front on a free port that forwards each new connection to `target()` (a
- * node's port), like a Service in front of socket nodes; `cut()` drops every open
- * connection. Close with `close()`.
- */
-export async function front(target) {
-  const open = new Set();
-  const srv = createServer((down) => {
-    const up = connect(target(), '127.0.0.1');
-    open.add(down);
-    open.add(up);
-    const drop = () => {
-      down.destroy();
-      up.destroy();
-      open.delete(down);
-      open.delete(up);
-    };
-    down.on('error', drop).on('close', drop);
-    up.on('error', drop).on('close', drop);
-    down.pipe(up);
-    up.pipe(down);
-  });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address();
-  return {
-    url: `http://127.0.0.1:${port}`,
-    cut: () => {
-      for (const s of open) s.destroy();
-    },
-    close: () =>
-      new Promise((r) => {
-        for (const s of open) s.destroy();
-        srv.close(() => r());
-      }),
-  };
-}
