@@ -622,13 +622,6 @@ async fn throughput(token: &str, n: usize, max_in_flight: Option<usize>) {
 }
 
 /// ms since the epoch, now.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 #[tokio::test]
 async fn notifications_older_than_max_age_are_dead_lettered_as_stale_not_pushed() {
     let (Some(redis), Some(brokers)) = (redis_url(), kafka()) else {
@@ -639,7 +632,7 @@ async fn notifications_older_than_max_age_are_dead_lettered_as_stale_not_pushed(
     let (tenant, node, alice) = user_with_device(&redis, "ok", "alice").await;
     // What a group whose offsets expired re-reads: two notifications from 2 h ago (one
     // with its `created_at`, one known only by its Kafka timestamp), then a new one.
-    let two_hours_ago = now_ms() - 2 * 3600 * 1000;
+    let two_hours_ago = switchboard_dataplane::clock::now_ms() - 2 * 3600 * 1000;
     let p = producer(&brokers);
     let old_created = fresh("old-created-");
     let mut v = notification(&tenant, &old_created, &["alice"]);
