@@ -61,6 +61,7 @@ impl Fcm {
         let sa = gcp_auth::CustomServiceAccount::from_json(&text)
             .map_err(|e| format!("notifications.fcm.service_account_file: {e}"))?;
         let base = base_url.trim_end_matches('/').to_owned();
+        install_crypto_provider();
         let mut http = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
             .pool_max_idle_per_host(4);
@@ -250,6 +251,15 @@ impl Fcm {
             }),
         }
     }
+}
+
+/// reqwest is built without a TLS crypto provider of its own (the workspace's
+/// `rustls-no-provider`): a client needs the process default installed first. It is ring,
+/// as for kube and lettre, so a release build carries one crypto library. Installing
+/// twice is harmless (the first one stays).
+fn install_crypto_provider() {
+    // Err: a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

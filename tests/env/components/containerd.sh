@@ -18,7 +18,7 @@
 # (paths of ctr and crictl), SWITCHBOARD_TEST_CRI_ENDPOINT (unix://… for crictl/kubelet),
 # and crictl's CONTAINER_RUNTIME_ENDPOINT and IMAGE_SERVICE_ENDPOINT.
 
-SB_NODE_BIN="$SB_CACHE/node-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-cni-$CNI_PLUGINS_VERSION-crictl-$CRICTL_VERSION"
+SB_NODE_BIN="$SB_CACHE/node-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-cni-$CNI_PLUGINS_VERSION-crictl-$CRICTL_VERSION-go-$SB_GO_TOOLS_KEY"
 SB_CTRD_DIR="$SB_STATE/containerd"
 SB_CTRD_SOCK="$SB_CTRD_DIR/containerd.sock"
 
@@ -42,7 +42,7 @@ containerd_install() {
     local ld="-s -w -X $mod/version.Version=$CONTAINERD_VERSION -X $mod/version.Revision=go-module-proxy"
     local tags="no_btrfs,no_devmapper,no_zfs"
     for pin in containerd containerd-shim-runc-v2 ctr; do
-        sb_go_build containerd "$SB_NODE_BIN/$pin" "$SB_ENV_DIR/containerd" "$mod/cmd/$pin" "$ld" "$tags" || return 1
+        sb_go_build containerd "$SB_NODE_BIN/$pin" "$SB_GO_TOOLS" "$mod/cmd/$pin" "$ld" "$tags" || return 1
     done
     CGO_ENABLED=1 sb_go_build containerd "$SB_NODE_BIN/runc" "$SB_ENV_DIR/runc" github.com/opencontainers/runc \
         "-s -w -X main.gitCommit=go-module-proxy" "seccomp urfave_cli_no_docs" || return 1
@@ -51,7 +51,7 @@ containerd_install() {
             "github.com/containernetworking/plugins/plugins/$pin" \
             "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" || return 1
     done
-    sb_go_build containerd "$SB_NODE_BIN/crictl" "$SB_ENV_DIR/crictl" sigs.k8s.io/cri-tools/cmd/crictl \
+    sb_go_build containerd "$SB_NODE_BIN/crictl" "$SB_GO_TOOLS" sigs.k8s.io/cri-tools/cmd/crictl \
         "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
 }
 

@@ -8,12 +8,12 @@
 #
 # Exports SWITCHBOARD_TEST_CLUSTER_DNS (the Service address).
 
-SB_COREDNS_BIN="$SB_CACHE/coredns-$COREDNS_VERSION/coredns"
+SB_COREDNS_BIN="$SB_CACHE/coredns-$COREDNS_VERSION-go-$SB_GO_TOOLS_KEY/coredns"
 
 coredns_install() {
     grep -qE "^[[:space:]]*(require )?github\.com/coredns/coredns $COREDNS_VERSION( |\$)" "$SB_ENV_DIR/coredns/go.mod" ||
         { sb_log "tests/env/coredns/go.mod does not pin coredns $COREDNS_VERSION (versions.env)"; return 1; }
-    sb_go_build coredns "$SB_COREDNS_BIN" "$SB_ENV_DIR/coredns" github.com/coredns/coredns \
+    sb_go_build coredns "$SB_COREDNS_BIN" "$SB_GO_TOOLS" github.com/coredns/coredns \
         "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
 }
 

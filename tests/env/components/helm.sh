@@ -6,7 +6,7 @@
 #
 # Exports SWITCHBOARD_TEST_HELM (path of the binary).
 
-SB_HELM_BIN="$SB_CACHE/helm-$HELM_VERSION-kube-$KUBERNETES_VERSION/helm"
+SB_HELM_BIN="$SB_CACHE/helm-$HELM_VERSION-kube-$KUBERNETES_VERSION-go-$SB_GO_TOOLS_KEY/helm"
 
 helm_install() {
     local kminor ld pkg
@@ -18,7 +18,7 @@ helm_install() {
     for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
         ld+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kminor"
     done
-    sb_go_build helm "$SB_HELM_BIN" "$SB_ENV_DIR/helm" helm.sh/helm/v3/cmd/helm "$ld"
+    sb_go_build helm "$SB_HELM_BIN" "$SB_GO_TOOLS" helm.sh/helm/v3/cmd/helm "$ld"
 }
 
 helm_start() {

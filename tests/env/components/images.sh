@@ -13,8 +13,8 @@ SB_IMAGES_OUT="$SB_REPO/target/images"
 SB_IMAGE_REGISTRY=ghcr.io/switchboard-dev
 
 images_install() {
-    sb_log "images: cargo build --release (switchboard, switchboard-operator)"
-    (cd "$SB_REPO" && cargo build --release -p switchboard-dataplane -p switchboard-operator) \
+    sb_log "images: cargo build --release (switchboard, switchboard-operator, and switchboard-bench so that the benchmarks reuse this build)"
+    (cd "$SB_REPO" && cargo build --release -p switchboard-dataplane -p switchboard-operator -p switchboard-bench) \
         >>"$SB_LOGS/images.log" 2>&1 || return 1
     "$SB_REPO/images/build" --out "$SB_IMAGES_OUT" >>"$SB_LOGS/images.log" 2>&1
 }

@@ -8,7 +8,7 @@
 # SWITCHBOARD_TEST_KUBE_API (https URL), SWITCHBOARD_TEST_KUBECTL (path of a kubectl of
 # the same version).
 
-SB_KUBE_BIN="$SB_CACHE/kubernetes-$KUBERNETES_VERSION"
+SB_KUBE_BIN="$SB_CACHE/kubernetes-$KUBERNETES_VERSION-go-$SB_GO_TOOLS_KEY"
 SB_KUBE_DIR="$SB_STATE/kube"
 SB_KUBE_PKI="$SB_KUBE_DIR/pki"
 
@@ -30,7 +30,7 @@ sb_kube_build() {
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         ld+=" -X $pkg.gitVersion=$kv -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     done
-    sb_go_build "$name" "$SB_KUBE_BIN/$bin" "$SB_ENV_DIR/kube" "k8s.io/kubernetes/cmd/$bin" "$ld"
+    sb_go_build "$name" "$SB_KUBE_BIN/$bin" "$SB_GO_TOOLS" "k8s.io/kubernetes/cmd/$bin" "$ld"
 }
 
 # sb_kube_ca NAME CN: a self-signed EC P-256 certificate authority.

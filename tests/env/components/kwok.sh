@@ -8,17 +8,17 @@
 #
 # Exports SWITCHBOARD_TEST_KWOK_NODES (space-separated names of the fake nodes).
 
-SB_KWOK_DIR="$SB_CACHE/kwok-$KWOK_VERSION"
+SB_KWOK_DIR="$SB_CACHE/kwok-$KWOK_VERSION-go-$SB_GO_TOOLS_KEY"
 SB_KWOK_NODES="kwok-node-0 kwok-node-1"
 
 kwok_install() {
     local mod stage
     grep -qE "^[[:space:]]*sigs\.k8s\.io/kwok $KWOK_VERSION( |\$)" "$SB_ENV_DIR/kwok/go.mod" ||
         { sb_log "tests/env/kwok/go.mod does not pin kwok $KWOK_VERSION (versions.env)"; return 1; }
-    sb_go_build kwok "$SB_KWOK_DIR/kwok" "$SB_ENV_DIR/kwok" sigs.k8s.io/kwok/cmd/kwok "-s -w" ||
+    sb_go_build kwok "$SB_KWOK_DIR/kwok" "$SB_GO_TOOLS" sigs.k8s.io/kwok/cmd/kwok "-s -w" ||
         return 1
     [ -s "$SB_KWOK_DIR/stages.yaml" ] && return 0
-    mod="$(sb_go_mod_dir "$SB_ENV_DIR/kwok" sigs.k8s.io/kwok)" || return 1
+    mod="$(sb_go_mod_dir "$SB_GO_TOOLS" sigs.k8s.io/kwok)" || return 1
     for stage in node/fast/node-initialize node/heartbeat/node-heartbeat \
         pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
         [ -f "$mod/kustomize/stage/$stage.yaml" ] || { sb_log "kwok $KWOK_VERSION has no stage $stage"; return 1; }

@@ -10,7 +10,7 @@
 # Exports SWITCHBOARD_TEST_PROMETHEUS, SWITCHBOARD_TEST_PROMTOOL and
 # SWITCHBOARD_TEST_DASHBOARD_CHECK (paths of the binaries).
 
-SB_PROMETHEUS_DIR="$SB_CACHE/prometheus-$PROMETHEUS_VERSION"
+SB_PROMETHEUS_DIR="$SB_CACHE/prometheus-$PROMETHEUS_VERSION-go-$SB_GO_TOOLS_KEY"
 SB_DASHBOARD_CHECK="$SB_CACHE/dashboard-check-$GRAFANA_FOUNDATION_SDK_VERSION/switchboard-dashboard-check"
 
 prometheus_install() {
@@ -20,7 +20,7 @@ prometheus_install() {
         { sb_log "tests/env/prometheus/go.mod does not pin prometheus $PROMETHEUS_VERSION (versions.env)"; return 1; }
     ld="-s -w -X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION"
     for tool in prometheus promtool; do
-        sb_go_build prometheus "$SB_PROMETHEUS_DIR/$tool" "$SB_ENV_DIR/prometheus" \
+        sb_go_build prometheus "$SB_PROMETHEUS_DIR/$tool" "$SB_GO_TOOLS" \
             "github.com/prometheus/prometheus/cmd/$tool" "$ld" remove_all_sd || return 1
     done
     grep -qE "^require github\.com/grafana/grafana-foundation-sdk/go $GRAFANA_FOUNDATION_SDK_VERSION\$" \

@@ -47,3 +47,5 @@ EOF
 rm -f "$here/go.sum"
 cd "$here" && go mod tidy
 echo "go.mod and go.sum regenerated for k8s.io/kubernetes $kv"
+# The tools are built in the merged module, which follows from the wrappers.
+"$here/../go/merge"
