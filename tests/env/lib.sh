@@ -100,18 +100,12 @@ sb_export() {
 
 # sb_apt PKG...: install Debian packages that are missing (apt-get update once per run).
 sb_apt() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
     # One apt at a time: `envctl install` may run beside an `envctl up` (tests/run-all),
     # and dpkg refuses a second writer instead of waiting.
-    local lock
+    local lock rc
     exec {lock}>"$SB_CACHE/.apt.lock"
     flock "$lock"
-    sb_apt_locked "${missing[@]}"
-    local rc=$?
+    sb_apt_locked "$@"; rc=$?
     exec {lock}>&-
     return $rc
 }
@@ -119,7 +113,6 @@ sb_apt() {
 # sb_apt_locked PKG...: sb_apt's work, under its lock.
 sb_apt_locked() {
     local missing=() p
-    # Installed by the holder of the lock before us?
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
     done
@@ -146,11 +139,9 @@ sb_apt_locked() {
 SB_GO_TOOLS="$SB_ENV_DIR/go"
 SB_GO_TOOLS_KEY="$(cat "$SB_GO_TOOLS/go.mod" "$SB_GO_TOOLS/go.sum" | sha256sum | cut -c1-12)"
 
-# sb_go_tools_fresh: go/go.mod was generated from the wrappers as they are now.
+# sb_go_tools_fresh: go/go.mod was generated from the wrappers (go/wrappers) as they are now.
 sb_go_tools_fresh() {
-    local want
-    want="$(cd "$SB_ENV_DIR" && cat kube/go.mod kwok/go.mod helm/go.mod containerd/go.mod crictl/go.mod coredns/go.mod prometheus/go.mod | sha256sum | cut -c1-16)"
-    grep -qx "// inputs $want" "$SB_GO_TOOLS/go.mod" ||
+    grep -qx "// inputs $("$SB_GO_TOOLS/merge" --inputs)" "$SB_GO_TOOLS/go.mod" ||
         { sb_log "tests/env/go/go.mod is stale: a wrapper's go.mod changed; run tests/env/go/merge"; return 1; }
 }
 
