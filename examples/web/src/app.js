@@ -410,8 +410,8 @@ async function startCall(peer) {
   if (state.call) throw new Error('already in a call');
   const local = await media();
   const { call: c } = await state.client.webrtc.callInitiate({ callee_id: peer, media_type: 'video' });
-  state.call = { id: c.id, peer, role: 'caller', local, pc: null, pending: [] };
-  state.call.ready = Promise.resolve();
+  // The peer connection is made when the callee answers (call:answered).
+  state.call = { id: c.id, peer, role: 'caller', local, pc: null, pending: [], ready: Promise.resolve() };
   setCallState(`Calling ${peer}…`);
   $('#hangup').hidden = false;
 }
